@@ -1,0 +1,124 @@
+"""Market data records shared by the sources, the aggregator and the engine."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+# MT5 tick flag bits.
+TICK_FLAG_BID = 2
+TICK_FLAG_ASK = 4
+TICK_FLAG_LAST = 8
+TICK_FLAG_VOLUME = 16
+
+
+class Tick(NamedTuple):
+    symbol: str
+    time_msc: int
+    bid: float
+    ask: float
+    last: float = 0.0
+    volume: int = 0
+    flags: int = TICK_FLAG_BID | TICK_FLAG_ASK
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "bid": self.bid,
+            "ask": self.ask,
+            "last": self.last,
+            "volume": self.volume,
+            "time_msc": self.time_msc,
+            "flags": self.flags,
+        }
+
+
+class Candle:
+    """One OHLC bar with MT5's rate fields; mutable while it is forming."""
+
+    __slots__ = (
+        "symbol", "timeframe", "time", "open", "high", "low", "close",
+        "tick_volume", "spread", "real_volume",
+    )
+
+    def __init__(
+        self, symbol: str, timeframe: str, time: int, open: float, high: float, low: float,
+        close: float, tick_volume: int = 0, spread: int = 0, real_volume: int = 0,
+    ) -> None:
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.time = time
+        self.open = open
+        self.high = high
+        self.low = low
+        self.close = close
+        self.tick_volume = tick_volume
+        self.spread = spread
+        self.real_volume = real_volume
+
+    def to_payload(self, closed: bool) -> dict[str, Any]:
+        return {
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "time": self.time,
+            "open": self.open,
+            "high": self.high,
+            "low": self.low,
+            "close": self.close,
+            "tick_volume": self.tick_volume,
+            "spread": self.spread,
+            "real_volume": self.real_volume,
+            "closed": closed,
+        }
+
+    def copy(self) -> Candle:
+        return Candle(
+            self.symbol, self.timeframe, self.time, self.open, self.high, self.low,
+            self.close, self.tick_volume, self.spread, self.real_volume,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Candle):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    def __repr__(self) -> str:
+        return (
+            f"Candle({self.symbol} {self.timeframe} t={self.time} O={self.open} H={self.high} "
+            f"L={self.low} C={self.close} v={self.tick_volume} s={self.spread})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolInfo:
+    name: str
+    digits: int
+    point: float
+    description: str = ""
+    currency_base: str = ""
+    currency_profit: str = ""
+    trade_contract_size: float = 100000.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Book:
+    """Depth of market: ``bids`` and ``asks`` as ``[price, volume]`` lists, best first."""
+
+    symbol: str
+    time_msc: int
+    bids: list[list[float]]
+    asks: list[list[float]]
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"symbol": self.symbol, "time_msc": self.time_msc, "bids": self.bids, "asks": self.asks}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """What a source says of itself: ``status`` is ``ok``, ``degraded`` or ``down``."""
+
+    status: str
+    connected: bool
+    detail: str = ""

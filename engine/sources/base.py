@@ -1,0 +1,67 @@
+"""The one small interface every market source implements."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from engine.models import Book, Candle, SourceHealth, SymbolInfo, Tick
+from engine.timeframes import Timeframe
+
+
+class SourceError(RuntimeError):
+    """A source that cannot start (missing package, bad file, failed login)."""
+
+
+class MarketSource(ABC):
+    """A market the engine reads. The engine's loop calls these from its one thread.
+
+    ``poll`` must not block: a source whose API blocks (mt5) does its I/O on its own thread
+    and hands ticks over through ``poll``.
+    """
+
+    name: str = "source"
+
+    def start(self) -> None:
+        """Connect and prepare; raise ``SourceError`` with a clear message if impossible."""
+
+    def stop(self) -> None:
+        """Release connections and threads. Called once, also after a failed start."""
+
+    @abstractmethod
+    def symbols(self) -> list[SymbolInfo]:
+        """The symbols this source serves (valid after ``start``)."""
+
+    @abstractmethod
+    def history(self, symbol: str, timeframe: Timeframe, count: int) -> list[Candle]:
+        """Up to ``count`` bars ending now, oldest first, the forming bar last."""
+
+    @abstractmethod
+    def poll(self, now_ms: int) -> list[Tick]:
+        """Ticks that arrived since the last call, in time order per symbol."""
+
+    @abstractmethod
+    def next_due(self, now_ms: int) -> int:
+        """Milliseconds until ``poll`` may have something new (0: call again at once)."""
+
+    def market_time(self, now_ms: int) -> int:
+        """The market's clock in ms: wall time for live sources, the replayed time for a replay.
+
+        The engine closes bars and throttles updates by this clock.
+        """
+        return now_ms
+
+    def book(self, symbol: str, now_ms: int) -> Book | None:
+        """Current depth of market, or ``None`` where the source has none."""
+        return None
+
+    def account(self, now_ms: int) -> dict[str, Any] | None:
+        """MT5 ``account_info`` fields, or ``None`` where the source has no account."""
+        return None
+
+    def health(self) -> SourceHealth:
+        return SourceHealth("ok", True)
+
+    @property
+    def finished(self) -> bool:
+        """True once a finite source (a replay) has delivered everything."""
+        return False
