@@ -102,7 +102,7 @@ def decode(data: bytes) -> dict[str, Any]:
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ProtocolError(f"payload is not valid msgpack: {exc}") from None
+        raise ProtocolError(f"payload is not valid msgpack ({type(exc).__name__}: {exc})") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"payload must be a map, got {type(value).__name__}")
     return value

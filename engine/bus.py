@@ -1,0 +1,137 @@
+"""The message bus: ZeroMQ's XSUB/XPUB forwarder and the publisher every component uses.
+
+Publishers (the engine, indicator workers) connect to the XSUB side; subscribers (bots, workers,
+the bridge) connect to the XPUB side and see every publisher's topics on one endpoint. The
+forwarder is ``zmq.proxy_steerable`` running in C on its own thread; PUB and XPUB drop at their
+high-water marks rather than block, so a slow subscriber never holds up the engine.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import zmq
+
+from engine.protocol import Stamper, encode
+
+# In-process endpoints of an embedded bus (same zmq.Context as the engine).
+INPROC_PUB = "inproc://bus-publishers"
+INPROC_SUB = "inproc://bus-subscribers"
+_INPROC_CONTROL = "inproc://bus-control"
+
+
+class BusError(RuntimeError):
+    """The bus could not start (usually: an endpoint is already in use)."""
+
+
+class BusProxy:
+    """XSUB (publishers' side) -> XPUB (subscribers' side) forwarding on a background thread."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        sub_endpoints: Iterable[str],
+        pub_endpoints: Iterable[str],
+        hwm: int = 100_000,
+    ) -> None:
+        self._ctx = ctx
+        self._sub_endpoints = list(sub_endpoints)
+        self._pub_endpoints = list(pub_endpoints)
+        self._hwm = hwm
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: Exception | None = None
+        self._control: zmq.Socket | None = None
+        self._control_endpoint = f"{_INPROC_CONTROL}-{id(self)}"
+
+    def start(self) -> None:
+        """Bind every endpoint (raises ``BusError`` if one is taken), then forward in a thread."""
+        self._thread = threading.Thread(target=self._run, name="bus-proxy", daemon=True)
+        self._thread.start()
+        self._ready.wait(5.0)
+        if self._error is not None:
+            self._thread.join(1.0)
+            raise BusError(str(self._error)) from self._error
+        self._control = self._ctx.socket(zmq.PAIR)
+        self._control.connect(self._control_endpoint)
+
+    def _run(self) -> None:
+        xsub = self._ctx.socket(zmq.XSUB)
+        xpub = self._ctx.socket(zmq.XPUB)
+        control = self._ctx.socket(zmq.PAIR)
+        try:
+            xsub.rcvhwm = self._hwm
+            xpub.sndhwm = self._hwm
+            for sock in (xsub, xpub, control):
+                sock.linger = 0
+            control.bind(self._control_endpoint)
+            for endpoint in self._pub_endpoints:
+                _bind(xsub, endpoint, "bus publishers' endpoint")
+            for endpoint in self._sub_endpoints:
+                _bind(xpub, endpoint, "bus subscribers' endpoint")
+        except Exception as exc:  # handed to start(), which raises it in the caller's thread
+            self._error = exc
+            self._ready.set()
+            for sock in (xsub, xpub, control):
+                sock.close(0)
+            return
+        self._ready.set()
+        try:
+            zmq.proxy_steerable(xsub, xpub, None, control)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            for sock in (xsub, xpub, control):
+                sock.close(0)
+
+    def stop(self) -> None:
+        if self._control is not None:
+            self._control.send(b"TERMINATE")
+            self._control.close(0)
+            self._control = None
+        if self._thread is not None:
+            self._thread.join(2.0)
+            self._thread = None
+
+
+def _bind(sock: zmq.Socket, endpoint: str, what: str) -> None:
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise BusError(f"cannot bind the {what} {endpoint}: {exc.strerror}") from None
+
+
+class BusPublisher:
+    """Stamps, encodes and sends ``[topic, payload]``; keeps the last message of each topic.
+
+    The last-value cache answers ``snapshot`` requests (the Clone pattern): a late joiner
+    subscribes, asks for the snapshot, then drops stream messages with ``seq`` <= the snapshot's.
+    """
+
+    def __init__(self, sock: zmq.Socket, stamper: Stamper | None = None) -> None:
+        self._sock = sock
+        self.stamper = stamper or Stamper()
+        self.last: dict[bytes, dict[str, Any]] = {}
+        self.sent = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.stamper.epoch
+
+    def publish(self, topic: bytes, payload: dict[str, Any]) -> None:
+        self.last[topic] = self.stamper.stamp(topic, payload)
+        self._sock.send_multipart((topic, encode(payload)), copy=True)
+        self.sent += 1
+
+    def close(self) -> None:
+        self._sock.close(0)
+
+
+def publisher_socket(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
+    """A PUB socket connected to a bus' publishers' endpoint."""
+    sock = ctx.socket(zmq.PUB)
+    sock.sndhwm = hwm
+    sock.linger = 0
+    sock.connect(endpoint)
+    return sock

@@ -1,0 +1,291 @@
+"""The engine process: source -> candle aggregation -> bus, plus the RPC server and health.
+
+One thread owns every engine socket (ZeroMQ sockets are single-threaded); the loop waits on
+the RPC socket until the source's next tick is due, so requests are answered between ticks.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from engine.aggregation import CandleAggregator, CandleEvent
+from engine.bus import INPROC_PUB, INPROC_SUB, BusProxy, BusPublisher, publisher_socket
+from engine.config import EngineConfig
+from engine.models import Tick
+from engine.protocol import (
+    ACCOUNT_TOPIC,
+    HEALTH,
+    INDICATOR,
+    SUMMARY_TOPIC,
+    ProtocolError,
+    book_topic,
+    candle_topic,
+    decode,
+    health_topic,
+    tick_topic,
+)
+from engine.rpc import RpcHandler, RpcServer
+from engine.sources.base import MarketSource
+from engine.timeframes import TIMEFRAMES
+
+log = logging.getLogger("engine")
+
+HOUSEKEEPING_MS = 50  # bar closing by clock, throttled flushes, periodic topics
+MAX_WAIT_MS = 50  # longest the loop sleeps, so shutdown is prompt
+# Topics other publishers put on the bus that the engine caches for `snapshot`.
+FOREIGN_PREFIXES = (f"{INDICATOR}:".encode(), f"{HEALTH}:".encode())
+FOREIGN_DRAIN = 1000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class EngineService:
+    """Runs one source onto the bus; ``run()`` blocks until ``stop()`` (any thread)."""
+
+    def __init__(self, config: EngineConfig, source: MarketSource, ctx: zmq.Context | None = None) -> None:
+        self.config = config
+        self.source = source
+        self.max_candles = config.max_candles
+        self._ctx = ctx or zmq.Context.instance()
+        self._stop = threading.Event()
+        self._published_tfs = frozenset(config.timeframes)
+        # D1 is always aggregated: the daily summary needs the day's open, high and low.
+        self._tfs = tuple(TIMEFRAMES[n] for n in dict.fromkeys((*config.timeframes, "D1")))
+        self._aggs: dict[str, CandleAggregator] = {}
+        self._infos: dict[str, dict[str, Any]] = {}
+        self._ticks: dict[str, dict[str, Any]] = {}
+        self._tick_topics: dict[str, bytes] = {}
+        self._candle_topics: dict[tuple[str, str], bytes] = {}
+        self._booked: dict[str, int] = {}
+        self._foreign: dict[bytes, dict[str, Any]] = {}
+        self._account: dict[str, Any] | None = None
+        self._started_ms = now_ms()
+        self._ticks_in = 0
+        self._rate_window = (self._started_ms, 0)
+        self._ticks_per_s = 0.0
+        self._proxy: BusProxy | None = None
+        self._pub: BusPublisher | None = None
+        self._rpc: RpcServer | None = None
+        self._sub: zmq.Socket | None = None
+
+    # Lifecycle
+    def open(self) -> None:
+        """Bind and connect everything, start the source and load history (may raise)."""
+        cfg = self.config
+        if cfg.bus_mode == "embedded":
+            self._proxy = BusProxy(self._ctx, [cfg.bus_endpoint, INPROC_SUB],
+                                   [cfg.bus_pub_endpoint, INPROC_PUB], cfg.hwm)
+            self._proxy.start()
+            pub_endpoint, sub_endpoint = INPROC_PUB, INPROC_SUB
+        else:
+            pub_endpoint, sub_endpoint = cfg.bus_pub_endpoint, cfg.bus_endpoint
+        self._pub = BusPublisher(publisher_socket(self._ctx, pub_endpoint, cfg.hwm))
+        self._sub = self._ctx.socket(zmq.SUB)
+        self._sub.linger = 0
+        self._sub.rcvhwm = cfg.hwm
+        for prefix in FOREIGN_PREFIXES:
+            self._sub.subscribe(prefix)
+        self._sub.connect(sub_endpoint)
+        self._rpc = RpcServer(self._ctx, cfg.rpc_endpoint, RpcHandler(self))
+        self.source.start()
+        self._load_history()
+
+    def _load_history(self) -> None:
+        for info in self.source.symbols():
+            name = info.name
+            self._infos[name] = info.to_dict()
+            self._tick_topics[name] = tick_topic(name)
+            agg = CandleAggregator(name, info.point, self._tfs, self.max_candles,
+                                   self.config.forming_throttle_ms)
+            for tf in self._tfs:
+                count = self.max_candles if tf.name in self._published_tfs else 2
+                agg.seed(tf.name, self.source.history(name, tf, count))
+                self._candle_topics[(name, tf.name)] = candle_topic(name, tf.name)
+            self._aggs[name] = agg
+        log.info("engine: %d symbols, timeframes %s, history loaded", len(self._aggs),
+                 ",".join(self.config.timeframes))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        """Stop the source and close every socket; safe after a failed ``open()``."""
+        try:
+            self.source.stop()
+        except Exception:
+            log.exception("engine: error while stopping the source")
+        for closeable in (self._rpc, self._pub):
+            if closeable is not None:
+                closeable.close()
+        if self._sub is not None:
+            self._sub.close(0)
+        if self._proxy is not None:
+            self._proxy.stop()
+
+    # The loop
+    def run(self) -> None:
+        """Publish until stopped. Call after ``open()``, from the thread that called it."""
+        assert self._rpc is not None and self._sub is not None
+        poller = zmq.Poller()
+        poller.register(self._rpc.socket, zmq.POLLIN)
+        poller.register(self._sub, zmq.POLLIN)
+        source = self.source
+        next_housekeeping = 0
+        cfg = self.config
+        periodic = [
+            [0, cfg.health_interval_ms, self._publish_health],
+            [0, cfg.book_interval_ms, self._publish_books],
+            [0, cfg.account_interval_ms, self._publish_account],
+            [0, cfg.summary_interval_ms, self._publish_summary],
+        ]
+        while not self._stop.is_set():
+            now = now_ms()
+            wait = min(source.next_due(now), max(0, next_housekeeping - now), MAX_WAIT_MS)
+            ready = dict(poller.poll(wait))
+            if ready:
+                if self._rpc.socket in ready:
+                    self._rpc.serve_pending()
+                if self._sub in ready:
+                    self._drain_foreign()
+                now = now_ms()
+            for tick in source.poll(now):
+                self.on_tick(tick)
+            if now >= next_housekeeping:
+                next_housekeeping = now + HOUSEKEEPING_MS
+                market_now = source.market_time(now)
+                for agg in self._aggs.values():
+                    self._publish_candles(agg.on_time(market_now))
+                for entry in periodic:
+                    if now >= entry[0]:
+                        entry[0] = now + entry[1]
+                        entry[2](now)
+
+    def on_tick(self, tick: Tick) -> None:
+        payload = tick.to_payload()
+        self._ticks_in += 1
+        self._pub.publish(self._tick_topics[tick.symbol], payload)
+        self._ticks[tick.symbol] = payload
+        self._publish_candles(self._aggs[tick.symbol].on_tick(tick))
+
+    def _publish_candles(self, events: list[CandleEvent]) -> None:
+        for candle, closed in events:
+            if candle.timeframe in self._published_tfs:
+                self._pub.publish(self._candle_topics[(candle.symbol, candle.timeframe)],
+                                  candle.to_payload(closed))
+
+    def _drain_foreign(self) -> None:
+        for _ in range(FOREIGN_DRAIN):
+            try:
+                topic, payload = self._sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue  # not two frames: not ours to cache
+            if topic.startswith(b"health:engine:"):
+                continue
+            try:
+                self._foreign[topic] = decode(payload)
+            except ProtocolError:
+                continue
+
+    # Periodic topics
+    def _publish_books(self, now: int) -> None:
+        for symbol, tick in self._ticks.items():
+            if self._booked.get(symbol) == tick["time_msc"]:
+                continue  # no new quote since the last book
+            book = self.source.book(symbol, now)
+            if book is not None:
+                self._booked[symbol] = tick["time_msc"]
+                self._pub.publish(book_topic(symbol), book.to_payload())
+
+    def _publish_account(self, now: int) -> None:
+        account = self.source.account(now)
+        if account is not None and account != self._account:
+            self._account = account
+            self._pub.publish(ACCOUNT_TOPIC, dict(account))
+
+    def _publish_summary(self, now: int) -> None:
+        symbols = {}
+        for name, agg in self._aggs.items():
+            day = agg.candles("D1", 2)
+            if not day:
+                continue
+            today = day[-1]
+            reference = day[-2].close if len(day) == 2 else today.open
+            change = today.close - reference
+            symbols[name] = {
+                "last": today.close, "open": today.open, "high": today.high, "low": today.low,
+                "prev_close": reference, "change": round(change, int(self._infos[name]["digits"])),
+                "change_pct": round(100.0 * change / reference, 4) if reference else 0.0,
+                "day": today.time,
+            }
+        self._pub.publish(SUMMARY_TOPIC, {"time_msc": now, "symbols": symbols})
+
+    def _publish_health(self, now: int) -> None:
+        self._pub.publish(health_topic("engine"), self.health(now))
+
+    # MarketState (read by the RPC handler)
+    def health(self, now: int | None = None) -> dict[str, Any]:
+        now = now_ms() if now is None else now
+        since, count = self._rate_window
+        if now - since >= 1000:
+            self._ticks_per_s = round((self._ticks_in - count) * 1000.0 / (now - since), 1)
+            self._rate_window = (now, self._ticks_in)
+        source_health = self.source.health()
+        rpc = self._rpc.handler if self._rpc else None
+        return {
+            "component": "engine",
+            "status": source_health.status,
+            "time_msc": now,
+            "source": self.source.name,
+            "source_connected": source_health.connected,
+            "source_detail": source_health.detail,
+            "epoch": self._pub.epoch if self._pub else 0,
+            "uptime_s": round((now - self._started_ms) / 1000.0, 1),
+            "symbols": len(self._aggs),
+            "ticks_total": self._ticks_in,
+            "ticks_per_s": self._ticks_per_s,
+            "messages_total": self._pub.sent if self._pub else 0,
+            "late_ticks": sum(a.late_ticks for a in self._aggs.values()),
+            "rpc_requests": rpc.requests if rpc else 0,
+            "rpc_errors": rpc.errors if rpc else 0,
+        }
+
+    def symbol_infos(self) -> list[dict[str, Any]]:
+        return list(self._infos.values())
+
+    def has_symbol(self, symbol: str) -> bool:
+        return symbol in self._aggs
+
+    def has_timeframe(self, timeframe: str) -> bool:
+        return timeframe in self._published_tfs
+
+    def timeframe_names(self) -> tuple[str, ...]:
+        return self.config.timeframes
+
+    def last_tick(self, symbol: str) -> dict[str, Any] | None:
+        return self._ticks.get(symbol)
+
+    def candles(self, symbol: str, timeframe: str, count: int) -> list[dict[str, Any]]:
+        bars = self._aggs[symbol].candles(timeframe, count)
+        forming = self._aggs[symbol].forming(timeframe)
+        return [c.to_payload(c is not forming) for c in bars]
+
+    def book(self, symbol: str) -> dict[str, Any] | None:
+        book = self.source.book(symbol, now_ms())
+        return book.to_payload() if book is not None else None
+
+    def account(self) -> dict[str, Any] | None:
+        return self.source.account(now_ms())
+
+    def snapshot(self, prefix: bytes) -> list[list[Any]]:
+        out = [[t.decode(), p] for t, p in self._pub.last.items() if t.startswith(prefix)]
+        out += [[t.decode(errors="replace"), p] for t, p in self._foreign.items() if t.startswith(prefix)]
+        out.sort(key=lambda m: m[0])
+        return out
