@@ -1,0 +1,256 @@
+"""A Python client for bots: ``Subscriber`` for the bus stream and ``RpcClient`` for requests.
+
+Any ZeroMQ + msgpack client can speak the protocol; this one adds what every bot rewrites:
+gap and restart detection from ``seq``/``epoch``, and the Clone pattern's snapshot-on-join.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from engine.protocol import ErrorCode, ProtocolError, RpcError, decode, encode
+
+
+class BadRequest(RpcError):
+    pass
+
+
+class UnknownOp(RpcError):
+    pass
+
+
+class UnknownSymbol(RpcError):
+    pass
+
+
+class UnknownTimeframe(RpcError):
+    pass
+
+
+class TooMany(RpcError):
+    pass
+
+
+class Unavailable(RpcError):
+    pass
+
+
+class RpcTimeout(RpcError):
+    pass
+
+
+class InternalError(RpcError):
+    pass
+
+
+_ERRORS: dict[str, type[RpcError]] = {
+    ErrorCode.BAD_REQUEST: BadRequest,
+    ErrorCode.UNKNOWN_OP: UnknownOp,
+    ErrorCode.UNKNOWN_SYMBOL: UnknownSymbol,
+    ErrorCode.UNKNOWN_TIMEFRAME: UnknownTimeframe,
+    ErrorCode.TOO_MANY: TooMany,
+    ErrorCode.UNAVAILABLE: Unavailable,
+    ErrorCode.TIMEOUT: RpcTimeout,
+    ErrorCode.INTERNAL: InternalError,
+}
+
+
+class RpcClient:
+    """Blocking request/reply over REQ. A timed-out socket is replaced (the Lazy Pirate way)."""
+
+    def __init__(self, endpoint: str = "tcp://127.0.0.1:5556", timeout_ms: int = 3000,
+                 ctx: zmq.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout_ms = timeout_ms
+        self._ctx = ctx or zmq.Context.instance()
+        self._sock = self._connect()
+
+    def _connect(self) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.REQ)
+        sock.linger = 0
+        sock.connect(self.endpoint)
+        return sock
+
+    def call(self, op: str, **params: Any) -> Any:
+        """Send ``{"op": op, **params}``; return ``data`` or raise the error's ``RpcError`` subclass."""
+        self._sock.send(encode({"op": op, **params}))
+        if not self._sock.poll(self.timeout_ms):
+            self._sock.close(0)
+            self._sock = self._connect()
+            raise RpcTimeout(ErrorCode.TIMEOUT, f"no reply from {self.endpoint} in {self.timeout_ms} ms")
+        reply = decode(self._sock.recv())
+        if reply.get("ok"):
+            return reply.get("data")
+        error = reply.get("error") or {}
+        code = error.get("code", ErrorCode.INTERNAL)
+        raise _ERRORS.get(code, RpcError)(code, error.get("message", ""))
+
+    def symbols(self) -> list[dict[str, Any]]:
+        return self.call("symbols")
+
+    def tick(self, symbol: str) -> dict[str, Any]:
+        return self.call("tick", symbol=symbol)
+
+    def candles(self, symbol: str, timeframe: str, count: int = 100) -> list[dict[str, Any]]:
+        return self.call("candles", symbol=symbol, timeframe=timeframe, count=count)
+
+    def book(self, symbol: str) -> dict[str, Any]:
+        return self.call("book", symbol=symbol)
+
+    def account(self) -> dict[str, Any]:
+        return self.call("account")
+
+    def snapshot(self, prefix: str = "") -> list[list[Any]]:
+        return self.call("snapshot", prefix=prefix)
+
+    def health(self) -> dict[str, Any]:
+        return self.call("health")
+
+    def close(self) -> None:
+        self._sock.close(0)
+
+    def __enter__(self) -> RpcClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    data: dict[str, Any]
+    from_snapshot: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Messages ``first..last`` (inclusive) of ``topic`` never arrived; or, for ``restart``,
+    the publisher restarted (``epoch`` changed) and its sequence began again."""
+
+    topic: str
+    kind: str  # "gap" or "restart"
+    first: int
+    last: int
+    epoch: int
+    previous_epoch: int = 0
+
+
+@dataclass
+class _TopicState:
+    epoch: int
+    seq: int
+
+
+@dataclass
+class Subscriber:
+    """Subscribe to topic prefixes on the bus and receive decoded, gap-checked messages.
+
+    ``on_gap`` is called with a ``Gap`` whenever a sequence skips or a publisher restarts. With
+    ``rpc`` given and ``snapshot=True``, the current value of every matching topic is delivered
+    first (marked ``from_snapshot``), and stream messages it already covers are skipped;
+    ``resync(prefix)`` does the same at any time (e.g. from ``on_gap``).
+    """
+
+    endpoint: str = "tcp://127.0.0.1:5555"
+    topics: Iterable[str] = ("",)
+    on_gap: Callable[[Gap], None] | None = None
+    rpc: RpcClient | None = None
+    snapshot: bool = False
+    hwm: int = 100_000
+    ctx: zmq.Context | None = None
+    gaps: int = 0
+    restarts: int = 0
+    malformed: int = 0
+    _state: dict[str, _TopicState] = field(default_factory=dict, init=False)
+    _queued: deque[Message] = field(default_factory=deque, init=False)
+
+    def __post_init__(self) -> None:
+        self.topics = tuple(self.topics)
+        self._sock = (self.ctx or zmq.Context.instance()).socket(zmq.SUB)
+        self._sock.linger = 0
+        self._sock.rcvhwm = self.hwm
+        for prefix in self.topics:
+            self._sock.subscribe(prefix.encode())
+        self._sock.connect(self.endpoint)
+        if self.snapshot:
+            if self.rpc is None:
+                raise ValueError("snapshot=True needs an RpcClient (rpc=...)")
+            for prefix in self.topics:
+                self.resync(prefix)
+
+    def resync(self, prefix: str) -> None:
+        """Queue the snapshot of ``prefix``; stream messages it covers are then dropped."""
+        if self.rpc is None:
+            raise ValueError("resync needs an RpcClient (rpc=...)")
+        for topic, data in self.rpc.snapshot(prefix):
+            seq, epoch = data.get("seq", 0), data.get("epoch", 0)
+            known = self._state.get(topic)
+            if known is not None and known.epoch == epoch and known.seq >= seq:
+                continue
+            self._state[topic] = _TopicState(epoch, seq)
+            self._queued.append(Message(topic, data, from_snapshot=True))
+
+    def recv(self, timeout_ms: int | None = None) -> Message | None:
+        """The next message in order, or ``None`` after ``timeout_ms`` (``None``: wait forever)."""
+        while True:
+            if self._queued:
+                return self._queued.popleft()
+            if timeout_ms is not None and not self._sock.poll(timeout_ms):
+                return None
+            frames = self._sock.recv_multipart()
+            message = self._accept(frames)
+            if message is not None:
+                return message
+
+    def _accept(self, frames: list[bytes]) -> Message | None:
+        if len(frames) != 2:
+            self.malformed += 1
+            return None
+        try:
+            topic = frames[0].decode()
+            data = decode(frames[1])
+        except (UnicodeDecodeError, ProtocolError):
+            self.malformed += 1
+            return None
+        seq, epoch = data.get("seq"), data.get("epoch")
+        if not isinstance(seq, int) or not isinstance(epoch, int):
+            return Message(topic, data)
+        state = self._state.get(topic)
+        if state is None:
+            self._state[topic] = _TopicState(epoch, seq)
+            return Message(topic, data)
+        if epoch != state.epoch:
+            self.restarts += 1
+            gap = Gap(topic, "restart", 1, seq - 1, epoch, state.epoch)
+        elif seq <= state.seq:
+            return None  # already delivered (e.g. by a snapshot)
+        elif seq != state.seq + 1:
+            self.gaps += 1
+            gap = Gap(topic, "gap", state.seq + 1, seq - 1, epoch)
+        else:
+            state.seq = seq
+            return Message(topic, data)
+        state.epoch, state.seq = epoch, seq
+        if self.on_gap is not None:
+            self.on_gap(gap)
+        return Message(topic, data)
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            message = self.recv()
+            if message is not None:
+                yield message
+
+    def close(self) -> None:
+        self._sock.close(0)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
