@@ -1,0 +1,402 @@
+"""The mt5 source against the MetaTrader5 stand-in: shapes, exactly-once ticks, faults."""
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from engine.config import EngineConfig
+from engine.models import Tick
+from engine.sources.base import SourceError
+from engine.sources.mt5 import (
+    MT5Source,
+    TickCursor,
+    advance,
+    book_from_entries,
+    cursor_at_second,
+    ticks_from_array,
+)
+from engine.timeframes import timeframe
+from tests import mt5_standin
+from tests.mt5_standin import MT5StandIn
+
+T0 = 1_704_189_600_000  # 2024-01-02 10:00:00.000
+PASSWORD = "s3cret-pass"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.002)
+    return condition()
+
+
+def collect(source: MT5Source, count: int, timeout: float = 3.0) -> list[Tick]:
+    """Poll like the engine until ``count`` ticks came (or the deadline), then a bit more."""
+    got: list[Tick] = []
+
+    def enough() -> bool:
+        got.extend(source.poll(0))
+        return len(got) >= count
+
+    wait_for(enough, timeout)
+    time.sleep(0.02)  # anything extra (a duplicate) would show up now
+    got.extend(source.poll(0))
+    return got
+
+
+def feed(mt5: MT5StandIn, symbol: str, times: list[int], base: float = 1.1) -> list[Tick]:
+    """Add ticks at ``times`` and return what the engine should receive for them."""
+    expected = []
+    for i, t in enumerate(times):
+        bid = round(base + (i % 50) * 1e-5, 5)
+        ask = round(bid + 0.0001, 5)
+        mt5.add_tick(symbol, t, bid, ask, volume=i % 3)
+        expected.append(Tick(symbol, t, bid, ask, 0.0, i % 3, mt5.last_tick(symbol).flags))
+    return expected
+
+
+@pytest.fixture
+def mt5() -> MT5StandIn:
+    m = MT5StandIn(password=PASSWORD)
+    m.add_symbol("EURUSD", 5, description="Euro vs US Dollar", currency_base="EUR",
+                 currency_profit="USD")
+    m.add_symbol("USDJPY", 3, description="US Dollar vs Japanese Yen", depth=False)
+    # History the terminal holds before the source starts: never streamed.
+    m.add_tick("EURUSD", T0 - 5, 1.09990, 1.10000)
+    m.add_tick("EURUSD", T0 - 5, 1.09991, 1.10001)
+    m.add_tick("USDJPY", T0 - 3, 150.000, 150.010)
+    return m
+
+
+@pytest.fixture
+def make_source() -> Callable[..., MT5Source]:
+    sources: list[MT5Source] = []
+
+    def make(module: object, **overrides: object) -> MT5Source:
+        settings: dict[str, object] = dict(
+            source="mt5", symbols=("EURUSD", "USDJPY"), mt5_login=5001234,
+            mt5_password=PASSWORD, mt5_server="Demo-Server", mt5_poll_ms=1,
+            book_interval_ms=10, account_interval_ms=10,
+        )
+        tuning = {k: overrides.pop(k) for k in list(overrides)
+                  if k in ("batch", "backoff_initial_s", "backoff_max_s", "terminal_check_s")}
+        settings.update(overrides)
+        source = MT5Source(
+            EngineConfig(**settings), module,  # type: ignore[arg-type]
+            **{"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "terminal_check_s": 0.02,
+               **tuning},
+        )
+        sources.append(source)
+        return source
+
+    yield make
+    for source in sources:
+        source.stop()
+
+
+# -- pure pieces ---------------------------------------------------------------------------
+
+
+def test_advance_skips_exactly_the_ticks_already_delivered_at_the_last_millisecond() -> None:
+    # Delivered so far: up to t=2005, two of the ticks at 2005. The request (from second 2)
+    # returns those again plus a third tick at 2005 and later ones.
+    times = np.array([2000, 2003, 2005, 2005, 2005, 2007, 2007], dtype=np.int64)
+    start, cursor = advance(times, TickCursor(2005, at_time=2, in_second=4))
+    assert start == 4
+    assert cursor == TickCursor(2007, at_time=2, in_second=7)
+
+
+def test_advance_with_nothing_new_keeps_the_cursor() -> None:
+    times = np.array([2000, 2005, 2005], dtype=np.int64)
+    start, cursor = advance(times, TickCursor(2005, at_time=2, in_second=3))
+    assert start == 3
+    assert cursor == TickCursor(2005, at_time=2, in_second=3)
+
+
+def test_advance_from_a_second_start_delivers_the_whole_second() -> None:
+    times = np.array([3000, 3000, 3999, 4000], dtype=np.int64)
+    start, cursor = advance(times, cursor_at_second(3456))
+    assert start == 0
+    assert cursor == TickCursor(4000, at_time=1, in_second=1)
+    assert cursor.request_from == 4
+
+
+def test_ticks_from_array_reads_the_real_dtype_into_plain_python_values() -> None:
+    arr = np.array(
+        [(1, 1.1, 1.2, 0.0, 3, 1001, 6, 3.0), (1, 1.15, 1.2, 1.16, 0, 1002, 2, 0.0)],
+        dtype=mt5_standin.TICK_DTYPE,
+    )
+    ticks = ticks_from_array("EURUSD", arr)
+    assert ticks == [
+        Tick("EURUSD", 1001, 1.1, 1.2, 0.0, 3, 6), Tick("EURUSD", 1002, 1.15, 1.2, 1.16, 0, 2),
+    ]
+    assert type(ticks[0].time_msc) is int and type(ticks[0].volume) is int
+    assert type(ticks[0].bid) is float and type(ticks[0].flags) is int
+
+
+def test_book_from_entries_puts_best_prices_first() -> None:
+    BookInfo = mt5_standin.BookInfo
+    entries = (  # the terminal's order: sells high to low, then buys high to low
+        BookInfo(1, 1.10030, 5, 5.0), BookInfo(1, 1.10020, 3, 3.0), BookInfo(3, 1.10010, 1, 1.5),
+        BookInfo(4, 1.10000, 2, 2.0), BookInfo(2, 1.09990, 4, 4.0), BookInfo(2, 1.09980, 6, 6.0),
+    )
+    book = book_from_entries("EURUSD", 123, entries)
+    assert book is not None
+    assert book.asks == [[1.10010, 1.5], [1.10020, 3.0], [1.10030, 5.0]]
+    assert book.bids == [[1.10000, 2.0], [1.09990, 4.0], [1.09980, 6.0]]
+    assert book_from_entries("EURUSD", 123, ()) is None
+    assert book_from_entries("EURUSD", 123, None) is None
+
+
+# -- start, symbols, history ----------------------------------------------------------------
+
+
+def test_start_selects_symbols_and_reports_their_info(mt5, make_source) -> None:
+    source = make_source(mt5)
+    source.start()
+    infos = {s.name: s for s in source.symbols()}
+    assert set(infos) == {"EURUSD", "USDJPY"}
+    eur = infos["EURUSD"]
+    assert (eur.digits, eur.point, eur.description) == (5, 1e-05, "Euro vs US Dollar")
+    assert (eur.currency_base, eur.currency_profit) == ("EUR", "USD")
+    assert eur.trade_contract_size == 100000.0
+    assert infos["USDJPY"].digits == 3
+    assert mt5.init_calls[0] == {
+        "path": None, "login": 5001234, "password": PASSWORD, "server": "Demo-Server",
+        "timeout": 10_000, "portable": False,
+    }
+    assert source.health().status == "ok" and source.health().connected
+
+
+def test_initialize_gets_only_the_settings_that_are_set(mt5, make_source) -> None:
+    source = make_source(
+        mt5, mt5_login=0, mt5_password="", mt5_server="", mt5_path=r"C:\MT5\terminal64.exe")
+    source.start()
+    assert mt5.init_calls[0] == {
+        "path": r"C:\MT5\terminal64.exe", "login": None, "password": None, "server": None,
+        "timeout": 10_000, "portable": False,
+    }
+
+
+def test_history_is_oldest_first_with_the_forming_bar_last(mt5, make_source) -> None:
+    h1 = 3600
+    base = T0 // 1000 - T0 // 1000 % h1
+    rows = [(base + i * h1, 1.1 + i / 1000, 1.2, 1.0, 1.15, 100 + i, 7, 0) for i in range(-4, 1)]
+    mt5.set_rates("EURUSD", mt5_standin.TIMEFRAME_H1, rows)
+    source = make_source(mt5)
+    source.start()
+    candles = source.history("EURUSD", timeframe("H1"), 3)
+    assert [c.time for c in candles] == [base - 2 * h1, base - h1, base]
+    last = candles[-1]
+    assert (last.symbol, last.timeframe, last.open, last.high, last.low, last.close) == (
+        "EURUSD", "H1", 1.1, 1.2, 1.0, 1.15)
+    assert (last.tick_volume, last.spread, last.real_volume) == (100, 7, 0)
+    assert type(last.time) is int and type(last.tick_volume) is int
+    assert source.history("USDJPY", timeframe("H1"), 3) == []  # the terminal has none
+
+
+# -- live ticks -----------------------------------------------------------------------------
+
+
+def test_ticks_from_before_the_start_are_not_streamed(mt5, make_source) -> None:
+    source = make_source(mt5)
+    source.start()
+    time.sleep(0.05)
+    assert source.poll(0) == []
+
+
+def test_every_tick_is_delivered_once_in_order_including_same_millisecond(mt5, make_source) -> None:
+    source = make_source(mt5)
+    source.start()
+    # Same millisecond as the last pre-start ticks, several per millisecond, across seconds.
+    first = feed(mt5, "EURUSD", [T0 - 5, T0 - 5, T0, T0, T0, T0 + 999, T0 + 1000, T0 + 1000])
+    assert collect(source, len(first)) == first
+    # More ticks at the millisecond already delivered, in a later poll.
+    second = feed(mt5, "EURUSD", [T0 + 1000, T0 + 1000, T0 + 1001])
+    jpy = feed(mt5, "USDJPY", [T0 + 1000, T0 + 1000], base=150.0)
+    got = collect(source, len(second) + len(jpy))
+    assert [t for t in got if t.symbol == "EURUSD"] == second
+    assert [t for t in got if t.symbol == "USDJPY"] == jpy
+
+
+def test_a_burst_larger_than_one_request_in_one_millisecond_is_delivered_once(
+    mt5, make_source,
+) -> None:
+    source = make_source(mt5, batch=3)
+    source.start()
+    burst = feed(mt5, "EURUSD", [T0] * 10 + [T0 + 1] * 4 + [T0 + 2000])
+    assert collect(source, len(burst)) == burst
+
+
+def test_ticks_landing_while_a_poll_is_in_progress_are_delivered_once(mt5, make_source) -> None:
+    mt5.call_delay = 0.001  # each call takes 1 ms; the feeder adds ticks meanwhile
+    source = make_source(mt5)
+    source.start()
+    rng = random.Random(7)
+    times, t = [], T0
+    for _ in range(1500):
+        t += rng.choice((0, 0, 0, 1, 1, 7, 400))  # many ticks share a millisecond
+        times.append(t)
+    expected: list[Tick] = []
+
+    def feeder() -> None:
+        for i in range(0, len(times), 5):
+            expected.extend(feed(mt5, "EURUSD", times[i:i + 5]))
+            time.sleep(0.0002)
+
+    thread = threading.Thread(target=feeder)
+    thread.start()
+    got = collect(source, len(times), timeout=10.0)
+    thread.join()
+    assert len(got) == len(expected)
+    assert got == expected
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+
+def test_reconnect_after_an_ipc_drop_loses_and_duplicates_no_tick(mt5, make_source) -> None:
+    source = make_source(mt5)
+    source.start()
+    before = feed(mt5, "EURUSD", [T0, T0, T0 + 1])
+    assert collect(source, len(before)) == before
+
+    mt5.drop_ipc()
+    assert wait_for(lambda: source.health().status == "degraded", timeout=2.0)
+    health = source.health()
+    assert not health.connected and "-10004" in health.detail
+    # The terminal keeps recording while we are cut off, also at the last delivered ms.
+    during = feed(mt5, "EURUSD", [T0 + 1, T0 + 1, T0 + 500, T0 + 1500])
+    time.sleep(0.05)
+    assert source.poll(0) == []
+    inits = mt5.calls["initialize"]
+
+    mt5.restore_ipc()
+    assert wait_for(lambda: source.health().status == "ok", timeout=2.0)
+    assert mt5.calls["initialize"] > inits
+    after = feed(mt5, "EURUSD", [T0 + 1500, T0 + 2000])
+    assert collect(source, len(during) + len(after)) == during + after
+
+
+def test_a_none_answer_makes_the_source_reinitialize_without_losing_ticks(mt5, make_source) -> None:
+    source = make_source(mt5)
+    source.start()
+    mt5.fail_next("copy_ticks_from", times=1, error=mt5_standin.IPC_TIMEOUT)
+    ticks = feed(mt5, "EURUSD", [T0, T0, T0 + 3])
+    assert collect(source, len(ticks)) == ticks
+    assert mt5.calls["initialize"] >= 2
+    assert wait_for(lambda: source.health().status == "ok")
+
+
+def test_terminal_without_trade_server_is_degraded_until_it_reconnects(mt5, make_source) -> None:
+    source = make_source(mt5)
+    source.start()
+    mt5.set_connected(False)
+    assert wait_for(lambda: source.health().status == "degraded", timeout=2.0)
+    assert "trade server" in source.health().detail
+    mt5.set_connected(True)
+    assert wait_for(lambda: source.health().status == "ok", timeout=2.0)
+
+
+def test_auth_failure_at_start_is_a_clear_error_without_the_password(
+    mt5, make_source, caplog,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    source = make_source(mt5, mt5_password="wrong-password-123")
+    with pytest.raises(SourceError) as err:
+        source.start()
+    message = str(err.value)
+    assert "-6" in message and "Authorization failed" in message
+    assert "5001234" in message and "Demo-Server" in message
+    assert "wrong-password-123" not in message and PASSWORD not in message
+    assert "wrong-password-123" not in caplog.text
+
+
+def test_auth_failure_while_reconnecting_stays_degraded_and_retries(
+    mt5, make_source, caplog,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    source = make_source(mt5)
+    source.start()
+    mt5.drop_ipc()
+    mt5.fail_auth(True)
+    mt5.restore_ipc()
+    assert wait_for(lambda: "Authorization failed" in source.health().detail, timeout=2.0)
+    tries = mt5.calls["initialize"]
+    assert wait_for(lambda: mt5.calls["initialize"] >= tries + 3, timeout=2.0)
+    assert source.health().status == "degraded"
+    ticks = feed(mt5, "EURUSD", [T0, T0 + 1])
+    mt5.fail_auth(False)
+    assert collect(source, len(ticks)) == ticks
+    assert source.health().status == "ok"
+    assert PASSWORD not in caplog.text
+
+
+def test_reconnect_backs_off_exponentially(mt5, make_source) -> None:
+    source = make_source(mt5, backoff_initial_s=0.01, backoff_max_s=0.08)
+    source.start()
+    mt5.drop_ipc()
+    time.sleep(0.5)
+    tries = mt5.calls["initialize"] - 1
+    # 10, 20, 40, 80, 80, ... ms: about 8 tries in 0.5 s, far fewer than polling at 1 ms.
+    assert 4 <= tries <= 12
+
+
+def test_missing_package_names_the_sim_source(monkeypatch, make_source) -> None:
+    monkeypatch.setitem(sys.modules, "MetaTrader5", None)  # import fails, as off Windows
+    source = make_source(None)
+    with pytest.raises(SourceError, match="--source sim") as err:
+        source.start()
+    assert "Windows" in str(err.value)
+
+
+def test_unknown_symbol_at_start_is_named(mt5, make_source) -> None:
+    source = make_source(mt5, symbols=("EURUSD", "EURUSDx"))
+    with pytest.raises(SourceError, match="'EURUSDx' is unknown"):
+        source.start()
+
+
+# -- book and account -------------------------------------------------------------------------
+
+
+def test_book_comes_best_first_and_none_without_depth(mt5, make_source) -> None:
+    mt5.set_book("EURUSD", [(1, 1.1003, 5), (1, 1.1002, 3), (2, 1.1000, 2), (2, 1.0999, 4)])
+    source = make_source(mt5)
+    source.start()
+    book = source.book("EURUSD", 0)
+    assert book is not None and book.symbol == "EURUSD"
+    assert book.asks == [[1.1002, 3.0], [1.1003, 5.0]]
+    assert book.bids == [[1.1000, 2.0], [1.0999, 4.0]]
+    mt5.set_book("EURUSD", [(1, 1.1004, 1), (2, 1.1001, 1)])
+    assert wait_for(lambda: source.book("EURUSD", 0).asks == [[1.1004, 1.0]])
+    assert source.book("USDJPY", 0) is None  # this broker has no depth for it
+
+
+def test_account_is_account_info_as_a_dict_and_stays_fresh(mt5, make_source) -> None:
+    source = make_source(mt5)
+    source.start()
+    account = source.account(0)
+    assert account is not None
+    assert list(account) == list(mt5_standin.AccountInfo._fields)
+    assert (account["login"], account["equity"], account["currency"]) == (5001234, 10000.0, "USD")
+    mt5.account_fields["equity"] = 10012.5
+    assert wait_for(lambda: source.account(0)["equity"] == 10012.5)
+
+
+def test_stop_is_prompt_and_shuts_the_terminal_down(mt5, make_source) -> None:
+    source = make_source(mt5)
+    source.start()
+    began = time.monotonic()
+    source.stop()
+    assert time.monotonic() - began < 1.0
+    assert mt5.calls["shutdown"] >= 1
+    assert source.health().status == "down"
