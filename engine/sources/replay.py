@@ -1,0 +1,469 @@
+"""The ``replay`` source: plays a file of ticks or bars at a speed factor.
+
+Formats, recognised by the header line:
+
+* MT5's bar export (tab-separated ``<DATE> <TIME> <OPEN> <HIGH> <LOW> <CLOSE> <TICKVOL> <VOL>
+  <SPREAD>``; the D1 export has no ``<TIME>``). Each bar becomes ticks the way the strategy
+  tester's "1 minute OHLC" mode does: the open, then the low and the high -- low first for a
+  bullish bar (close > open), high first for a bearish one; a doji (close = open) goes the
+  opposite way of the bar before it, as in the tester, and a first doji counts as bullish --
+  then the close. The four ticks sit at 0, 1/4, 2/4 and 3/4 of the bar; a tick repeating the
+  price of the one before is dropped (a flat bar is one tick). ``ask = bid + SPREAD * point``.
+  So bars re-aggregated from a replay have the file's OHLC and spread, but their
+  ``tick_volume`` counts these 1 to 4 synthetic ticks, not the file's ``<TICKVOL>``.
+* MT5's tick export (``<DATE> <TIME> <BID> <ASK> <LAST> <VOLUME> <FLAGS>``, time with
+  milliseconds). A blank BID, ASK or LAST means unchanged: the previous value is carried; rows
+  before both BID and ASK are known are skipped. A blank VOLUME is 0; blank FLAGS are inferred.
+* A plain CSV ``symbol,time_msc,bid,ask[,last,volume,flags]`` (several symbols allowed).
+
+For the MT5 exports, the symbol is ``REPLAY_SYMBOL`` or else the file name without its
+``.csv``/``.txt``/``.tsv`` extension, up to the first ``_`` (MT5 names its exports like
+``EURUSD_M1_202401020000_202401312359.csv``, so ``EURUSD.m_ticks.csv`` plays ``EURUSD.m``; a
+symbol with ``_`` in its name needs ``REPLAY_SYMBOL``). The bar length comes from the timeframe
+in the file name (``_M1_``, ``_H1_``...), else D1 for a file without ``<TIME>``, else the shortest
+step between the first bars. Digits (and point) are the most decimals seen in the prices of the
+first rows. Times stay the file's own (MT5 writes the trade server's clock) and must not go back.
+
+Playing: at ``REPLAY_SPEED`` s > 0 the replay clock starts at the first tick when the engine
+first polls and runs s times faster than the wall clock, gaps (nights, weekends) included; at 0
+ticks come as fast as the engine takes them, ``BATCH`` per poll, and the clock is the time of
+the last tick delivered. The file is read as it plays, never loaded whole; only a plain CSV is
+read once beforehand, to learn its symbols.
+"""
+from __future__ import annotations
+
+import calendar
+import math
+from collections.abc import Callable, Iterator
+from functools import lru_cache
+from itertools import chain, islice
+from pathlib import Path
+from typing import IO
+
+from engine.config import EngineConfig
+from engine.models import (
+    TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Candle, SymbolInfo, Tick,
+)
+from engine.protocol import ProtocolError, validate_symbol
+from engine.sources.base import MarketSource, SourceError
+from engine.timeframes import TIMEFRAMES, Timeframe
+
+BATCH = 1000  # ticks per poll in "as fast as possible" mode
+SAMPLE_ROWS = 200  # first rows read to infer digits and the bar length
+IDLE_DUE_MS = 1000  # next_due once the file is played
+EXTENSIONS = (".csv", ".txt", ".tsv")
+
+BAR_COLUMNS = ("DATE", "OPEN", "HIGH", "LOW", "CLOSE")
+TICK_COLUMNS = ("DATE", "TIME", "BID", "ASK")
+CSV_COLUMNS = ("symbol", "time_msc", "bid", "ask")
+
+Row = tuple[int, list[str]]  # line number, fields
+
+
+# -- pure pieces ------------------------------------------------------------------------------
+
+
+def detect_format(header: str) -> tuple[str, str, dict[str, int]]:
+    """``(kind, separator, column index by name)`` for a header line; ``kind`` is ``bars``,
+    ``ticks`` or ``csv``. ``ValueError`` if the header is none of the three."""
+    sep = "\t" if "\t" in header else ","
+    names = [n.strip() for n in header.strip().split(sep)]
+    mt5 = {n.strip("<>").upper(): i for i, n in enumerate(names) if n.startswith("<")}
+    if all(c in mt5 for c in BAR_COLUMNS):
+        return "bars", sep, mt5
+    if all(c in mt5 for c in TICK_COLUMNS):
+        return "ticks", sep, mt5
+    plain = {n.lower(): i for i, n in enumerate(names)}
+    if all(c in plain for c in CSV_COLUMNS):
+        return "csv", sep, plain
+    raise ValueError(
+        f"unknown header {header.strip()!r}; expected an MT5 bar export (<DATE> <TIME> <OPEN> "
+        "<HIGH> <LOW> <CLOSE> <TICKVOL> <VOL> <SPREAD>), an MT5 tick export (<DATE> <TIME> "
+        "<BID> <ASK> <LAST> <VOLUME> <FLAGS>) or a CSV symbol,time_msc,bid,ask[,last,volume,flags]"
+    )
+
+
+def decimals(number: str) -> int:
+    """Decimal places written in ``number``: ``"1.10390"`` -> 5."""
+    _, dot, frac = number.strip().partition(".")
+    return len(frac) if dot else 0
+
+
+@lru_cache(maxsize=4096)
+def parse_date(date: str) -> int:
+    """``2024.01.02`` (any separator) -> seconds at 00:00 of that day, read as UTC."""
+    if len(date) != 10:
+        raise ValueError(f"bad date {date!r}, expected YYYY.MM.DD")
+    return calendar.timegm((int(date[0:4]), int(date[5:7]), int(date[8:10]), 0, 0, 0))
+
+
+def parse_clock(clock: str) -> int:
+    """``HH:MM[:SS[.mmm]]`` -> milliseconds since midnight."""
+    n = len(clock)
+    if n == 12 and clock[8] == ".":  # the tick export's form, the hot path
+        return _clock_seconds(clock[:8]) * 1000 + int(clock[9:])
+    if n not in (5, 8) and not (n > 9 and clock[8] == "."):
+        raise ValueError(f"bad time {clock!r}, expected HH:MM:SS[.mmm]")
+    ms = int(clock[9:12].ljust(3, "0")) if n > 9 else 0
+    return _clock_seconds(clock[:8] if n >= 8 else clock + ":00") * 1000 + ms
+
+
+@lru_cache(maxsize=4096)
+def _clock_seconds(hms: str) -> int:
+    if len(hms) != 8 or hms[2] != ":" or hms[5] != ":":
+        raise ValueError(f"bad time {hms!r}, expected HH:MM:SS")
+    h, m, s = int(hms[0:2]), int(hms[3:5]), int(hms[6:8])
+    if h > 23 or m > 59 or s > 59:
+        raise ValueError(f"bad time {hms!r}")
+    return (h * 60 + m) * 60 + s
+
+
+def symbol_from_filename(path: str | Path) -> str:
+    """``EURUSD_M1_2024.csv`` -> ``EURUSD``; ``EURUSD.m_ticks.csv`` -> ``EURUSD.m``."""
+    name = Path(path).name
+    for ext in EXTENSIONS:
+        if name.lower().endswith(ext):
+            name = name[: -len(ext)]
+            break
+    return name.split("_", 1)[0]
+
+
+def timeframe_from_filename(path: str | Path) -> Timeframe | None:
+    """The timeframe MT5 writes after the symbol in an export's name (``EURUSD_H1_...``)."""
+    parts = Path(path).name.split("_")
+    return TIMEFRAMES.get(parts[1].split(".")[0]) if len(parts) > 1 else None
+
+
+def bar_is_bullish(open_: float, close: float, previous_bullish: bool) -> bool:
+    """The tester's rule: a doji goes the opposite way of the bar before it."""
+    if close != open_:
+        return close > open_
+    return not previous_bullish
+
+
+def bar_ticks(
+    symbol: str, open_ms: int, length_ms: int, o: float, h: float, low: float, c: float,
+    spread_price: float, digits: int, bullish: bool,
+) -> list[Tick]:
+    """A bar as "1 minute OHLC" ticks: open, low/high (low first when bullish), close."""
+    path = (o, low, h, c) if bullish else (o, h, low, c)
+    ticks: list[Tick] = []
+    previous = None
+    for k, bid in enumerate(path):
+        if bid == previous:
+            continue
+        previous = bid
+        ask = round(bid + spread_price, digits)
+        ticks.append(Tick(symbol, open_ms + k * length_ms // 4, bid, ask))
+    return ticks
+
+
+def tick_flags(bid: str, ask: str, last: str, volume: str) -> int:
+    """Flags for a tick-export row without FLAGS: the fields it sets."""
+    return ((TICK_FLAG_BID if bid else 0) | (TICK_FLAG_ASK if ask else 0)
+            | (TICK_FLAG_LAST if last else 0) | (TICK_FLAG_VOLUME if volume else 0))
+
+
+def _indices(cols: dict[str, int], names: tuple[str, ...]) -> tuple[int, tuple[int, ...]]:
+    """Row width and the index of each column; an absent column reads an always-blank slot
+    past the header's columns (rows are padded to the width)."""
+    blank = max(cols.values()) + 1
+    return blank + 1, tuple(cols.get(n, blank) for n in names)
+
+
+def _number(fields: list[str], cols: dict[str, int], name: str) -> str:
+    """The raw field ``name``, ``""`` when the column is absent or the row is short."""
+    i = cols.get(name)
+    return fields[i].strip() if i is not None and i < len(fields) else ""
+
+
+# -- reading the file ---------------------------------------------------------------------------
+
+
+def _open_text(path: Path) -> IO[str]:
+    """Open an export as text: MT5 writes UTF-16 LE in some versions, UTF-8 in others."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encoding = "utf-16"
+    elif len(head) >= 2 and head[1] == 0:
+        encoding = "utf-16-le"
+    else:
+        encoding = "utf-8-sig"
+    return path.open("r", encoding=encoding, newline=None)
+
+
+class _Replay:
+    """One opened file: its symbols and the generator of its ticks."""
+
+    def __init__(self, path: Path, symbol: str) -> None:
+        self.path = path
+        try:
+            self.file = _open_text(path)
+        except FileNotFoundError:
+            raise SourceError(f"replay file {str(path)!r} does not exist") from None
+        except OSError as exc:
+            raise SourceError(f"cannot read replay file {str(path)!r}: {exc}") from None
+        try:
+            self._prepare(symbol)
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _prepare(self, symbol: str) -> None:
+        lines = self._lines(self.file)
+        header_no, header = next(lines, (1, ""))
+        try:
+            self.kind, self.sep, self.cols = detect_format(header)
+        except ValueError as exc:
+            raise SourceError(f"{self.path}:{header_no}: {exc}") from None
+        rows = ((n, line.split(self.sep)) for n, line in lines)
+        if self.kind == "csv":
+            digits = self._scan_csv()
+            self.infos = [SymbolInfo(s, d, 10.0 ** -d) for s, d in digits.items()]
+            self.ticks = self._csv_ticks(rows)
+            return
+        name = symbol or symbol_from_filename(self.path)
+        sample = list(islice(rows, SAMPLE_ROWS))
+        prices = (("OPEN", "HIGH", "LOW", "CLOSE") if self.kind == "bars"
+                  else ("BID", "ASK", "LAST"))
+        digits = max((decimals(_number(f, self.cols, p)) for _, f in sample for p in prices),
+                     default=0)
+        self.infos = [SymbolInfo(self._valid(name), digits, 10.0 ** -digits)]
+        rows = chain(sample, rows)
+        if self.kind == "bars":
+            self.ticks = self._bar_ticks(rows, name, digits, self._bar_length(sample))
+        else:
+            self.ticks = self._export_ticks(rows, name)
+
+    def _lines(self, file: IO[str]) -> Iterator[tuple[int, str]]:
+        """The non-blank lines with their numbers (from 1)."""
+        lineno = 0
+        try:
+            for lineno, line in enumerate(file, start=1):
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield lineno, line
+        except UnicodeError as exc:
+            raise SourceError(f"{self.path}:{lineno + 1}: cannot decode the file: {exc}") from None
+
+    def close(self) -> None:
+        self.file.close()
+
+    def _valid(self, symbol: str, lineno: int | None = None) -> str:
+        try:
+            return validate_symbol(symbol)
+        except ProtocolError as exc:
+            if lineno is None:  # named after the file
+                raise SourceError(f"{self.path}: {exc}; set REPLAY_SYMBOL") from None
+            raise SourceError(f"{self.path}:{lineno}: {exc}") from None
+
+    def _error(self, lineno: int, fields: list[str], exc: Exception) -> SourceError:
+        row = self.sep.join(fields)
+        return SourceError(f"{self.path}:{lineno}: malformed row ({exc}): {row!r}")
+
+    def _time_ms(self, fields: list[str]) -> int:
+        date = parse_date(_number(fields, self.cols, "DATE")) * 1000
+        clock = _number(fields, self.cols, "TIME")
+        return date + parse_clock(clock) if "TIME" in self.cols else date
+
+    def _bar_length(self, sample: list[Row]) -> Callable[[int], int]:
+        """Bar length in ms as a function of the bar's open time (months differ)."""
+        tf = timeframe_from_filename(self.path)
+        if tf is None and "TIME" not in self.cols:
+            tf = TIMEFRAMES["D1"]
+        if tf is not None:
+            if tf.seconds:
+                return lambda _: tf.seconds * 1000
+            return lambda t: (tf.next_open(t // 1000) - t // 1000) * 1000
+        times = []
+        for lineno, fields in sample:
+            try:
+                times.append(self._time_ms(fields))
+            except (ValueError, IndexError) as exc:
+                raise self._error(lineno, fields, exc) from None
+        steps = [b - a for a, b in zip(times, times[1:]) if b > a]
+        step = min(steps, default=60_000)
+        return lambda _: step
+
+    def _bar_ticks(
+        self, rows: Iterator[Row], symbol: str, digits: int, length: Callable[[int], int],
+    ) -> Iterator[Tick]:
+        cols, point = self.cols, 10.0 ** -digits
+        bullish = False
+        previous = -1
+        for lineno, f in rows:
+            try:
+                t = self._time_ms(f)
+                o, h, low, c = (float(f[cols[k]]) for k in ("OPEN", "HIGH", "LOW", "CLOSE"))
+                spread = int(_number(f, cols, "SPREAD") or 0)
+                if not low <= min(o, c) <= max(o, c) <= h:
+                    raise ValueError("prices break low <= open, close <= high")
+            except (ValueError, IndexError) as exc:
+                raise self._error(lineno, f, exc) from None
+            if t <= previous:
+                raise SourceError(f"{self.path}:{lineno}: bar time goes back or repeats")
+            previous = t
+            bullish = bar_is_bullish(o, c, bullish)
+            yield from bar_ticks(
+                symbol, t, length(t), o, h, low, c, spread * point, digits, bullish)
+
+    def _export_ticks(self, rows: Iterator[Row], symbol: str) -> Iterator[Tick]:
+        width, (i_d, i_t, i_b, i_a, i_l, i_v, i_f) = _indices(
+            self.cols, ("DATE", "TIME", "BID", "ASK", "LAST", "VOLUME", "FLAGS"))
+        bid = ask = last = None
+        previous = -1
+        for lineno, f in rows:
+            try:
+                if len(f) < width:
+                    f += [""] * (width - len(f))
+                t = parse_date(f[i_d]) * 1000 + parse_clock(f[i_t])
+                b, a, la, v, fl = f[i_b].strip(), f[i_a].strip(), f[i_l].strip(), f[i_v], f[i_f]
+                bid = float(b) if b else bid
+                ask = float(a) if a else ask
+                last = float(la) if la else last
+                volume = int(float(v)) if v.strip() else 0
+                flags = int(fl) if fl.strip() else tick_flags(b, a, la, v.strip())
+            except ValueError as exc:
+                raise self._error(lineno, f, exc) from None
+            if t < previous:
+                raise SourceError(f"{self.path}:{lineno}: time goes back")
+            previous = t
+            if bid is not None and ask is not None:
+                yield Tick(symbol, t, bid, ask, last or 0.0, volume, flags)
+
+    def _csv_ticks(self, rows: Iterator[Row]) -> Iterator[Tick]:
+        width, (i_s, i_t, i_b, i_a, i_l, i_v, i_f) = _indices(
+            self.cols, (*CSV_COLUMNS, "last", "volume", "flags"))
+        default_flags = TICK_FLAG_BID | TICK_FLAG_ASK
+        previous = -1
+        for lineno, f in rows:
+            try:
+                if len(f) < width:
+                    f += [""] * (width - len(f))
+                t = int(f[i_t])
+                last, volume, flags = f[i_l].strip(), f[i_v].strip(), f[i_f].strip()
+                tick = Tick(
+                    f[i_s].strip(), t, float(f[i_b]), float(f[i_a]),
+                    float(last) if last else 0.0, int(float(volume)) if volume else 0,
+                    int(flags) if flags else default_flags,
+                )
+            except ValueError as exc:
+                raise self._error(lineno, f, exc) from None
+            if t < previous:
+                raise SourceError(f"{self.path}:{lineno}: time goes back")
+            previous = t
+            yield tick
+
+    def _scan_csv(self) -> dict[str, int]:
+        """Every symbol of a plain CSV, in order of appearance, with its digits.
+
+        The engine needs all symbols before the first tick; this one pass reads only the first
+        field of most rows.
+        """
+        digits: dict[str, int] = {}
+        seen: dict[str, int] = {}
+        i_sym, i_bid, i_ask = self.cols["symbol"], self.cols["bid"], self.cols["ask"]
+        with _open_text(self.path) as f:
+            lines = self._lines(f)
+            next(lines)  # the header
+            for lineno, line in lines:
+                fields = line.split(self.sep)
+                name = fields[i_sym].strip() if i_sym < len(fields) else ""
+                n = seen.get(name, 0)
+                if n >= SAMPLE_ROWS:
+                    continue
+                if n == 0:
+                    self._valid(name, lineno)
+                    digits[name] = 0
+                seen[name] = n + 1
+                try:
+                    d = max(decimals(fields[i_bid]), decimals(fields[i_ask]))
+                except IndexError as exc:
+                    raise self._error(lineno, fields, exc) from None
+                digits[name] = max(digits[name], d)
+        return digits
+
+
+class ReplaySource(MarketSource):
+    """Plays ``config.replay_file`` at ``config.replay_speed`` (0: as fast as possible)."""
+
+    name = "replay"
+
+    def __init__(self, config: EngineConfig, batch: int = BATCH) -> None:
+        self._path = Path(config.replay_file)
+        self._symbol = config.replay_symbol
+        self._speed = config.replay_speed
+        self._batch = batch
+        self._replay: _Replay | None = None
+        self._next: Tick | None = None
+        self._error: SourceError | None = None  # raised by the poll after the good ticks
+        self._origin: tuple[int, int] | None = None  # (wall ms, file ms) when play began
+        self._last_ms = 0
+
+    def start(self) -> None:
+        replay = _Replay(self._path, self._symbol)
+        try:
+            first = next(replay.ticks, None)
+            if first is None:
+                raise SourceError(f"replay file {str(self._path)!r} holds no ticks to play")
+        except BaseException:
+            replay.close()
+            raise
+        self._replay, self._next, self._last_ms = replay, first, first.time_msc
+
+    def stop(self) -> None:
+        if self._replay is not None:
+            self._replay.close()
+
+    def symbols(self) -> list[SymbolInfo]:
+        return list(self._replay.infos) if self._replay else []
+
+    def history(self, symbol: str, timeframe: Timeframe, count: int) -> list[Candle]:
+        return []  # the bars come from the replay itself
+
+    def poll(self, now_ms: int) -> list[Tick]:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        nxt = self._next
+        if nxt is None:
+            return []
+        until = math.inf if self._speed == 0 else self._clock(now_ms)
+        out: list[Tick] = []
+        ticks = self._replay.ticks
+        try:
+            while nxt is not None and nxt.time_msc <= until and len(out) < self._batch:
+                out.append(nxt)
+                nxt = next(ticks, None)
+        except SourceError as exc:
+            self._error, nxt = exc, None
+        self._next = nxt
+        if out:
+            self._last_ms = out[-1].time_msc
+        if nxt is None:
+            self._replay.close()
+        return out
+
+    def next_due(self, now_ms: int) -> int:
+        if self._next is None:
+            return 0 if self._error is not None else IDLE_DUE_MS
+        if self._speed == 0:
+            return 0
+        return max(0, math.ceil((self._next.time_msc - self._clock(now_ms)) / self._speed))
+
+    def market_time(self, now_ms: int) -> int:
+        if self._speed == 0:
+            return self._last_ms
+        return int(self._clock(now_ms))
+
+    @property
+    def finished(self) -> bool:
+        return self._replay is not None and self._next is None and self._error is None
+
+    def _clock(self, now_ms: int) -> float:
+        """The file time being played at wall time ``now_ms``."""
+        if self._origin is None:
+            self._origin = (now_ms, self._last_ms)
+        wall, file = self._origin
+        return file + (now_ms - wall) * self._speed
