@@ -400,9 +400,9 @@ class MT5Source(MarketSource):
 
     def _initialize(self) -> tuple[bool, tuple[int, str]]:
         cfg = self._config
+        # The package documents path as an unnamed (positional) parameter, the rest as named.
+        args = (cfg.mt5_path,) if cfg.mt5_path else ()
         kwargs: dict[str, Any] = {"timeout": self._init_timeout_ms}
-        if cfg.mt5_path:
-            kwargs["path"] = cfg.mt5_path
         if cfg.mt5_login:
             kwargs["login"] = cfg.mt5_login
         if cfg.mt5_password:
@@ -410,7 +410,7 @@ class MT5Source(MarketSource):
         if cfg.mt5_server:
             kwargs["server"] = cfg.mt5_server
         with self._api:
-            ok = bool(self._mt5.initialize(**kwargs))
+            ok = bool(self._mt5.initialize(*args, **kwargs))
             error = tuple(self._mt5.last_error())
         return ok, error
 
