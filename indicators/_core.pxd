@@ -54,6 +54,7 @@ cdef struct MacdState:
 
 cdef class SMA:
     cdef SmaState st
+    cdef int _check(self, double x, str where) except -1
 
 
 cdef class EMA:

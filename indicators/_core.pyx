@@ -10,6 +10,9 @@ Every indicator has the same small surface:
 * ``ready``, ``value``, ``count``, ``lookback`` (+ ``period`` / MACD's three periods), ``reset()``;
 * ``state()`` / ``cls.from_state(d)`` and pickling, so a worker restarts warm; ``copy()``.
 
+An indicator is not thread-safe: ``update_many`` runs without the GIL on a copy of the state, so
+feed one indicator from one thread at a time (distinct indicators may run in parallel threads).
+
 The arithmetic reproduces TA-Lib 0.8.2's batch functions (C library 0.8.1) operation for operation,
 so a fresh indicator fed a series gives bit-identical values to ``talib.SMA/EMA/RSI/MACD`` on it,
 warm-up NaNs included. Specifics of that library version, found empirically (see the tests):
@@ -308,9 +311,16 @@ cdef class SMA:
         free(self.st.ring)
         self.st.ring = NULL
 
+    cdef int _check(self, double x, str where) except -1:
+        if self.st.ring == NULL:
+            raise RuntimeError(f"{where}: SMA was not initialised (call SMA(period))")
+        return _check_finite(x, where)
+
     def reset(self):
         """Forget every value: the indicator is as new."""
         cdef int i
+        if self.st.ring == NULL:
+            self._check(0.0, "SMA.reset")
         for i in range(self.st.period):
             self.st.ring[i] = 0.0
         self.st.total = 0.0
@@ -320,28 +330,49 @@ cdef class SMA:
 
     def update(self, double x):
         """Commit a closed value; return the SMA (NaN until `period` values were seen)."""
-        if not isfinite(x):
-            _check_finite(x, "SMA.update")
+        if not isfinite(x) or self.st.ring == NULL:
+            self._check(x, "SMA.update")
         return sma_step(&self.st, x)
 
     def peek(self, double x):
         """Return what ``update(x)`` would return, changing nothing."""
-        if not isfinite(x):
-            _check_finite(x, "SMA.peek")
+        if not isfinite(x) or self.st.ring == NULL:
+            self._check(x, "SMA.peek")
         return sma_peek(&self.st, x)
 
     def update_many(self, values):
         """``update`` each element of a float64 1-D array; return the values as a float64 array."""
+        if self.st.ring == NULL:
+            self._check(0.0, "SMA.update_many")
         cdef const double[::1] xs = _as_float64_1d(values, "SMA.update_many")
         cdef Py_ssize_t i, n = xs.shape[0]
         out = np.empty(n, dtype=np.float64)
         cdef double[::1] o = out
         cdef SmaState st
+        cdef Py_ssize_t p, head_n, start
+        cdef long long c0
         _check_all_finite(xs, "SMA.update_many")
         st = self.st
+        p = st.period
+        c0 = st.count
+        head_n = min(n, p - 1)
         with nogil:
-            for i in range(n):
+            # the first period-1 values may need trailing values from before this array: the ring
+            for i in range(head_n):
                 o[i] = sma_step(&st, xs[i])
+            # from then on the trailing value is in the array itself (TA-Lib's own loop)
+            for i in range(head_n, n):
+                st.total += xs[i]
+                o[i] = st.total / p
+                st.total -= xs[i - p + 1]
+            # the ring takes the last `period` values, each in its slot (index % period)
+            start = max(head_n, n - p)
+            for i in range(start, n):
+                st.ring[(c0 + i) % p] = xs[i]
+            if n > head_n:
+                st.count = c0 + n
+                st.head = <int>((c0 + n) % p)
+                st.value = o[n - 1]
         self.st = st
         return out
 
