@@ -103,6 +103,14 @@ def nautilus_update_raw_stream(history: np.ndarray) -> dict[str, Callable]:
     return {name: ind.update_raw for name, ind in zip(NAMES, _nautilus_indicators(history))}
 
 
+INSTALL_HINTS = {
+    "talipp": "pip install talipp==2.7.0 (the `bench` extra)",
+    "nautilus": "optional, ~300 MB: pip install nautilus_trader",
+    "nautilus_update_raw": "optional, ~300 MB: pip install nautilus_trader",
+    "talib_stream": "TA-Lib==0.8.2 (the `test` extra)",
+    "talib_batch": "TA-Lib==0.8.2 (the `test` extra)",
+}
+
 STREAM_PEERS = {
     "core_update": core_stream,
     "talib_stream": talib_stream,
@@ -165,13 +173,13 @@ def measure(n_stream: int, n_batch: int, repeats: int) -> dict:
         try:
             stream_fns[name] = factory(history)
         except ImportError as exc:
-            skipped[name] = f"not importable: {exc}"
+            skipped[name] = f"skipped, not importable ({exc}); {INSTALL_HINTS.get(name, '')}"
     batch_fns: dict[str, dict[str, Callable]] = {}
     for name, factory in BATCH_PEERS.items():
         try:
             batch_fns[name] = factory()
         except ImportError as exc:
-            skipped[name] = f"not importable: {exc}"
+            skipped[name] = f"skipped, not importable ({exc}); {INSTALL_HINTS.get(name, '')}"
 
     samples: dict[str, dict[str, list[float]]] = {
         peer: {key: [] for key in ["all4", *NAMES]} for peer in [*stream_fns, *batch_fns]}

@@ -162,7 +162,7 @@ cdef object _state_get(dict d, str key, str kind):
         raise ValueError(f"{kind}.from_state: missing key {key!r}") from None
 
 
-cdef dict _state_header(dict d, str kind):
+cdef dict _state_header(object d, str kind):
     if not isinstance(d, dict):
         raise TypeError(f"{kind}.from_state expects a dict, got {type(d).__name__}")
     if d.get("kind") != kind:
