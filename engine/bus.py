@@ -7,6 +7,7 @@ high-water marks rather than block, so a slow subscriber never holds up the engi
 """
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -57,6 +58,9 @@ class BusProxy:
         self._control.connect(self._control_endpoint)
 
     def _run(self) -> None:
+        # Signals are for the main thread to handle, not to interrupt the proxy's C loop.
+        if hasattr(signal, "pthread_sigmask"):  # POSIX only; the mt5 source runs on Windows
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         xsub = self._ctx.socket(zmq.XSUB)
         xpub = self._ctx.socket(zmq.XPUB)
         control = self._ctx.socket(zmq.PAIR)
@@ -88,6 +92,9 @@ class BusProxy:
     def stop(self) -> None:
         if self._control is not None:
             self._control.send(b"TERMINATE")
+            # libzmq 4.3.5 replies to TERMINATE; closing before the reply arrives would leave
+            # the proxy blocked in that send, so wait for it.
+            self._control.poll(1000)
             self._control.close(0)
             self._control = None
         if self._thread is not None:
