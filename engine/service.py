@@ -65,6 +65,7 @@ class EngineService:
         self._booked: dict[str, int] = {}
         self._foreign: dict[bytes, dict[str, Any]] = {}
         self._account: dict[str, Any] | None = None
+        self._source_error = ""
         self._started_ms = now_ms()
         self._ticks_in = 0
         self._rate_window = (self._started_ms, 0)
@@ -154,7 +155,7 @@ class EngineService:
                 if self._sub in ready:
                     self._drain_foreign()
                 now = now_ms()
-            for tick in source.poll(now):
+            for tick in self._poll_source(now):
                 self.on_tick(tick)
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_MS
@@ -165,6 +166,19 @@ class EngineService:
                     if now >= entry[0]:
                         entry[0] = now + entry[1]
                         entry[2](now)
+
+    def _poll_source(self, now: int) -> list[Tick]:
+        """The source's new ticks; a failing source is reported in health, never fatal."""
+        try:
+            ticks = self.source.poll(now)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self._source_error:
+                log.error("engine: source %s failed: %s", self.source.name, error)
+            self._source_error = error
+            return []
+        self._source_error = ""
+        return ticks
 
     def on_tick(self, tick: Tick) -> None:
         payload = tick.to_payload()
@@ -238,14 +252,18 @@ class EngineService:
             self._ticks_per_s = round((self._ticks_in - count) * 1000.0 / (now - since), 1)
             self._rate_window = (now, self._ticks_in)
         source_health = self.source.health()
+        status, detail = source_health.status, source_health.detail
+        if self._source_error:
+            status, detail = "degraded", self._source_error
         rpc = self._rpc.handler if self._rpc else None
         return {
             "component": "engine",
-            "status": source_health.status,
+            "status": status,
             "time_msc": now,
             "source": self.source.name,
             "source_connected": source_health.connected,
-            "source_detail": source_health.detail,
+            "source_detail": detail,
+            "source_finished": self.source.finished,
             "epoch": self._pub.epoch if self._pub else 0,
             "uptime_s": round((now - self._started_ms) / 1000.0, 1),
             "symbols": len(self._aggs),

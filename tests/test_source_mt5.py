@@ -400,3 +400,21 @@ def test_stop_is_prompt_and_shuts_the_terminal_down(mt5, make_source) -> None:
     assert time.monotonic() - began < 1.0
     assert mt5.calls["shutdown"] >= 1
     assert source.health().status == "down"
+
+
+def test_market_clock_follows_the_server_and_freezes_while_the_terminal_is_lost(mt5, make_source) -> None:
+    source = make_source(mt5)
+    source.start()
+    assert source.market_time(T0) == 0  # no tick yet: never close a bar by guesswork
+    server_ahead = 2 * 3600_000  # a broker on UTC+2
+    local_now = T0 - server_ahead
+    feed(mt5, "EURUSD", [T0])
+    assert wait_for(lambda: bool(source._out))
+    source.poll(local_now + 40)  # received 40 ms after it happened
+    assert source.market_time(local_now + 1000) == T0 + 960
+    mt5.drop_ipc()
+    assert wait_for(lambda: source.health().status == "degraded", timeout=2.0)
+    assert source.market_time(local_now + 60_000) == T0  # outage bars stay open
+    mt5.restore_ipc()
+    assert wait_for(lambda: source.health().status == "ok", timeout=2.0)
+    assert source.market_time(local_now + 60_000) == T0 + 59_960

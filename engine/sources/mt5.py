@@ -196,6 +196,8 @@ class MT5Source(MarketSource):
         self._account: dict[str, Any] | None = None
         self._health = SourceHealth("down", False, "not started")
         self._lost = ""  # why the session was lost, kept in health while reconnecting
+        self._clock_offset: int | None = None  # trade-server clock minus local clock, in ms
+        self._newest_ms = 0
 
     # -- engine side ----------------------------------------------------------------------
 
@@ -247,7 +249,25 @@ class MT5Source(MarketSource):
     def poll(self, now_ms: int) -> list[Tick]:
         with self._out_lock:
             out, self._out = self._out, []
+        if out:
+            newest = max(t.time_msc for t in out)
+            self._newest_ms = max(self._newest_ms, newest)
+            # A tick is seen after it happened, so the largest (tick time - receipt time) is
+            # the closest estimate of the server's clock offset that never runs ahead of it.
+            offset = newest - now_ms
+            if self._clock_offset is None or offset > self._clock_offset:
+                self._clock_offset = offset
         return out
+
+    def market_time(self, now_ms: int) -> int:
+        """The trade server's clock (ticks carry it; it is often hours off UTC).
+
+        Frozen at the newest tick while the terminal is lost, so the bars of the outage stay
+        open until its ticks are fetched after reconnecting.
+        """
+        if self._clock_offset is None or not self._health.connected:
+            return self._newest_ms
+        return now_ms + self._clock_offset
 
     def next_due(self, now_ms: int) -> int:
         return 1
