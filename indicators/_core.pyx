@@ -15,7 +15,8 @@ feed one indicator from one thread at a time (distinct indicators may run in par
 
 The arithmetic reproduces TA-Lib 0.8.2's batch functions (C library 0.8.1) operation for operation,
 so a fresh indicator fed a series gives bit-identical values to ``talib.SMA/EMA/RSI/MACD`` on it,
-warm-up NaNs included. Specifics of that library version, found empirically (see the tests):
+warm-up NaNs included. Specifics of that library version, found empirically (see the tests); they
+are what a C build with fused multiply-add and reciprocal division (fast-math style) computes:
 
 * SMA: running total ``t += x; out = t / p; t -= oldest`` (no periodic recomputation);
 * EMA: seed = (sum of the first p values) / p, then ``ema = fma(x - ema, k, ema)`` (one rounding,
@@ -25,6 +26,11 @@ warm-up NaNs included. Specifics of that library version, found empirically (see
 * MACD: slow and fast EMAs both seeded at index slow-1 (fast on x[slow-fast .. slow-1]), line =
   fast - slow, signal = EMA(signal) of the line seeded by the mean of its first values (all three
   EMAs as above); a slow period shorter than the fast one is swapped with it, as TA-Lib does.
+
+One known difference: where magnitudes near the float limit (|x| ~ 1e307 and up) make a price
+change or an RSI sum overflow to inf, TA-Lib's RSI gives values (0 rather than NaN) that its
+non-finite arithmetic happens to produce; this RSI gives what IEEE arithmetic gives. SMA, EMA and
+MACD stay identical there too.
 """
 from libc.math cimport NAN, isfinite
 from libc.stdlib cimport free, malloc
@@ -49,15 +55,22 @@ cdef extern from *:
         }
         return (acc >> 63) == 0;
     }
-    /* max(d, 0.0) without a branch (a branch on the sign of a price change mispredicts half the
-       time, and GCC does not always if-convert the plain ternary). */
+    /* TA-Lib's RSI does `if (d < 0) loss -= d; else gain += d;`. The sign of a price change is a
+       coin flip, so that branch mispredicts half the time; these give the same two terms without a
+       branch (and GCC does not reliably if-convert the ternaries):
+         gain term = d < 0 ? 0 : d   (NaN stays NaN, like the else branch; +inf stays +inf)
+         loss term = d < 0 ? d : 0   (maxsd/minsd return their second operand when unordered) */
     #if defined(__SSE2__)
     #include <emmintrin.h>
-    static inline double ind_positive_part(double d) {
-        return _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(d), _mm_setzero_pd()));
+    static inline double ind_gain_term(double d) {
+        return _mm_cvtsd_f64(_mm_max_sd(_mm_setzero_pd(), _mm_set_sd(d)));
+    }
+    static inline double ind_loss_term(double d) {
+        return _mm_cvtsd_f64(_mm_min_sd(_mm_set_sd(d), _mm_setzero_pd()));
     }
     #else
-    static inline double ind_positive_part(double d) { return d > 0.0 ? d : 0.0; }
+    static inline double ind_gain_term(double d) { return d < 0.0 ? 0.0 : d; }
+    static inline double ind_loss_term(double d) { return d < 0.0 ? d : 0.0; }
     #endif
 
     /* fma(a, b, c) = a*b + c rounded once (TA-Lib's EMA step). The libm call is correctly rounded
@@ -86,7 +99,8 @@ cdef extern from *:
     }
     """
     bint ind_all_finite(const double* x, Py_ssize_t n) noexcept nogil
-    double ind_positive_part(double d) noexcept nogil
+    double ind_gain_term(double d) noexcept nogil
+    double ind_loss_term(double d) noexcept nogil
     double ind_fma(double a, double b, double c) noexcept nogil
     void ind_detect_cpu() noexcept nogil
 
@@ -139,6 +153,14 @@ cdef object _as_float64_1d(object values, str where):
         arr = np.ascontiguousarray(arr, dtype=np.float64)
     return arr
 
+
+# update_many checks its input without a pass of its own (a second pass over a 100k array costs
+# ~0.5 ns per element, as much as the indicator): it computes on a local copy of the state, and
+# NaN/inf is "sticky" in that state -- every input enters a sum or an EMA that stays non-finite
+# once it is (NaN absorbs everything, inf - inf is NaN). So a finite final state proves a finite
+# input; otherwise this exact check runs, raises, and the copy is dropped (an overflow of huge but
+# finite inputs passes it and is committed, as TA-Lib would compute it). EMA(1), whose value is
+# just the input, is not sticky and checks first.
 
 cdef int _check_all_finite(const double[::1] xs, str where) except -1:
     cdef Py_ssize_t n = xs.shape[0]
@@ -223,6 +245,8 @@ cdef inline double ema_step(EmaState* s, double x) noexcept nogil:
 
 
 cdef inline double rsi_value(double gain, double loss) noexcept nogil:
+    # 0 when there was no move at all: TA-Lib 0.8.2 tests gain + loss == 0 exactly (the classic
+    # TA_IS_ZERO threshold of 1e-8 is gone: a sum of 1e-320 already gives 100).
     cdef double t = gain + loss
     if t == 0.0:
         return 0.0
@@ -230,12 +254,10 @@ cdef inline double rsi_value(double gain, double loss) noexcept nogil:
 
 
 cdef inline double rsi_step(RsiState* s, double x) noexcept nogil:
-    # TA-Lib: `if (d < 0) loss -= d; else gain += d;`, written branch-free (random walks make that
-    # branch unpredictable): adding/subtracting 0.0 to these non-negative sums changes no bit.
     cdef double out = NAN
     cdef double d = x - s.prev
-    cdef double up = ind_positive_part(d)     # d > 0 ? d : 0
-    cdef double down = d - up          # == min(d, 0.0) exactly, without a branch
+    cdef double up = ind_gain_term(d)           # TA-Lib: if (d < 0) loss -= d; else gain += d;
+    cdef double down = ind_loss_term(d)         # (adding 0.0 to these sums changes no bit)
     s.prev = x
     if s.count > s.period:
         s.gain = (s.gain * s.pm1 + up) * s.recip
@@ -253,10 +275,30 @@ cdef inline double rsi_step(RsiState* s, double x) noexcept nogil:
     return out
 
 
+cdef inline void macd_step_warm(MacdState* s, double x) noexcept nogil:
+    """The step once every EMA is seeded (count >= slow + signal - 1)."""
+    cdef double line
+    s.fast = ind_fma(x - s.fast, s.kfast, s.fast)
+    s.slow = ind_fma(x - s.slow, s.kslow, s.slow)
+    line = s.fast - s.slow
+    if s.signal_period == 1:               # TA-Lib: EMA(1) is the input itself
+        s.signal_ema = line
+    else:
+        s.signal_ema = ind_fma(line - s.signal_ema, s.ksignal, s.signal_ema)
+    s.line = line
+    s.signal = s.signal_ema
+    s.hist = line - s.signal_ema
+    s.count += 1
+
+
 cdef inline void macd_step(MacdState* s, double x) noexcept nogil:
     cdef long long c = s.count
     cdef long long j
     cdef double line
+    if c >= s.slow_period + s.signal_period - 1:
+        macd_step_warm(s, x)
+        return
+    # warming up: seed sums, then the EMAs, then the signal's seed sum
     s.line = NAN
     s.signal = NAN
     s.hist = NAN
@@ -273,17 +315,11 @@ cdef inline void macd_step(MacdState* s, double x) noexcept nogil:
         s.fast = s.fast_sum / s.fast_period
         s.slow = s.slow_sum / s.slow_period
     line = s.fast - s.slow
-    j = c - (s.slow_period - 1)            # index of `line` in the MACD-line series
-    if j >= s.signal_period:
-        if s.signal_period == 1:       # TA-Lib: EMA(1) is the input itself
-            s.signal_ema = line
-        else:
-            s.signal_ema = ind_fma(line - s.signal_ema, s.ksignal, s.signal_ema)
-    else:
-        s.signal_sum += line
-        if j < s.signal_period - 1:
-            return
-        s.signal_ema = s.signal_sum / s.signal_period
+    j = c - (s.slow_period - 1)            # index of `line` in the MACD-line series (< signal)
+    s.signal_sum += line
+    if j < s.signal_period - 1:
+        return
+    s.signal_ema = s.signal_sum / s.signal_period
     s.line = line
     s.signal = s.signal_ema
     s.hist = line - s.signal_ema
@@ -348,32 +384,36 @@ cdef class SMA:
         cdef Py_ssize_t i, n = xs.shape[0]
         out = np.empty(n, dtype=np.float64)
         cdef double[::1] o = out
-        cdef SmaState st
-        cdef Py_ssize_t p, head_n, start
-        cdef long long c0
-        _check_all_finite(xs, "SMA.update_many")
-        st = self.st
-        p = st.period
-        c0 = st.count
-        head_n = min(n, p - 1)
+        cdef Py_ssize_t p = self.st.period
+        cdef long long c0 = self.st.count
+        cdef Py_ssize_t head_n = min(n, p - 1)
+        cdef double total = self.st.total
+        cdef double* ring = self.st.ring
         with nogil:
-            # the first period-1 values may need trailing values from before this array: the ring
+            # the first period-1 values take their trailing value from before this array (the
+            # ring; those slots are not overwritten within these steps), as sma_step would
             for i in range(head_n):
-                o[i] = sma_step(&st, xs[i])
+                total += xs[i]
+                if c0 + i >= p - 1:
+                    o[i] = total / p
+                    total -= ring[(c0 + i + 1) % p]
+                else:
+                    o[i] = NAN
             # from then on the trailing value is in the array itself (TA-Lib's own loop)
             for i in range(head_n, n):
-                st.total += xs[i]
-                o[i] = st.total / p
-                st.total -= xs[i - p + 1]
-            # the ring takes the last `period` values, each in its slot (index % period)
-            start = max(head_n, n - p)
-            for i in range(start, n):
-                st.ring[(c0 + i) % p] = xs[i]
-            if n > head_n:
-                st.count = c0 + n
-                st.head = <int>((c0 + n) % p)
-                st.value = o[n - 1]
-        self.st = st
+                total += xs[i]
+                o[i] = total / p
+                total -= xs[i - p + 1]
+        if not isfinite(total):                    # every input went through `total`
+            _check_all_finite(xs, "SMA.update_many")
+        # commit: the ring takes the last `period` values, each in its slot (index % period)
+        for i in range(max(0, n - p), n):
+            ring[(c0 + i) % p] = xs[i]
+        if n:
+            self.st.total = total
+            self.st.count = c0 + n
+            self.st.head = <int>((c0 + n) % p)
+            self.st.value = o[n - 1]
         return out
 
     @property
@@ -471,12 +511,14 @@ cdef class EMA:
         cdef Py_ssize_t i, n = xs.shape[0]
         out = np.empty(n, dtype=np.float64)
         cdef double[::1] o = out
-        cdef EmaState st
-        _check_all_finite(xs, "EMA.update_many")
-        st = self.st
+        cdef EmaState st = self.st
+        if st.period == 1:
+            _check_all_finite(xs, "EMA.update_many")
         with nogil:
             for i in range(n):
                 o[i] = ema_step(&st, xs[i])
+        if not (isfinite(st.seed_sum) and isfinite(st.ema)):
+            _check_all_finite(xs, "EMA.update_many")
         self.st = st
         return out
 
@@ -565,12 +607,12 @@ cdef class RSI:
         cdef Py_ssize_t i, n = xs.shape[0]
         out = np.empty(n, dtype=np.float64)
         cdef double[::1] o = out
-        cdef RsiState st
-        _check_all_finite(xs, "RSI.update_many")
-        st = self.st
+        cdef RsiState st = self.st
         with nogil:
             for i in range(n):
                 o[i] = rsi_step(&st, xs[i])
+        if not (isfinite(st.prev) and isfinite(st.gain) and isfinite(st.loss)):
+            _check_all_finite(xs, "RSI.update_many")
         self.st = st
         return out
 
@@ -680,15 +722,24 @@ cdef class MACD:
         cdef double[::1] o1 = line
         cdef double[::1] o2 = signal
         cdef double[::1] o3 = hist
-        cdef MacdState st
-        _check_all_finite(xs, "MACD.update_many")
-        st = self.st
+        cdef MacdState st = self.st
+        cdef long long warm = st.slow_period + st.signal_period - 1
+        i = 0
         with nogil:
-            for i in range(n):
+            while i < n and st.count < warm:
                 macd_step(&st, xs[i])
                 o1[i] = st.line
                 o2[i] = st.signal
                 o3[i] = st.hist
+                i += 1
+            for i in range(i, n):              # steady state: no warm-up branches
+                macd_step_warm(&st, xs[i])
+                o1[i] = st.line
+                o2[i] = st.signal
+                o3[i] = st.hist
+        if not (isfinite(st.slow_sum) and isfinite(st.fast_sum) and isfinite(st.signal_sum)
+                and isfinite(st.slow) and isfinite(st.fast) and isfinite(st.signal_ema)):
+            _check_all_finite(xs, "MACD.update_many")
         self.st = st
         return line, signal, hist
 
