@@ -33,8 +33,8 @@ import numpy as np
 import indicators
 from indicators import EMA, MACD, RSI, SMA
 
-PERIODS = {"SMA": 20, "EMA": 20, "RSI": 14, "MACD": (12, 26, 9)}
 NAMES = ["SMA20", "EMA20", "RSI14", "MACD"]
+BATCH_SAMPLES_PER_REPEAT = 5
 
 
 def price_series(n: int, seed: int = 42) -> np.ndarray:
@@ -191,16 +191,17 @@ def measure(n_stream: int, n_batch: int, repeats: int) -> dict:
             samples[peer]["all4"].append((loop_all4(fns, stream_values) - base) / n_stream)
             for key in NAMES:
                 samples[peer][key].append((loop_one(fns[key], stream_values) - base) / n_stream)
-        for peer, fns in batch_fns.items():
-            total = 0.0
-            for key in NAMES:
-                fn = fns[key]
-                t0 = time.perf_counter_ns()
-                fn(batch_values)
-                dt = (time.perf_counter_ns() - t0) / n_batch
-                samples[peer][key].append(dt)
-                total += dt
-            samples[peer]["all4"].append(total)
+        for _ in range(BATCH_SAMPLES_PER_REPEAT):      # cheap, and noisier: more samples
+            for peer, fns in batch_fns.items():
+                total = 0.0
+                for key in NAMES:
+                    fn = fns[key]
+                    t0 = time.perf_counter_ns()
+                    fn(batch_values)
+                    dt = (time.perf_counter_ns() - t0) / n_batch
+                    samples[peer][key].append(dt)
+                    total += dt
+                samples[peer]["all4"].append(total)
 
     ns = {peer: {key: round(statistics.median(v), 2) for key, v in by_key.items()}
           for peer, by_key in samples.items()}
@@ -264,6 +265,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {
         "benchmark": "one new close for SMA20 + EMA20 + RSI14 + MACD(12,26,9): ns per update",
         "config": {"stream_values": n_stream, "batch_values": n_batch, "repeats": repeats,
+                   "batch_samples": repeats * BATCH_SAMPLES_PER_REPEAT,
                    "statistic": "median over repeats, empty-loop time subtracted (stream peers)"},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "platform": platform.platform()},

@@ -3,7 +3,8 @@
 # Each indicator keeps its whole state in one plain C struct, so that
 #   * `update` is a handful of instructions on C doubles,
 #   * `peek` runs the very same step on a copy of the struct (SMA: on its scalars only),
-#   * `update_many` copies the struct to a local, loops without the GIL, and writes it back.
+#   * `update_many` copies the struct to a local, loops without the GIL, and writes it back only
+#     if the input was all finite (SMA: its ring too).
 # `count` is the number of committed values; the step for the value of index `count`
 # reproduces TA-Lib's batch arithmetic for that index, operation for operation.
 
