@@ -20,8 +20,11 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
+# Benchmarks also need the peers they compare against (the `bench` extra).
 bench: install
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python benchmarks/engine_throughput.py
+	$(BIN)/python benchmarks/indicators_peers.py
 
 clean:
 	rm -rf $(VENV) build indicators/*.c indicators/*.so *.egg-info
