@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import zmq
 
-from tests.procs import EngineProcess
+from tests.procs import ChildProcess, EngineProcess, WorkerProcess
 
 
 @pytest.fixture
@@ -14,18 +14,36 @@ def zmq_ctx():
 
 
 @pytest.fixture
-def start_engine():
+def started():
+    """Processes a test starts go in this list; every one is stopped at teardown."""
+    procs: list[ChildProcess] = []
+    yield procs
+    for proc in reversed(procs):
+        proc.stop()
+
+
+@pytest.fixture
+def start_engine(started):
     """Start engines with ``start_engine(*args)``; every one is stopped at teardown."""
-    started: list[EngineProcess] = []
 
     def start(*args: str, wait: bool = True, **kwargs) -> EngineProcess:
         proc = EngineProcess(list(args), **kwargs)
         started.append(proc)
         return proc.start(wait=wait)
 
-    yield start
-    for proc in started:
-        proc.stop()
+    return start
+
+
+@pytest.fixture
+def start_worker(started):
+    """Start indicator workers on an engine with ``start_worker(engine, *args)``."""
+
+    def start(engine: EngineProcess, *args: str) -> WorkerProcess:
+        proc = WorkerProcess(list(args), engine=engine)
+        started.append(proc)
+        return proc.start()
+
+    return start
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ import msgpack
 import zmq
 
 ROOT = Path(__file__).resolve().parent.parent
+# Settings a developer's shell may carry that must not leak into a test's child process.
+_SCRUBBED = ("MT5_", "SIM_", "BUS_", "RPC_", "IND_", "WS_", "BRIDGE_", "SOURCE", "SYMBOLS", "TIMEFRAMES")
 
 
 def free_port() -> int:
@@ -24,17 +26,65 @@ def free_port() -> int:
 
 
 @dataclass
-class EngineProcess:
-    """An ``mt5-engine`` child process on its own free ports (a sim market by default)."""
+class ChildProcess:
+    """A ``python -m MODULE`` child; its output goes to a file, not a pipe nobody reads."""
 
+    module = ""
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    _log: tempfile._TemporaryFileWrapper | None = None
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", self.module, "--env-file", os.devnull, *self.args]
+
+    def spawn(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
+        env.update(self.env)
+        self._log = tempfile.NamedTemporaryFile("w+", prefix=f"{self.module}-", suffix=".log")
+        self.proc = subprocess.Popen(
+            self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True,
+        )
+
+    def output(self) -> str:
+        """Everything the process printed so far."""
+        if self._log is None:
+            return ""
+        with open(self._log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def wait_output(self, text: str, timeout: float = 30.0) -> None:
+        """Until the process printed ``text`` (raise with its output if it exits or times out)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.module} exited with {self.proc.returncode}: {self.output()}")
+            time.sleep(0.02)
+        raise TimeoutError(f"{self.module} did not print {text!r} within {timeout} s: {self.output()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
+        """Signal the process and wait; kill it if it does not exit. Returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            return None
+
+
+@dataclass
+class EngineProcess(ChildProcess):
+    """An ``mt5-engine`` child process on its own free ports (a sim market by default)."""
+
+    module = "engine.cli"
     bus_port: int = field(default_factory=free_port)
     rpc_port: int = field(default_factory=free_port)
     pub_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-    # Output goes to a file, not a pipe: a pipe nobody reads would block a chatty child.
-    _log: tempfile._TemporaryFileWrapper | None = None
 
     @property
     def bus(self) -> str:
@@ -49,25 +99,17 @@ class EngineProcess:
         return f"tcp://127.0.0.1:{self.pub_port}"
 
     def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "engine.cli", "--env-file", os.devnull,
-            "--bus-endpoint", self.bus, "--rpc-endpoint", self.rpc,
-            "--bus-pub-endpoint", self.pub, *self.args,
-        ]
+        return [*super().command(), "--bus-endpoint", self.bus, "--rpc-endpoint", self.rpc,
+                "--bus-pub-endpoint", self.pub]
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> EngineProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MT5_", "SIM_", "BUS_"))}
-        env.update(self.env)
-        self._log = tempfile.NamedTemporaryFile("w+", prefix="engine-", suffix=".log")
-        self.proc = subprocess.Popen(
-            self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True,
-        )
+        self.spawn()
         if wait:
             self.wait_ready(timeout)
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until the RPC answers ``health`` (or the process dies: then raise with its stderr)."""
+        """Until the RPC answers ``health`` (or the process dies: then raise with its output)."""
         deadline = time.monotonic() + timeout
         ctx = zmq.Context.instance()
         while time.monotonic() < deadline:
@@ -83,21 +125,20 @@ class EngineProcess:
                 return
         raise TimeoutError(f"engine did not answer on {self.rpc} within {timeout} s")
 
-    def output(self) -> str:
-        """Everything the process printed so far."""
-        if self._log is None:
-            return ""
-        with open(self._log.name, encoding="utf-8", errors="replace") as f:
-            return f.read()
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
-        """Signal the process and wait; kill it if it does not exit. Returns the exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            return None
+@dataclass
+class WorkerProcess(ChildProcess):
+    """An ``mt5-indicators`` child attached to ``engine``'s bus and RPC."""
+
+    module = "indicators.worker"
+    engine: EngineProcess | None = None
+
+    def command(self) -> list[str]:
+        e = self.engine
+        return [*super().command(), "--bus-endpoint", e.bus, "--bus-pub-endpoint", e.pub,
+                "--rpc-endpoint", e.rpc]
+
+    def start(self, timeout: float = 30.0) -> WorkerProcess:
+        self.spawn()
+        self.wait_output("mt5-indicators: shard", timeout)
+        return self

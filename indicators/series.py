@@ -1,0 +1,81 @@
+"""One set of indicators for one (symbol, timeframe), driven by candle payloads. Pure."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from indicators._core import EMA, MACD, RSI, SMA
+
+
+@dataclass(frozen=True, slots=True)
+class Periods:
+    sma: int = 20
+    ema: int = 20
+    rsi: int = 14
+    macd: tuple[int, int, int] = (12, 26, 9)
+
+
+def _nil(x: float) -> float | None:
+    """NaN (still warming up) travels as nil."""
+    return None if math.isnan(x) else x
+
+
+class IndicatorSeries:
+    """SMA, EMA, RSI and MACD over the closes of one candle topic.
+
+    A closed candle commits its close (once: a bar at or before the last committed one is
+    skipped, as after a warm-up that already holds it); a forming candle is peeked, so its
+    values are what the close would give, and nothing changes.
+    """
+
+    __slots__ = ("symbol", "timeframe", "sma", "ema", "rsi", "macd", "last_closed")
+
+    def __init__(self, symbol: str, timeframe: str, periods: Periods = Periods()) -> None:
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.sma = SMA(periods.sma)
+        self.ema = EMA(periods.ema)
+        self.rsi = RSI(periods.rsi)
+        self.macd = MACD(*periods.macd)
+        self.last_closed = -1  # open time of the last committed bar
+
+    def warm(self, candles: list[dict[str, Any]]) -> None:
+        """Start over from history (oldest first); only closed bars are committed."""
+        for ind in (self.sma, self.ema, self.rsi, self.macd):
+            ind.reset()
+        closed = [c for c in candles if c.get("closed", True)]
+        closes = np.fromiter((c["close"] for c in closed), dtype=np.float64, count=len(closed))
+        for ind in (self.sma, self.ema, self.rsi, self.macd):
+            ind.update_many(closes)
+        self.last_closed = closed[-1]["time"] if closed else -1
+
+    def on_candle(self, candle: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``ind:`` payload for a candle message, or None if it was already counted."""
+        close = candle["close"]
+        closed = candle["closed"]
+        if closed:
+            if candle["time"] <= self.last_closed:
+                return None
+            self.last_closed = candle["time"]
+            sma, ema, rsi = self.sma.update(close), self.ema.update(close), self.rsi.update(close)
+            macd, signal, hist = self.macd.update(close)
+        else:
+            if candle["time"] <= self.last_closed:
+                return None  # a stale forming update of a bar already closed
+            sma, ema, rsi = self.sma.peek(close), self.ema.peek(close), self.rsi.peek(close)
+            macd, signal, hist = self.macd.peek(close)
+        return {
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "time": candle["time"],
+            "closed": closed,
+            "sma": _nil(sma),
+            "ema": _nil(ema),
+            "rsi": _nil(rsi),
+            "macd": _nil(macd),
+            "macd_signal": _nil(signal),
+            "macd_hist": _nil(hist),
+        }
