@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 import zmq
 
@@ -30,16 +31,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _on_signals(stop: callable) -> None:
+def load_config(args: argparse.Namespace) -> EngineConfig:
+    """The engine's settings: these parsed flags over the environment over the env file."""
+    overrides = {k: v for k, v in vars(args).items() if k not in ("bus_only", "env_file")}
+    return EngineConfig.load(overrides, dotenv=args.env_file)
+
+
+def _on_signals(stop: Callable[[], None]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if k not in ("bus_only", "env_file")}
     try:
-        config = EngineConfig.load(overrides, dotenv=args.env_file)
+        config = load_config(args)
     except ConfigError as exc:
         print(f"mt5-engine: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         service.close()
         ctx.term()
-    log.info("engine: stopped")
+    log.info("stopped")
     return 0
 
 

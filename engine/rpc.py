@@ -90,7 +90,7 @@ class RpcHandler:
             reply = exc.to_reply()
         except Exception:
             self.errors += 1
-            log.exception("rpc: internal error")
+            log.exception("internal error")
             reply = RpcError(ErrorCode.INTERNAL, "internal error; see the engine log").to_reply()
         if request_id is not None:
             reply["id"] = request_id
@@ -198,7 +198,7 @@ class RpcServer:
             try:
                 sock.send_multipart([*frames[:-1], reply], zmq.NOBLOCK)
             except zmq.ZMQError:
-                log.warning("rpc: could not reply to a client that went away")
+                log.warning("could not reply to a client that went away")
         return served
 
     def close(self) -> None:

@@ -109,7 +109,7 @@ class EngineService:
                 agg.seed(tf.name, self.source.history(name, tf, count))
                 self._candle_topics[(name, tf.name)] = candle_topic(name, tf.name)
             self._aggs[name] = agg
-        log.info("engine: %d symbols, timeframes %s, history loaded", len(self._aggs),
+        log.info("%d symbols, timeframes %s, history loaded", len(self._aggs),
                  ",".join(self.config.timeframes))
 
     def stop(self) -> None:
@@ -120,7 +120,7 @@ class EngineService:
         try:
             self.source.stop()
         except Exception:
-            log.exception("engine: error while stopping the source")
+            log.exception("error while stopping the source")
         for closeable in (self._rpc, self._pub):
             if closeable is not None:
                 closeable.close()
@@ -174,7 +174,7 @@ class EngineService:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if error != self._source_error:
-                log.error("engine: source %s failed: %s", self.source.name, error)
+                log.error("source %s failed: %s", self.source.name, error)
             self._source_error = error
             return []
         self._source_error = ""

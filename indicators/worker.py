@@ -150,7 +150,7 @@ class IndicatorWorker:
                 symbols = [s["name"] for s in self._rpc.symbols()]
                 break
             except RpcError as exc:
-                log.warning("indicators: engine not answering (%s); retrying", exc.message)
+                log.warning("engine not answering (%s); retrying", exc.message)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 5.0)
         else:
@@ -158,7 +158,7 @@ class IndicatorWorker:
         self._symbols = [s for s in symbols if shard_of(s, cfg.shards) == cfg.shard]
         for symbol in self._symbols:
             self._sub.subscribe(topic(CANDLE, symbol))
-        log.info("indicators: shard %d/%d serves %d of %d symbols: %s", cfg.shard, cfg.shards,
+        log.info("shard %d/%d serves %d of %d symbols: %s", cfg.shard, cfg.shards,
                  len(self._symbols), len(symbols), ",".join(self._symbols))
         return True
 
@@ -199,7 +199,7 @@ class IndicatorWorker:
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             self.malformed += 1
             if self.malformed <= 10 or self.malformed % 1000 == 0:
-                log.warning("indicators: skipped a malformed message (%d so far): %s", self.malformed, exc)
+                log.warning("skipped a malformed message (%d so far): %s topic=%r", self.malformed, exc, frames[0][:80])
             return
         if values is not None:
             self._pub.publish(indicator_topic(series.symbol, series.timeframe), values)
@@ -215,8 +215,9 @@ class IndicatorWorker:
         self._streams[candle_topic] = (epoch, seq)
         series = self._series.get(candle_topic)
         if series is not None and previous is not None and previous != (epoch, seq - 1):
-            log.info("indicators: %s %s; warming up again",
-                     candle_topic.decode(), "engine restarted" if previous[0] != epoch else "gap in candles")
+            log.info("%s; warming up again symbol=%s timeframe=%s",
+                     "engine restarted" if previous[0] != epoch else "gap in candles",
+                     candle.get("symbol"), candle.get("timeframe"))
             self.rewarms += 1
             series = None
         if series is None:
@@ -230,7 +231,7 @@ class IndicatorWorker:
                 self._rpc_ok = False
                 self._series.pop(candle_topic, None)
                 self._streams.pop(candle_topic, None)  # so the next message tries again
-                log.warning("indicators: no history for %s %s: %s", symbol, timeframe, exc.message)
+                log.warning("no history: %s symbol=%s timeframe=%s", exc.message, symbol, timeframe)
                 return None
             self._rpc_ok = True
             self._series[candle_topic] = series
@@ -277,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         worker.close()
         ctx.term()
-    log.info("indicators: stopped (pid %d)", os.getpid())
+    log.info("stopped (pid %d)", os.getpid())
     return 0
 
 

@@ -142,3 +142,22 @@ class WorkerProcess(ChildProcess):
         self.spawn()
         self.wait_output("mt5-indicators: shard", timeout)
         return self
+
+
+@dataclass
+class ServiceProcess(ChildProcess):
+    """``mt5-service`` (the launcher) on free ports; ``args`` go to the launcher."""
+
+    module = "engine.launcher"
+    engine: EngineProcess = field(default_factory=EngineProcess)
+
+    def command(self) -> list[str]:
+        e = self.engine
+        return [*super().command(), "--bus-endpoint", e.bus, "--rpc-endpoint", e.rpc,
+                "--bus-pub-endpoint", e.pub]
+
+    def start(self, timeout: float = 30.0) -> ServiceProcess:
+        self.spawn()
+        self.engine.proc = self.proc  # wait_ready reads its liveness from the launcher
+        self.engine.wait_ready(timeout)
+        return self

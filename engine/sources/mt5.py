@@ -242,7 +242,7 @@ class MT5Source(MarketSource):
             arr = self._mt5.copy_rates_from_pos(symbol, timeframe.code, 0, count)
             error = None if arr is not None else self._mt5.last_error()
         if arr is None:
-            log.warning("mt5: no %s %s history: %s", symbol, timeframe.name, error)
+            log.warning("no history: %s symbol=%s timeframe=%s", error, symbol, timeframe.name)
             return []
         return candles_from_rates(symbol, timeframe.name, arr)
 
@@ -310,10 +310,10 @@ class MT5Source(MarketSource):
                     self._refresh_account()
                     next_account = now + self._account_s
             except TerminalLost as exc:
-                log.warning("mt5: terminal lost (%s); reconnecting", exc)
+                log.warning("terminal lost (%s); reconnecting", exc)
                 self._lost = f"terminal lost: {exc}"
             except Exception as exc:  # keep the thread alive; say so in health
-                log.exception("mt5: unexpected error in the source thread")
+                log.exception("unexpected error in the source thread")
                 self._lost = f"source thread error: {exc!r}"
             else:
                 self._stop.wait(self._poll_s)
@@ -337,7 +337,7 @@ class MT5Source(MarketSource):
             self._health = SourceHealth("degraded", False, f"{self._lost}; reconnect failed: {exc}")
             self._shutdown()
             return False
-        log.info("mt5: terminal reconnected; resuming from the last delivered ticks")
+        log.info("terminal reconnected; resuming from the last delivered ticks")
         self._health = SourceHealth("ok", True)
         return True
 
@@ -459,7 +459,7 @@ class MT5Source(MarketSource):
             added = self._optional("market_book_add", symbol)
             self._has_book[symbol] = bool(added)
             if not added:
-                log.info("mt5: no depth of market for %s", symbol)
+                log.info("no depth of market symbol=%s", symbol)
 
     def _shutdown(self) -> None:
         with self._api:

@@ -1,0 +1,214 @@
+"""``mt5-service``: the engine, N indicator workers and the bridge as separate OS processes.
+
+Each child is started as its own console script would run it, reads the same environment and
+``.env``, and has its output streamed here line by line with a component prefix. A child that
+dies is restarted with exponential backoff (counted, and published on ``health:service:``).
+SIGINT/SIGTERM stop every child (SIGTERM, then SIGKILL after a grace period) and exit 0; on
+Linux the children are also told to die with the launcher, so none is ever orphaned.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import zmq
+
+from engine import cli as engine_cli
+from engine.bus import BusPublisher, publisher_socket
+from engine.config import ConfigError, layered_env
+from engine.logs import setup_logging
+from engine.protocol import health_topic
+
+log = logging.getLogger("service")
+
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 10.0
+STABLE_AFTER_S = 30.0  # a child up this long has its backoff reset
+STOP_GRACE_S = 5.0
+HEALTH_INTERVAL_S = 1.0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the launcher dies (Linux prctl)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    backoff: float = BACKOFF_INITIAL_S
+    next_start: float = 0.0
+    reader: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Launcher:
+    """Starts, watches, restarts and stops the children."""
+
+    def __init__(self, children: list[Child], env: dict[str, str], out: IO[str] = sys.stdout,
+                 bus_pub_endpoint: str | None = None) -> None:
+        self.children = children
+        self._env = env
+        self._out = out
+        self._out_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._bus_pub_endpoint = bus_pub_endpoint
+        self._pub: BusPublisher | None = None
+        self._started = time.monotonic()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _start(self, child: Child) -> None:
+        child.proc = subprocess.Popen(
+            child.argv, env=self._env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, bufsize=1, errors="replace",
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        child.started_at = time.monotonic()
+        child.reader = threading.Thread(target=self._relay, args=(child, child.proc.stdout),
+                                        name=f"log-{child.name}", daemon=True)
+        child.reader.start()
+        log.info("started %s (pid %d)", child.name, child.proc.pid)
+
+    def _relay(self, child: Child, stream: IO[str]) -> None:
+        """Stream a child's output with its component prefix, one whole line at a time."""
+        for line in stream:
+            with self._out_lock:
+                self._out.write(f"[{child.name}] {line if line.endswith(chr(10)) else line + chr(10)}")
+                self._out.flush()
+
+    def run(self) -> int:
+        """Supervise until stopped; then stop every child. Returns the exit code (0)."""
+        for child in self.children:
+            self._start(child)
+        if self._bus_pub_endpoint:
+            self._pub = BusPublisher(publisher_socket(zmq.Context.instance(), self._bus_pub_endpoint, 1000))
+        next_health = 0.0
+        while not self._stop.wait(0.1):
+            now = time.monotonic()
+            for child in self.children:
+                self._watch(child, now)
+            if self._pub is not None and now >= next_health:
+                next_health = now + HEALTH_INTERVAL_S
+                self._pub.publish(health_topic("service"), self.health())
+        self._shutdown()
+        return 0
+
+    def _watch(self, child: Child, now: float) -> None:
+        if child.running:
+            if now - child.started_at > STABLE_AFTER_S:
+                child.backoff = BACKOFF_INITIAL_S
+            return
+        if child.next_start == 0.0:  # just found dead: schedule the restart
+            code = child.proc.returncode if child.proc else None
+            child.next_start = now + child.backoff
+            log.warning("%s exited with %s; restarting in %.1f s", child.name, code, child.backoff)
+            child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)
+        elif now >= child.next_start:
+            child.next_start = 0.0
+            child.restarts += 1
+            self._start(child)
+
+    def _shutdown(self) -> None:
+        for child in reversed(self.children):  # the bridge first, the engine last
+            if child.running:
+                child.proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", child.name, STOP_GRACE_S)
+                child.proc.kill()
+                child.proc.wait()
+            if child.reader is not None:
+                child.reader.join(1.0)
+        if self._pub is not None:
+            self._pub.close()
+        log.info("all stopped")
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "component": "service",
+            "status": "ok" if all(c.running for c in self.children) else "degraded",
+            "time_msc": time.time_ns() // 1_000_000,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "children": {c.name: {"running": c.running, "pid": c.proc.pid if c.proc else None,
+                                  "restarts": c.restarts} for c in self.children},
+        }
+
+
+def build_children(workers: int, bridge: bool, env_file: str, engine_args: list[str]) -> list[Child]:
+    py = sys.executable
+    children = [Child("engine", [py, "-m", "engine.cli", "--env-file", env_file, *engine_args])]
+    children += [Child(f"indicators:{i}", [py, "-m", "indicators.worker", "--env-file", env_file,
+                                            "--shard", f"{i}/{workers}"]) for i in range(workers)]
+    if bridge:
+        children.append(Child("bridge", [py, "-m", "bridge.cli", "--env-file", env_file]))
+    return children
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mt5-service",
+        description="Run the engine, indicator workers and Socket.IO bridge as separate processes. "
+                    "Arguments not listed here are passed to mt5-engine (see mt5-engine --help).",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="indicator workers (shards), default 1")
+    parser.add_argument("--no-bridge", action="store_true", help="do not start the Socket.IO bridge")
+    parser.add_argument("--env-file", default=".env", help="settings file for every child (default: .env)")
+    args, engine_args = parser.parse_known_args(argv)
+    if args.workers < 0:
+        parser.error("--workers must be >= 0")
+    try:
+        env = layered_env(dotenv=args.env_file)
+        config = engine_cli.load_config(engine_cli.parse_args([*engine_args, "--env-file", args.env_file]))
+    except ConfigError as exc:
+        print(f"mt5-service: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, config.log_file)
+    # Every child gets the engine's endpoints, also those given here as engine flags.
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "BUS_ENDPOINT": config.bus_endpoint,
+                 "BUS_PUB_ENDPOINT": config.bus_pub_endpoint, "RPC_ENDPOINT": config.rpc_endpoint}
+    launcher = Launcher(build_children(args.workers, not args.no_bridge, args.env_file, engine_args),
+                        child_env, bus_pub_endpoint=config.bus_pub_endpoint)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: launcher.stop())
+    ws = f"http://{env.get('WS_HOST') or '127.0.0.1'}:{env.get('WS_PORT') or '8765'}"
+    print(
+        f"mt5-service: engine + {args.workers} indicator worker(s)"
+        f"{'' if args.no_bridge else ' + bridge'}\n"
+        f"  bus (subscribe):   {config.bus_endpoint}\n"
+        f"  rpc:               {config.rpc_endpoint}\n"
+        + ("" if args.no_bridge else f"  web (Socket.IO):   {ws}  (dashboard at /, health at /health)\n"),
+        flush=True,
+    )
+    return launcher.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

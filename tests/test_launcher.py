@@ -1,0 +1,81 @@
+"""mt5-service: children as separate processes, prefixed logs, restarts, clean stop."""
+import os
+import re
+import signal
+import time
+
+import msgpack
+import zmq
+
+from tests.procs import ServiceProcess
+
+
+def pids(output: str, name: str) -> list[int]:
+    return [int(p) for p in re.findall(rf"started {re.escape(name)} \(pid (\d+)\)", output)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_launcher_runs_restarts_and_stops_every_child(started, zmq_ctx):
+    service = ServiceProcess(["--no-bridge", "--workers", "2"])
+    started.append(service)
+    service.start()
+    assert wait_until(lambda: "[indicators:1] mt5-indicators: shard 1/2" in service.output(), 20), service.output()
+    out = service.output()
+    assert "[engine] mt5-engine: source=sim" in out and "[indicators:0] mt5-indicators: shard 0/2" in out
+    children = {name: pids(out, name)[-1] for name in ("engine", "indicators:0", "indicators:1")}
+    assert all(alive(pid) for pid in children.values())
+
+    # A child killed with SIGKILL is restarted, and the restart is counted in health.
+    health = zmq_ctx.socket(zmq.SUB)
+    health.linger = 0
+    health.subscribe(b"health:service:")
+    health.connect(service.engine.bus)
+    os.kill(children["indicators:0"], signal.SIGKILL)
+    assert wait_until(lambda: len(pids(service.output(), "indicators:0")) == 2, 10), service.output()
+    restarted = pids(service.output(), "indicators:0")[-1]
+    assert restarted != children["indicators:0"] and alive(restarted)
+    seen = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if health.poll(200):
+            seen = msgpack.unpackb(health.recv_multipart()[1])
+            if seen["children"]["indicators:0"]["restarts"] == 1:
+                break
+    assert seen and seen["children"]["indicators:0"]["restarts"] == 1
+    assert seen["children"]["indicators:0"]["pid"] == restarted
+
+    # SIGINT stops everything: exit code 0, no child left.
+    assert service.stop(signal.SIGINT, timeout=10) == 0
+    everyone = [children["engine"], children["indicators:1"], restarted]
+    assert wait_until(lambda: not any(alive(p) for p in everyone), 5)
+
+
+def test_children_die_with_a_killed_launcher(started):
+    service = ServiceProcess(["--no-bridge", "--workers", "1"])
+    started.append(service)
+    service.start()
+    assert wait_until(lambda: "[indicators:0] mt5-indicators" in service.output(), 20)
+    children = [pids(service.output(), n)[-1] for n in ("engine", "indicators:0")]
+    service.proc.kill()
+    service.proc.wait(5)
+    assert wait_until(lambda: not any(alive(p) for p in children), 10)
