@@ -1,0 +1,115 @@
+"""Bridge configuration: one typed object, read once (CLI > environment > .env > defaults)."""
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+from engine.config import DEFAULT_TIMEFRAMES, ConfigError, layered_env
+from engine.timeframes import TIMEFRAMES
+
+SECRET_KEYS = frozenset({"BRIDGE_TOKEN"})
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """Every bridge setting; ``env`` in each field's metadata names its variable."""
+
+    ws_host: str = field(default="127.0.0.1", metadata={"env": "WS_HOST"})
+    ws_port: int = field(default=8765, metadata={"env": "WS_PORT"})
+    bus_endpoint: str = field(default="tcp://127.0.0.1:5555", metadata={"env": "BUS_ENDPOINT"})
+    rpc_endpoint: str = field(default="tcp://127.0.0.1:5556", metadata={"env": "RPC_ENDPOINT"})
+    # The engine's timeframes (same variable as the engine's): what clients may subscribe to.
+    timeframes: tuple[str, ...] = field(default=DEFAULT_TIMEFRAMES, metadata={"env": "TIMEFRAMES"})
+    batch_interval_ms: int = field(default=50, metadata={"env": "BATCH_INTERVAL_MS"})
+    cache_ttl_seconds: float = field(default=30.0, metadata={"env": "CACHE_TTL_SECONDS"})
+    max_candles: int = field(default=1000, metadata={"env": "MAX_CANDLES"})
+    token: str = field(default="", repr=False, metadata={"env": "BRIDGE_TOKEN"})
+    # Comma-separated origins allowed to connect; empty = the bridge's own host only; '*' = any.
+    cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "CORS_ORIGINS"})
+    # Token bucket per client: sustained requests per second and burst size.
+    rate_limit_per_s: float = field(default=20.0, metadata={"env": "RATE_LIMIT_PER_S"})
+    rate_limit_burst: int = field(default=40, metadata={"env": "RATE_LIMIT_BURST"})
+    # Packets queued for one client: above soft, stream updates are conflated (the latest is sent
+    # when it catches up); above hard, the client is disconnected as a slow consumer.
+    client_queue_soft: int = field(default=200, metadata={"env": "CLIENT_QUEUE_SOFT"})
+    client_queue_hard: int = field(default=2000, metadata={"env": "CLIENT_QUEUE_HARD"})
+    max_message_bytes: int = field(default=16384, metadata={"env": "MAX_MESSAGE_BYTES"})
+    rpc_timeout_ms: int = field(default=2000, metadata={"env": "RPC_TIMEOUT_MS"})
+    # No health:engine: for this long (or an RPC timeout) turns the bridge 'degraded'.
+    engine_stale_ms: int = field(default=3000, metadata={"env": "ENGINE_STALE_MS"})
+    log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
+    log_file: str = field(default="", metadata={"env": "LOG_FILE"})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ws_port < 65536:
+            raise ConfigError(f"WS_PORT must be 1..65535, got {self.ws_port}")
+        if not 1 <= self.batch_interval_ms <= 10_000:
+            raise ConfigError("BATCH_INTERVAL_MS must be between 1 and 10000")
+        if not 1 <= self.max_candles <= 100_000:
+            raise ConfigError("MAX_CANDLES must be between 1 and 100000")
+        if self.cache_ttl_seconds < 0:
+            raise ConfigError("CACHE_TTL_SECONDS must be >= 0")
+        if self.rate_limit_per_s <= 0 or self.rate_limit_burst < 1:
+            raise ConfigError("RATE_LIMIT_PER_S must be > 0 and RATE_LIMIT_BURST >= 1")
+        if not 1 <= self.client_queue_soft <= self.client_queue_hard:
+            raise ConfigError("need 1 <= CLIENT_QUEUE_SOFT <= CLIENT_QUEUE_HARD")
+        if self.rpc_timeout_ms < 1 or self.engine_stale_ms < 1 or self.max_message_bytes < 256:
+            raise ConfigError("RPC_TIMEOUT_MS, ENGINE_STALE_MS >= 1 and MAX_MESSAGE_BYTES >= 256")
+        if not self.timeframes:
+            raise ConfigError("TIMEFRAMES must name at least one timeframe")
+        for tf in self.timeframes:
+            if tf not in TIMEFRAMES:
+                raise ConfigError(f"TIMEFRAMES: unknown {tf!r}; valid: {', '.join(TIMEFRAMES)}")
+
+    @property
+    def cors_allowed(self) -> str | list[str] | None:
+        """``cors_allowed_origins`` for python-socketio: ``None`` means same host only."""
+        if not self.cors_origins:
+            return None
+        return "*" if "*" in self.cors_origins else list(self.cors_origins)
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, object] | None = None,
+        environ: Mapping[str, str] | None = None,
+        dotenv: str | os.PathLike[str] | None = ".env",
+    ) -> BridgeConfig:
+        """Defaults, then ``.env``, then the environment, then ``overrides`` (CLI flags)."""
+        env = layered_env(environ, dotenv)
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw not in (None, ""):
+                values[f.name] = _convert(f.metadata["env"], f.type, raw)
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                values[name] = _convert(name, types[name], value)
+        return cls(**values)
+
+
+def _convert(name: str, type_name: object, raw: object) -> object:
+    try:
+        if type_name == "tuple[str, ...]":
+            items = raw.split(",") if isinstance(raw, str) else raw  # type: ignore[union-attr]
+            return tuple(s.strip() for s in items if s.strip())  # type: ignore[union-attr]
+        if type_name == "int":
+            return int(raw)  # type: ignore[arg-type]
+        if type_name == "float":
+            return float(raw)  # type: ignore[arg-type]
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: cannot use {raw!r} as {type_name}") from None
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--flag`` for each setting except the token, which comes only from env or .env."""
+    for f in fields(BridgeConfig):
+        if f.metadata["env"] in SECRET_KEYS:
+            continue
+        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                            help=f"env {f.metadata['env']} (default: {default!s})")

@@ -1,0 +1,144 @@
+"""Rooms and delivery of each flush's serialised packets to their members, with the slow-client policy.
+
+Each room's packets are serialised once (``batching.encode_room``) and wrapped once for the
+wire (``Transport.wrap``); a member gets the same objects as every other member. A client whose
+queue holds more than ``soft`` packets gets no droppable packets (it is marked stale and gets
+the latest state of those rooms once it has caught up; closed candles are still queued); above
+``hard`` it is disconnected as a slow consumer.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bridge.batching import Packet
+
+ALL = "*"  # the room every client is in (account_update, market_summary)
+SLOW_CONSUMER = "slow consumer: the client did not read its updates"
+
+
+class Transport(Protocol):
+    def wrap(self, text: str) -> Any: ...
+    def backlog(self, sid: str) -> int: ...
+    def send(self, sid: str, wires: list[Any]) -> None: ...
+    def disconnect(self, sid: str, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class _Member:
+    rooms: set[str] = field(default_factory=set)
+    stale: set[str] = field(default_factory=set)
+
+
+@dataclass
+class FanoutStats:
+    packets_sent: int = 0
+    deliveries: int = 0
+    skipped_slow: int = 0
+    slow_disconnects: int = 0
+
+
+class Fanout:
+    def __init__(self, transport: Transport, soft: int, hard: int) -> None:
+        self.transport = transport
+        self.soft = soft
+        self.hard = hard
+        self.rooms: dict[str, set[str]] = defaultdict(set)
+        self.members: dict[str, _Member] = {}
+        # Latest droppable wire per (room, event): what a stale or new member is sent.
+        self._latest: dict[str, dict[str, Any]] = defaultdict(dict)
+        self.stats = FanoutStats()
+
+    def add_client(self, sid: str) -> None:
+        self.members[sid] = _Member()
+        self.join(sid, [ALL])
+
+    def remove_client(self, sid: str) -> None:
+        member = self.members.pop(sid, None)
+        if member is None:
+            return
+        for room in member.rooms:
+            self._leave(sid, room)
+
+    def join(self, sid: str, rooms: list[str]) -> None:
+        """Add ``sid`` to ``rooms``; it gets their latest state with the next flush."""
+        member = self.members.get(sid)
+        if member is None:
+            return
+        for room in rooms:
+            if room not in member.rooms:
+                member.rooms.add(room)
+                member.stale.add(room)
+                self.rooms[room].add(sid)
+
+    def leave(self, sid: str, rooms: list[str]) -> None:
+        member = self.members.get(sid)
+        if member is None:
+            return
+        for room in rooms:
+            if room in member.rooms:
+                member.rooms.discard(room)
+                member.stale.discard(room)
+                self._leave(sid, room)
+
+    def _leave(self, sid: str, room: str) -> None:
+        sids = self.rooms.get(room)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self.rooms[room]
+
+    def has_members(self, room: str) -> bool:
+        return room in self.rooms
+
+    def subscriptions(self) -> int:
+        """Room memberships, not counting the room every client is in."""
+        return sum(len(m.rooms) - 1 for m in self.members.values())
+
+    def deliver(self, batch: dict[str, list[Packet]]) -> None:
+        """Send one flush: ``{room: packets}`` serialised once per room."""
+        wrap = self.transport.wrap
+        per_client: dict[str, list[tuple[Any, bool, str, str]]] = defaultdict(list)
+        for room, packets in batch.items():
+            wires = [(wrap(p.text), p.droppable, room, p.event) for p in packets]
+            latest = self._latest[room]
+            for wire, droppable, _, event in wires:
+                if droppable:
+                    latest[event] = wire
+            for sid in self.rooms.get(room, ()):
+                per_client[sid].extend(wires)
+        for sid, member in self.members.items():
+            if member.stale or sid in per_client:
+                self._deliver_one(sid, member, per_client.get(sid, ()))
+
+    def _deliver_one(self, sid: str, member: _Member, items: Any) -> None:
+        backlog = self.transport.backlog(sid)
+        if backlog < 0:
+            return  # gone; its disconnect handler will remove it
+        if backlog > self.hard:
+            self.stats.slow_disconnects += 1
+            self.remove_client(sid)
+            self.transport.disconnect(sid, SLOW_CONSUMER)
+            return
+        if backlog > self.soft:
+            wires = []
+            for wire, droppable, room, _ in items:
+                if droppable:
+                    member.stale.add(room)
+                    self.stats.skipped_slow += 1
+                else:
+                    wires.append(wire)
+        else:
+            wires = [item[0] for item in items]
+            if member.stale:
+                fresh = {(room, event) for _, droppable, room, event in items if droppable}
+                for room in member.stale:
+                    for event, wire in self._latest.get(room, {}).items():
+                        if (room, event) not in fresh:
+                            wires.append(wire)
+                member.stale.clear()
+        if wires:
+            self.stats.deliveries += 1
+            self.stats.packets_sent += len(wires)
+            self.transport.send(sid, wires)

@@ -1,0 +1,129 @@
+"""Client request validation (pure): one event and its arguments in, a ``Request`` or a ``ClientError`` out."""
+from __future__ import annotations
+
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import Any
+
+from engine.protocol import MAX_SYMBOL_LEN, ErrorCode
+
+RATE_LIMITED = "rate_limited"
+MAX_TIMEFRAME_LEN = 8
+MAX_EVENT_NAME_LEN = 64
+DEFAULT_COUNT = 100
+
+# Event -> the fields its payload may carry (required ones first in REQUIRED).
+FIELDS: dict[str, frozenset[str]] = {
+    "subscribe": frozenset({"symbol", "timeframe"}),
+    "unsubscribe": frozenset({"symbol", "timeframe"}),
+    "get_symbols": frozenset(),
+    "get_candles": frozenset({"symbol", "timeframe", "count"}),
+    "get_order_book": frozenset({"symbol"}),
+    "get_account_info": frozenset(),
+    "ping": frozenset(),
+}
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "subscribe": ("symbol",),
+    "unsubscribe": ("symbol",),
+    "get_candles": ("symbol", "timeframe"),
+    "get_order_book": ("symbol",),
+}
+EVENTS = tuple(FIELDS)
+
+
+class ClientError(Exception):
+    """A request refused with ``code``; sent to its client as ``error {code, message, event}``."""
+
+    def __init__(self, code: str, message: str, event: str = "") -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.event = event
+
+    def payload(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message, "event": self.event}
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    event: str
+    symbol: str | None = None
+    timeframe: str | None = None
+    count: int = DEFAULT_COUNT
+
+
+def event_name(event: object) -> str:
+    """The event name as it may be echoed back in an error (bounded, printable)."""
+    text = event if isinstance(event, str) else repr(event)
+    text = text[:MAX_EVENT_NAME_LEN]
+    return text if text.isprintable() else text.encode("unicode_escape").decode()[:MAX_EVENT_NAME_LEN]
+
+
+def parse_request(
+    event: object,
+    args: tuple[Any, ...],
+    symbols: Container[str] | None,
+    timeframes: Container[str],
+    max_candles: int,
+) -> Request:
+    """Check one client event; ``symbols`` is ``None`` while the engine's list is not known."""
+    name = event_name(event)
+    if not isinstance(event, str) or event not in FIELDS:
+        raise ClientError(ErrorCode.BAD_REQUEST, f"unknown event {name!r}; valid: {', '.join(EVENTS)}", name)
+    if len(args) > 1:
+        raise ClientError(ErrorCode.BAD_REQUEST, f"{event} takes at most one argument, got {len(args)}", event)
+    data = args[0] if args else None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ClientError(ErrorCode.BAD_REQUEST, f"{event} payload must be an object, got {_kind(data)}", event)
+    allowed = FIELDS[event]
+    extra = [k for k in data if k not in allowed]
+    if extra:
+        shown = ", ".join(repr(event_name(k)) for k in extra[:4])
+        raise ClientError(ErrorCode.BAD_REQUEST,
+                          f"{event}: unexpected field(s) {shown}; allowed: {', '.join(sorted(allowed)) or 'none'}", event)
+    for key in REQUIRED.get(event, ()):
+        if data.get(key) is None:
+            raise ClientError(ErrorCode.BAD_REQUEST, f"{event}: '{key}' is required", event)
+    symbol = _symbol(event, data.get("symbol"), symbols) if "symbol" in allowed else None
+    timeframe = _timeframe(event, data.get("timeframe"), timeframes) if "timeframe" in allowed else None
+    count = _count(event, data.get("count", DEFAULT_COUNT), max_candles) if "count" in allowed else DEFAULT_COUNT
+    return Request(event, symbol, timeframe, count)
+
+
+def _kind(value: object) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean"}.get(type(value), type(value).__name__)
+
+
+def _symbol(event: str, value: object, symbols: Container[str] | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_SYMBOL_LEN:
+        raise ClientError(ErrorCode.BAD_REQUEST,
+                          f"{event}: 'symbol' must be a string of 1..{MAX_SYMBOL_LEN} characters", event)
+    if symbols is None:
+        raise ClientError(ErrorCode.UNAVAILABLE, f"{event}: the symbol list is not available yet (engine down?)", event)
+    if value not in symbols:
+        raise ClientError(ErrorCode.UNKNOWN_SYMBOL, f"{event}: unknown symbol {event_name(value)!r}", event)
+    return value
+
+
+def _timeframe(event: str, value: object, timeframes: Container[str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_TIMEFRAME_LEN:
+        raise ClientError(ErrorCode.BAD_REQUEST, f"{event}: 'timeframe' must be a string such as 'M1'", event)
+    if value not in timeframes:
+        raise ClientError(ErrorCode.UNKNOWN_TIMEFRAME, f"{event}: unknown timeframe {event_name(value)!r}", event)
+    return value
+
+
+def _count(event: str, value: object, max_candles: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ClientError(ErrorCode.BAD_REQUEST, f"{event}: 'count' must be an integer", event)
+    if value < 1:
+        raise ClientError(ErrorCode.BAD_REQUEST, f"{event}: 'count' must be at least 1, got {value}", event)
+    if value > max_candles:
+        raise ClientError(ErrorCode.TOO_MANY, f"{event}: 'count' {value} exceeds MAX_CANDLES={max_candles}", event)
+    return value

@@ -1,0 +1,259 @@
+"""The Socket.IO API against a real engine, indicator worker and bridge (python-socketio AsyncClient)."""
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from tests.bridge_procs import BridgeProcess, BusInjector, Recorder
+from tests.procs import WorkerProcess
+
+SYMBOL = "EURUSD"
+
+
+@pytest.fixture(scope="module")
+def worker(engine):
+    proc = WorkerProcess([], engine=engine)
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def bridge(engine, worker):
+    proc = BridgeProcess(engine=engine)
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
+def run(scenario, bridge: BridgeProcess, clients: int = 1, timeout: float = 30.0):
+    """Run ``scenario(*recorders)`` with connected clients; always disconnect them."""
+    async def main():
+        recorders = [Recorder() for _ in range(clients)]
+        try:
+            for r in recorders:
+                await r.connect(bridge.url)
+            return await scenario(*recorders)
+        finally:
+            for r in recorders:
+                await r.close()
+    return asyncio.run(asyncio.wait_for(main(), timeout))
+
+
+def test_connected_is_the_first_event_with_sid_time_and_version(bridge):
+    async def scenario(c):
+        data = await c.wait_for("connected")
+        assert c.events[0][1] == "connected"
+        assert data["sid"] == c.sio.get_sid()
+        assert abs(data["server_time"] - c.events[0][0] * 1000) < 5000
+        assert data["version"]
+    run(scenario, bridge)
+
+
+def test_every_request_answers_with_its_event_and_the_same_acknowledgement(bridge):
+    async def scenario(c):
+        cases = [
+            ("get_symbols", None, "symbols"),
+            ("get_candles", {"symbol": SYMBOL, "timeframe": "M5", "count": 10}, "candles"),
+            ("get_order_book", {"symbol": SYMBOL}, "order_book"),
+            ("get_account_info", None, "account_info"),
+            ("ping", None, "health"),
+            ("subscribe", {"symbol": "GBPUSD"}, "subscribed"),
+            ("unsubscribe", {"symbol": "GBPUSD"}, "unsubscribed"),
+        ]
+        for request, data, reply in cases:
+            mark = len(c.events)
+            ack = await c.call(request, data)
+            event = await c.wait_for(reply, after=mark)
+            if reply == "health":  # figures move between the two; the shape is the same
+                assert set(ack) == set(event) and ack["status"] == "ok"
+            else:
+                assert ack == event, request
+        return True
+    assert run(scenario, bridge)
+
+
+def test_symbols_list_names_digits_point_description(bridge):
+    async def scenario(c):
+        return await c.call("get_symbols")
+    symbols = run(scenario, bridge)
+    names = [s["name"] for s in symbols]
+    assert names == ["EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD"]
+    eurusd = symbols[0]
+    assert eurusd["digits"] == 5 and eurusd["point"] == 1e-05 and eurusd["description"]
+
+
+def test_get_candles_returns_count_bars_oldest_first_then_serves_from_cache(bridge):
+    async def scenario(c):
+        first = await c.call("get_candles", {"symbol": SYMBOL, "timeframe": "M1", "count": 50})
+        before = bridge.health()[1]["stats"]
+        again = await c.call("get_candles", {"symbol": SYMBOL, "timeframe": "M1", "count": 20})
+        after = bridge.health()[1]["stats"]
+        return first, again, before, after
+    first, again, before, after = run(scenario, bridge)
+    assert first["symbol"] == SYMBOL and first["timeframe"] == "M1"
+    bars = first["candles"]
+    assert len(bars) == 50 and [b["time"] for b in bars] == sorted(b["time"] for b in bars)
+    assert bars[-1]["closed"] is False and all(b["closed"] for b in bars[:-1])
+    assert {"open", "high", "low", "close", "tick_volume", "spread"} <= set(bars[0])
+    assert len(again["candles"]) == 20 and again["candles"][0]["time"] == bars[-20]["time"]
+    assert after["cache_hits"] == before["cache_hits"] + 1
+    assert after["cache_misses"] == before["cache_misses"]
+
+
+def test_subscribed_client_gets_ticks_candles_books_and_indicators_of_its_symbol_only(bridge):
+    async def scenario(c):
+        await c.call("subscribe", {"symbol": SYMBOL, "timeframe": "M1"})
+        tick = await c.wait_for("tick")
+        candles = await c.wait_for("candles", lambda d: d["timeframe"] == "M1")
+        book = await c.wait_for("order_book")
+        values = await c.wait_for("indicators", timeout=10)
+        return tick, candles, book, values, c.events
+    tick, candles, book, values, events = run(scenario, bridge)
+    assert tick["symbol"] == SYMBOL and tick["ask"] >= tick["bid"] > 0 and "seq" not in tick
+    assert set(tick) >= {"bid", "ask", "last", "volume", "time_msc", "flags"}
+    assert candles["symbol"] == SYMBOL and candles["candles"][-1]["symbol"] == SYMBOL
+    assert book["symbol"] == SYMBOL and book["bids"] and book["asks"]
+    assert values["symbol"] == SYMBOL and values["timeframe"] == "M1"
+    assert {"sma", "ema", "rsi", "macd", "macd_signal", "macd_hist", "closed", "time"} <= set(values)
+    streamed = [d for _, e, d in events if e in ("tick", "order_book", "indicators")]
+    assert all(d["symbol"] == SYMBOL for d in streamed)
+
+
+def test_at_most_one_tick_per_symbol_per_flush(bridge):
+    async def scenario(c):
+        for symbol in ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD"):
+            await c.call("subscribe", {"symbol": symbol})
+        await asyncio.sleep(2.0)
+        return [(t, d["symbol"]) for t, e, d in c.events if e == "tick"]
+    ticks = run(scenario, bridge)
+    assert len(ticks) > 20
+    # Ticks of one flush arrive together; the same symbol twice within 20 ms would be two per flush.
+    last: dict[str, float] = {}
+    for t, symbol in ticks:
+        assert t - last.get(symbol, 0) > 0.02, symbol
+        last[symbol] = t
+
+
+def test_unsubscribe_stops_updates(bridge):
+    async def scenario(c):
+        await c.call("subscribe", {"symbol": SYMBOL})
+        await c.wait_for("tick")
+        await c.call("unsubscribe", {"symbol": SYMBOL})
+        await asyncio.sleep(0.2)  # a flush already on its way may still land
+        mark = len(c.events)
+        await asyncio.sleep(1.0)
+        return [e for _, e, _ in c.events[mark:]]
+    assert not {"tick", "order_book"} & set(run(scenario, bridge))
+
+
+def test_account_update_and_market_summary_reach_every_client(bridge):
+    async def scenario(c):
+        summary = await c.wait_for("market_summary", timeout=5)
+        account = await c.wait_for("account_update", timeout=5)
+        return summary, account
+    summary, account = run(scenario, bridge)
+    day = summary["symbols"][SYMBOL]
+    assert {"last", "change", "change_pct", "high", "low"} <= set(day) and day["low"] <= day["last"] <= day["high"]
+    assert {"balance", "equity", "margin_free"} <= set(account)
+
+
+def test_indicator_values_from_the_bus_relay_with_nan_as_null_and_closed_ones_all_kept(bridge, engine):
+    injector = BusInjector(engine)
+
+    async def scenario(c):
+        await c.call("subscribe", {"symbol": "XAUUSD", "timeframe": "H1"})
+        await asyncio.sleep(0.3)  # the PUB connection and the subscription settle
+        base = {"symbol": "XAUUSD", "timeframe": "H1", "sma": math.nan, "ema": 2000.5, "rsi": None,
+                "macd": math.inf, "macd_signal": None, "macd_hist": None}
+        topic = b"ind:XAUUSD:H1:"
+        # Within one flush: two closed bars and three forming updates.
+        for t, closed in ((100, True), (200, False), (200, True), (300, False), (300, False)):
+            injector.publish(topic, {**base, "time": t, "closed": closed})
+        await c.wait_for("indicators", lambda d: d["time"] == 300, timeout=5)
+        await asyncio.sleep(0.2)
+        return [d for d in c.of("indicators") if d["symbol"] == "XAUUSD" and d["time"] in (100, 200, 300)]
+    try:
+        values = run(scenario, bridge)
+    finally:
+        injector.close()
+    assert [(v["time"], v["closed"]) for v in values] == [(100, True), (200, True), (300, False)]
+    assert values[0]["sma"] is None and values[0]["macd"] is None and values[0]["ema"] == 2000.5
+
+
+@pytest.mark.parametrize(("event", "data", "code"), [
+    ("get_candles", "EURUSD", "bad_request"),
+    ("get_candles", {"symbol": SYMBOL}, "bad_request"),
+    ("get_candles", {"symbol": SYMBOL, "timeframe": "M1", "count": 0}, "bad_request"),
+    ("get_candles", {"symbol": SYMBOL, "timeframe": "M1", "count": "5"}, "bad_request"),
+    ("get_candles", {"symbol": SYMBOL, "timeframe": "M1", "count": 1001}, "too_many"),
+    ("get_candles", {"symbol": SYMBOL, "timeframe": "M7"}, "unknown_timeframe"),
+    ("get_candles", {"symbol": SYMBOL, "timeframe": "H4"}, "unknown_timeframe"),
+    ("get_candles", {"symbol": "NOPE", "timeframe": "M1"}, "unknown_symbol"),
+    ("subscribe", {"symbol": "EURUSD.m"}, "unknown_symbol"),
+    ("subscribe", {"symbol": 5}, "bad_request"),
+    ("subscribe", {"symbol": "x" * 100}, "bad_request"),
+    ("subscribe", {"symbol": SYMBOL, "timeframe": "M1", "extra": 1}, "bad_request"),
+    ("subscribe", [SYMBOL], "bad_request"),
+    ("get_order_book", {}, "bad_request"),
+    ("get_order_book", {"symbol": "NOPE"}, "unknown_symbol"),
+    ("no_such_event", {"symbol": SYMBOL}, "bad_request"),
+])
+def test_bad_input_gets_an_error_to_its_sender_only_and_the_connection_stays_usable(bridge, event, data, code):
+    async def scenario(c, bystander):
+        mark = len(bystander.events)
+        ack = await c.call(event, data)
+        error = await c.wait_for("error")
+        assert ack == error
+        pong = await c.call("ping")  # still usable
+        await asyncio.sleep(0.1)
+        return error, pong, [e for _, e, _ in bystander.events[mark:]]
+    error, pong, bystander_events = run(scenario, bridge, clients=2)
+    assert error["code"] == code and error["event"] == event and error["message"]
+    assert pong["status"] == "ok"
+    assert "error" not in bystander_events
+
+
+def test_malformed_frames_and_extra_arguments_are_refused_not_fatal(bridge):
+    async def scenario(c):
+        await c.sio.emit("get_symbols", ({"a": 1}, 2))  # two arguments
+        first = await c.wait_for("error")
+        await c.sio.eio.send('2["ping",')  # not JSON: python-socketio drops it
+        await c.sio.eio.send("2[]")  # no event name
+        return first, await c.call("ping")
+    error, pong = run(scenario, bridge)
+    assert error["code"] == "bad_request" and error["event"] == "get_symbols"
+    assert pong["status"] == "ok"
+
+
+def test_a_flooding_client_is_rate_limited_while_another_is_unaffected(bridge):
+    async def scenario(flooder, calm):
+        await calm.call("subscribe", {"symbol": SYMBOL})
+        await calm.wait_for("tick")
+        acks = await asyncio.gather(*(flooder.call("ping") for _ in range(150)))
+        limited = [a for a in acks if a.get("code") == "rate_limited"]
+        errors = flooder.of("error")
+        mark = len(calm.events)
+        replies = [await calm.call("get_symbols") for _ in range(5)]
+        await calm.wait_for("tick", after=mark)
+        return limited, errors, replies, calm.of("error")
+    limited, errors, replies, calm_errors = run(scenario, bridge, clients=2)
+    assert 100 <= len(limited) <= 120  # burst 40 (+ refill during the flood)
+    assert 1 <= len(errors) <= 3 and errors[0]["code"] == "rate_limited"  # one error per second
+    assert all(isinstance(r, list) and len(r) == 5 for r in replies)
+    assert calm_errors == []
+
+
+def test_health_endpoint_reports_bridge_engine_workers_clients_and_subscriptions(bridge):
+    async def scenario(c):
+        await c.call("subscribe", {"symbol": SYMBOL, "timeframe": "M5"})
+        return bridge.health()
+    code, body = run(scenario, bridge)
+    assert code == 200 and body["status"] == "ok" and body["bridge"] == "ok"
+    assert body["engine"]["status"] == "ok" and body["engine"]["health"]["source"] == "sim"
+    assert body["workers"] and set(body["workers"].values()) == {"ok"}
+    assert body["clients"] >= 1 and body["subscriptions"] >= 2 and body["uptime"] > 0
