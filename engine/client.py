@@ -153,7 +153,8 @@ class Subscriber:
     ``on_gap`` is called with a ``Gap`` whenever a sequence skips or a publisher restarts. With
     ``rpc`` given and ``snapshot=True``, the current value of every matching topic is delivered
     first (marked ``from_snapshot``), and stream messages it already covers are skipped;
-    ``resync(prefix)`` does the same at any time (e.g. from ``on_gap``).
+    ``resync(prefix)`` does the same at any time (e.g. from ``on_gap``). Before the first
+    snapshot it waits up to ``join_wait_ms`` for the subscription to go live.
     """
 
     endpoint: str = "tcp://127.0.0.1:5555"
@@ -161,6 +162,7 @@ class Subscriber:
     on_gap: Callable[[Gap], None] | None = None
     rpc: RpcClient | None = None
     snapshot: bool = False
+    join_wait_ms: int = 1000
     hwm: int = 100_000
     ctx: zmq.Context | None = None
     gaps: int = 0
@@ -168,6 +170,7 @@ class Subscriber:
     malformed: int = 0
     _state: dict[str, _TopicState] = field(default_factory=dict, init=False)
     _queued: deque[Message] = field(default_factory=deque, init=False)
+    _early: deque[list[bytes]] = field(default_factory=deque, init=False)
 
     def __post_init__(self) -> None:
         self.topics = tuple(self.topics)
@@ -180,6 +183,12 @@ class Subscriber:
         if self.snapshot:
             if self.rpc is None:
                 raise ValueError("snapshot=True needs an RpcClient (rpc=...)")
+            # A subscription takes a moment to reach the publisher, and a snapshot taken
+            # before that would miss what is published meanwhile. The first message proves the
+            # subscription live (bounded wait, for quiet topics); what came early is checked
+            # against the snapshot like any later message.
+            if self._sock.poll(self.join_wait_ms):
+                self._early.append(self._sock.recv_multipart())
             for prefix in self.topics:
                 self.resync(prefix)
 
@@ -200,6 +209,11 @@ class Subscriber:
         while True:
             if self._queued:
                 return self._queued.popleft()
+            if self._early:
+                message = self._accept(self._early.popleft())
+                if message is not None:
+                    return message
+                continue
             if timeout_ms is not None and not self._sock.poll(timeout_ms):
                 return None
             frames = self._sock.recv_multipart()
