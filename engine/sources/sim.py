@@ -35,6 +35,7 @@ BOOK_LEVELS = 10
 # History is built from M1 bars; this bounds that work (about 1000 days).
 MAX_HISTORY_MINUTES = 1_500_000
 MAX_RATE_BATCH = 512
+DAY_CACHE = 3
 _MEAN_REVERSION = 0.01  # per day, pulls the walk back towards the anchor price
 
 
@@ -134,8 +135,10 @@ class SimMarket:
         ticks = np.maximum(4, rng.poisson(self.ticks_per_minute, MINUTES_PER_DAY))
         spread = rng.integers(sym.spread[0], sym.spread[1] + 1, MINUTES_PER_DAY)
         bars = _DayBars(open_, high, low, close, ticks, spread)
-        if len(self._days) > 4096:
-            self._days.clear()
+        # Live ticks need only today (and yesterday, around midnight); history reads each day
+        # once, in order. A tiny cache keeps a thousand symbols' memory flat.
+        if len(self._days) >= DAY_CACHE:
+            self._days.pop(next(iter(self._days)))
         self._days[day] = bars
         return bars
 
