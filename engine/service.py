@@ -147,7 +147,13 @@ class EngineService:
         ]
         while not self._stop.is_set():
             now = now_ms()
-            wait = min(source.next_due(now), max(0, next_housekeeping - now), MAX_WAIT_MS)
+            due = source.next_due(now)
+            wait = min(due, max(0, next_housekeeping - now), MAX_WAIT_MS)
+            if wait == due and 0 < due <= 2:
+                # The next tick is due within 2 ms: sleep to the very millisecond it is stamped
+                # with (zmq's poll rounds to whole ms and would wake up to 1 ms late).
+                time.sleep(max(0, (now + due) * 1_000_000 - time.time_ns()) / 1e9)
+                wait = 0
             ready = dict(poller.poll(wait))
             if ready:
                 if self._rpc.socket in ready:
