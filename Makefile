@@ -15,7 +15,7 @@ $(STAMP):
 	rm -f $(VENV)/.installed-* && touch $@
 
 run: install
-	$(BIN)/mt5-engine
+	$(BIN)/mt5-service
 
 test: install
 	$(BIN)/python -m pytest
