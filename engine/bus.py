@@ -15,6 +15,7 @@ from typing import Any
 import zmq
 
 from engine.protocol import Stamper, encode
+from engine.security import CurveClient, CurveServer, apply_client
 
 # In-process endpoints of an embedded bus (same zmq.Context as the engine).
 INPROC_PUB = "inproc://bus-publishers"
@@ -37,8 +38,10 @@ class BusProxy:
         sub_endpoints: Iterable[str],
         pub_endpoints: Iterable[str],
         hwm: int = 100_000,
+        curve: CurveServer | None = None,
     ) -> None:
         self._ctx = ctx
+        self._curve = curve
         self._sub_endpoints = list(sub_endpoints)
         self._pub_endpoints = list(pub_endpoints)
         self._hwm = hwm
@@ -71,6 +74,9 @@ class BusProxy:
             xpub.sndhwm = self._hwm
             for sock in (xsub, xpub, control):
                 sock.linger = 0
+            if self._curve is not None:  # tcp peers must authenticate; inproc ones are ours
+                self._curve.apply(xsub)
+                self._curve.apply(xpub)
             control.bind(self._control_endpoint)
             for endpoint in self._pub_endpoints:
                 _bind(xsub, endpoint, "bus publishers' endpoint")
@@ -139,9 +145,10 @@ class BusPublisher:
         self._sock.close(0)
 
 
-def publisher_socket(ctx: zmq.Context, endpoint: str, hwm: int) -> zmq.Socket:
+def publisher_socket(ctx: zmq.Context, endpoint: str, hwm: int,
+                     curve: CurveClient | None = None) -> zmq.Socket:
     """A PUB socket connected to a bus' publishers' endpoint."""
-    sock = ctx.socket(zmq.PUB)
+    sock = apply_client(ctx.socket(zmq.PUB), curve)
     sock.sndhwm = hwm
     sock.linger = 0
     sock.connect(endpoint)

@@ -13,6 +13,7 @@ import zmq
 from engine.bus import BusError, BusProxy
 from engine.config import ConfigError, EngineConfig, add_cli_arguments
 from engine.logs import setup_logging
+from engine.security import CurveServer, SecurityError
 from engine.service import EngineService
 from engine.sources import SourceError, create_source
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         source = create_source(config)
         service = EngineService(config, source, ctx)
         service.open()
-    except (SourceError, BusError, OSError, ConfigError) as exc:
+    except (SourceError, BusError, OSError, ConfigError, SecurityError) as exc:
         print(f"mt5-engine: cannot start: {exc}", file=sys.stderr)
         if "service" in locals():
             service.close()
@@ -80,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_bus(config: EngineConfig, ctx: zmq.Context) -> int:
-    proxy = BusProxy(ctx, [config.bus_endpoint], [config.bus_pub_endpoint], config.hwm)
     try:
+        curve = CurveServer.load(config.curve_server_secret, config.curve_clients_dir)
+        auth = curve.start_authenticator(ctx) if curve is not None else None
+        proxy = BusProxy(ctx, [config.bus_endpoint], [config.bus_pub_endpoint], config.hwm, curve)
         proxy.start()
-    except BusError as exc:
+    except (BusError, SecurityError) as exc:
         print(f"mt5-engine: cannot start the bus: {exc}", file=sys.stderr)
         return 2
     stopped = threading.Event()
@@ -93,6 +96,8 @@ def _run_bus(config: EngineConfig, ctx: zmq.Context) -> int:
     while not stopped.wait(0.2):
         pass
     proxy.stop()
+    if auth is not None:
+        auth.stop()
     ctx.term()
     return 0
 

@@ -13,6 +13,7 @@ from typing import Any
 import zmq
 
 from engine.protocol import ErrorCode, ProtocolError, RpcError, decode, encode
+from engine.security import CurveClient, apply_client
 
 
 class BadRequest(RpcError):
@@ -63,14 +64,15 @@ class RpcClient:
     """Blocking request/reply over REQ. A timed-out socket is replaced (the Lazy Pirate way)."""
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5556", timeout_ms: int = 3000,
-                 ctx: zmq.Context | None = None) -> None:
+                 ctx: zmq.Context | None = None, curve: CurveClient | None = None) -> None:
         self.endpoint = endpoint
         self.timeout_ms = timeout_ms
         self._ctx = ctx or zmq.Context.instance()
+        self._curve = curve
         self._sock = self._connect()
 
     def _connect(self) -> zmq.Socket:
-        sock = self._ctx.socket(zmq.REQ)
+        sock = apply_client(self._ctx.socket(zmq.REQ), self._curve)
         sock.linger = 0
         sock.connect(self.endpoint)
         return sock
@@ -165,6 +167,7 @@ class Subscriber:
     join_wait_ms: int = 1000
     hwm: int = 100_000
     ctx: zmq.Context | None = None
+    curve: CurveClient | None = None
     gaps: int = 0
     restarts: int = 0
     malformed: int = 0
@@ -174,7 +177,7 @@ class Subscriber:
 
     def __post_init__(self) -> None:
         self.topics = tuple(self.topics)
-        self._sock = (self.ctx or zmq.Context.instance()).socket(zmq.SUB)
+        self._sock = apply_client((self.ctx or zmq.Context.instance()).socket(zmq.SUB), self.curve)
         self._sock.linger = 0
         self._sock.rcvhwm = self.hwm
         for prefix in self.topics:

@@ -91,6 +91,12 @@ class EngineConfig:
     mt5_poll_ms: int = field(default=5, metadata={"env": "MT5_POLL_MS"})
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
     log_file: str = field(default="", metadata={"env": "LOG_FILE"})
+    # Optional CURVE (engine.security): as a server for the bus and RPC ...
+    curve_server_secret: str = field(default="", metadata={"env": "CURVE_SERVER_SECRET"})
+    curve_clients_dir: str = field(default="", metadata={"env": "CURVE_CLIENTS_DIR"})
+    # ... and as a client of an external bus (BUS_MODE=external).
+    curve_client_secret: str = field(default="", metadata={"env": "CURVE_CLIENT_SECRET"})
+    curve_server_key: str = field(default="", metadata={"env": "CURVE_SERVER_KEY"})
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:

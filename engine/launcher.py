@@ -27,6 +27,7 @@ from engine.bus import BusPublisher, publisher_socket
 from engine.config import ConfigError, layered_env
 from engine.logs import setup_logging
 from engine.protocol import health_topic
+from engine.security import CurveClient, SecurityError
 
 log = logging.getLogger("service")
 
@@ -67,13 +68,14 @@ class Launcher:
     """Starts, watches, restarts and stops the children."""
 
     def __init__(self, children: list[Child], env: dict[str, str], out: IO[str] = sys.stdout,
-                 bus_pub_endpoint: str | None = None) -> None:
+                 bus_pub_endpoint: str | None = None, curve: CurveClient | None = None) -> None:
         self.children = children
         self._env = env
         self._out = out
         self._out_lock = threading.Lock()
         self._stop = threading.Event()
         self._bus_pub_endpoint = bus_pub_endpoint
+        self._curve = curve
         self._pub: BusPublisher | None = None
         self._started = time.monotonic()
 
@@ -104,7 +106,8 @@ class Launcher:
         for child in self.children:
             self._start(child)
         if self._bus_pub_endpoint:
-            self._pub = BusPublisher(publisher_socket(zmq.Context.instance(), self._bus_pub_endpoint, 1000))
+            self._pub = BusPublisher(publisher_socket(zmq.Context.instance(), self._bus_pub_endpoint,
+                                                      1000, self._curve))
         next_health = 0.0
         while not self._stop.wait(0.1):
             now = time.monotonic()
@@ -187,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = layered_env(dotenv=args.env_file)
         config = engine_cli.load_config(engine_cli.parse_args([*engine_args, "--env-file", args.env_file]))
-    except ConfigError as exc:
+        curve = CurveClient.from_env(env)
+    except (ConfigError, SecurityError) as exc:
         print(f"mt5-service: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, config.log_file)
@@ -195,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "BUS_ENDPOINT": config.bus_endpoint,
                  "BUS_PUB_ENDPOINT": config.bus_pub_endpoint, "RPC_ENDPOINT": config.rpc_endpoint}
     launcher = Launcher(build_children(args.workers, not args.no_bridge, args.env_file, engine_args),
-                        child_env, bus_pub_endpoint=config.bus_pub_endpoint)
+                        child_env, bus_pub_endpoint=config.bus_pub_endpoint, curve=curve)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: launcher.stop())
     ws = f"http://{env.get('WS_HOST') or '127.0.0.1'}:{env.get('WS_PORT') or '8765'}"

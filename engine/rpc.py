@@ -20,6 +20,7 @@ from engine.protocol import (
     encode,
     ok_reply,
 )
+from engine.security import CurveServer
 
 log = logging.getLogger("engine.rpc")
 
@@ -167,10 +168,13 @@ class RpcHandler:
 class RpcServer:
     """The ROUTER socket shell: reads requests (REQ or DEALER envelopes) and sends replies."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, handler: RpcHandler) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, handler: RpcHandler,
+                 curve: CurveServer | None = None) -> None:
         self.handler = handler
         self.socket = ctx.socket(zmq.ROUTER)
         self.socket.linger = 0
+        if curve is not None:
+            curve.apply(self.socket)
         # A hard cap far above MAX_REQUEST_BYTES: ZeroMQ drops peers that send more, so a
         # hostile client cannot make the engine buffer gigabytes; smaller oversize requests
         # still get a bad_request reply.

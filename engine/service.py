@@ -29,6 +29,7 @@ from engine.protocol import (
     tick_topic,
 )
 from engine.rpc import RpcHandler, RpcServer
+from engine.security import CurveClient, CurveServer
 from engine.sources.base import MarketSource
 from engine.timeframes import TIMEFRAMES
 
@@ -74,26 +75,34 @@ class EngineService:
         self._pub: BusPublisher | None = None
         self._rpc: RpcServer | None = None
         self._sub: zmq.Socket | None = None
+        self._auth = None  # the ZAP handler thread, when CURVE is on
 
     # Lifecycle
     def open(self) -> None:
         """Bind and connect everything, start the source and load history (may raise)."""
         cfg = self.config
+        curve = CurveServer.load(cfg.curve_server_secret, cfg.curve_clients_dir)
+        if curve is not None:
+            self._auth = curve.start_authenticator(self._ctx)
+        client_curve = None
         if cfg.bus_mode == "embedded":
             self._proxy = BusProxy(self._ctx, [cfg.bus_endpoint, INPROC_SUB],
-                                   [cfg.bus_pub_endpoint, INPROC_PUB], cfg.hwm)
+                                   [cfg.bus_pub_endpoint, INPROC_PUB], cfg.hwm, curve)
             self._proxy.start()
             pub_endpoint, sub_endpoint = INPROC_PUB, INPROC_SUB
         else:
             pub_endpoint, sub_endpoint = cfg.bus_pub_endpoint, cfg.bus_endpoint
-        self._pub = BusPublisher(publisher_socket(self._ctx, pub_endpoint, cfg.hwm))
+            client_curve = CurveClient.load(cfg.curve_client_secret, cfg.curve_server_key)
+        self._pub = BusPublisher(publisher_socket(self._ctx, pub_endpoint, cfg.hwm, client_curve))
         self._sub = self._ctx.socket(zmq.SUB)
+        if client_curve is not None:
+            client_curve.apply(self._sub)
         self._sub.linger = 0
         self._sub.rcvhwm = cfg.hwm
         for prefix in FOREIGN_PREFIXES:
             self._sub.subscribe(prefix)
         self._sub.connect(sub_endpoint)
-        self._rpc = RpcServer(self._ctx, cfg.rpc_endpoint, RpcHandler(self))
+        self._rpc = RpcServer(self._ctx, cfg.rpc_endpoint, RpcHandler(self), curve)
         self.source.start()
         self._load_history()
 
@@ -132,6 +141,8 @@ class EngineService:
     # The loop
     def run(self) -> None:
         """Publish until stopped. Call after ``open()``, from the thread that called it."""
+        if self._auth is not None:
+            self._auth.stop()
         assert self._rpc is not None and self._sub is not None
         poller = zmq.Poller()
         poller.register(self._rpc.socket, zmq.POLLIN)

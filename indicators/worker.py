@@ -34,6 +34,7 @@ from engine.protocol import (
     indicator_topic,
     topic,
 )
+from engine.security import CurveClient, SecurityError, apply_client
 from indicators.series import IndicatorSeries, Periods
 
 log = logging.getLogger("indicators")
@@ -59,6 +60,7 @@ class WorkerConfig:
     hwm: int = 100_000
     log_level: str = "INFO"
     log_file: str = ""
+    curve: CurveClient | None = None
 
     @property
     def name(self) -> str:
@@ -111,6 +113,7 @@ def load_config(argv: list[str] | None = None) -> WorkerConfig:
         rpc_endpoint=pick(args.rpc_endpoint, "RPC_ENDPOINT", defaults.rpc_endpoint),
         shard=shard, shards=shards, periods=periods, max_candles=max_candles,
         log_level=env.get("LOG_LEVEL") or "INFO", log_file=env.get("LOG_FILE") or "",
+        curve=CurveClient.from_env(env),
     )
 
 
@@ -138,9 +141,9 @@ class IndicatorWorker:
     def open(self) -> bool:
         """Connect, learn the symbols of this shard (waits for the engine); False if stopped."""
         cfg = self.config
-        self._rpc = RpcClient(cfg.rpc_endpoint, timeout_ms=RPC_TIMEOUT_MS, ctx=self._ctx)
-        self._pub = BusPublisher(publisher_socket(self._ctx, cfg.bus_pub_endpoint, cfg.hwm))
-        self._sub = self._ctx.socket(zmq.SUB)
+        self._rpc = RpcClient(cfg.rpc_endpoint, timeout_ms=RPC_TIMEOUT_MS, ctx=self._ctx, curve=cfg.curve)
+        self._pub = BusPublisher(publisher_socket(self._ctx, cfg.bus_pub_endpoint, cfg.hwm, cfg.curve))
+        self._sub = apply_client(self._ctx.socket(zmq.SUB), cfg.curve)
         self._sub.linger = 0
         self._sub.rcvhwm = cfg.hwm
         self._sub.connect(cfg.bus_endpoint)
@@ -262,7 +265,7 @@ class IndicatorWorker:
 def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(argv)
-    except ConfigError as exc:
+    except (ConfigError, SecurityError) as exc:
         print(f"mt5-indicators: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, config.log_file)

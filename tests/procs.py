@@ -16,7 +16,7 @@ import zmq
 
 ROOT = Path(__file__).resolve().parent.parent
 # Settings a developer's shell may carry that must not leak into a test's child process.
-_SCRUBBED = ("MT5_", "SIM_", "BUS_", "RPC_", "IND_", "WS_", "BRIDGE_", "SOURCE", "SYMBOLS", "TIMEFRAMES")
+_SCRUBBED = ("MT5_", "SIM_", "BUS_", "RPC_", "IND_", "WS_", "BRIDGE_", "CURVE_", "SOURCE", "SYMBOLS", "TIMEFRAMES")
 
 
 def free_port() -> int:
