@@ -8,6 +8,7 @@ import msgpack
 import pytest
 import zmq
 
+from engine.protocol import CANDLE_FIELDS, HEALTH_STATUSES, TICK_FIELDS
 from tests.procs import EngineProcess
 
 FIVE = {"EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD"}
@@ -54,7 +55,7 @@ def test_symbol_subscription_is_exact_and_seq_strictly_consecutive(engine, zmq_c
     seqs = [m["seq"] for _, m in messages]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     assert len({m["epoch"] for _, m in messages}) == 1
-    assert set(messages[0][1]) == {"symbol", "bid", "ask", "last", "volume", "time_msc", "flags", "seq", "epoch"}
+    assert set(messages[0][1]) == {*TICK_FIELDS, "seq", "epoch"}
 
 
 def test_kind_prefix_receives_every_symbol(engine, zmq_ctx):
@@ -69,6 +70,7 @@ def test_candle_prefix_of_a_symbol_receives_all_its_timeframes(engine, zmq_ctx):
     assert {m["timeframe"] for _, m in messages} == {"M1", "M5", "M15", "H1"}
     assert {m["symbol"] for _, m in messages} == {"XAUUSD"}
     assert all(isinstance(m["closed"], bool) for _, m in messages)
+    assert all(set(m) == {*CANDLE_FIELDS, "seq", "epoch"} for _, m in messages)
 
 
 def test_health_is_published_every_second(engine, zmq_ctx):
@@ -76,6 +78,7 @@ def test_health_is_published_every_second(engine, zmq_ctx):
     health = [m for _, m in receive(sock, 2.6)]
     assert len(health) >= 2
     assert health[-1]["status"] == "ok" and health[-1]["source"] == "sim"
+    assert all(h["status"] in HEALTH_STATUSES for h in health)
     assert health[-1]["ticks_per_s"] > 0 and health[-1]["uptime_s"] > 0
 
 

@@ -4,7 +4,7 @@ import pytest
 import zmq
 
 from engine.config import EngineConfig
-from engine.protocol import MAX_REQUEST_BYTES, decode, encode
+from engine.protocol import BOOK_FIELDS, MAX_REQUEST_BYTES, decode, encode
 from engine.rpc import RpcHandler
 from engine.service import EngineService, now_ms
 from engine.sources.sim import SimSource
@@ -64,6 +64,7 @@ def test_max_candles_bars_are_available_at_once(service):
 def test_tick_book_account_health_and_snapshot(service):
     assert call(service, {"op": "tick", "symbol": "EURUSD"})["data"]["bid"] > 0
     book = call(service, {"op": "book", "symbol": "EURUSD"})["data"]
+    assert set(book) == set(BOOK_FIELDS)
     assert len(book["bids"]) == len(book["asks"]) == 10
     assert call(service, {"op": "account"})["data"]["currency"] == "USD"
     assert call(service, {"op": "health"})["data"]["status"] == "ok"
