@@ -4,13 +4,15 @@ A bar covers ``[open, next_open)`` of its timeframe, aligned to UTC boundaries. 
 the bid, ``tick_volume`` counts ticks, ``spread`` is the bar's smallest spread in points (as MT5
 stores it). A bar closes on the first tick of a later bar, or when the market clock passes its
 end by ``close_grace_ms`` (so quiet markets still close bars); each closed bar is emitted once.
-Forming-bar updates are throttled per timeframe by market time.
+Forming-bar updates are throttled per timeframe by market time. Closed bars are kept in compact
+numpy ring buffers (``engine.candle_store``); only the forming bar is a Python object.
 """
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
+from engine.candle_store import Bars, CandleRing
 from engine.models import Candle, Tick
 from engine.timeframes import Timeframe
 
@@ -21,12 +23,12 @@ CandleEvent = tuple[Candle, bool]
 class _Series:
     __slots__ = ("tf", "forming", "start_ms", "end_ms", "closed", "last_emit_ms", "dirty")
 
-    def __init__(self, tf: Timeframe, max_candles: int) -> None:
+    def __init__(self, tf: Timeframe, max_candles: int, point: float) -> None:
         self.tf = tf
         self.forming: Candle | None = None
         self.start_ms = 0
         self.end_ms = 0
-        self.closed: deque[Candle] = deque(maxlen=max_candles)
+        self.closed = CandleRing(max_candles, point)
         self.last_emit_ms = -(1 << 62)
         self.dirty = False
 
@@ -48,7 +50,7 @@ class CandleAggregator:
         self.max_candles = max_candles
         self.forming_throttle_ms = forming_throttle_ms
         self.close_grace_ms = close_grace_ms
-        self._series = {tf.name: _Series(tf, max_candles) for tf in timeframes}
+        self._series = {tf.name: _Series(tf, max_candles, point) for tf in timeframes}
         self._ordered = tuple(self._series.values())
         self.late_ticks = 0
 
@@ -56,12 +58,13 @@ class CandleAggregator:
     def timeframes(self) -> tuple[str, ...]:
         return tuple(self._series)
 
-    def seed(self, timeframe: str, candles: list[Candle]) -> None:
+    def seed(self, timeframe: str, history: Bars | Sequence[Candle]) -> None:
         """Load history (oldest first, the forming bar last) before the first tick."""
+        if not isinstance(history, Bars):
+            history = Bars.from_candles(history)
         s = self._series[timeframe]
-        s.closed.clear()
-        s.closed.extend(candles[:-1])
-        s.forming = candles[-1] if candles else None
+        s.closed.load(history[:-1])
+        s.forming = Candle(self.symbol, timeframe, *history[-1:].rows()[0]) if len(history) else None
         if s.forming is not None:
             s.start_ms = s.forming.time * 1000
             s.end_ms = s.tf.next_open(s.forming.time) * 1000
@@ -136,12 +139,24 @@ class CandleAggregator:
         events.append((c, True))
 
     def candles(self, timeframe: str, count: int) -> list[Candle]:
-        """The last ``count`` bars, oldest first, the forming bar (if any) last."""
+        """The last ``count`` bars, oldest first, the forming bar (if any) last.
+
+        Reads bar by bar: for a few bars (the daily summary); ``payloads`` serves many.
+        """
         s = self._series[timeframe]
-        bars = list(s.closed)
+        n = min(count - (s.forming is not None), len(s.closed))
+        bars = [Candle(self.symbol, timeframe, *s.closed.row(k)) for k in range(-n, 0)]
         if s.forming is not None:
             bars.append(s.forming)
-        return bars[-count:] if count < len(bars) else bars
+        return bars
+
+    def payloads(self, timeframe: str, count: int) -> list[dict[str, Any]]:
+        """``candles`` as bus payloads (``closed`` false on the forming bar), read as arrays."""
+        s = self._series[timeframe]
+        out = s.closed.last(count - (s.forming is not None)).payloads(self.symbol, timeframe, True)
+        if s.forming is not None:
+            out.append(s.forming.to_payload(False))
+        return out
 
     def forming(self, timeframe: str) -> Candle | None:
         return self._series[timeframe].forming

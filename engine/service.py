@@ -308,9 +308,7 @@ class EngineService:
         return self._ticks.get(symbol)
 
     def candles(self, symbol: str, timeframe: str, count: int) -> list[dict[str, Any]]:
-        bars = self._aggs[symbol].candles(timeframe, count)
-        forming = self._aggs[symbol].forming(timeframe)
-        return [c.to_payload(c is not forming) for c in bars]
+        return self._aggs[symbol].payloads(timeframe, count)
 
     def book(self, symbol: str) -> dict[str, Any] | None:
         book = self.source.book(symbol, now_ms())
