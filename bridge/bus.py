@@ -12,6 +12,7 @@ import zmq
 import zmq.asyncio
 
 from engine.protocol import ErrorCode, ProtocolError, RpcError, decode, encode
+from engine.security import CurveClient, apply_client
 
 log = logging.getLogger("bridge.bus")
 
@@ -26,6 +27,16 @@ class SeqTracker:
         self._last: dict[str, tuple[int, int]] = {}
         self.gaps = 0
         self.restarts = 0
+
+    def is_newer(self, topic: str, data: dict[str, Any]) -> bool:
+        """Whether ``data`` comes after the topic's last message (a snapshot's may not)."""
+        last = self._last.get(topic)
+        seq, epoch = data.get("seq"), data.get("epoch")
+        if last is None:
+            return True
+        if not isinstance(seq, int) or not isinstance(epoch, int):
+            return False
+        return epoch > last[0] or (epoch == last[0] and seq > last[1])
 
     def check(self, topic: str, data: dict[str, Any]) -> str | None:
         """``GAP``, ``RESTART`` or ``None`` for this message; remembers it as the topic's last."""
@@ -49,8 +60,8 @@ class BusReader:
     """A SUB socket on the bus's subscriber endpoint, yielding ``(topic, payload)``."""
 
     def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, prefixes: Iterable[bytes],
-                 hwm: int = 100_000) -> None:
-        self.sock = ctx.socket(zmq.SUB)
+                 hwm: int = 100_000, curve: CurveClient | None = None) -> None:
+        self.sock = apply_client(ctx.socket(zmq.SUB), curve)
         self.sock.linger = 0
         self.sock.rcvhwm = hwm
         for prefix in prefixes:
@@ -82,10 +93,11 @@ class AsyncRpc:
     (``unavailable``) instead of queueing for a peer that may never come back.
     """
 
-    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, timeout_ms: int) -> None:
+    def __init__(self, ctx: zmq.asyncio.Context, endpoint: str, timeout_ms: int,
+                 curve: CurveClient | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout_ms / 1000.0
-        self.sock = ctx.socket(zmq.DEALER)
+        self.sock = apply_client(ctx.socket(zmq.DEALER), curve)
         self.sock.linger = 0
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
         self.sock.sndhwm = 1000

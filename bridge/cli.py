@@ -11,6 +11,7 @@ from bridge.config import BridgeConfig, add_cli_arguments
 from bridge.server import Bridge
 from engine.config import ConfigError
 from engine.logs import setup_logging
+from engine.security import SecurityError
 
 log = logging.getLogger("bridge")
 
@@ -35,7 +36,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(config.log_level, config.log_file)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    bridge = Bridge(config)
+    try:
+        bridge = Bridge(config)
+    except SecurityError as exc:
+        print(f"mt5-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
     print(f"mt5-bridge: http://{config.ws_host}:{config.ws_port} (Socket.IO, GET /health)\n"
           f"  bus: {config.bus_endpoint}  rpc: {config.rpc_endpoint}  "
           f"auth: {'token' if config.token else 'none'}  batch: {config.batch_interval_ms} ms", flush=True)

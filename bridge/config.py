@@ -31,14 +31,18 @@ class BridgeConfig:
     # Token bucket per client: sustained requests per second and burst size.
     rate_limit_per_s: float = field(default=20.0, metadata={"env": "RATE_LIMIT_PER_S"})
     rate_limit_burst: int = field(default=40, metadata={"env": "RATE_LIMIT_BURST"})
-    # Packets queued for one client: above soft, stream updates are conflated (the latest is sent
-    # when it catches up); above hard, the client is disconnected as a slow consumer.
-    client_queue_soft: int = field(default=200, metadata={"env": "CLIENT_QUEUE_SOFT"})
-    client_queue_hard: int = field(default=2000, metadata={"env": "CLIENT_QUEUE_HARD"})
+    # Bytes waiting to reach one client: above soft, its stream updates are conflated (it gets the
+    # latest state once it catches up); above hard, it is disconnected as a slow consumer.
+    client_buffer_soft: int = field(default=256 * 1024, metadata={"env": "CLIENT_BUFFER_SOFT_BYTES"})
+    client_buffer_hard: int = field(default=4 * 1024 * 1024, metadata={"env": "CLIENT_BUFFER_HARD_BYTES"})
     max_message_bytes: int = field(default=16384, metadata={"env": "MAX_MESSAGE_BYTES"})
     rpc_timeout_ms: int = field(default=2000, metadata={"env": "RPC_TIMEOUT_MS"})
     # No health:engine: for this long (or an RPC timeout) turns the bridge 'degraded'.
     engine_stale_ms: int = field(default=3000, metadata={"env": "ENGINE_STALE_MS"})
+    # Optional CURVE for the bus and RPC (engine.security): this client's secret key file and
+    # the server's public key file, set together or not at all.
+    curve_client_secret: str = field(default="", metadata={"env": "CURVE_CLIENT_SECRET"})
+    curve_server_key: str = field(default="", metadata={"env": "CURVE_SERVER_KEY"})
     log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
     log_file: str = field(default="", metadata={"env": "LOG_FILE"})
 
@@ -53,8 +57,8 @@ class BridgeConfig:
             raise ConfigError("CACHE_TTL_SECONDS must be >= 0")
         if self.rate_limit_per_s <= 0 or self.rate_limit_burst < 1:
             raise ConfigError("RATE_LIMIT_PER_S must be > 0 and RATE_LIMIT_BURST >= 1")
-        if not 1 <= self.client_queue_soft <= self.client_queue_hard:
-            raise ConfigError("need 1 <= CLIENT_QUEUE_SOFT <= CLIENT_QUEUE_HARD")
+        if not 1 <= self.client_buffer_soft <= self.client_buffer_hard:
+            raise ConfigError("need 1 <= CLIENT_BUFFER_SOFT_BYTES <= CLIENT_BUFFER_HARD_BYTES")
         if self.rpc_timeout_ms < 1 or self.engine_stale_ms < 1 or self.max_message_bytes < 256:
             raise ConfigError("RPC_TIMEOUT_MS, ENGINE_STALE_MS >= 1 and MAX_MESSAGE_BYTES >= 256")
         if not self.timeframes:

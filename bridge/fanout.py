@@ -1,8 +1,8 @@
 """Rooms and delivery of each flush's serialised packets to their members, with the slow-client policy.
 
 Each room's packets are serialised once (``batching.encode_room``) and wrapped once for the
-wire (``Transport.wrap``); a member gets the same objects as every other member. A client whose
-queue holds more than ``soft`` packets gets no droppable packets (it is marked stale and gets
+wire (``Transport.wrap``); a member gets the same objects as every other member. A client with
+more than ``soft`` bytes waiting to reach it gets no droppable packets (it is marked stale and gets
 the latest state of those rooms once it has caught up; closed candles are still queued); above
 ``hard`` it is disconnected as a slow consumer.
 """
@@ -20,14 +20,15 @@ SLOW_CONSUMER = "slow consumer: the client did not read its updates"
 
 class Transport(Protocol):
     def wrap(self, text: str) -> Any: ...
+    def bundle(self, wires: list[Any]) -> Any: ...
     def backlog(self, sid: str) -> int: ...
-    def send(self, sid: str, wires: list[Any]) -> None: ...
+    def send(self, sid: str, bundle: Any) -> None: ...
     def disconnect(self, sid: str, reason: str) -> None: ...
 
 
 @dataclass(slots=True)
 class _Member:
-    rooms: set[str] = field(default_factory=set)
+    rooms: frozenset[str] = frozenset()
     stale: set[str] = field(default_factory=set)
 
 
@@ -39,7 +40,13 @@ class FanoutStats:
     slow_disconnects: int = 0
 
 
+# One flush's packets for a set of rooms: (wire, droppable, room, event).
+_Items = list[tuple[Any, bool, str, str]]
+
+
 class Fanout:
+    """Who is in which room, and each flush's delivery to them."""
+
     def __init__(self, transport: Transport, soft: int, hard: int) -> None:
         self.transport = transport
         self.soft = soft
@@ -66,21 +73,21 @@ class Fanout:
         member = self.members.get(sid)
         if member is None:
             return
-        for room in rooms:
-            if room not in member.rooms:
-                member.rooms.add(room)
-                member.stale.add(room)
-                self.rooms[room].add(sid)
+        new = [room for room in rooms if room not in member.rooms]
+        member.rooms = member.rooms.union(new)
+        member.stale.update(new)
+        for room in new:
+            self.rooms[room].add(sid)
 
     def leave(self, sid: str, rooms: list[str]) -> None:
         member = self.members.get(sid)
         if member is None:
             return
-        for room in rooms:
-            if room in member.rooms:
-                member.rooms.discard(room)
-                member.stale.discard(room)
-                self._leave(sid, room)
+        gone = [room for room in rooms if room in member.rooms]
+        member.rooms = member.rooms.difference(gone)
+        for room in gone:
+            member.stale.discard(room)
+            self._leave(sid, room)
 
     def _leave(self, sid: str, room: str) -> None:
         sids = self.rooms.get(room)
@@ -97,22 +104,28 @@ class Fanout:
         return sum(len(m.rooms) - 1 for m in self.members.values())
 
     def deliver(self, batch: dict[str, list[Packet]]) -> None:
-        """Send one flush: ``{room: packets}`` serialised once per room."""
+        """Send one flush: ``{room: packets}`` serialised once per room.
+
+        Members with the same set of rooms share one bundle (the concatenation is built once).
+        """
         wrap = self.transport.wrap
-        per_client: dict[str, list[tuple[Any, bool, str, str]]] = defaultdict(list)
+        by_room: dict[str, _Items] = {}
         for room, packets in batch.items():
-            wires = [(wrap(p.text), p.droppable, room, p.event) for p in packets]
+            items = by_room[room] = [(wrap(p.text), p.droppable, room, p.event) for p in packets]
             latest = self._latest[room]
-            for wire, droppable, _, event in wires:
+            for wire, droppable, _, event in items:
                 if droppable:
                     latest[event] = wire
-            for sid in self.rooms.get(room, ()):
-                per_client[sid].extend(wires)
-        for sid, member in self.members.items():
-            if member.stale or sid in per_client:
-                self._deliver_one(sid, member, per_client.get(sid, ()))
+        shared: dict[frozenset[str], tuple[_Items, Any]] = {}
+        for sid, member in list(self.members.items()):  # a slow one may be removed meanwhile
+            group = shared.get(member.rooms)
+            if group is None:
+                items = [item for room in member.rooms if room in by_room for item in by_room[room]]
+                group = shared[member.rooms] = (items, self.transport.bundle([i[0] for i in items]) if items else None)
+            if group[0] or member.stale:
+                self._deliver_one(sid, member, *group)
 
-    def _deliver_one(self, sid: str, member: _Member, items: Any) -> None:
+    def _deliver_one(self, sid: str, member: _Member, items: _Items, bundle: Any) -> None:
         backlog = self.transport.backlog(sid)
         if backlog < 0:
             return  # gone; its disconnect handler will remove it
@@ -129,16 +142,20 @@ class Fanout:
                     self.stats.skipped_slow += 1
                 else:
                     wires.append(wire)
-        else:
+        elif member.stale:
             wires = [item[0] for item in items]
-            if member.stale:
-                fresh = {(room, event) for _, droppable, room, event in items if droppable}
-                for room in member.stale:
-                    for event, wire in self._latest.get(room, {}).items():
-                        if (room, event) not in fresh:
-                            wires.append(wire)
-                member.stale.clear()
+            fresh = {(room, event) for _, droppable, room, event in items if droppable}
+            for room in member.stale:
+                for event, wire in self._latest.get(room, {}).items():
+                    if (room, event) not in fresh:
+                        wires.append(wire)
+            member.stale.clear()
+        else:
+            self.stats.deliveries += 1
+            self.stats.packets_sent += len(items)
+            self.transport.send(sid, bundle)
+            return
         if wires:
             self.stats.deliveries += 1
             self.stats.packets_sent += len(wires)
-            self.transport.send(sid, wires)
+            self.transport.send(sid, self.transport.bundle(wires))

@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -17,7 +18,6 @@ from typing import Any
 import socketio
 import zmq.asyncio
 from aiohttp import web
-from engineio import packet as eio_packet
 
 from bridge.batching import Batcher, encode_room
 from bridge.bus import GAP, RESTART, AsyncRpc, BusReader, SeqTracker
@@ -25,8 +25,10 @@ from bridge.cache import CandleCache, ValueCache
 from bridge.config import BridgeConfig
 from bridge.fanout import ALL, Fanout
 from bridge.ratelimit import TokenBucket
+from bridge.transport import WireTransport
 from bridge.validation import RATE_LIMITED, ClientError, Request, event_name, parse_request
 from engine.protocol import ACCOUNT, BOOK, CANDLE, HEALTH, INDICATOR, SUMMARY, TICK, ErrorCode, RpcError
+from engine.security import CurveClient
 
 log = logging.getLogger("bridge")
 
@@ -35,13 +37,13 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree
     VERSION = "0.0.0"
 
+LATENCY_WINDOW = 1000  # ticks: ~10 s at the sim's default rate
 SUBSCRIBED_PREFIXES = [f"{kind}:".encode() for kind in (TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY, HEALTH)]
 MONITOR_INTERVAL_S = 0.25
-SYMBOLS_RETRY_S = 1.0
+SYMBOLS_RETRY_S = 0.25
 # Engine errors a client may see as they are; anything else becomes ``unavailable``.
 PASSED_CODES = {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_SYMBOL, ErrorCode.UNKNOWN_TIMEFRAME, ErrorCode.TOO_MANY}
 STAMP_FIELDS = ("seq", "epoch")
-SLOW_CONSUMER_CODE = "slow_consumer"
 
 
 def symbol_room(symbol: str) -> str:
@@ -61,43 +63,6 @@ def unstamped(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in STAMP_FIELDS}
 
 
-class EngineIoTransport:
-    """Queues pre-encoded Engine.IO packets on each client's Engine.IO socket.
-
-    ``wrap`` builds one ``engineio.packet.Packet`` per room packet; it caches its encoding, so
-    all members share one string. Queueing on the socket's own send queue (what
-    ``AsyncServer.send_packet`` does, without a coroutine per recipient) keeps a flush to a
-    thousand clients within a few milliseconds.
-    """
-
-    def __init__(self, sio: socketio.AsyncServer) -> None:
-        self.sio = sio
-        self.eio_sids: dict[str, str] = {}
-
-    def wrap(self, text: str) -> eio_packet.Packet:
-        return eio_packet.Packet(eio_packet.MESSAGE, text)
-
-    def _socket(self, sid: str) -> Any:
-        sock = self.sio.eio.sockets.get(self.eio_sids.get(sid))
-        return None if sock is None or sock.closed else sock
-
-    def backlog(self, sid: str) -> int:
-        sock = self._socket(sid)
-        return -1 if sock is None else sock.queue.qsize()
-
-    def send(self, sid: str, wires: list[eio_packet.Packet]) -> None:
-        sock = self._socket(sid)
-        if sock is not None:
-            for wire in wires:
-                sock.queue.put_nowait(wire)
-
-    def disconnect(self, sid: str, reason: str) -> None:
-        async def close() -> None:
-            await self.sio.emit("error", {"code": SLOW_CONSUMER_CODE, "message": reason, "event": ""}, to=sid)
-            await self.sio.disconnect(sid)
-        asyncio.get_running_loop().create_task(close())
-
-
 @dataclass
 class Client:
     bucket: TokenBucket
@@ -108,7 +73,9 @@ class Bridge:
     """One bridge process: ``app`` is the aiohttp application to run."""
 
     def __init__(self, config: BridgeConfig) -> None:
+        """Raises ``engine.security.SecurityError`` when the CURVE key files cannot be used."""
         self.config = config
+        self.curve = CurveClient.load(config.curve_client_secret, config.curve_server_key)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             cors_allowed_origins=config.cors_allowed,
@@ -122,8 +89,8 @@ class Bridge:
         self.sio.on("connect", self.on_connect)
         self.sio.on("disconnect", self.on_disconnect)
         self.sio.on("*", self.on_event)
-        self.transport = EngineIoTransport(self.sio)
-        self.fanout = Fanout(self.transport, config.client_queue_soft, config.client_queue_hard)
+        self.transport = WireTransport(self.sio)
+        self.fanout = Fanout(self.transport, config.client_buffer_soft, config.client_buffer_hard)
         self.batcher = Batcher()
         self.candles = CandleCache(config.cache_ttl_seconds, config.max_candles)
         self.symbols = ValueCache(config.cache_ttl_seconds)
@@ -135,7 +102,10 @@ class Bridge:
         self.engine_health: dict[str, Any] = {}
         self.workers: dict[str, tuple[float, dict[str, Any]]] = {}
         self.status = "degraded"
+        self.resync_needed = True
         self.flushes = 0
+        # Tick time_msc -> the end of the flush that wrote it to every subscriber (ms), recent ticks.
+        self.tick_latency: deque[int] = deque(maxlen=LATENCY_WINDOW)
         self.rate_limited = 0
         self.errors_sent = 0
         self._ctx: zmq.asyncio.Context | None = None
@@ -146,8 +116,8 @@ class Bridge:
     # Lifecycle
     async def _start(self, app: web.Application) -> None:
         self._ctx = zmq.asyncio.Context()
-        self.rpc = AsyncRpc(self._ctx, self.config.rpc_endpoint, self.config.rpc_timeout_ms)
-        self.bus = BusReader(self._ctx, self.config.bus_endpoint, SUBSCRIBED_PREFIXES)
+        self.rpc = AsyncRpc(self._ctx, self.config.rpc_endpoint, self.config.rpc_timeout_ms, self.curve)
+        self.bus = BusReader(self._ctx, self.config.bus_endpoint, SUBSCRIBED_PREFIXES, curve=self.curve)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(coro) for coro in
                        (self.rpc.run(), self._read_bus(), self._flush_loop(), self._monitor())]
@@ -169,7 +139,7 @@ class Bridge:
             given = auth.get("token") if isinstance(auth, dict) else None
             if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
                 raise socketio.exceptions.ConnectionRefusedError("unauthorized: a valid auth.token is required")
-        self.transport.eio_sids[sid] = self.sio.manager.eio_sid_from_sid(sid, "/")
+        self.transport.register(sid)
         self.clients[sid] = Client(TokenBucket(self.config.rate_limit_per_s, self.config.rate_limit_burst,
                                                time.monotonic()))
         self.fanout.add_client(sid)
@@ -178,7 +148,7 @@ class Bridge:
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         self.clients.pop(sid, None)
         self.fanout.remove_client(sid)
-        self.transport.eio_sids.pop(sid, None)
+        self.transport.forget(sid)
 
     async def on_event(self, event: Any, sid: str, *args: Any) -> Any:
         """Every client event: rate limit, validate, answer (event + acknowledgement)."""
@@ -194,6 +164,11 @@ class Bridge:
                 client.limited_at = now
                 await self._send_error(sid, error)
             return error.payload()
+        if self.symbol_names is None:  # not fetched yet (engine just started): try now
+            try:
+                await self._symbols()
+            except ClientError:
+                pass
         try:
             request = parse_request(event, args, self.symbol_names, self.config.timeframes,
                                     self.config.max_candles)
@@ -311,6 +286,7 @@ class Bridge:
             log.info("bridge: the engine restarted (epoch %s); refreshing caches", data.get("epoch"))
             self.candles.invalidate()
             self.symbols.invalidate()
+            self.resync_needed = True
         elif change == GAP:
             log.warning("bridge: lost bus messages of kind %s (seq gap)", kind)
 
@@ -340,6 +316,11 @@ class Bridge:
         self.flushes += 1
         rooms = self.batcher.take()
         self.fanout.deliver({room: encode_room(events) for room, events in rooms.items()})
+        done = now_ms()
+        for events in rooms.values():
+            for event, payload, _ in events:
+                if event == "tick" and isinstance(payload.get("time_msc"), int):
+                    self.tick_latency.append(done - payload["time_msc"])
 
     async def _monitor(self) -> None:
         next_symbols = 0.0
@@ -351,12 +332,31 @@ class Bridge:
                     self._set_symbols(await self.rpc.call("symbols"))  # type: ignore[union-attr]
                 except RpcError as exc:
                     log.debug("bridge: symbols not available yet: %s", exc)
-            status = "ok" if self.engine_status() == "ok" else "degraded"
+            engine = self.engine_status()
+            if engine == "down":
+                self.resync_needed = True
+            elif self.resync_needed:
+                await self._resync()
+            status = "ok" if engine == "ok" and self.symbol_names is not None else "degraded"
             if status != self.status:
                 self.status = status
                 log.info("bridge: status %s (engine %s)", status, self.engine_status())
                 await self.sio.emit("health", self.health())
             await asyncio.sleep(MONITOR_INTERVAL_S)
+
+    async def _resync(self) -> None:
+        """The Clone pattern's snapshot: the engine's last message of every topic the stream has
+        not brought yet (after start-up, an outage or a restart), so rooms and the room every
+        client is in (account, summary) have their current state."""
+        try:
+            messages = await self.rpc.call("snapshot", prefix="")  # type: ignore[union-attr]
+        except RpcError as exc:
+            log.debug("bridge: snapshot not available yet: %s", exc)
+            return
+        self.resync_needed = False
+        for topic, data in messages:
+            if not topic.startswith(f"{HEALTH}:") and self.tracker.is_newer(topic, data):
+                self.on_bus_message(topic, data)
 
     # Health
     def engine_status(self) -> str:
@@ -377,7 +377,7 @@ class Bridge:
         engine = self.engine_status()
         stats = self.fanout.stats
         return {
-            "status": "ok" if engine == "ok" else "degraded",
+            "status": "ok" if engine == "ok" and self.symbol_names is not None else "degraded",
             "bridge": "ok",
             "server_time": now_ms(),
             "version": VERSION,
@@ -395,9 +395,20 @@ class Bridge:
                 "bus_restarts": self.tracker.restarts,
                 "cache_hits": self.candles.hits, "cache_misses": self.candles.misses,
                 "rpc_timeouts": self.rpc.timeouts if self.rpc else 0,
+                "tick_to_write_ms": _percentiles(self.tick_latency),
+                "raw_writes": self.transport.raw_writes, "queued_writes": self.transport.queued_writes,
             },
         }
 
     async def http_health(self, request: web.Request) -> web.Response:
         body = self.health()
         return web.json_response(body, status=503 if body["engine"]["status"] == "down" else 200)
+
+
+def _percentiles(values: deque[int]) -> dict[str, int | None]:
+    """p50/p99/max of recent values (``None`` before any)."""
+    ordered = sorted(values)
+    if not ordered:
+        return {"p50": None, "p99": None, "max": None, "n": 0}
+    n = len(ordered)
+    return {"p50": ordered[n // 2], "p99": ordered[min(n - 1, int(0.99 * n))], "max": ordered[-1], "n": n}

@@ -1,0 +1,321 @@
+"""The bridge's pure cores: batching, validation, rate limit, caches, fan-out policy, config, frames."""
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import pytest
+
+from bridge.batching import Batcher, dumps, encode_room
+from bridge.cache import CandleCache, ValueCache
+from bridge.config import BridgeConfig
+from bridge.fanout import ALL, Fanout
+from bridge.ratelimit import TokenBucket
+from bridge.transport import ws_text_frame
+from bridge.validation import ClientError, parse_request
+from engine.config import ConfigError
+
+SYMBOLS = frozenset({"EURUSD", "GBPUSD"})
+TFS = ("M1", "H1")
+
+
+def candle(t: int, closed: bool, close: float = 1.0) -> dict:
+    return {"symbol": "EURUSD", "timeframe": "M1", "time": t, "close": close, "closed": closed}
+
+
+# Batching
+def test_latest_tick_per_room_wins_and_the_rest_are_counted_as_conflated():
+    b = Batcher()
+    for i in range(5):
+        b.add("s:EURUSD", "tick", {"bid": i})
+    b.add("s:GBPUSD", "tick", {"bid": 9})
+    out = b.take()
+    assert out == {"s:EURUSD": [("tick", {"bid": 4}, True)], "s:GBPUSD": [("tick", {"bid": 9}, True)]}
+    assert (b.updates, b.conflated) == (6, 4)
+    assert b.take() == {}
+
+
+def test_closed_candles_are_never_dropped_and_merge_into_one_candles_event():
+    b = Batcher()
+    for t, closed, close in ((60, False, 1.0), (60, True, 1.0), (120, False, 1.1), (120, False, 1.2),
+                             (120, True, 1.3), (180, False, 1.4)):
+        b.add("t", "candles", candle(t, closed, close), closed=closed)
+    [(event, payload, droppable)] = b.take()["t"]
+    assert event == "candles" and not droppable
+    assert payload["symbol"] == "EURUSD" and payload["timeframe"] == "M1"
+    assert [(c["time"], c["closed"]) for c in payload["candles"]] == [(60, True), (120, True), (180, False)]
+
+
+def test_a_forming_update_older_than_the_closed_bar_is_superseded():
+    b = Batcher()
+    b.add("t", "indicators", {"time": 60, "closed": False})
+    b.add("t", "indicators", {"time": 60, "closed": True}, closed=True)
+    assert b.take()["t"] == [("indicators", {"time": 60, "closed": True}, False)]
+
+
+def test_forming_only_candles_are_droppable():
+    b = Batcher()
+    b.add("t", "candles", candle(60, False))
+    [(_, _, droppable)] = b.take()["t"]
+    assert droppable
+
+
+def test_each_room_is_serialised_once_as_socketio_event_packets():
+    b = Batcher()
+    b.add("s:EURUSD", "tick", {"symbol": "EURUSD", "bid": 1.5})
+    b.add("s:EURUSD", "order_book", {"symbol": "EURUSD", "bids": [[1.4, 2.0]]})
+    packets = encode_room(b.take()["s:EURUSD"])
+    assert [p.text for p in packets] == ['2["tick",{"symbol":"EURUSD","bid":1.5}]',
+                                         '2["order_book",{"symbol":"EURUSD","bids":[[1.4,2.0]]}]']
+
+
+def test_nan_and_infinity_become_null():
+    text = dumps({"a": math.nan, "b": [1.0, math.inf], "c": {"d": -math.inf}, "e": 2.5})
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": None}, "e": 2.5}
+
+
+# Validation
+def parse(event, *args, symbols=SYMBOLS):
+    return parse_request(event, args, symbols, TFS, 1000)
+
+
+def test_valid_requests_parse_with_defaults():
+    assert parse("subscribe", {"symbol": "EURUSD"}).timeframe is None
+    assert parse("get_candles", {"symbol": "EURUSD", "timeframe": "H1"}).count == 100
+    assert parse("get_candles", {"symbol": "EURUSD", "timeframe": "H1", "count": 1000}).count == 1000
+    assert parse("ping").event == "ping"
+    assert parse("get_symbols", None).event == "get_symbols"
+    assert parse("get_account_info", {}).event == "get_account_info"
+
+
+@pytest.mark.parametrize(("event", "args", "code"), [
+    ("nope", (), "bad_request"),
+    (7, (), "bad_request"),
+    ("ping", ({}, {}), "bad_request"),
+    ("ping", ({"x": 1},), "bad_request"),
+    ("subscribe", ("EURUSD",), "bad_request"),
+    ("subscribe", ({},), "bad_request"),
+    ("subscribe", ({"symbol": ""},), "bad_request"),
+    ("subscribe", ({"symbol": "E" * 65},), "bad_request"),
+    ("subscribe", ({"symbol": ["EURUSD"]},), "bad_request"),
+    ("subscribe", ({"symbol": "USDCHF"},), "unknown_symbol"),
+    ("subscribe", ({"symbol": "EURUSD", "timeframe": 1},), "bad_request"),
+    ("subscribe", ({"symbol": "EURUSD", "timeframe": "M5"},), "unknown_timeframe"),
+    ("get_candles", ({"symbol": "EURUSD", "timeframe": "M1", "count": True},), "bad_request"),
+    ("get_candles", ({"symbol": "EURUSD", "timeframe": "M1", "count": 1.5},), "bad_request"),
+    ("get_candles", ({"symbol": "EURUSD", "timeframe": "M1", "count": -1},), "bad_request"),
+    ("get_candles", ({"symbol": "EURUSD", "timeframe": "M1", "count": 1001},), "too_many"),
+])
+def test_invalid_requests_are_refused_with_their_code(event, args, code):
+    with pytest.raises(ClientError) as info:
+        parse(event, *args)
+    assert info.value.code == code
+    payload = info.value.payload()
+    assert set(payload) == {"code", "message", "event"} and len(payload["event"]) <= 64
+
+
+def test_symbol_requests_are_unavailable_until_the_symbol_list_is_known():
+    with pytest.raises(ClientError) as info:
+        parse("subscribe", {"symbol": "EURUSD"}, symbols=None)
+    assert info.value.code == "unavailable"
+    assert parse("ping", symbols=None).event == "ping"
+
+
+def test_echoed_event_names_are_bounded_and_printable():
+    with pytest.raises(ClientError) as info:
+        parse("x\n" * 100)
+    assert len(info.value.event) <= 64 and info.value.event.isprintable()
+
+
+# Rate limit
+def test_token_bucket_allows_a_burst_then_the_rate():
+    bucket = TokenBucket(rate=10, burst=3, now=0.0)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.take(0.1) and not bucket.take(0.1)
+    # Refilled to the burst (3) by t=1.0, then 10/s for 0.99 s: 9 more.
+    assert sum(bucket.take(1.0 + i / 100) for i in range(100)) == 3 + 9
+
+
+# Caches
+def test_candle_cache_serves_smaller_counts_and_folds_bus_candles():
+    cache = CandleCache(ttl=30, max_candles=1000)
+    assert cache.get("EURUSD", "M1", 10, now=0) is None
+    bars = [candle(t, t < 180) for t in (60, 120, 180)]
+    cache.put("EURUSD", "M1", bars, asked=100, now=0)  # the engine had only 3
+    assert [b["time"] for b in cache.get("EURUSD", "M1", 2, now=1)] == [120, 180]
+    cache.on_candle(candle(180, True, 2.0))
+    cache.on_candle(candle(240, False, 2.1))
+    cache.on_candle(candle(60, True, 9.9))  # older than the history: ignored
+    got = cache.get("EURUSD", "M1", 100, now=2)
+    assert [(b["time"], b["closed"]) for b in got] == [(60, True), (120, True), (180, True), (240, False)]
+    assert got[0]["close"] == 1.0
+    assert cache.get("EURUSD", "M1", 10, now=31) is None  # expired
+    assert (cache.hits, cache.misses) == (2, 2)
+
+
+def test_candle_cache_refetches_for_more_than_it_holds_and_after_invalidation():
+    cache = CandleCache(ttl=30, max_candles=1000)
+    cache.put("EURUSD", "M1", [candle(60 * i, True) for i in range(100)], asked=100, now=0)
+    assert cache.get("EURUSD", "M1", 100, now=1) is not None
+    assert cache.get("EURUSD", "M1", 101, now=1) is None
+    assert cache.fetch_count(5) == 100 and cache.fetch_count(500) == 500 and cache.fetch_count(5000) == 1000
+    cache.invalidate("EURUSD", "M1")
+    assert cache.get("EURUSD", "M1", 10, now=1) is None
+
+
+def test_value_cache_expires_and_invalidates():
+    cache = ValueCache(ttl=5)
+    cache.put(["x"], now=0)
+    assert cache.get(4) == ["x"] and cache.get(6) is None
+    cache.put(["y"], now=10)
+    cache.invalidate()
+    assert cache.get(10) is None
+
+
+# Fan-out and the slow-client policy
+class FakeTransport:
+    def __init__(self):
+        self.backlogs: dict[str, int] = {}
+        self.sent: dict[str, list[str]] = {}
+        self.disconnected: list[str] = []
+
+    def wrap(self, text):
+        return text
+
+    def bundle(self, wires):
+        return list(wires)
+
+    def backlog(self, sid):
+        return self.backlogs.get(sid, 0)
+
+    def send(self, sid, bundle):
+        self.sent.setdefault(sid, []).extend(bundle)
+
+    def disconnect(self, sid, reason):
+        self.disconnected.append(sid)
+
+
+def flush(fanout: Fanout, updates: list[tuple[str, str, dict, bool]]) -> None:
+    b = Batcher()
+    for room, event, payload, closed in updates:
+        b.add(room, event, payload, closed)
+    fanout.deliver({room: encode_room(events) for room, events in b.take().items()})
+
+
+def test_members_get_their_rooms_only_and_the_latest_state_when_they_join():
+    t = FakeTransport()
+    f = Fanout(t, soft=100, hard=1000)
+    for sid in ("a", "b"):
+        f.add_client(sid)
+    f.join("a", ["s:EURUSD"])
+    flush(f, [("s:EURUSD", "tick", {"bid": 1}, False), ("s:GBPUSD", "tick", {"bid": 2}, False),
+              (ALL, "market_summary", {"n": 1}, False)])
+    assert sorted(t.sent["a"]) == ['2["market_summary",{"n":1}]', '2["tick",{"bid":1}]']  # rooms in any order
+    assert t.sent["b"] == ['2["market_summary",{"n":1}]']
+    f.join("b", ["s:EURUSD"])
+    flush(f, [])
+    assert t.sent["b"][-1] == '2["tick",{"bid":1}]'  # the room's latest, once
+    flush(f, [])
+    assert len(t.sent["b"]) == 2
+    assert f.subscriptions() == 2
+
+
+def test_slow_client_gets_closed_candles_only_then_catches_up_with_the_latest():
+    t = FakeTransport()
+    f = Fanout(t, soft=100, hard=1000)
+    f.add_client("slow")
+    f.add_client("fast")
+    for sid in ("slow", "fast"):
+        f.join(sid, ["s:EURUSD", "t:EURUSD:M1"])
+    flush(f, [])
+    t.sent.clear()
+    t.backlogs["slow"] = 500
+    flush(f, [("s:EURUSD", "tick", {"bid": 1}, False), ("t:EURUSD:M1", "candles", candle(60, True), True)])
+    flush(f, [("s:EURUSD", "tick", {"bid": 2}, False)])
+    assert [json.loads(p[1:])[0] for p in t.sent["slow"]] == ["candles"]
+    assert len(t.sent["fast"]) == 3
+    assert f.stats.skipped_slow == 2
+    t.backlogs["slow"] = 0
+    flush(f, [])
+    assert t.sent["slow"][-1] == '2["tick",{"bid":2}]'
+
+
+def test_client_over_the_hard_limit_is_disconnected_and_counted():
+    t = FakeTransport()
+    f = Fanout(t, soft=100, hard=1000)
+    f.add_client("stuck")
+    f.join("stuck", ["s:EURUSD"])
+    t.backlogs["stuck"] = 5000
+    flush(f, [("s:EURUSD", "tick", {"bid": 1}, False)])
+    assert t.disconnected == ["stuck"] and f.stats.slow_disconnects == 1
+    assert "stuck" not in f.members and not f.has_members("s:EURUSD")
+
+
+def test_leaving_a_room_stops_its_updates():
+    t = FakeTransport()
+    f = Fanout(t, soft=100, hard=1000)
+    f.add_client("a")
+    f.join("a", ["s:EURUSD"])
+    f.leave("a", ["s:EURUSD"])
+    flush(f, [("s:EURUSD", "tick", {"bid": 1}, False)])
+    assert "a" not in t.sent and not f.has_members("s:EURUSD")
+    f.remove_client("a")
+    assert not f.has_members(ALL)
+
+
+# Config and frames
+def test_config_defaults_bind_loopback_and_same_origin_cors():
+    cfg = BridgeConfig.load(environ={}, dotenv=None)
+    assert (cfg.ws_host, cfg.ws_port, cfg.batch_interval_ms) == ("127.0.0.1", 8765, 50)
+    assert cfg.cors_allowed is None and cfg.token == ""
+    assert cfg.bus_endpoint == "tcp://127.0.0.1:5555" and cfg.rpc_endpoint == "tcp://127.0.0.1:5556"
+
+
+def test_config_layers_and_keeps_the_token_secret(tmp_path):
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("BRIDGE_TOKEN=s3cret\nWS_PORT=9000\nCORS_ORIGINS=http://a.example, http://b.example\n")
+    cfg = BridgeConfig.load({"ws_port": "9100"}, environ={"BATCH_INTERVAL_MS": "20"}, dotenv=dotenv)
+    assert (cfg.ws_port, cfg.batch_interval_ms, cfg.token) == (9100, 20, "s3cret")
+    assert cfg.cors_allowed == ["http://a.example", "http://b.example"]
+    assert "s3cret" not in repr(cfg)
+    assert BridgeConfig.load(environ={"CORS_ORIGINS": "*"}, dotenv=None).cors_allowed == "*"
+
+
+@pytest.mark.parametrize("env", [{"WS_PORT": "0"}, {"BATCH_INTERVAL_MS": "x"}, {"TIMEFRAMES": "M7"},
+                                 {"CLIENT_BUFFER_SOFT_BYTES": "10", "CLIENT_BUFFER_HARD_BYTES": "5"}])
+def test_bad_settings_are_refused_naming_the_setting(env):
+    with pytest.raises(ConfigError):
+        BridgeConfig.load(environ=env, dotenv=None)
+
+
+def test_the_token_has_no_command_line_flag():
+    from bridge.cli import parse_args
+    with pytest.raises(SystemExit):
+        parse_args(["--token", "x"])
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_websocket_frames_are_final_unmasked_text_frames(size):
+    payload = b"x" * size
+    frame = ws_text_frame(payload)
+    assert frame[0] == 0x81 and not frame[1] & 0x80
+    if size < 126:
+        assert frame[1] == size and frame[2:] == payload
+    elif size < 65536:
+        assert frame[1] == 126 and struct.unpack("!H", frame[2:4])[0] == size and frame[4:] == payload
+    else:
+        assert frame[1] == 127 and struct.unpack("!Q", frame[2:10])[0] == size and frame[10:] == payload
+
+
+def test_seq_tracker_reports_gaps_and_restarts_and_orders_snapshots():
+    from bridge.bus import GAP, RESTART, SeqTracker
+
+    t = SeqTracker()
+    assert t.is_newer("tick:A:", {"seq": 5, "epoch": 1})
+    assert [t.check("tick:A:", {"seq": s, "epoch": e}) for s, e in ((1, 1), (2, 1), (5, 1), (1, 2))] == \
+        [None, None, GAP, RESTART]
+    assert (t.gaps, t.restarts) == (1, 1)
+    assert not t.is_newer("tick:A:", {"seq": 1, "epoch": 2}) and t.is_newer("tick:A:", {"seq": 2, "epoch": 2})
+    assert t.is_newer("tick:A:", {"seq": 1, "epoch": 3}) and not t.is_newer("tick:A:", {"seq": 9, "epoch": 1})
+    assert t.check("x:", {"no": "stamps"}) is None
