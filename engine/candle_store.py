@@ -130,7 +130,8 @@ def _record(points: bool, ints: tuple[Any, ...]) -> np.dtype:
 class CandleRing:
     """The last ``capacity`` closed bars of one series: O(1) append, the oldest dropped when full.
 
-    Storage grows by doubling up to ``capacity`` and is then reused in place.
+    Storage grows by doubling up to ``capacity`` and is then reused in place (no allocation per
+    bar: a series that reallocates as it closes bars leaves the heap full of holes).
     """
 
     __slots__ = ("capacity", "_scale", "_ints", "_data", "_start", "_size")
@@ -163,7 +164,8 @@ class CandleRing:
             _rung(name, _LADDERS[name][0], *((int(v.min()), int(v.max())) if n else (0, 0)))
             for name, v in ((name, getattr(bars, name)) for name in INTEGERS)
         )
-        data = np.empty(min(self.capacity, max(n, _MIN_ALLOC)), _record(points is not None, self._ints))
+        # Room to double: a series seeded one bar short of capacity never copies itself.
+        data = np.empty(min(self.capacity, max(2 * n, _MIN_ALLOC)), _record(points is not None, self._ints))
         for k, name in enumerate(PRICES):
             data[name][:n] = prices[k] if points is None else points[k]
         for name in INTEGERS:
