@@ -107,15 +107,19 @@ class EngineService:
         self._load_history()
 
     def _load_history(self) -> None:
+        counts = {tf: self.max_candles if tf.name in self._published_tfs else 2 for tf in self._tfs}
+        # A source that hands history over as arrays (the sim) spares a Candle object per bar.
+        arrays = getattr(self.source, "history_arrays", None)
         for info in self.source.symbols():
             name = info.name
             self._infos[name] = info.to_dict()
             self._tick_topics[name] = tick_topic(name)
             agg = CandleAggregator(name, info.point, self._tfs, self.max_candles,
                                    self.config.forming_throttle_ms)
+            history = arrays(name, counts) if arrays else {
+                tf.name: self.source.history(name, tf, count) for tf, count in counts.items()}
             for tf in self._tfs:
-                count = self.max_candles if tf.name in self._published_tfs else 2
-                agg.seed(tf.name, self.source.history(name, tf, count))
+                agg.seed(tf.name, history[tf.name])
                 self._candle_topics[(name, tf.name)] = candle_topic(name, tf.name)
             self._aggs[name] = agg
         log.info("%d symbols, timeframes %s, history loaded", len(self._aggs),

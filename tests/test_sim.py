@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 
 from engine.aggregation import CandleAggregator
-from engine.sources.sim import SimSource, sim_symbol
+from engine.sources.sim import ANCHOR_S, DAY_S, SimSource, sim_symbol
 from engine.timeframes import TIMEFRAMES
 
 START = 1_790_000_000_000  # a fixed instant, so the tests are reproducible
@@ -108,3 +109,63 @@ def test_max_rate_mode_delivers_batches_without_waiting():
     batch = s.poll(START)
     assert len(batch) >= 100 and s.next_due(START) == 0
     assert {t.symbol for t in batch} == set(SYMBOLS)
+
+
+# History is computed once per symbol for the longest span and aggregated with numpy: these
+# check that no shortcut changes a bar, whatever the span, batch or timeframe.
+ALL_COUNTS = {"M1": 1000, "M5": 300, "M15": 200, "H1": 1000, "H4": 50, "D1": 2, "W1": 12, "MN1": 4}
+
+
+def test_history_of_all_timeframes_at_once_equals_each_timeframe_alone():
+    s = sim(symbols=["XAUUSD"])
+    together = s.history_arrays("XAUUSD", {TIMEFRAMES[tf]: n for tf, n in ALL_COUNTS.items()})
+    for tf, n in ALL_COUNTS.items():
+        alone = s.history("XAUUSD", TIMEFRAMES[tf], n)
+        assert together[tf].candles("XAUUSD", tf) == alone, tf
+        assert len(alone) == n
+
+
+@pytest.mark.parametrize("tf", ["M5", "M15", "H1", "H4", "D1", "W1", "MN1"])
+def test_history_starts_count_bars_back_and_ends_with_the_forming_bar(tf):
+    timeframe = TIMEFRAMES[tf]
+    bars = sim(symbols=["EURUSD"]).history("EURUSD", timeframe, ALL_COUNTS[tf])
+    expected = [timeframe.bar_open(START // 1000)]
+    while len(expected) < ALL_COUNTS[tf]:
+        expected.insert(0, timeframe.bar_open(expected[0] - 1))
+    assert [b.time for b in bars] == expected
+
+
+@pytest.mark.parametrize("tf", ["M5", "M15", "H1"])
+def test_history_bars_are_their_minute_bars_aggregated(tf):
+    s = sim(symbols=["BTCUSD"])
+    m1 = s.history("BTCUSD", TIMEFRAMES["M1"], 1000)
+    seconds = TIMEFRAMES[tf].seconds
+    for bar in s.history("BTCUSD", TIMEFRAMES[tf], 10):
+        minutes = [m for m in m1 if bar.time <= m.time < bar.time + seconds]
+        assert minutes[0].time == bar.time  # inside the minute history
+        assert (bar.open, bar.high, bar.low, bar.close) == (
+            minutes[0].open, max(m.high for m in minutes), min(m.low for m in minutes), minutes[-1].close)
+        assert bar.tick_volume == sum(m.tick_volume for m in minutes)
+        assert bar.spread == min(m.spread for m in minutes)
+
+
+def test_a_day_of_minute_bars_does_not_depend_on_the_batch_it_is_computed_in():
+    market = sim(symbols=["GBPUSD"])._markets["GBPUSD"]
+    first = (START // 1000 - ANCHOR_S) // DAY_S - 20
+    batch = market.days(first, first + 9)
+    for k in range(9):
+        alone = market.days(first + k, first + k + 1)
+        for field, values in batch.items():
+            assert np.array_equal(values[k], alone[field][0]), (k, field)
+
+
+def test_live_ticks_of_a_minute_aggregate_to_its_history_bar():
+    s = sim(symbols=["USDJPY"])
+    market = s._markets["USDJPY"]
+    minute = START // 60_000 - 30
+    bar = s.history("USDJPY", TIMEFRAMES["M1"], 31)[0]
+    ticks = market.minute_ticks(minute)
+    bids = [bid for _, bid, _ in ticks]
+    assert bar.time == minute * 60
+    assert (bar.open, bar.high, bar.low, bar.close, bar.tick_volume) == (
+        bids[0], max(bids), min(bids), bids[-1], len(ticks))

@@ -16,14 +16,18 @@ random walk stamped with the wall clock; that mode is not restart-reproducible.
 """
 from __future__ import annotations
 
+import calendar
 import heapq
 import math
+import time
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from engine.candle_store import PRICES, Bars
 from engine.models import Book, Candle, SymbolInfo, Tick
 from engine.sources.base import MarketSource
 from engine.timeframes import Timeframe
@@ -35,7 +39,9 @@ BOOK_LEVELS = 10
 # History is built from M1 bars; this bounds that work (about 1000 days).
 MAX_HISTORY_MINUTES = 1_500_000
 MAX_RATE_BATCH = 512
-DAY_CACHE = 3
+LEVEL_MARGIN = 64  # days of the level walk kept around what was asked
+LIVE_MINUTES = 60  # minute bars kept for live ticks: a day is recomputed once an hour per symbol
+HISTORY_CHUNK_DAYS = 8  # days computed together for history: small temporaries stay in cache
 _MEAN_REVERSION = 0.01  # per day, pulls the walk back towards the anchor price
 
 
@@ -80,110 +86,153 @@ def _rng(seed: int, symbol: str, *index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(symbol.encode()), *index])
 
 
-class _DayBars:
-    """The 1440 M1 bars of one symbol's UTC day, as arrays."""
-
-    __slots__ = ("open", "high", "low", "close", "ticks", "spread")
-
-    def __init__(self, o: np.ndarray, h: np.ndarray, l: np.ndarray, c: np.ndarray,
-                 n: np.ndarray, spread: np.ndarray) -> None:
-        self.open, self.high, self.low, self.close, self.ticks, self.spread = o, h, l, c, n, spread
+_BAR_FIELDS = ("open", "high", "low", "close", "ticks", "spread")
 
 
 class SimMarket:
-    """The pure price model of one symbol: day levels, minute bars and a minute's ticks."""
+    """The pure price model of one symbol: day levels, minute bars and a minute's ticks.
+
+    Whole days are the unit of computation (a day's minutes are a bridge between its levels).
+    History computes its days in batches and keeps nothing; live ticks keep only the next
+    ``LIVE_MINUTES`` minute bars and the current minute's ticks, so a thousand symbols stay small.
+    """
 
     def __init__(self, sym: SimSymbol, seed: int, ticks_per_minute: float) -> None:
         self.sym = sym
         self.seed = seed
         self.ticks_per_minute = ticks_per_minute
-        self._levels = np.zeros(1)  # log level at the start of day d (relative to anchor)
-        self._days: dict[int, _DayBars] = {}
+        self._levels = np.empty(0)  # log levels at the start of days _levels_from, ...
+        self._levels_from = 0
+        self._live = np.empty((0, len(_BAR_FIELDS)))  # minute bars from _live_from on, one a row
+        self._live_from = 0
+        self._ticks: tuple[int, list[tuple[int, float, float]]] = (-1, [])
 
-    def _level(self, day: int) -> float:
-        if day >= len(self._levels):
-            n = day + 64
-            z = _rng(self.seed, self.sym.info.name, 0).standard_normal(n) * self.sym.daily_vol
-            levels = np.empty(n)
+    def levels(self, first_day: int, last_day: int) -> np.ndarray:
+        """Log levels (relative to the anchor price) at the start of days ``first_day..last_day``."""
+        lo, hi = first_day - self._levels_from, last_day - self._levels_from
+        if lo < 0 or hi >= len(self._levels):
+            n = last_day + LEVEL_MARGIN
+            z = (_rng(self.seed, self.sym.info.name, 0).standard_normal(n) * self.sym.daily_vol).tolist()
+            walk = [0.0] * n
             x = 0.0
             for d in range(n):  # an AR(1) walk: sequential by nature, cheap at one step per day
-                levels[d] = x
+                walk[d] = x
                 x = x * (1.0 - _MEAN_REVERSION) + z[d]
-            self._levels = levels
-        return float(self._levels[day])
+            # Keep a window: start-up, history and the next weeks of live ticks all fall in it.
+            self._levels_from = max(0, first_day - LEVEL_MARGIN)
+            self._levels = np.array(walk[self._levels_from:])
+            lo, hi = first_day - self._levels_from, last_day - self._levels_from
+        return self._levels[lo:hi + 1]
 
-    def day(self, day: int) -> _DayBars:
-        """Bars of day ``day`` (counted from the anchor), cached."""
-        bars = self._days.get(day)
-        if bars is not None:
-            return bars
+    def days(self, first_day: int, last_day: int) -> dict[str, np.ndarray]:
+        """M1 bars of days ``[first_day, last_day)`` (counted from the anchor), ``(days, 1440)`` each.
+
+        The random draws are per day (each day has its own stream); the arithmetic runs on all
+        the days at once, element by element as for one day, so a day's bars do not depend on
+        the batch it was computed in.
+        """
+        n = last_day - first_day
         sym = self.sym
-        rng = _rng(self.seed, sym.info.name, 1, day)
         vol_m = sym.daily_vol / math.sqrt(MINUTES_PER_DAY)
-        start, end = self._level(day), self._level(day + 1)
-        walk = np.cumsum(rng.standard_normal(MINUTES_PER_DAY) * vol_m)
+        steps = np.empty((n, MINUTES_PER_DAY))
+        wick = np.empty((n, 2, MINUTES_PER_DAY))
+        ticks = np.empty((n, MINUTES_PER_DAY), np.int64)
+        spread = np.empty((n, MINUTES_PER_DAY), np.int64)
+        for k in range(n):
+            rng = _rng(self.seed, sym.info.name, 1, first_day + k)
+            rng.standard_normal(out=steps[k])
+            rng.standard_normal(out=wick[k])
+            ticks[k] = rng.poisson(self.ticks_per_minute, MINUTES_PER_DAY)
+            spread[k] = rng.integers(sym.spread[0], sym.spread[1] + 1, MINUTES_PER_DAY)
+        # In place, but the same operations in the same order as a formula per day would do.
+        levels = self.levels(first_day, last_day)
+        start, end = levels[:-1, None], levels[1:, None]
+        steps *= vol_m
+        walk = np.cumsum(steps, axis=1, out=steps)
         frac = np.arange(1, MINUTES_PER_DAY + 1) / MINUTES_PER_DAY
-        log_close = start + walk - frac * walk[-1] + frac * (end - start)
+        bridge = frac * walk[:, -1:]
+        walk += start
+        walk -= bridge
+        walk += frac * (end - start)
         digits = sym.info.digits
-        close = np.round(sym.price * np.exp(log_close), digits)
+        close = np.exp(walk, out=walk)
+        close *= sym.price
+        np.round(close, digits, out=close)
         open_ = np.empty_like(close)
-        open_[0] = round(sym.price * math.exp(start), digits)
-        open_[1:] = close[:-1]
-        wick = np.abs(rng.standard_normal((2, MINUTES_PER_DAY))) * vol_m * 0.5 * close
-        high = np.round(np.maximum(open_, close) + wick[0], digits)
-        low = np.round(np.minimum(open_, close) - wick[1], digits)
-        ticks = np.maximum(4, rng.poisson(self.ticks_per_minute, MINUTES_PER_DAY))
-        spread = rng.integers(sym.spread[0], sym.spread[1] + 1, MINUTES_PER_DAY)
-        bars = _DayBars(open_, high, low, close, ticks, spread)
-        # Live ticks need only today (and yesterday, around midnight); history reads each day
-        # once, in order. A tiny cache keeps a thousand symbols' memory flat.
-        if len(self._days) >= DAY_CACHE:
-            self._days.pop(next(iter(self._days)))
-        self._days[day] = bars
-        return bars
+        open_[:, 0] = [self._day_open(level) for level in levels[:-1].tolist()]
+        open_[:, 1:] = close[:, :-1]
+        np.abs(wick, out=wick)
+        wick *= vol_m
+        wick *= 0.5
+        wick *= close[:, None, :]
+        high = np.maximum(open_, close)
+        high += wick[:, 0]
+        low = np.minimum(open_, close)
+        low -= wick[:, 1]
+        return {"open": open_, "high": np.round(high, digits, out=high),
+                "low": np.round(low, digits, out=low), "close": close,
+                "ticks": np.maximum(ticks, 4, out=ticks), "spread": spread}
 
-    def minute_bars(self, first_minute: int, last_minute: int) -> dict[str, np.ndarray]:
-        """M1 bars for absolute minutes ``[first_minute, last_minute)`` as column arrays."""
-        anchor_minute = ANCHOR_S // 60
-        cols: dict[str, list[np.ndarray]] = {k: [] for k in _DayBars.__slots__}
-        m = first_minute
-        while m < last_minute:
-            rel = m - anchor_minute
-            d, i = divmod(rel, MINUTES_PER_DAY)
-            j = min(MINUTES_PER_DAY, i + last_minute - m)
-            bars = self.day(d)
-            for k in cols:
-                cols[k].append(getattr(bars, k)[i:j])
-            m += j - i
-        out = {k: np.concatenate(v) if v else np.empty(0) for k, v in cols.items()}
-        out["time"] = np.arange(first_minute, last_minute, dtype=np.int64) * 60
+    def _day_open(self, level: float) -> float:
+        return round(self.sym.price * math.exp(level), self.sym.info.digits)
+
+    def minute_bars(self, first_minute: int, last_minute: int, now_ms: int) -> dict[str, np.ndarray]:
+        """M1 bars of absolute minutes ``[first_minute, last_minute)`` as columns, then the bar of
+        minute ``last_minute`` made of its ticks up to ``now_ms`` if it has any yet."""
+        anchor = ANCHOR_S // 60
+        n = last_minute - first_minute
+        out = {k: np.empty(n + 1, np.float64 if k in PRICES else np.int64) for k in _BAR_FIELDS}
+        first_day = (first_minute - anchor) // MINUTES_PER_DAY
+        last_day = (last_minute - 1 - anchor) // MINUTES_PER_DAY + 1 if n else first_day
+        for d0 in range(first_day, last_day, HISTORY_CHUNK_DAYS):
+            d1 = min(d0 + HISTORY_CHUNK_DAYS, last_day)
+            bars = self.days(d0, d1)
+            base = anchor + d0 * MINUTES_PER_DAY
+            lo, hi = max(first_minute, base), min(last_minute, base + (d1 - d0) * MINUTES_PER_DAY)
+            for k in _BAR_FIELDS:
+                out[k][lo - first_minute:hi - first_minute] = bars[k].reshape(-1)[lo - base:hi - base]
+        partial = self._partial_minute(last_minute, now_ms)
+        if partial is None:
+            n -= 1
+        else:
+            for k, v in zip(_BAR_FIELDS, partial):
+                out[k][n] = v
+        out = {k: v[:n + 1] for k, v in out.items()}
+        out["time"] = np.arange(first_minute, first_minute + n + 1, dtype=np.int64) * 60
         return out
 
-    def partial_minute(self, minute: int, now_ms: int) -> dict[str, np.ndarray] | None:
-        """The M1 bar of ``minute`` made of its ticks up to ``now_ms``, or None before its first."""
-        ticks = [t for t in self.minute_ticks(minute) if t[0] <= now_ms]
-        if not ticks:
+    def _partial_minute(self, minute: int, now_ms: int) -> tuple[float, ...] | None:
+        """The bar of ``minute`` made of its ticks up to ``now_ms``, or None before its first."""
+        bids = [bid for t, bid, _ in self.minute_ticks(minute) if t <= now_ms]
+        if not bids:
             return None
-        bids = [t[1] for t in ticks]
-        d, i = divmod(minute - ANCHOR_S // 60, MINUTES_PER_DAY)
-        return {
-            "time": np.array([minute * 60]), "open": np.array([bids[0]]),
-            "high": np.array([max(bids)]), "low": np.array([min(bids)]),
-            "close": np.array([bids[-1]]), "ticks": np.array([len(bids)]),
-            "spread": self.day(d).spread[i:i + 1],
-        }
+        return bids[0], max(bids), min(bids), bids[-1], len(bids), self._minute_bar(minute)[5]
+
+    def _minute_bar(self, minute: int) -> tuple[float, float, float, float, int, int]:
+        """(open, high, low, close, ticks, spread) of absolute minute ``minute``, for live ticks."""
+        j = minute - self._live_from
+        if not 0 <= j < len(self._live):
+            d, i = divmod(minute - ANCHOR_S // 60, MINUTES_PER_DAY)
+            bars = self.days(d, d + 1)
+            # One minute back too: start-up reads the previous minute's close.
+            first = max(0, i - 1)
+            rows = slice(first, i + LIVE_MINUTES)
+            self._live = np.stack([bars[k][0, rows] for k in _BAR_FIELDS], axis=1)
+            self._live_from, j = minute - (i - first), i - first
+        o, h, l, c, n, spread = self._live[j].tolist()
+        return o, h, l, c, int(n), int(spread)
 
     def day_open(self, ts: int) -> float:
         """The first price of the UTC day containing ``ts`` (seconds)."""
-        return float(self.day((ts - ANCHOR_S) // DAY_S).open[0])
+        day = (ts - ANCHOR_S) // DAY_S
+        return self._day_open(float(self.levels(day, day)[0]))
 
     def minute_ticks(self, minute: int) -> list[tuple[int, float, float]]:
         """The ticks of absolute minute ``minute``: ``(time_msc, bid, ask)`` in time order."""
-        d, i = divmod(minute - ANCHOR_S // 60, MINUTES_PER_DAY)
-        bars = self.day(d)
-        o, h, l, c = (float(a[i]) for a in (bars.open, bars.high, bars.low, bars.close))
-        n = int(bars.ticks[i])
-        spread = int(bars.spread[i]) * self.sym.info.point
+        if self._ticks[0] == minute:
+            return self._ticks[1]
+        o, h, l, c, n, spread_points = self._minute_bar(minute)
+        spread = spread_points * self.sym.info.point
         rng = _rng(self.seed, self.sym.info.name, 2, minute)
         offsets = np.sort(rng.integers(0, 60_000, n))
         # A bridge from open to close; then pin the high and the low on two interior ticks.
@@ -198,36 +247,51 @@ class SimMarket:
         digits = self.sym.info.digits
         bids = np.round(path, digits).tolist()
         base = minute * 60_000
-        return [
+        ticks = [
             (base + int(off), bid, round(bid + spread, digits))
             for off, bid in zip(offsets.tolist(), bids)
         ]
+        # The source holds the same list while the minute is live; history reads it once more.
+        self._ticks = (minute, ticks)
+        return ticks
 
 
-def _aggregate(symbol: str, tf: Timeframe, m1: dict[str, np.ndarray]) -> list[Candle]:
-    """Group M1 bars into ``tf`` bars (``m1`` time-ordered)."""
+def _first_open(tf: Timeframe, now_s: int, count: int) -> int:
+    """Open time of the first of ``count`` bars of ``tf`` ending with the one containing ``now_s``."""
+    last = tf.bar_open(now_s)
+    if tf.seconds:
+        return last - (count - 1) * tf.seconds
+    year, month = time.gmtime(last)[:2]
+    k = year * 12 + month - 1 - (count - 1)
+    return calendar.timegm((k // 12, k % 12 + 1, 1, 0, 0, 0))
+
+
+def _opens(tf: Timeframe, first: int, last: int) -> np.ndarray:
+    """Open times of the bars of ``tf`` from the one opening at ``first`` to the one holding ``last``."""
+    if tf.seconds:
+        return np.arange(first, last + 1, tf.seconds, dtype=np.int64)
+    opens = [first]
+    while (t := tf.next_open(opens[-1])) <= last:
+        opens.append(t)
+    return np.array(opens, np.int64)
+
+
+def _aggregate(tf: Timeframe, m1: dict[str, np.ndarray], first: int) -> Bars:
+    """Group gapless, time-ordered M1 bars into ``tf`` bars, from the bar opening at ``first``."""
     times = m1["time"]
     if not len(times):
-        return []
-    if tf.seconds and tf.seconds < 7 * DAY_S:
-        keys = times - times % tf.seconds
-    else:
-        keys = np.array([tf.bar_open(int(t)) for t in times], dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        return Bars.from_candles(())
+    t0 = int(times[0])
+    opens = _opens(tf, first, int(times[-1]))
+    opens = opens[opens >= t0]  # a bar opening before the minute bars would be incomplete
+    starts = (opens - t0) // 60
     ends = np.r_[starts[1:], len(times)] - 1
-    opens = m1["open"][starts]
-    highs = np.maximum.reduceat(m1["high"], starts)
-    lows = np.minimum.reduceat(m1["low"], starts)
-    closes = m1["close"][ends]
-    vols = np.add.reduceat(m1["ticks"], starts)
-    spreads = np.minimum.reduceat(m1["spread"], starts)
-    return [
-        Candle(symbol, tf.name, int(k), o, h, l, c, int(v), int(s), 0)
-        for k, o, h, l, c, v, s in zip(
-            keys[starts].tolist(), opens.tolist(), highs.tolist(), lows.tolist(),
-            closes.tolist(), vols.tolist(), spreads.tolist(),
-        )
-    ]
+    return Bars(
+        opens, m1["open"][starts], np.maximum.reduceat(m1["high"], starts),
+        np.minimum.reduceat(m1["low"], starts), m1["close"][ends],
+        np.add.reduceat(m1["ticks"], starts), np.minimum.reduceat(m1["spread"], starts),
+        np.zeros(len(opens), np.int64),
+    )
 
 
 class SimSource(MarketSource):
@@ -254,8 +318,6 @@ class SimSource(MarketSource):
 
     def start(self) -> None:
         if self._start_ms is None:
-            import time
-
             self._start_ms = time.time_ns() // 1_000_000
         now = self._start_ms
         if self.rate == 0:
@@ -290,18 +352,19 @@ class SimSource(MarketSource):
 
     def history(self, symbol: str, timeframe: Timeframe, count: int) -> list[Candle]:
         """``count`` bars up to the start instant, the forming bar last (with its ticks so far)."""
+        bars = self.history_arrays(symbol, {timeframe: count})[timeframe.name]
+        return bars.candles(symbol, timeframe.name)
+
+    def history_arrays(self, symbol: str, counts: Mapping[Timeframe, int]) -> dict[str, Bars]:
+        """``history`` of several timeframes at once, as arrays: the minute bars of the longest
+        span are computed once and every timeframe is aggregated from them."""
         market = self._markets[symbol]
         now = self._start_ms
         now_minute = now // 60_000
-        first_open = timeframe.bar_open(now // 1000)
-        for _ in range(count - 1):
-            first_open = timeframe.bar_open(first_open - 1)
-        first_minute = max(first_open // 60, now_minute - MAX_HISTORY_MINUTES)
-        m1 = market.minute_bars(first_minute, now_minute)
-        partial = market.partial_minute(now_minute, now)
-        if partial is not None:
-            m1 = {k: np.concatenate((m1[k], partial[k])) for k in m1}
-        return _aggregate(symbol, timeframe, m1)[-count:]
+        firsts = {tf: _first_open(tf, now // 1000, count) for tf, count in counts.items()}
+        first_minute = max(min(firsts.values()) // 60, now_minute - MAX_HISTORY_MINUTES)
+        m1 = market.minute_bars(first_minute, now_minute, now)
+        return {tf.name: _aggregate(tf, m1, firsts[tf])[-count:] for tf, count in counts.items()}
 
     def poll(self, now_ms: int) -> list[Tick]:
         if self._walk is not None:
