@@ -21,7 +21,7 @@ CandleEvent = tuple[Candle, bool]
 
 
 class _Series:
-    __slots__ = ("tf", "forming", "start_ms", "end_ms", "closed", "last_emit_ms", "dirty")
+    __slots__ = ("tf", "forming", "start_ms", "end_ms", "closed", "newest", "last_emit_ms", "dirty")
 
     def __init__(self, tf: Timeframe, max_candles: int, point: float) -> None:
         self.tf = tf
@@ -29,6 +29,8 @@ class _Series:
         self.start_ms = 0
         self.end_ms = 0
         self.closed = CandleRing(max_candles, point)
+        # The newest closed bar as an object too: the daily summary reads it for every symbol.
+        self.newest: Candle | None = None
         self.last_emit_ms = -(1 << 62)
         self.dirty = False
 
@@ -64,6 +66,7 @@ class CandleAggregator:
             history = Bars.from_candles(history)
         s = self._series[timeframe]
         s.closed.load(history[:-1])
+        s.newest = Candle(self.symbol, timeframe, *s.closed.row(-1)) if len(s.closed) else None
         s.forming = Candle(self.symbol, timeframe, *history[-1:].rows()[0]) if len(history) else None
         if s.forming is not None:
             s.start_ms = s.forming.time * 1000
@@ -134,6 +137,7 @@ class CandleAggregator:
     def _close(self, s: _Series, events: list[CandleEvent]) -> None:
         c = s.forming
         s.closed.append(c)
+        s.newest = c
         s.forming = None
         s.dirty = False
         events.append((c, True))
@@ -145,7 +149,9 @@ class CandleAggregator:
         """
         s = self._series[timeframe]
         n = min(count - (s.forming is not None), len(s.closed))
-        bars = [Candle(self.symbol, timeframe, *s.closed.row(k)) for k in range(-n, 0)]
+        bars = [Candle(self.symbol, timeframe, *s.closed.row(k)) for k in range(-n, -1)]
+        if n > 0:
+            bars.append(s.newest)
         if s.forming is not None:
             bars.append(s.forming)
         return bars

@@ -61,7 +61,10 @@ class Bars:
 
     def rows(self) -> list[tuple[Any, ...]]:
         """Each bar as a tuple of Python numbers, in ``COLUMNS`` order."""
-        return list(zip(*(getattr(self, f).tolist() for f in COLUMNS)))
+        return list(zip(*self._lists()))
+
+    def _lists(self) -> list[list[Any]]:
+        return [getattr(self, f).tolist() for f in COLUMNS]
 
     def candles(self, symbol: str, timeframe: str) -> list[Candle]:
         return [Candle(symbol, timeframe, *row) for row in self.rows()]
@@ -71,7 +74,7 @@ class Bars:
         return [
             {"symbol": symbol, "timeframe": timeframe, "time": t, "open": o, "high": h, "low": lo,
              "close": c, "tick_volume": v, "spread": s, "real_volume": r, "closed": closed}
-            for t, o, h, lo, c, v, s, r in self.rows()
+            for t, o, h, lo, c, v, s, r in zip(*self._lists())
         ]
 
 
