@@ -48,10 +48,13 @@ class CountingTransport:
     def bundle(self, wires: list[Wire]) -> Bundle:
         return Bundle(wires)
 
-    def backlog(self, sid: str) -> int:
+    def connection(self, sid: str) -> CountingTransport:
+        return self
+
+    def backlog(self) -> int:
         return 0
 
-    def send(self, sid: str, bundle: Bundle) -> None:
+    def send(self, bundle: Bundle) -> None:
         self.writes += 1
         self.bytes += len(bundle.frames)
 

@@ -5,8 +5,8 @@
 
 One ``mt5-engine`` (sim, 100 ticks/s over 5 symbols) and one ``mt5-bridge`` run as their own
 processes. The clients are the real ``socket.io-client`` (npm, pinned in bridge/js) under Node,
-over websocket: ``--probes`` of them in one process at normal priority measure latency, the rest
-load the bridge from ``--client-procs`` processes at nice 10. On a 2-core machine the load
+over websocket: ``--probes`` of them in one process (niceness ``--probe-nice``) measure latency,
+the rest load the bridge from ``--client-procs`` processes at nice 10. On a 2-core machine the load
 clients need more CPU than the bridge (Python clients would need several times more), so the
 probes show what a client that is not starved of CPU sees, and the load clients' own figures
 are reported beside them. Per client count:
@@ -14,7 +14,8 @@ are reported beside them. Per client count:
   latency_ms        probes: p50/p99/max from the tick's ``time_msc`` (engine clock) to receipt
   latency_ms_load_clients / _all_clients   the same for the niced load clients / everyone
   bridge_tick_to_write_ms   the bridge's own view: tick time to the end of the flush that wrote
-                    it to every subscriber (its last ~1000 ticks)
+                    it to every subscriber; bridge_flush_ms / _late_ms: how long its flushes
+                    took and how late they started (each over the bridge's last ~8 s)
   bridge_cpu_pct    the bridge process' CPU over the window (100 = one core), from /proc/PID/stat
   client_cpu_pct    all Node client processes together
   conflated         ticks/books replaced by a later one within the same flush (by design)
@@ -87,9 +88,7 @@ process.stdin.on("data", (line) => {
   setTimeout(() => { measuring = true; }, Math.max(0, start - Date.now()));
   setTimeout(() => {
     measuring = false; done = true;
-    const cpu = process.cpuUsage();
-    const line = JSON.stringify({ events, ticks, byEvent, hist: [...hist], connected, failed, disconnects, subscribeErrors,
-                                  cpu_s: (cpu.user + cpu.system) / 1e6 }) + "\n";
+    const line = JSON.stringify({ events, ticks, byEvent, hist: [...hist], connected, failed, disconnects, subscribeErrors }) + "\n";
     for (const s of sockets) s.disconnect();
     process.stdout.write(line, () => process.exit(0));
   }, Math.max(0, stop - Date.now()));
@@ -136,7 +135,7 @@ def _latency(hist: dict[int, int]) -> dict[str, float]:
 
 
 def run_point(bridge: BridgeProcess, node: str, script: Path, clients: int, procs: int, probes: int,
-              seconds: float, timeframe: str, batch_ms: int) -> dict:
+              seconds: float, timeframe: str, batch_ms: int, probe_nice: int) -> dict:
     """``probes`` clients in one normal-priority process, the rest spread over ``procs`` niced ones."""
     load = clients - probes
     shares = [load // procs + (1 if k < load % procs else 0) for k in range(procs)]
@@ -147,7 +146,7 @@ def run_point(bridge: BridgeProcess, node: str, script: Path, clients: int, proc
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                 preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
 
-    children = [spawn(probes, 0)] + [spawn(n, LOAD_NICENESS) for n in shares if n]
+    children = [spawn(probes, probe_nice)] + [spawn(n, LOAD_NICENESS) for n in shares if n]
     try:
         for child in children:
             line = child.stdout.readline().strip()
@@ -161,8 +160,10 @@ def run_point(bridge: BridgeProcess, node: str, script: Path, clients: int, proc
             child.stdin.flush()
         time.sleep(max(0.0, start - time.time()))
         cpu0, stats0 = cpu_seconds(bridge.proc.pid), health(bridge)["stats"]
+        clients0 = sum(cpu_seconds(c.pid) for c in children)
         time.sleep(max(0.0, stop - time.time()))
         cpu1, stats1 = cpu_seconds(bridge.proc.pid), health(bridge)["stats"]
+        clients1 = sum(cpu_seconds(c.pid) for c in children)
         results = [json.loads(child.stdout.readline()) for child in children]
     finally:
         for child in children:
@@ -188,7 +189,9 @@ def run_point(bridge: BridgeProcess, node: str, script: Path, clients: int, proc
         "latency_ms_load_clients": _latency(load_hist),
         "bridge_tick_to_write_ms": stats1["tick_to_write_ms"],
         "bridge_cpu_pct": bridge_cpu,
-        "client_cpu_pct": round(100.0 * sum(r["cpu_s"] for r in results) / (seconds + 1.5), 1),
+        "bridge_flush_ms": stats1["flush_ms"],
+        "bridge_flush_late_ms": stats1["flush_late_ms"],
+        "client_cpu_pct": round(100.0 * (clients1 - clients0) / seconds, 1),
         "conflated": stats1["conflated"] - stats0["conflated"],
         "skipped_slow": stats1["skipped_slow"] - stats0["skipped_slow"],
         "slow_disconnects": stats1["slow_disconnects"] - stats0["slow_disconnects"],
@@ -204,7 +207,9 @@ def main() -> int:
     parser.add_argument("--clients", default="100,500,1000")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--client-procs", type=int, default=2, help="processes for the load clients")
-    parser.add_argument("--probes", type=int, default=10, help="latency probe clients (normal priority)")
+    parser.add_argument("--probes", type=int, default=10, help="latency probe clients")
+    parser.add_argument("--probe-nice", type=int, default=0,
+                        help="niceness of the probe process (negative, as root, to model clients with a CPU of their own)")
     parser.add_argument("--timeframe", default="", help="also subscribe to this timeframe (candles, indicators)")
     parser.add_argument("--batch-ms", type=int, default=50)
     parser.add_argument("--out", default="")
@@ -221,7 +226,7 @@ def main() -> int:
             bridge.start()
             for n in (int(x) for x in args.clients.split(",")):
                 point = run_point(bridge, node, script, n, args.client_procs, min(args.probes, n), args.seconds,
-                                  args.timeframe, args.batch_ms)
+                                  args.timeframe, args.batch_ms, args.probe_nice)
                 points.append(point)
                 print(json.dumps(point), file=sys.stderr, flush=True)
         finally:
@@ -235,6 +240,7 @@ def main() -> int:
         "timeframe": args.timeframe or None,
         "batch_interval_ms": args.batch_ms,
         "target": f"p99 <= {args.batch_ms + 25} ms and bridge < 100% of one core",
+        "niceness": {"bridge": 0, "engine": 0, "probes": args.probe_nice, "load_clients": LOAD_NICENESS},
         "points": points,
     }
     text = json.dumps(report, indent=2)

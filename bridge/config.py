@@ -23,6 +23,8 @@ class BridgeConfig:
     # The engine's timeframes (same variable as the engine's): what clients may subscribe to.
     timeframes: tuple[str, ...] = field(default=DEFAULT_TIMEFRAMES, metadata={"env": "TIMEFRAMES"})
     batch_interval_ms: int = field(default=50, metadata={"env": "BATCH_INTERVAL_MS"})
+    # Client groups flushed in turn, each every BATCH_INTERVAL_MS: spreads the writes of a flush.
+    batch_phases: int = field(default=4, metadata={"env": "BATCH_PHASES"})
     cache_ttl_seconds: float = field(default=30.0, metadata={"env": "CACHE_TTL_SECONDS"})
     max_candles: int = field(default=1000, metadata={"env": "MAX_CANDLES"})
     token: str = field(default="", repr=False, metadata={"env": "BRIDGE_TOKEN"})
@@ -51,6 +53,8 @@ class BridgeConfig:
             raise ConfigError(f"WS_PORT must be 1..65535, got {self.ws_port}")
         if not 1 <= self.batch_interval_ms <= 10_000:
             raise ConfigError("BATCH_INTERVAL_MS must be between 1 and 10000")
+        if not 1 <= self.batch_phases <= 32:
+            raise ConfigError("BATCH_PHASES must be between 1 and 32")
         if not 1 <= self.max_candles <= 100_000:
             raise ConfigError("MAX_CANDLES must be between 1 and 100000")
         if self.cache_ttl_seconds < 0:

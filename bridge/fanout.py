@@ -16,18 +16,24 @@ from bridge.batching import Packet
 
 ALL = "*"  # the room every client is in (account_update, market_summary)
 SLOW_CONSUMER = "slow consumer: the client did not read its updates"
+ROTATION_STRIDE = 397  # members to advance the starting point by, per flush
+
+
+class Connection(Protocol):
+    def backlog(self) -> int: ...
+    def send(self, bundle: Any) -> None: ...
 
 
 class Transport(Protocol):
     def wrap(self, text: str) -> Any: ...
     def bundle(self, wires: list[Any]) -> Any: ...
-    def backlog(self, sid: str) -> int: ...
-    def send(self, sid: str, bundle: Any) -> None: ...
+    def connection(self, sid: str) -> Connection | None: ...
     def disconnect(self, sid: str, reason: str) -> None: ...
 
 
 @dataclass(slots=True)
 class _Member:
+    group: int
     rooms: frozenset[str] = frozenset()
     stale: set[str] = field(default_factory=set)
 
@@ -47,24 +53,31 @@ _Items = list[tuple[Any, bool, str, str]]
 class Fanout:
     """Who is in which room, and each flush's delivery to them."""
 
-    def __init__(self, transport: Transport, soft: int, hard: int) -> None:
+    def __init__(self, transport: Transport, soft: int, hard: int, groups: int = 1) -> None:
         self.transport = transport
         self.soft = soft
         self.hard = hard
         self.rooms: dict[str, set[str]] = defaultdict(set)
         self.members: dict[str, _Member] = {}
+        # Clients in turn go to groups 0..groups-1; ``deliver`` serves one group.
+        self.groups: list[dict[str, _Member]] = [{} for _ in range(groups)]
+        self._next_group = 0
         # Latest droppable wire per (room, event): what a stale or new member is sent.
         self._latest: dict[str, dict[str, Any]] = defaultdict(dict)
         self.stats = FanoutStats()
+        self._turn = 0
 
     def add_client(self, sid: str) -> None:
-        self.members[sid] = _Member()
+        member = self.members[sid] = _Member(group=self._next_group)
+        self.groups[member.group][sid] = member
+        self._next_group = (self._next_group + 1) % len(self.groups)
         self.join(sid, [ALL])
 
     def remove_client(self, sid: str) -> None:
         member = self.members.pop(sid, None)
         if member is None:
             return
+        del self.groups[member.group][sid]
         for room in member.rooms:
             self._leave(sid, room)
 
@@ -103,8 +116,8 @@ class Fanout:
         """Room memberships, not counting the room every client is in."""
         return sum(len(m.rooms) - 1 for m in self.members.values())
 
-    def deliver(self, batch: dict[str, list[Packet]]) -> None:
-        """Send one flush: ``{room: packets}`` serialised once per room.
+    def deliver(self, batch: dict[str, list[Packet]], group: int = 0) -> None:
+        """Send one flush to the members of ``group``: ``{room: packets}`` serialised once per room.
 
         Members with the same set of rooms share one bundle (the concatenation is built once).
         """
@@ -117,7 +130,12 @@ class Fanout:
                 if droppable:
                     latest[event] = wire
         shared: dict[frozenset[str], tuple[_Items, Any]] = {}
-        for sid, member in list(self.members.items()):  # a slow one may be removed meanwhile
+        members = list(self.groups[group].items())  # a slow one may be removed meanwhile
+        if members:
+            # Start at a different member each flush, so no client is always written last.
+            self._turn = (self._turn + ROTATION_STRIDE) % len(members)
+            members = members[self._turn:] + members[:self._turn]
+        for sid, member in members:
             group = shared.get(member.rooms)
             if group is None:
                 items = [item for room in member.rooms if room in by_room for item in by_room[room]]
@@ -126,9 +144,10 @@ class Fanout:
                 self._deliver_one(sid, member, *group)
 
     def _deliver_one(self, sid: str, member: _Member, items: _Items, bundle: Any) -> None:
-        backlog = self.transport.backlog(sid)
-        if backlog < 0:
-            return  # gone; its disconnect handler will remove it
+        conn = self.transport.connection(sid)
+        if conn is None:
+            return  # not connected yet, or gone (its disconnect handler will remove it)
+        backlog = conn.backlog()
         if backlog > self.hard:
             self.stats.slow_disconnects += 1
             self.remove_client(sid)
@@ -153,9 +172,9 @@ class Fanout:
         else:
             self.stats.deliveries += 1
             self.stats.packets_sent += len(items)
-            self.transport.send(sid, bundle)
+            conn.send(bundle)
             return
         if wires:
             self.stats.deliveries += 1
             self.stats.packets_sent += len(wires)
-            self.transport.send(sid, self.transport.bundle(wires))
+            conn.send(self.transport.bundle(wires))

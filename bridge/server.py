@@ -1,8 +1,9 @@
 """The Socket.IO bridge: python-socketio on aiohttp, fed by the bus, answering from cache or RPC.
 
-Tasks: the bus reader (updates into the ``Batcher``, caches, engine status), the flusher (every
-``BATCH_INTERVAL_MS``: serialise each room once, hand it to the ``Fanout``), the RPC receiver and
-the monitor (engine health, ``health`` events on change, symbol list refresh).
+Tasks: the bus reader (updates into the ``Batcher`` of each phase, caches, engine status), the
+flusher (every ``BATCH_INTERVAL_MS / BATCH_PHASES``: serialise each room of one phase once and
+hand it to the ``Fanout`` for that phase's client group), the RPC receiver and the monitor
+(engine health, ``health`` events on change, snapshot resync, symbol list refresh).
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree
     VERSION = "0.0.0"
 
-LATENCY_WINDOW = 1000  # ticks: ~10 s at the sim's default rate
+LATENCY_WINDOW = 500  # recent ticks (~8 s for 5 symbols at the sim's default rate)
+FLUSH_WINDOW = 640  # recent flushes (8 s at 50 ms and 4 phases)
 SUBSCRIBED_PREFIXES = [f"{kind}:".encode() for kind in (TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY, HEALTH)]
 MONITOR_INTERVAL_S = 0.25
 SYMBOLS_RETRY_S = 0.25
@@ -90,8 +92,11 @@ class Bridge:
         self.sio.on("disconnect", self.on_disconnect)
         self.sio.on("*", self.on_event)
         self.transport = WireTransport(self.sio)
-        self.fanout = Fanout(self.transport, config.client_buffer_soft, config.client_buffer_hard)
-        self.batcher = Batcher()
+        self.fanout = Fanout(self.transport, config.client_buffer_soft, config.client_buffer_hard,
+                             config.batch_phases)
+        # One batcher per phase: each client group is flushed every BATCH_INTERVAL_MS, the groups
+        # staggered, so a flush's writes are spread over the interval instead of one burst.
+        self.batchers = [Batcher() for _ in range(config.batch_phases)]
         self.candles = CandleCache(config.cache_ttl_seconds, config.max_candles)
         self.symbols = ValueCache(config.cache_ttl_seconds)
         self.symbol_names: frozenset[str] | None = None
@@ -106,6 +111,8 @@ class Bridge:
         self.flushes = 0
         # Tick time_msc -> the end of the flush that wrote it to every subscriber (ms), recent ticks.
         self.tick_latency: deque[int] = deque(maxlen=LATENCY_WINDOW)
+        self.flush_ms: deque[int] = deque(maxlen=FLUSH_WINDOW)  # how long each recent flush took
+        self.flush_late_ms: deque[int] = deque(maxlen=FLUSH_WINDOW)  # and how late it started
         self.rate_limited = 0
         self.errors_sent = 0
         self._ctx: zmq.asyncio.Context | None = None
@@ -257,27 +264,31 @@ class Bridge:
         if kind == TICK:
             room = symbol_room(rest[:-1])
             if self.fanout.has_members(room):
-                self.batcher.add(room, "tick", unstamped(data))
+                self._batch(room, "tick", unstamped(data))
         elif kind == CANDLE:
             candle = unstamped(data)
             self.candles.on_candle(candle)
             room = timeframe_room(candle.get("symbol", ""), candle.get("timeframe", ""))
             if self.fanout.has_members(room):
-                self.batcher.add(room, "candles", candle, closed=bool(candle.get("closed")))
+                self._batch(room, "candles", candle, closed=bool(candle.get("closed")))
         elif kind == INDICATOR:
             room = timeframe_room(*rest[:-1].split(":", 1)) if rest.count(":") == 2 else ""
             if self.fanout.has_members(room):
-                self.batcher.add(room, "indicators", unstamped(data), closed=bool(data.get("closed")))
+                self._batch(room, "indicators", unstamped(data), closed=bool(data.get("closed")))
         elif kind == BOOK:
             room = symbol_room(rest[:-1])
             if self.fanout.has_members(room):
-                self.batcher.add(room, "order_book", unstamped(data))
+                self._batch(room, "order_book", unstamped(data))
         elif kind == ACCOUNT:
-            self.batcher.add(ALL, "account_update", unstamped(data))
+            self._batch(ALL, "account_update", unstamped(data))
         elif kind == SUMMARY:
-            self.batcher.add(ALL, "market_summary", unstamped(data))
+            self._batch(ALL, "market_summary", unstamped(data))
         elif kind == HEALTH:
             self._on_health(rest[:-1], data)
+
+    def _batch(self, room: str, event: str, payload: dict[str, Any], closed: bool = False) -> None:
+        for batcher in self.batchers:
+            batcher.add(room, event, payload, closed)
 
     def _on_sequence_break(self, kind: str, data: dict[str, Any], change: str) -> None:
         if kind == CANDLE:
@@ -299,9 +310,11 @@ class Bridge:
 
     # Background loops
     async def _flush_loop(self) -> None:
-        interval = self.config.batch_interval_ms / 1000.0
+        phases = len(self.batchers)
+        interval = self.config.batch_interval_ms / 1000.0 / phases
         loop = asyncio.get_running_loop()
         deadline = loop.time()
+        phase = 0
         while True:
             deadline += interval
             delay = deadline - loop.time()
@@ -309,13 +322,17 @@ class Bridge:
                 deadline = loop.time()
                 delay = 0
             await asyncio.sleep(delay)
-            self.flush()
+            self.flush_late_ms.append(round((loop.time() - deadline) * 1000))
+            self.flush(phase)
+            phase = (phase + 1) % phases
 
-    def flush(self) -> None:
-        """Serialise each room's updates once and deliver them."""
+    def flush(self, phase: int = 0) -> None:
+        """Serialise each room's updates of this phase once and deliver them to its client group."""
         self.flushes += 1
-        rooms = self.batcher.take()
-        self.fanout.deliver({room: encode_room(events) for room, events in rooms.items()})
+        started = time.perf_counter()
+        rooms = self.batchers[phase].take()
+        self.fanout.deliver({room: encode_room(events) for room, events in rooms.items()}, phase)
+        self.flush_ms.append(round((time.perf_counter() - started) * 1000))
         done = now_ms()
         for events in rooms.values():
             for event, payload, _ in events:
@@ -388,7 +405,8 @@ class Bridge:
             "workers": {name: ("down" if now - seen > stale else str(data.get("status", "ok")))
                         for name, (seen, data) in sorted(self.workers.items())},
             "stats": {
-                "flushes": self.flushes, "updates": self.batcher.updates, "conflated": self.batcher.conflated,
+                "flushes": self.flushes, "updates": self.batchers[0].updates,
+                "conflated": sum(b.conflated for b in self.batchers),
                 "packets_sent": stats.packets_sent, "skipped_slow": stats.skipped_slow,
                 "slow_disconnects": stats.slow_disconnects, "rate_limited": self.rate_limited,
                 "errors_sent": self.errors_sent, "bus_gaps": self.tracker.gaps,
@@ -396,6 +414,8 @@ class Bridge:
                 "cache_hits": self.candles.hits, "cache_misses": self.candles.misses,
                 "rpc_timeouts": self.rpc.timeouts if self.rpc else 0,
                 "tick_to_write_ms": _percentiles(self.tick_latency),
+                "flush_ms": _percentiles(self.flush_ms),
+                "flush_late_ms": _percentiles(self.flush_late_ms),
                 "raw_writes": self.transport.raw_writes, "queued_writes": self.transport.queued_writes,
             },
         }

@@ -87,7 +87,7 @@ class WireTransport:
     def __init__(self, sio: socketio.AsyncServer) -> None:
         self.sio = sio
         self.eio_sids: dict[str, str] = {}
-        self._connected: set[str] = set()
+        self._connections: dict[str, Connection] = {}
         self.websockets: dict[str, asyncio.Transport] = {}  # eio sid -> its TCP transport
         self.raw_writes = 0
         self.queued_writes = 0
@@ -128,47 +128,53 @@ class WireTransport:
 
     def forget(self, sid: str) -> None:
         self.eio_sids.pop(sid, None)
-        self._connected.discard(sid)
+        self._connections.pop(sid, None)
 
-    def _socket(self, sid: str) -> tuple[str, Any] | None:
-        eio_sid = self.eio_sids.get(sid)
-        if eio_sid is None:
-            return None
-        if sid not in self._connected:
+    def connection(self, sid: str) -> Connection | None:
+        """The client's connection, or ``None`` while it is not (or no longer) served."""
+        conn = self._connections.get(sid)
+        if conn is None:
+            eio_sid = self.eio_sids.get(sid)
             # Until python-socketio has queued the CONNECT packet (after the connect handler and
             # its ``connected`` event), nothing may overtake them.
-            if not self.sio.manager.is_connected(sid, "/"):
+            if eio_sid is None or not self.sio.manager.is_connected(sid, "/"):
                 return None
-            self._connected.add(sid)
-        sock = self.sio.eio.sockets.get(eio_sid)
-        return None if sock is None or sock.closed else (eio_sid, sock)
-
-    def backlog(self, sid: str) -> int:
-        """Bytes waiting to reach the client; -1 when it is gone."""
-        found = self._socket(sid)
-        if found is None:
-            return -1
-        eio_sid, sock = found
-        transport = self.websockets.get(eio_sid)
-        queued = sock.queue.qsize() * _QUEUED_PACKET_BYTES
-        return queued + (transport.get_write_buffer_size() if transport is not None else 0)
-
-    def send(self, sid: str, bundle: Bundle) -> None:
-        found = self._socket(sid)
-        if found is None:
-            return
-        eio_sid, sock = found
-        transport = self.websockets.get(eio_sid)
-        if transport is not None and sock.upgraded and sock.queue.empty() and not transport.is_closing():
-            self.raw_writes += 1
-            transport.write(bundle.frames)
-            return
-        self.queued_writes += 1
-        for wire in bundle.wires:
-            sock.queue.put_nowait(wire.packet)
+            sock = self.sio.eio.sockets.get(eio_sid)
+            if sock is None:
+                return None
+            conn = self._connections[sid] = Connection(self, eio_sid, sock)
+        return None if conn.sock.closed else conn
 
     def disconnect(self, sid: str, reason: str) -> None:
         async def close() -> None:
             await self.sio.emit("error", {"code": "slow_consumer", "message": reason, "event": ""}, to=sid)
             await self.sio.disconnect(sid)
         asyncio.get_running_loop().create_task(close())
+
+
+class Connection:
+    """One client's Engine.IO socket and, once it is on websocket, its TCP transport."""
+
+    __slots__ = ("owner", "eio_sid", "sock")
+
+    def __init__(self, owner: WireTransport, eio_sid: str, sock: Any) -> None:
+        self.owner = owner
+        self.eio_sid = eio_sid
+        self.sock = sock
+
+    def backlog(self) -> int:
+        """Bytes waiting to reach the client."""
+        tcp = self.owner.websockets.get(self.eio_sid)
+        queued = self.sock.queue.qsize() * _QUEUED_PACKET_BYTES
+        return queued + (tcp.get_write_buffer_size() if tcp is not None else 0)
+
+    def send(self, bundle: Bundle) -> None:
+        sock = self.sock
+        tcp = self.owner.websockets.get(self.eio_sid)
+        if tcp is not None and sock.upgraded and sock.queue.empty() and not tcp.is_closing():
+            self.owner.raw_writes += 1
+            tcp.write(bundle.frames)
+            return
+        self.owner.queued_writes += 1
+        for wire in bundle.wires:
+            sock.queue.put_nowait(wire.packet)

@@ -174,6 +174,17 @@ def test_value_cache_expires_and_invalidates():
 
 
 # Fan-out and the slow-client policy
+class FakeConnection:
+    def __init__(self, transport, sid):
+        self.transport, self.sid = transport, sid
+
+    def backlog(self):
+        return self.transport.backlogs.get(self.sid, 0)
+
+    def send(self, bundle):
+        self.transport.sent.setdefault(self.sid, []).extend(bundle)
+
+
 class FakeTransport:
     def __init__(self):
         self.backlogs: dict[str, int] = {}
@@ -186,11 +197,8 @@ class FakeTransport:
     def bundle(self, wires):
         return list(wires)
 
-    def backlog(self, sid):
-        return self.backlogs.get(sid, 0)
-
-    def send(self, sid, bundle):
-        self.sent.setdefault(sid, []).extend(bundle)
+    def connection(self, sid):
+        return FakeConnection(self, sid)
 
     def disconnect(self, sid, reason):
         self.disconnected.append(sid)
@@ -319,3 +327,18 @@ def test_seq_tracker_reports_gaps_and_restarts_and_orders_snapshots():
     assert not t.is_newer("tick:A:", {"seq": 1, "epoch": 2}) and t.is_newer("tick:A:", {"seq": 2, "epoch": 2})
     assert t.is_newer("tick:A:", {"seq": 1, "epoch": 3}) and not t.is_newer("tick:A:", {"seq": 9, "epoch": 1})
     assert t.check("x:", {"no": "stamps"}) is None
+
+
+def test_each_flush_serves_one_group_and_clients_are_spread_over_the_groups():
+    t = FakeTransport()
+    f = Fanout(t, soft=100, hard=1000, groups=2)
+    for sid in ("a", "b", "c"):
+        f.add_client(sid)
+        f.join(sid, ["s:EURUSD"])
+    assert [len(g) for g in f.groups] == [2, 1]
+    b = Batcher()
+    b.add("s:EURUSD", "tick", {"bid": 1})
+    f.deliver({room: encode_room(events) for room, events in b.take().items()}, group=1)
+    assert set(t.sent) == {"b"}
+    f.remove_client("b")
+    assert [len(g) for g in f.groups] == [2, 0]
