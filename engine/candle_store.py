@@ -28,6 +28,8 @@ _LADDERS: dict[str, tuple[Any, ...]] = {
     "spread": (np.int16, np.int32, np.int64),
     "real_volume": (None, np.int64),
 }
+_BOUNDS = {t: (int(np.iinfo(t).min), int(np.iinfo(t).max))
+           for ladder in _LADDERS.values() for t in ladder if t is not None}
 _POINTS = np.int32
 _POINTS_MAX = int(np.iinfo(_POINTS).max)
 _MIN_ALLOC = 8  # a series seeded with a few bars (D1 for the summary) grows only if it is used
@@ -105,10 +107,6 @@ def _point(price: float, scale: float) -> int | None:
     return q if q / scale == price and -_POINTS_MAX <= q <= _POINTS_MAX else None
 
 
-_BOUNDS = {t: (int(np.iinfo(t).min), int(np.iinfo(t).max))
-           for ladder in _LADDERS.values() for t in ladder if t is not None}
-
-
 def _fits(dtype: Any, low: int, high: int) -> bool:
     if dtype is None:
         return low == high == 0
@@ -120,6 +118,10 @@ def _rung(name: str, current: Any, low: int, high: int) -> Any:
     """The narrowest type of column ``name``, not below ``current``, that holds ``low..high``."""
     ladder = _LADDERS[name]
     return next(t for t in ladder[ladder.index(current):] if _fits(t, low, high))
+
+
+def _span(values: np.ndarray) -> tuple[int, int]:
+    return (int(values.min()), int(values.max())) if len(values) else (0, 0)
 
 
 @functools.cache
@@ -163,10 +165,7 @@ class CandleRing:
         points = None if self._scale is None else _points(prices, self._scale)
         if points is None:
             self._scale = None
-        self._ints = tuple(
-            _rung(name, _LADDERS[name][0], *((int(v.min()), int(v.max())) if n else (0, 0)))
-            for name, v in ((name, getattr(bars, name)) for name in INTEGERS)
-        )
+        self._ints = tuple(_rung(name, _LADDERS[name][0], *_span(getattr(bars, name))) for name in INTEGERS)
         # Room to double: a series seeded one bar short of capacity never copies itself.
         data = np.empty(min(self.capacity, max(2 * n, _MIN_ALLOC)), _record(points is not None, self._ints))
         for k, name in enumerate(PRICES):
