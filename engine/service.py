@@ -141,12 +141,12 @@ class EngineService:
             self._sub.close(0)
         if self._proxy is not None:
             self._proxy.stop()
+        if self._auth is not None:
+            self._auth.stop()
 
     # The loop
     def run(self) -> None:
         """Publish until stopped. Call after ``open()``, from the thread that called it."""
-        if self._auth is not None:
-            self._auth.stop()
         assert self._rpc is not None and self._sub is not None
         poller = zmq.Poller()
         poller.register(self._rpc.socket, zmq.POLLIN)
