@@ -169,3 +169,20 @@ def test_live_ticks_of_a_minute_aggregate_to_its_history_bar():
     assert bar.time == minute * 60
     assert (bar.open, bar.high, bar.low, bar.close, bar.tick_volume) == (
         bids[0], max(bids), min(bids), bids[-1], len(ticks))
+
+
+def test_a_busy_minute_drawn_in_chunks_still_aggregates_to_its_bar():
+    """At 1000 ticks/s a minute has ~30k ticks, drawn 2048 at a time: order and bar hold."""
+    s = sim(symbols=["EURUSD", "BTCUSD"], rate=1000)
+    minute = START // 60_000 + 1
+    for symbol in ("EURUSD", "BTCUSD"):
+        market = s._markets[symbol]
+        assert market.chunks(minute) > 5
+        ticks = market.minute_ticks(minute)
+        times = [t for t, _, _ in ticks]
+        assert times == sorted(times) and minute * 60_000 <= times[0] and times[-1] < (minute + 1) * 60_000
+        bids = [b for _, b, _ in ticks]
+        o, h, l, c, n, _ = market._minute_bar(minute)
+        assert (bids[0], max(bids), min(bids), bids[-1], len(bids)) == (o, h, l, c, n)
+    polled = [t for t in s.poll(START + 125_000) if t.symbol == "EURUSD" and t.time_msc // 60_000 == minute]
+    assert [(t.time_msc, t.bid) for t in polled] == [(t, b) for t, b, _ in s._markets["EURUSD"].minute_ticks(minute)]

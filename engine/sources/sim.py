@@ -39,6 +39,9 @@ BOOK_LEVELS = 10
 # History is built from M1 bars; this bounds that work (about 1000 days).
 MAX_HISTORY_MINUTES = 1_500_000
 MAX_RATE_BATCH = 512
+# Ticks of a minute are drawn this many at a time, so a minute of a busy market (hundreds of
+# thousands of ticks) never stalls the engine while it is generated.
+TICK_CHUNK = 2048
 LEVEL_MARGIN = 64  # days of the level walk kept around what was asked
 LIVE_MINUTES = 60  # minute bars kept for live ticks: a day is recomputed once an hour per symbol
 HISTORY_CHUNK_DAYS = 8  # days computed together for history: small temporaries stay in cache
@@ -105,7 +108,7 @@ class SimMarket:
         self._levels_from = 0
         self._live = np.empty((0, len(_BAR_FIELDS)))  # minute bars from _live_from on, one a row
         self._live_from = 0
-        self._ticks: tuple[int, list[tuple[int, float, float]]] = (-1, [])
+        self._plan: _MinutePlan | None = None
 
     def levels(self, first_day: int, last_day: int) -> np.ndarray:
         """Log levels (relative to the anchor price) at the start of days ``first_day..last_day``."""
@@ -203,7 +206,7 @@ class SimMarket:
 
     def _partial_minute(self, minute: int, now_ms: int) -> tuple[float, ...] | None:
         """The bar of ``minute`` made of its ticks up to ``now_ms``, or None before its first."""
-        bids = [bid for t, bid, _ in self.minute_ticks(minute) if t <= now_ms]
+        bids = [bid for _, bid, _ in self.minute_ticks(minute, until_ms=now_ms)]
         if not bids:
             return None
         return bids[0], max(bids), min(bids), bids[-1], len(bids), self._minute_bar(minute)[5]
@@ -227,33 +230,81 @@ class SimMarket:
         day = (ts - ANCHOR_S) // DAY_S
         return self._day_open(float(self.levels(day, day)[0]))
 
-    def minute_ticks(self, minute: int) -> list[tuple[int, float, float]]:
-        """The ticks of absolute minute ``minute``: ``(time_msc, bid, ask)`` in time order."""
-        if self._ticks[0] == minute:
-            return self._ticks[1]
+    def plan(self, minute: int) -> _MinutePlan:
+        """How the ticks of ``minute`` are laid out: cheap, so a busy minute starts without a stall."""
+        if self._plan is not None and self._plan.minute == minute:
+            return self._plan
         o, h, l, c, n, spread_points = self._minute_bar(minute)
-        spread = spread_points * self.sym.info.point
-        rng = _rng(self.seed, self.sym.info.name, 2, minute)
-        offsets = np.sort(rng.integers(0, 60_000, n))
-        # A bridge from open to close; then pin the high and the low on two interior ticks.
-        steps = rng.standard_normal(n - 1)
-        path = np.concatenate(([0.0], np.cumsum(steps)))
-        path = o + (path - np.linspace(0, 1, n) * path[-1]) * (h - l) / (2 + math.sqrt(n)) \
-            + np.linspace(0, 1, n) * (c - o)
-        path = np.clip(path, l, h)
-        path[0], path[-1] = o, c
+        rng = _rng(self.seed, self.sym.info.name, 4, minute)
+        k = -(-n // TICK_CHUNK)
+        counts = np.full(k, n // k) + (np.arange(k) < n % k)
+        starts = np.concatenate(([0], np.cumsum(counts)))  # first index of each chunk, then n
+        # Sorted uniform arrival times split by rank: the chunks' time spans are Dirichlet-spaced.
+        spans = np.cumsum(rng.standard_gamma(counts))
+        bounds = np.concatenate(([0], np.floor(spans / spans[-1] * 60_000))).astype(np.int64)
+        # The random walk at each chunk start and at the last tick (index n - 1).
+        ends = np.append(starts[1:-1], n - 1)
+        walk = np.concatenate(([0.0], np.cumsum(rng.standard_normal(k) * np.sqrt(ends - starts[:-1]))))
         hi, lo = rng.choice(np.arange(1, n - 1), 2, replace=False)
-        path[hi], path[lo] = h, l
+        self._plan = _MinutePlan(minute, o, h, l, c, n, spread_points * self.sym.info.point,
+                                 starts.tolist(), bounds.tolist(), walk, int(hi), int(lo))
+        return self._plan
+
+    def ticks(self, minute: int, chunk: int) -> list[tuple[int, float, float]]:
+        """Chunk ``chunk`` of the ticks of ``minute``: ``(time_msc, bid, ask)`` in time order.
+
+        The minute's path is a Brownian bridge from its open to its close, scaled to its range and
+        clipped into it, with the first tick at the open, the last at the close, and one each at
+        the high and the low; so the minute's ticks aggregate exactly to its bar.
+        """
+        p = self.plan(minute)
+        a, b = p.starts[chunk], p.starts[chunk + 1]
+        end = b if b < p.n else p.n - 1  # the walk index this chunk's bridge runs to
+        rng = _rng(self.seed, self.sym.info.name, 5, minute, chunk)
+        steps = rng.standard_normal(end - a)
+        w = np.concatenate(([0.0], np.cumsum(steps)))
+        frac = np.arange(end - a + 1) / max(end - a, 1)
+        w = p.walk[chunk] + w - frac * w[-1] + frac * (p.walk[chunk + 1] - p.walk[chunk])
+        w = w[: b - a]
+        i = np.arange(a, b) / max(p.n - 1, 1)
+        path = p.o + (w - i * p.walk[-1]) * (p.h - p.l) / (2 + math.sqrt(p.n)) + i * (p.c - p.o)
+        path = np.clip(path, p.l, p.h)
+        for index, price in ((0, p.o), (p.n - 1, p.c), (p.hi, p.h), (p.lo, p.l)):
+            if a <= index < b:
+                path[index - a] = price
+        offsets = np.sort(rng.integers(p.bounds[chunk], max(p.bounds[chunk] + 1, p.bounds[chunk + 1]), b - a))
         digits = self.sym.info.digits
-        bids = np.round(path, digits).tolist()
         base = minute * 60_000
-        ticks = [
-            (base + int(off), bid, round(bid + spread, digits))
-            for off, bid in zip(offsets.tolist(), bids)
-        ]
-        # The source holds the same list while the minute is live; history reads it once more.
-        self._ticks = (minute, ticks)
-        return ticks
+        return [(base + off, bid, round(bid + p.spread, digits))
+                for off, bid in zip(offsets.tolist(), np.round(path, digits).tolist())]
+
+    def chunks(self, minute: int) -> int:
+        return len(self.plan(minute).starts) - 1
+
+    def minute_ticks(self, minute: int, until_ms: int | None = None) -> list[tuple[int, float, float]]:
+        """The ticks of ``minute`` (up to ``until_ms`` when given), generating only the chunks needed."""
+        out: list[tuple[int, float, float]] = []
+        for chunk in range(self.chunks(minute)):
+            if until_ms is not None and minute * 60_000 + self.plan(minute).bounds[chunk] > until_ms:
+                break
+            out += self.ticks(minute, chunk)
+        return out if until_ms is None else [t for t in out if t[0] <= until_ms]
+
+
+@dataclass(frozen=True, slots=True)
+class _MinutePlan:
+    minute: int
+    o: float
+    h: float
+    l: float
+    c: float
+    n: int
+    spread: float
+    starts: list[int]  # index of each chunk's first tick, then n
+    bounds: list[int]  # ms offsets where each chunk's time span starts, then 60000
+    walk: np.ndarray  # the walk at each chunk start, then at the last tick
+    hi: int  # the index of the tick at the high
+    lo: int  # ... and at the low
 
 
 def _first_open(tf: Timeframe, now_s: int, count: int) -> int:
@@ -311,8 +362,9 @@ class SimSource(MarketSource):
         }
         self._start_ms = clock_ms
         self._heap: list[tuple[int, int, int]] = []  # (time_msc, symbol index, position)
-        self._pending: list[list[tuple[int, float, float]]] = []
+        self._pending: list[list[tuple[int, float, float]]] = []  # each symbol's current chunk
         self._minute: list[int] = []
+        self._chunk: list[int] = []
         self._last: dict[str, Tick] = {}
         self._walk: _FastWalk | None = None
 
@@ -324,28 +376,38 @@ class SimSource(MarketSource):
             self._walk = _FastWalk(self._syms, self.seed)
         minute = now // 60_000
         for idx, sym in enumerate(self._syms):
-            ticks = self._markets[sym.info.name].minute_ticks(minute)
-            self._pending.append(ticks)
+            market = self._markets[sym.info.name]
             self._minute.append(minute)
-            done = [t for t in ticks if t[0] <= now]
-            last = done[-1] if done else self._previous_close_tick(sym, minute)
+            self._chunk.append(0)
+            self._pending.append([])
+            done = market.minute_ticks(minute, until_ms=now)
+            last = done[-1] if done else market.minute_ticks(minute - 1)[-1]
             self._last[sym.info.name] = Tick(sym.info.name, last[0], last[1], last[2])
             if self.rate:
-                self._schedule(idx, len(done))
+                self._seek(idx, len(done))
 
-    def _previous_close_tick(self, sym: SimSymbol, minute: int) -> tuple[int, float, float]:
-        prev = self._markets[sym.info.name].minute_ticks(minute - 1)
-        return prev[-1]
+    def _seek(self, idx: int, pos: int) -> None:
+        """Queue the tick at index ``pos`` of the symbol's current minute (``n``: the next minute)."""
+        plan = self._markets[self._syms[idx].info.name].plan(self._minute[idx])
+        chunk = 0
+        while chunk + 1 < len(plan.starts) - 1 and plan.starts[chunk + 1] <= pos:
+            chunk += 1
+        self._chunk[idx] = chunk
+        self._pending[idx] = self._markets[self._syms[idx].info.name].ticks(self._minute[idx], chunk)
+        self._schedule(idx, pos - plan.starts[chunk])
 
     def _schedule(self, idx: int, pos: int) -> None:
-        ticks = self._pending[idx]
-        while pos >= len(ticks):
-            self._minute[idx] += 1
-            ticks = self._pending[idx] = self._markets[self._syms[idx].info.name].minute_ticks(
-                self._minute[idx]
-            )
+        """Queue the tick at ``pos`` of the symbol's current chunk, moving on to later chunks."""
+        market = self._markets[self._syms[idx].info.name]
+        while pos >= len(self._pending[idx]):
             pos = 0
-        heapq.heappush(self._heap, (ticks[pos][0], idx, pos))
+            if self._chunk[idx] + 1 < market.chunks(self._minute[idx]):
+                self._chunk[idx] += 1
+            else:
+                self._minute[idx] += 1
+                self._chunk[idx] = 0
+            self._pending[idx] = market.ticks(self._minute[idx], self._chunk[idx])
+        heapq.heappush(self._heap, (self._pending[idx][pos][0], idx, pos))
 
     def symbols(self) -> list[SymbolInfo]:
         return [s.info for s in self._syms]
