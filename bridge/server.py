@@ -13,6 +13,7 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from typing import Any
 
@@ -25,9 +26,11 @@ from bridge.bus import GAP, RESTART, AsyncRpc, BusReader, SeqTracker
 from bridge.cache import CandleCache, ValueCache
 from bridge.config import BridgeConfig
 from bridge.fanout import ALL, Fanout
+from bridge.metrics import BridgeMetrics, TimedRpc
 from bridge.ratelimit import TokenBucket
 from bridge.transport import WireTransport
 from bridge.validation import RATE_LIMITED, ClientError, Request, event_name, parse_request
+from bridge.webui import add_dashboard
 from engine.protocol import ACCOUNT, BOOK, CANDLE, HEALTH, INDICATOR, SUMMARY, TICK, ErrorCode, RpcError
 from engine.security import CurveClient
 
@@ -86,6 +89,9 @@ class Bridge:
         self.app = web.Application()
         self.sio.attach(self.app)
         self.app.router.add_get("/health", self.http_health)
+        self.metrics = BridgeMetrics(self)
+        self.app.router.add_get("/metrics", self.metrics.http_metrics)
+        add_dashboard(self.app)
         self.app.on_startup.append(self._start)
         self.app.on_cleanup.append(self._stop)
         self.sio.on("connect", self.on_connect)
@@ -115,6 +121,8 @@ class Bridge:
         self.flush_late_ms: deque[int] = deque(maxlen=FLUSH_WINDOW)  # and how late it started
         self.rate_limited = 0
         self.errors_sent = 0
+        self.candle_fetches = 0
+        self._fetching: dict[tuple[str, str], tuple[int, asyncio.Task[list[dict[str, Any]]]]] = {}
         self._ctx: zmq.asyncio.Context | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.rpc: AsyncRpc | None = None
@@ -123,7 +131,8 @@ class Bridge:
     # Lifecycle
     async def _start(self, app: web.Application) -> None:
         self._ctx = zmq.asyncio.Context()
-        self.rpc = AsyncRpc(self._ctx, self.config.rpc_endpoint, self.config.rpc_timeout_ms, self.curve)
+        self.rpc = TimedRpc(self.metrics.rpc_seconds, self._ctx, self.config.rpc_endpoint,
+                            self.config.rpc_timeout_ms, self.curve)
         self.bus = BusReader(self._ctx, self.config.bus_endpoint, SUBSCRIBED_PREFIXES, curve=self.curve)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(coro) for coro in
@@ -238,19 +247,34 @@ class Bridge:
         self.symbol_names = frozenset(s["name"] for s in symbols if isinstance(s, dict) and "name" in s)
 
     async def _candles(self, req: Request) -> list[dict[str, Any]]:
+        """From the cache, else from the engine; concurrent misses share one request."""
         assert req.symbol is not None and req.timeframe is not None
         bars = self.candles.get(req.symbol, req.timeframe, req.count, time.monotonic())
-        if bars is None:
-            asked = self.candles.fetch_count(req.count)
-            fetched = await self._call(req.event, "candles", symbol=req.symbol, timeframe=req.timeframe, count=asked)
-            self.candles.put(req.symbol, req.timeframe, fetched, asked, time.monotonic())
-            bars = fetched[-req.count:]
-        return bars
+        if bars is not None:
+            return bars
+        key, asked = (req.symbol, req.timeframe), self.candles.fetch_count(req.count)
+        inflight = self._fetching.get(key)
+        if inflight is None or inflight[0] < asked:
+            task = asyncio.get_running_loop().create_task(self._fetch_candles(req.symbol, req.timeframe, asked))
+            inflight = self._fetching[key] = (asked, task)
+            task.add_done_callback(partial(self._fetched, key))
+        return (await asyncio.shield(inflight[1]))[-req.count:]
+
+    def _fetched(self, key: tuple[str, str], task: asyncio.Task[Any]) -> None:
+        if self._fetching.get(key, (0, None))[1] is task:
+            del self._fetching[key]
+
+    async def _fetch_candles(self, symbol: str, timeframe: str, asked: int) -> list[dict[str, Any]]:
+        self.candle_fetches += 1
+        fetched = await self._call("get_candles", "candles", symbol=symbol, timeframe=timeframe, count=asked)
+        self.candles.put(symbol, timeframe, fetched, asked, time.monotonic())
+        return fetched
 
     # Bus → batches, caches, status
     async def _read_bus(self) -> None:
         assert self.bus is not None
         async for topic, data in self.bus.messages():
+            self.metrics.on_bus(topic, data)
             try:
                 self.on_bus_message(topic, data)
             except Exception:
@@ -333,6 +357,7 @@ class Bridge:
         rooms = self.batchers[phase].take()
         self.fanout.deliver({room: encode_room(events) for room, events in rooms.items()}, phase)
         self.flush_ms.append(round((time.perf_counter() - started) * 1000))
+        self.metrics.on_flush(phase, rooms, time.perf_counter() - started)
         done = now_ms()
         for events in rooms.values():
             for event, payload, _ in events:
@@ -412,6 +437,7 @@ class Bridge:
                 "errors_sent": self.errors_sent, "bus_gaps": self.tracker.gaps,
                 "bus_restarts": self.tracker.restarts,
                 "cache_hits": self.candles.hits, "cache_misses": self.candles.misses,
+                "candle_fetches": self.candle_fetches,
                 "rpc_timeouts": self.rpc.timeouts if self.rpc else 0,
                 "tick_to_write_ms": _percentiles(self.tick_latency),
                 "flush_ms": _percentiles(self.flush_ms),

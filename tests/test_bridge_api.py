@@ -108,6 +108,19 @@ def test_get_candles_returns_count_bars_oldest_first_then_serves_from_cache(brid
     assert after["cache_misses"] == before["cache_misses"]
 
 
+def test_concurrent_candle_requests_on_a_cold_cache_make_one_engine_request(bridge):
+    async def scenario(c):
+        before = (await asyncio.to_thread(bridge.health))[1]["stats"]["candle_fetches"]
+        replies = await asyncio.gather(*(c.call("get_candles", {"symbol": "BTCUSD", "timeframe": "M15", "count": n})
+                                         for n in (5, 10, 20, 30)))
+        after = (await asyncio.to_thread(bridge.health))[1]["stats"]["candle_fetches"]
+        return replies, after - before
+    replies, fetches = run(scenario, bridge)
+    assert [len(r["candles"]) for r in replies] == [5, 10, 20, 30]
+    assert replies[0]["candles"] == replies[3]["candles"][-5:]
+    assert fetches == 1
+
+
 def test_subscribed_client_gets_ticks_candles_books_and_indicators_of_its_symbol_only(bridge):
     async def scenario(c):
         await c.call("subscribe", {"symbol": SYMBOL, "timeframe": "M1"})
