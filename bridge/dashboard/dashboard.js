@@ -1,0 +1,671 @@
+// The live dashboard: plain browser JavaScript over the bridge's Socket.IO API (README "Socket.IO API").
+// `io` is the socket.io-client browser build the bridge serves from bridge/js/node_modules.
+// window.dashboardState exposes what arrived (counts per event and symbol) for people and tests.
+"use strict";
+
+(() => {
+  const HISTORY_BARS = 200;       // get_candles count
+  const MAX_BARS = 600;           // bars kept in memory
+  const BAR_PX = 9;               // horizontal space per bar
+  const AXIS_PX = 72;             // right-hand price axis
+  const TIME_AXIS_PX = 18;        // bottom time axis of the price pane
+  const PING_EVERY_MS = 5000;     // health is pushed on change only; ask for it now and then
+  const COLORS = {
+    up: "#26a69a", down: "#ef5350", grid: "#1f2731", axis: "#7d8a99", text: "#d6dde6",
+    sma: "#f5c542", ema: "#4aa3ff", rsi: "#b388ff", macd: "#4aa3ff", signal: "#ff9f43",
+  };
+  const $ = (id) => document.getElementById(id);
+
+  // Everything a test or a curious person may want to read.
+  const state = (window.dashboardState = {
+    connected: false,
+    symbol: null,
+    timeframe: "M1",
+    generation: 0,            // bumped on every switch; late replies of an older one are ignored
+    symbols: [],
+    ticks: {},                // received tick events per symbol
+    ticksTotal: 0,
+    candleEvents: 0,          // candles events for the current (symbol, timeframe)
+    candleEventsIgnored: 0,   // for another selection (in flight during a switch)
+    bars: 0,                  // bars on the chart
+    historyBars: 0,
+    lastBar: null,
+    indicatorEvents: 0,
+    indicatorPoints: 0,
+    bookEvents: 0,
+    accountEvents: 0,
+    summaryEvents: 0,
+    healthEvents: 0,
+    health: null,
+    pingMs: null,
+    errors: [],
+    clientMissing: false,
+  });
+
+  // Data of the current selection.
+  let bars = [];                   // [{time, open, high, low, close, tick_volume, closed}], oldest first
+  let indicators = new Map();      // bar time -> {sma, ema, rsi, macd, macd_signal, macd_hist, closed}
+  let book = null;
+  let account = null;
+  let summary = null;
+  let lastTick = null;
+  const digitsOf = {};
+  const pointOf = {};
+
+  // ---------------------------------------------------------------- rendering, at most once a frame
+  const dirty = new Set();
+  let frame = 0;
+  function invalidate(...parts) {
+    parts.forEach((p) => dirty.add(p));
+    if (!frame) frame = requestAnimationFrame(render);
+  }
+  function render() {
+    frame = 0;
+    const parts = new Set(dirty);
+    dirty.clear();
+    if (parts.has("chart")) drawCharts();
+    if (parts.has("quote")) renderQuote();
+    if (parts.has("book")) renderBook();
+    if (parts.has("account")) renderAccount();
+    if (parts.has("health")) renderHealth();
+    if (parts.has("summary")) renderSummary();
+  }
+  window.addEventListener("resize", () => invalidate("chart"));
+
+  // ---------------------------------------------------------------- formatting
+  const digits = () => digitsOf[state.symbol] ?? 5;
+  const price = (v, d = digits()) => (v == null ? "—" : Number(v).toFixed(d));
+  const money = (v) => (v == null ? "—" : Number(v).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }));
+  const num = (v, d = 2) => (v == null ? "—" : Number(v).toFixed(d));
+  const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
+  const pad2 = (n) => String(n).padStart(2, "0");
+  function timeLabel(t, withDate) {
+    const d = new Date(t * 1000);
+    const hm = `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}`;
+    return withDate ? `${d.getUTCDate()} ${d.toLocaleString("en-US", { month: "short", timeZone: "UTC" })} ${hm}` : hm;
+  }
+
+  function showBanner(html) {
+    const el = $("banner");
+    el.innerHTML = html;
+    el.hidden = false;
+  }
+
+  // ---------------------------------------------------------------- candles and indicators
+  function upsertBar(bar) {
+    const n = bars.length;
+    if (n === 0 || bar.time > bars[n - 1].time) {
+      bars.push(bar);
+      if (bars.length > MAX_BARS) bars.splice(0, bars.length - MAX_BARS);
+      return;
+    }
+    let lo = 0;
+    let hi = n - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const t = bars[mid].time;
+      if (t === bar.time) {
+        if (!(bars[mid].closed && !bar.closed)) bars[mid] = bar; // a closed bar is final
+        return;
+      }
+      if (t < bar.time) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    bars.splice(lo, 0, bar);
+  }
+
+  function onCandles(msg) {
+    if (!msg || msg.symbol !== state.symbol || msg.timeframe !== state.timeframe) {
+      state.candleEventsIgnored += 1;
+      return;
+    }
+    state.candleEvents += 1;
+    for (const bar of msg.candles || []) upsertBar(bar);
+    state.bars = bars.length;
+    state.lastBar = bars.length ? { ...bars[bars.length - 1] } : null;
+    invalidate("chart");
+  }
+
+  function onIndicators(msg) {
+    if (!msg || msg.symbol !== state.symbol || msg.timeframe !== state.timeframe) return;
+    state.indicatorEvents += 1;
+    const old = indicators.get(msg.time);
+    if (old && old.closed && !msg.closed) return;
+    indicators.set(msg.time, msg);
+    if (indicators.size > MAX_BARS * 2 && bars.length) {
+      const first = bars[0].time;
+      for (const t of indicators.keys()) if (t < first) indicators.delete(t);
+    }
+    state.indicatorPoints = indicators.size;
+    invalidate("chart");
+  }
+
+  // ---------------------------------------------------------------- canvas drawing
+  function setup(canvas) {
+    const dpr = window.devicePixelRatio || 1;
+    const w = canvas.clientWidth;
+    const h = canvas.clientHeight;
+    if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+      canvas.width = Math.round(w * dpr);
+      canvas.height = Math.round(h * dpr);
+    }
+    const ctx = canvas.getContext("2d");
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    ctx.font = "11px system-ui, sans-serif";
+    ctx.textBaseline = "middle";
+    return { ctx, w, h };
+  }
+
+  // The bars that fit, right-aligned, and the x of each (the same in every pane).
+  function visible(width) {
+    const plotW = width - AXIS_PX;
+    const count = Math.max(1, Math.floor(plotW / BAR_PX));
+    const shown = bars.slice(-count);
+    const offset = plotW - shown.length * BAR_PX;
+    return { shown, plotW, x: (i) => offset + (i + 0.5) * BAR_PX };
+  }
+
+  function niceStep(range, ticks) {
+    const raw = range / Math.max(1, ticks);
+    const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    const f = raw / mag;
+    return (f < 1.5 ? 1 : f < 3 ? 2 : f < 7 ? 5 : 10) * mag;
+  }
+
+  function yAxis(ctx, lo, hi, y, w, top, bottom, fmt, ticks = 6) {
+    const step = niceStep(hi - lo || 1, ticks);
+    ctx.fillStyle = COLORS.axis;
+    ctx.textAlign = "left";
+    for (let k = Math.ceil(lo / step); k * step <= hi; k += 1) {
+      const v = k === 0 ? 0 : k * step;
+      const py = Math.round(y(v)) + 0.5;
+      if (py < top || py > bottom) continue;
+      ctx.strokeStyle = COLORS.grid;
+      ctx.beginPath();
+      ctx.moveTo(0, py);
+      ctx.lineTo(w - AXIS_PX, py);
+      ctx.stroke();
+      ctx.fillText(fmt(v), w - AXIS_PX + 6, py);
+    }
+  }
+
+  // Tags of the latest values on the right-hand axis ([{y, text, color, fill}]), pushed apart so none overlap.
+  function tags(ctx, w, list) {
+    const placed = list.filter((t) => t && Number.isFinite(t.y)).sort((a, b) => a.y - b.y);
+    for (let i = 1; i < placed.length; i += 1) placed[i].y = Math.max(placed[i].y, placed[i - 1].y + 16);
+    for (const t of placed) {
+      ctx.fillStyle = t.color;
+      ctx.fillRect(w - AXIS_PX + 1, t.y - 8, AXIS_PX - 2, 16);
+      ctx.fillStyle = t.fill ?? "#111";
+      ctx.textAlign = "left";
+      ctx.fillText(t.text, w - AXIS_PX + 6, t.y);
+    }
+  }
+
+  // A line through consecutive bars that have a value; a dot where a value stands alone.
+  // Returns the latest value drawn (null when none).
+  function series(ctx, shown, x, y, pick, color) {
+    ctx.strokeStyle = color;
+    ctx.fillStyle = color;
+    ctx.lineWidth = 1.5;
+    let run = [];
+    const flush = () => {
+      if (run.length === 1) {
+        ctx.beginPath();
+        ctx.arc(run[0][0], run[0][1], 2.5, 0, Math.PI * 2);
+        ctx.fill();
+      } else if (run.length > 1) {
+        ctx.beginPath();
+        run.forEach(([px, py], k) => (k ? ctx.lineTo(px, py) : ctx.moveTo(px, py)));
+        ctx.stroke();
+      }
+      run = [];
+    };
+    let latest = null;
+    shown.forEach((bar, i) => {
+      const v = pick(indicators.get(bar.time));
+      if (v == null || !Number.isFinite(v)) flush();
+      else {
+        run.push([x(i), y(v)]);
+        latest = v;
+      }
+    });
+    flush();
+    ctx.lineWidth = 1;
+    return latest;
+  }
+
+  function emptyText(ctx, w, h, text) {
+    ctx.fillStyle = COLORS.axis;
+    ctx.textAlign = "center";
+    ctx.fillText(text, (w - AXIS_PX) / 2, h / 2);
+  }
+
+  function drawCharts() {
+    drawPrice();
+    drawRsi();
+    drawMacd();
+    renderLegends();
+  }
+
+  function drawPrice() {
+    const { ctx, w, h } = setup($("price"));
+    const { shown, x } = visible(w);
+    const top = 10;
+    const bottom = h - TIME_AXIS_PX - 6;
+    if (!shown.length) {
+      emptyText(ctx, w, h, state.symbol ? `waiting for ${state.symbol} ${state.timeframe} candles…` : "connecting…");
+      return;
+    }
+    let lo = Infinity;
+    let hi = -Infinity;
+    shown.forEach((b) => {
+      lo = Math.min(lo, b.low);
+      hi = Math.max(hi, b.high);
+      const ind = indicators.get(b.time);
+      for (const v of [ind?.sma, ind?.ema]) if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    });
+    const padding = (hi - lo) * 0.06 || hi * 0.0005 || 1;
+    lo -= padding;
+    hi += padding;
+    const y = (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top);
+    yAxis(ctx, lo, hi, y, w, top, bottom, (v) => price(v));
+
+    // time axis
+    ctx.fillStyle = COLORS.axis;
+    ctx.textAlign = "center";
+    const every = Math.ceil(90 / BAR_PX);
+    shown.forEach((b, i) => {
+      if ((shown.length - 1 - i) % every || x(i) < 24) return;
+      const prev = shown[i - every];
+      const newDay = prev && Math.floor(prev.time / 86400) !== Math.floor(b.time / 86400);
+      ctx.fillText(timeLabel(b.time, newDay), x(i), h - TIME_AXIS_PX / 2);
+    });
+
+    // candles
+    const body = Math.max(1, BAR_PX - 3);
+    shown.forEach((b, i) => {
+      const color = b.close >= b.open ? COLORS.up : COLORS.down;
+      const cx = Math.round(x(i)) + 0.5;
+      ctx.strokeStyle = color;
+      ctx.fillStyle = color;
+      ctx.beginPath();
+      ctx.moveTo(cx, y(b.high));
+      ctx.lineTo(cx, y(b.low));
+      ctx.stroke();
+      const y0 = y(Math.max(b.open, b.close));
+      const y1 = y(Math.min(b.open, b.close));
+      ctx.globalAlpha = b.closed === false ? 0.75 : 1;
+      ctx.fillRect(cx - body / 2, y0, body, Math.max(1, y1 - y0));
+      ctx.globalAlpha = 1;
+    });
+
+    const sma = series(ctx, shown, x, y, (ind) => ind?.sma, COLORS.sma);
+    const ema = series(ctx, shown, x, y, (ind) => ind?.ema, COLORS.ema);
+
+    // last price
+    const last = shown[shown.length - 1];
+    const color = last.close >= last.open ? COLORS.up : COLORS.down;
+    const py = Math.round(y(last.close)) + 0.5;
+    ctx.strokeStyle = color;
+    ctx.setLineDash([3, 3]);
+    ctx.beginPath();
+    ctx.moveTo(0, py);
+    ctx.lineTo(w - AXIS_PX, py);
+    ctx.stroke();
+    ctx.setLineDash([]);
+    tags(ctx, w, [
+      sma != null && { y: y(sma), text: price(sma), color: COLORS.sma },
+      ema != null && { y: y(ema), text: price(ema), color: COLORS.ema },
+      { y: py, text: price(last.close), color, fill: "#fff" },
+    ]);
+  }
+
+  function drawRsi() {
+    const { ctx, w, h } = setup($("rsi"));
+    const { shown, x } = visible(w);
+    const top = 6;
+    const bottom = h - 6;
+    const y = (v) => bottom - (v / 100) * (bottom - top);
+    ctx.fillStyle = "rgba(179,136,255,0.06)";
+    ctx.fillRect(0, y(70), w - AXIS_PX, y(30) - y(70));
+    ctx.textAlign = "left";
+    for (const level of [30, 50, 70]) {
+      const py = Math.round(y(level)) + 0.5;
+      ctx.strokeStyle = COLORS.grid;
+      ctx.setLineDash(level === 50 ? [] : [4, 4]);
+      ctx.beginPath();
+      ctx.moveTo(0, py);
+      ctx.lineTo(w - AXIS_PX, py);
+      ctx.stroke();
+      ctx.setLineDash([]);
+      ctx.fillStyle = COLORS.axis;
+      ctx.fillText(String(level), w - AXIS_PX + 6, py);
+    }
+    if (!shown.some((b) => indicators.get(b.time)?.rsi != null)) {
+      emptyText(ctx, w, h, "RSI: waiting for indicator values…");
+      return;
+    }
+    const rsi = series(ctx, shown, x, y, (ind) => ind?.rsi, COLORS.rsi);
+    if (rsi != null) tags(ctx, w, [{ y: y(rsi), text: num(rsi, 1), color: COLORS.rsi }]);
+  }
+
+  function drawMacd() {
+    const { ctx, w, h } = setup($("macd"));
+    const { shown, x } = visible(w);
+    const top = 8;
+    const bottom = h - 8;
+    let lo = Infinity;
+    let hi = -Infinity;
+    shown.forEach((b) => {
+      const ind = indicators.get(b.time);
+      for (const v of [ind?.macd, ind?.macd_signal, ind?.macd_hist]) if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    });
+    if (lo === Infinity) {
+      emptyText(ctx, w, h, "MACD: waiting for indicator values…");
+      return;
+    }
+    lo = Math.min(lo, 0);
+    hi = Math.max(hi, 0);
+    const padding = (hi - lo) * 0.1 || Math.abs(hi) * 0.1 || 1e-5;
+    lo -= padding;
+    hi += padding;
+    const y = (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top);
+    const d = Math.max(digits() + 1, 2);
+    yAxis(ctx, lo, hi, y, w, top, bottom, (v) => v.toFixed(d), 3);
+    const zero = Math.round(y(0)) + 0.5;
+    ctx.strokeStyle = COLORS.axis;
+    ctx.beginPath();
+    ctx.moveTo(0, zero);
+    ctx.lineTo(w - AXIS_PX, zero);
+    ctx.stroke();
+    const body = Math.max(1, BAR_PX - 3);
+    shown.forEach((b, i) => {
+      const v = indicators.get(b.time)?.macd_hist;
+      if (v == null) return;
+      ctx.fillStyle = v >= 0 ? "rgba(38,166,154,0.6)" : "rgba(239,83,80,0.6)";
+      const py = y(v);
+      ctx.fillRect(Math.round(x(i)) - body / 2, Math.min(py, zero), body, Math.max(1, Math.abs(zero - py)));
+    });
+    const macd = series(ctx, shown, x, y, (ind) => ind?.macd, COLORS.macd);
+    const signal = series(ctx, shown, x, y, (ind) => ind?.macd_signal, COLORS.signal);
+    tags(ctx, w, [
+      macd != null && { y: y(macd), text: macd.toFixed(d), color: COLORS.macd },
+      signal != null && { y: y(signal), text: signal.toFixed(d), color: COLORS.signal },
+    ]);
+  }
+
+  function renderLegends() {
+    const last = bars[bars.length - 1];
+    const ind = last ? indicators.get(last.time) : null;
+    const swatch = (color, label, value) => `<span style="color:${color}">${label} ${value}</span>`;
+    $("legend").innerHTML = last
+      ? `<span><b>${esc(state.symbol)}</b> · ${esc(state.timeframe)}${last.closed === false ? " · forming" : ""}</span>` +
+        `<span>O ${price(last.open)}</span><span>H ${price(last.high)}</span><span>L ${price(last.low)}</span>` +
+        `<span class="${last.close >= last.open ? "up" : "down"}">C ${price(last.close)}</span>` +
+        `<span class="muted">vol ${last.tick_volume ?? "—"}</span>` +
+        swatch(COLORS.sma, "SMA", price(ind?.sma)) + swatch(COLORS.ema, "EMA", price(ind?.ema))
+      : `<span class="muted">${esc(state.symbol ?? "")} ${esc(state.timeframe)}</span>`;
+    $("rsi-legend").innerHTML = swatch(COLORS.rsi, "RSI", num(ind?.rsi, 1));
+    const d = Math.max(digits() + 1, 2);
+    $("macd-legend").innerHTML = swatch(COLORS.macd, "MACD", num(ind?.macd, d)) +
+      swatch(COLORS.signal, "signal", num(ind?.macd_signal, d)) +
+      swatch(COLORS.axis, "histogram", num(ind?.macd_hist, d));
+  }
+
+  // ---------------------------------------------------------------- side panels
+  function renderQuote() {
+    const t = lastTick;
+    if (!t) {
+      $("quote").innerHTML = "";
+      return;
+    }
+    const point = pointOf[t.symbol] || Math.pow(10, -digits());
+    $("quote").innerHTML = `<span class="muted">bid</span> <b>${price(t.bid)}</b> &nbsp;<span class="muted">ask</span> <b>${price(t.ask)}</b>` +
+      ` &nbsp;<span class="muted">spread ${Math.round((t.ask - t.bid) / point)}</span>`;
+  }
+
+  function renderBook() {
+    const el = $("book");
+    $("book-symbol").textContent = state.symbol ?? "";
+    if (!book) {
+      el.innerHTML = `<tr><td class="muted">waiting…</td></tr>`;
+      return;
+    }
+    const asks = (book.asks || []).slice(0, 10);
+    const bids = (book.bids || []).slice(0, 10);
+    const maxVol = Math.max(1e-9, ...asks.map((l) => l[1]), ...bids.map((l) => l[1]));
+    const row = (side, [p, v]) =>
+      `<tr class="${side}"><td>${price(p)}</td><td><span class="depth" style="width:${Math.round((v / maxVol) * 100)}%"></span>${num(v, 2)}</td></tr>`;
+    const spread = asks.length && bids.length ? price(asks[0][0] - bids[0][0]) : "—";
+    el.innerHTML = `<thead><tr><th>price</th><th>volume</th></tr></thead><tbody>` +
+      asks.slice().reverse().map((l) => row("ask", l)).join("") +
+      `<tr class="spread"><td colspan="2">spread ${spread}</td></tr>` +
+      bids.map((l) => row("bid", l)).join("") + `</tbody>`;
+  }
+
+  function renderAccount() {
+    const a = account;
+    if (!a) return;
+    const cur = a.currency ? ` ${esc(a.currency)}` : "";
+    const rows = [
+      ["account", `${esc(a.login ?? "")} ${esc(a.name ?? "")}`],
+      ["server", esc(a.server ?? "—")],
+      ["balance", money(a.balance) + cur],
+      ["equity", money(a.equity) + cur],
+      ["profit", `<span class="${a.profit >= 0 ? "up" : "down"}">${money(a.profit)}</span>${cur}`],
+      ["margin", money(a.margin) + cur],
+      ["free margin", money(a.margin_free) + cur],
+      ["margin level", a.margin_level ? `${num(a.margin_level, 1)} %` : "—"],
+      ["leverage", a.leverage ? `1:${a.leverage}` : "—"],
+    ];
+    $("account").innerHTML = rows.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("");
+  }
+
+  function pill(el, text, status) {
+    el.textContent = text;
+    el.className = `pill pill-${status === "ok" ? "ok" : status === "down" ? "down" : "degraded"}`;
+  }
+
+  function renderHealth() {
+    const h = state.health;
+    if (!h) return;
+    pill($("service"), `service ${h.status}`, h.status);
+    const s = h.stats || {};
+    const lat = s.tick_to_write_ms || {};
+    const workers = Object.entries(h.workers || {});
+    const rows = [
+      ["status", `<span class="${h.status === "ok" ? "up" : "down"}">${esc(h.status)}</span>`],
+      ["engine", esc(h.engine?.status ?? "?") + (h.engine?.health?.ticks_per_s != null ? ` · ${h.engine.health.ticks_per_s} ticks/s` : "")],
+      ...(workers.length ? workers.map(([name, st]) => [esc(name), esc(st)]) : [["workers", "none heard"]]),
+      ["clients", h.clients],
+      ["subscriptions", h.subscriptions],
+      ["tick → write", lat.p50 != null ? `p50 ${lat.p50} ms · p99 ${lat.p99} ms` : "—"],
+      ["ping", state.pingMs != null ? `${state.pingMs} ms` : "—"],
+      ["uptime", `${Math.round(h.uptime)} s`],
+      ["version", esc(h.version)],
+    ];
+    $("health").innerHTML = rows.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("");
+  }
+
+  function renderSummary() {
+    if (!summary) return;
+    const entries = Object.entries(summary.symbols || {});
+    $("summary").innerHTML = `<thead><tr><th>symbol</th><th>last</th><th>change</th><th>range</th></tr></thead><tbody>` +
+      entries.map(([sym, s]) => {
+        const d = digitsOf[sym] ?? 5;
+        const cls = s.change_pct >= 0 ? "up" : "down";
+        return `<tr data-symbol="${esc(sym)}" class="${sym === state.symbol ? "current" : ""}"><td>${esc(sym)}</td>` +
+          `<td>${price(s.last, d)}</td><td class="${cls}">${s.change_pct >= 0 ? "+" : ""}${num(s.change_pct, 2)}%</td>` +
+          `<td class="muted">${price(s.low, d)}–${price(s.high, d)}</td></tr>`;
+      }).join("") + `</tbody>`;
+  }
+
+  // ---------------------------------------------------------------- controls
+  function markTimeframe() {
+    document.querySelectorAll("#timeframes button").forEach((b) => b.classList.toggle("active", b.dataset.tf === state.timeframe));
+  }
+
+  function fillSymbols(list) {
+    state.symbols = list.map((s) => s.name);
+    list.forEach((s) => {
+      digitsOf[s.name] = s.digits;
+      pointOf[s.name] = s.point;
+    });
+    const select = $("symbol");
+    select.innerHTML = list.map((s) => `<option value="${esc(s.name)}" title="${esc(s.description ?? "")}">${esc(s.name)}</option>`).join("");
+    if (state.symbol) select.value = state.symbol;
+  }
+
+  // ---------------------------------------------------------------- Socket.IO
+  if (typeof window.io !== "function") {
+    state.clientMissing = true;
+    pill($("connection"), "no Socket.IO client", "down");
+    showBanner("The Socket.IO browser client is missing: <code>/static/vendor/socket.io.min.js</code> was not served. " +
+      "Install it with <code>npm ci</code> in <code>bridge/js</code> (<code>make install</code> does this when npm is present), then reload.");
+    invalidate("chart");
+    return;
+  }
+
+  const socket = window.io({ transports: ["websocket"] });
+  window.dashboardSocket = socket;
+
+  function select(symbol, timeframe) {
+    if (!symbol || (symbol === state.symbol && timeframe === state.timeframe)) return;
+    const old = { symbol: state.symbol, timeframe: state.timeframe };
+    if (old.symbol && socket.connected) {
+      // Another symbol: everything of the old one stops. Same symbol: only the old timeframe.
+      socket.emit("unsubscribe", old.symbol === symbol ? old : { symbol: old.symbol });
+    }
+    state.symbol = symbol;
+    state.timeframe = timeframe;
+    state.generation += 1;
+    state.candleEvents = 0;
+    state.indicatorEvents = 0;
+    state.historyBars = 0;
+    bars = [];
+    indicators = new Map();
+    if (old.symbol !== symbol) {
+      book = null;
+      lastTick = null;
+    }
+    state.bars = 0;
+    state.lastBar = null;
+    state.indicatorPoints = 0;
+    $("symbol").value = symbol;
+    markTimeframe();
+    history.replaceState(null, "", `?symbol=${encodeURIComponent(symbol)}&tf=${encodeURIComponent(timeframe)}`);
+    invalidate("chart", "book", "quote", "summary");
+    if (socket.connected) subscribe();
+  }
+
+  function subscribe() {
+    const { symbol, timeframe, generation } = state;
+    socket.emit("subscribe", { symbol, timeframe });
+    // The reply also arrives as a `candles` event (merged there); the acknowledgement tells errors.
+    socket.emit("get_candles", { symbol, timeframe, count: HISTORY_BARS }, (reply) => {
+      if (generation !== state.generation) return;
+      if (reply?.code) state.errors.push(reply);
+      else state.historyBars = reply?.candles?.length ?? 0;
+    });
+    socket.emit("get_order_book", { symbol }, (reply) => {
+      if (generation === state.generation && reply && !reply.code) onBook(reply);
+    });
+  }
+
+  function onBook(msg) {
+    state.bookEvents += 1;
+    if (msg.symbol !== state.symbol) return;
+    book = msg;
+    invalidate("book");
+  }
+
+  function ping() {
+    if (!socket.connected) return;
+    const sent = performance.now();
+    socket.emit("ping", () => {
+      state.pingMs = Math.round(performance.now() - sent);
+      invalidate("health");
+    });
+  }
+
+  socket.on("connect", () => {
+    state.connected = true;
+    pill($("connection"), "connected", "ok");
+    socket.emit("get_symbols", (list) => {
+      if (!Array.isArray(list)) {
+        state.errors.push(list);
+        return;
+      }
+      fillSymbols(list);
+      const params = new URLSearchParams(location.search);
+      const wanted = params.get("symbol");
+      const tf = params.get("tf") || state.timeframe;
+      const symbol = state.symbol && state.symbols.includes(state.symbol) ? state.symbol
+        : state.symbols.includes(wanted) ? wanted : state.symbols[0];
+      if (symbol === state.symbol) subscribe(); // a reconnect: subscribe again, reload history
+      else select(symbol, tf);
+      invalidate("summary");
+      ping();
+    });
+    socket.emit("get_account_info", (a) => {
+      if (a && !a.code) {
+        account = a;
+        invalidate("account");
+      }
+    });
+  });
+  socket.on("disconnect", (reason) => {
+    state.connected = false;
+    pill($("connection"), `disconnected (${reason})`, "down");
+  });
+  socket.on("connect_error", (err) => pill($("connection"), `refused: ${err.message}`, "down"));
+
+  socket.on("tick", (t) => {
+    state.ticks[t.symbol] = (state.ticks[t.symbol] || 0) + 1;
+    state.ticksTotal += 1;
+    if (t.symbol === state.symbol) {
+      lastTick = t;
+      invalidate("quote");
+    }
+  });
+  socket.on("candles", onCandles);
+  socket.on("indicators", onIndicators);
+  socket.on("order_book", onBook);
+  const onAccount = (a) => {
+    state.accountEvents += 1;
+    account = a;
+    invalidate("account");
+  };
+  socket.on("account_update", onAccount);
+  socket.on("account_info", onAccount);
+  socket.on("market_summary", (s) => {
+    state.summaryEvents += 1;
+    summary = s;
+    invalidate("summary");
+  });
+  socket.on("health", (h) => {
+    state.healthEvents += 1;
+    state.health = h;
+    invalidate("health");
+  });
+  socket.on("error", (e) => {
+    state.errors.push(e);
+    if (state.errors.length > 50) state.errors.shift();
+  });
+
+  $("symbol").addEventListener("change", (e) => select(e.target.value, state.timeframe));
+  $("timeframes").addEventListener("click", (e) => {
+    const tf = e.target?.dataset?.tf;
+    if (tf) select(state.symbol, tf);
+  });
+  $("summary").addEventListener("click", (e) => {
+    const row = e.target.closest("tr[data-symbol]");
+    if (row) select(row.dataset.symbol, state.timeframe);
+  });
+  window.dashboardSelect = select;
+  setInterval(ping, PING_EVERY_MS);
+  markTimeframe();
+  invalidate("chart");
+})();

@@ -1,0 +1,96 @@
+// Drives the bridge's dashboard in Debian's headless Chromium with playwright-core (no downloaded browser).
+// Usage: node dashboard.mjs BRIDGE_URL OUT_DIR [CHROMIUM]
+// Prints one JSON object (what the page saw at each step) on stdout; exits 1 with a message on failure.
+// tests/test_dashboard.py runs it against a real engine, indicator worker and bridge, and asserts.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const [url, outDir, executablePath = "/usr/bin/chromium"] = process.argv.slice(2);
+const FLAGS = [
+  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+  "--disable-component-update", "--disable-sync",
+];
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const result = { steps: {}, console: [], pageErrors: [] };
+
+const profile = mkdtempSync(join(tmpdir(), "dashboard-chromium-"));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath, headless: true, args: FLAGS, viewport: { width: 1360, height: 900 }, timeout: 30000,
+});
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("console", (msg) => result.console.push(`${msg.type()}: ${msg.text()}`));
+  page.on("pageerror", (err) => result.pageErrors.push(String(err)));
+  const state = () => page.evaluate(() => JSON.parse(JSON.stringify(window.dashboardState)));
+  const waitFor = async (what, fn, arg, timeout = 15000) => {
+    try {
+      await page.waitForFunction(fn, arg, { timeout, polling: 100 });
+    } catch (err) {
+      throw new Error(`timed out waiting for ${what}; state: ${JSON.stringify(await state())}`);
+    }
+  };
+
+  await page.goto(url, { waitUntil: "load" });
+  await waitFor("history candles of the first symbol",
+    () => window.dashboardState.connected && window.dashboardState.bars > 1 && window.dashboardState.historyBars > 0);
+  result.steps.loaded = await state();
+
+  // Live: more candles events for the selection (the history reply was one), ticks, indicators, book, summary.
+  const first = result.steps.loaded;
+  await waitFor("live candles, ticks, indicators, book, account, summary and health",
+    ([c0, t0, sym]) => {
+      const s = window.dashboardState;
+      return s.candleEvents >= c0 + 3 && (s.ticks[sym] || 0) >= t0 + 3 && s.indicatorEvents > 0 &&
+        s.bookEvents > 0 && s.accountEvents > 0 && s.summaryEvents > 0 && s.health && s.pingMs != null;
+    }, [first.candleEvents, first.ticks[first.symbol] || 0, first.symbol]);
+  await sleep(300); // let the frame with the newest values paint
+  result.steps.live = await state();
+  result.steps.dom = await page.evaluate(() => ({
+    title: document.title,
+    legend: document.getElementById("legend").textContent,
+    book: document.querySelectorAll("#book tr.bid, #book tr.ask").length,
+    account: document.getElementById("account").textContent,
+    health: document.getElementById("health").textContent,
+    summaryRows: document.querySelectorAll("#summary tbody tr").length,
+    banner: document.getElementById("banner").hidden ? null : document.getElementById("banner").textContent,
+  }));
+  result.screenshot = join(outDir, "dashboard.png");
+  await page.screenshot({ path: result.screenshot, fullPage: true });
+
+  // Switch the symbol with the page's own <select>: the new one's ticks and candles come, the old one's stop.
+  const old = first.symbol;
+  const next = first.symbols.find((s) => s !== old);
+  await page.selectOption("#symbol", next);
+  await waitFor(`${next} ticks and candles after the switch`,
+    ([sym, t0]) => {
+      const s = window.dashboardState;
+      return s.symbol === sym && s.bars > 1 && s.lastBar?.symbol === sym && (s.ticks[sym] || 0) >= t0 + 3;
+    }, [next, (await state()).ticks[next] || 0]);
+  await sleep(500); // what was already in flight for the old symbol
+  const before = await state();
+  await sleep(2000);
+  const after = await state();
+  result.steps.switched = { old, next, before, after };
+
+  // And the timeframe, with its button.
+  await page.click('#timeframes button[data-tf="M5"]');
+  await waitFor("M5 candles", () => {
+    const s = window.dashboardState;
+    return s.timeframe === "M5" && s.bars > 1 && s.lastBar?.timeframe === "M5" && s.candleEvents > 0 &&
+      s.indicatorEvents > 0;
+  });
+  await sleep(300);
+  result.steps.timeframe = await state();
+  result.screenshotSwitched = join(outDir, "dashboard-switched.png");
+  await page.screenshot({ path: result.screenshotSwitched, fullPage: true });
+  console.log(JSON.stringify(result));
+} catch (err) {
+  console.log(JSON.stringify({ ...result, error: String(err?.message ?? err) }));
+  process.exitCode = 1;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+}

@@ -1,0 +1,134 @@
+"""The live dashboard at ``/``: its routes, and the page itself in real headless Chromium.
+
+The browser test starts an engine, an indicator worker and a bridge, then runs
+``tests/browser/dashboard.mjs`` (playwright-core driving Debian's ``/usr/bin/chromium``; no browser
+is downloaded), which loads the page, waits for live candles, switches symbol and timeframe with
+the page's own controls, takes screenshots and prints what ``window.dashboardState`` saw.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge.webui import DASHBOARD_DIR, add_dashboard
+from tests.bridge_procs import BridgeProcess, npm_install
+from tests.procs import ROOT, EngineProcess, WorkerProcess
+
+BROWSER_DIR = ROOT / "tests" / "browser"
+OUTPUT_DIR = ROOT / "tests" / "output"  # git-ignored: the latest screenshot, for people to look at
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
+
+
+def find_chromium() -> str:
+    """Debian's Chromium; installed with apt-get when absent and we are root, else the test skips."""
+    found = shutil.which("chromium") or (DEBIAN_CHROMIUM if os.path.exists(DEBIAN_CHROMIUM) else None)
+    if found:
+        return found
+    if not hasattr(os, "geteuid") or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip("Chromium is not installed (Debian: `apt-get install chromium`) and this user cannot install it")
+    for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"],
+                    ["apt-get", "install", "-y", "chromium"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        if command[1] == "install" and result.returncode == 0 and os.path.exists(DEBIAN_CHROMIUM):
+            return DEBIAN_CHROMIUM
+    pytest.skip(f"could not install Debian's chromium with apt-get: {result.stderr[-500:]}")
+
+
+def install_playwright() -> None:
+    """``playwright-core`` (pinned in tests/browser/package-lock.json); it never downloads a browser."""
+    if (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").is_file():
+        return
+    result = subprocess.run([shutil.which("npm") or "npm", "ci", "--no-audit", "--no-fund"], cwd=BROWSER_DIR,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        pytest.skip(f"npm ci failed in {BROWSER_DIR} (no npm registry?): {result.stderr[-500:]}")
+
+
+@pytest.mark.timeout(900)  # a first run may install Chromium
+def test_dashboard_shows_live_candles_and_switches_symbols(started, tmp_path: Path) -> None:
+    node = npm_install()  # bridge/js: the socket.io-client the bridge serves to the page; skips without node
+    chromium = find_chromium()
+    install_playwright()
+    engine = EngineProcess()
+    started.append(engine)
+    engine.start()
+    worker = WorkerProcess(engine=engine)
+    started.append(worker)
+    worker.start()
+    bridge = BridgeProcess(engine=engine)
+    started.append(bridge)
+    bridge.start()
+
+    run = subprocess.run([node, str(BROWSER_DIR / "dashboard.mjs"), bridge.url + "/", str(tmp_path), chromium],
+                         capture_output=True, text=True, timeout=180)
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no result from the browser (exit {run.returncode}): {run.stdout[-2000:]} {run.stderr[-2000:]}"
+    result = json.loads(lines[-1])
+    assert run.returncode == 0 and "error" not in result, f"{result.get('error')}\nconsole: {result['console']}"
+    assert result["pageErrors"] == [], result["pageErrors"]
+    assert not [line for line in result["console"] if line.startswith("error")], result["console"]
+
+    screenshot = Path(result["screenshot"])
+    assert screenshot.is_file() and screenshot.stat().st_size > 10_000
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    shutil.copyfile(screenshot, OUTPUT_DIR / "dashboard.png")
+    shutil.copyfile(result["screenshotSwitched"], OUTPUT_DIR / "dashboard-switched.png")
+    print(f"\ndashboard screenshots: {screenshot}, {result['screenshotSwitched']} "
+          f"(copies in {OUTPUT_DIR})")
+
+    loaded, live, dom = result["steps"]["loaded"], result["steps"]["live"], result["steps"]["dom"]
+    symbol = loaded["symbol"]
+    assert symbol in loaded["symbols"] and loaded["timeframe"] == "M1"
+    assert loaded["historyBars"] > 1 and loaded["bars"] >= loaded["historyBars"]
+    # Live: candles events keep coming after the history, the last bar is this symbol's.
+    assert live["candleEvents"] >= loaded["candleEvents"] + 3
+    assert live["lastBar"]["symbol"] == symbol and live["lastBar"]["timeframe"] == "M1"
+    assert live["ticks"][symbol] > loaded["ticks"].get(symbol, 0)
+    assert live["indicatorEvents"] > 0 and live["bookEvents"] > 0 and live["accountEvents"] > 0
+    assert live["summaryEvents"] > 0 and live["health"]["status"] == "ok" and live["errors"] == []
+    # And the page shows it.
+    assert symbol in dom["legend"] and "SMA" in dom["legend"]
+    assert dom["book"] == 20 and "equity" in dom["account"] and "indicators:0" in dom["health"]
+    assert dom["summaryRows"] == 5 and dom["banner"] is None
+
+    switched = result["steps"]["switched"]
+    old, new, before, after = switched["old"], switched["next"], switched["before"], switched["after"]
+    assert after["symbol"] == new and after["lastBar"]["symbol"] == new
+    assert after["ticks"][new] > before["ticks"][new], "the new symbol's ticks stopped"
+    assert after["ticks"][old] == before["ticks"][old], "the old symbol's ticks still arrive after the switch"
+    assert after["candleEventsIgnored"] == before["candleEventsIgnored"], "candles of the old selection still arrive"
+
+    timeframe = result["steps"]["timeframe"]
+    assert timeframe["symbol"] == new and timeframe["timeframe"] == "M5"
+    assert timeframe["lastBar"]["timeframe"] == "M5" and timeframe["indicatorEvents"] > 0
+
+
+def test_dashboard_routes_and_a_missing_socketio_client(tmp_path: Path) -> None:
+    """``/`` and ``/static/`` serve the page; without the npm client its script is a 404 saying how to install it."""
+
+    async def scenario() -> None:
+        app = web.Application()
+        add_dashboard(app, socketio_dist=tmp_path)  # an empty dist: the client is not installed
+        async with TestClient(TestServer(app)) as client:
+            page = await client.get("/")
+            assert page.status == 200 and "dashboard.js" in await page.text()
+            script = await client.get("/static/dashboard.js")
+            assert script.status == 200 and "dashboardState" in await script.text()
+            assert (await client.get("/static/dashboard.css")).status == 200
+            missing = await client.get("/static/vendor/socket.io.min.js")
+            assert missing.status == 404 and "npm ci" in await missing.text()
+            for path in ("/static/nothing.js", "/static/..%2Fwebui.py", "/static/vendor/..%2F..%2Fserver.py"):
+                assert (await client.get(path)).status == 404, path
+
+    asyncio.run(scenario())
+    # The page tells a person what is missing rather than staying blank.
+    assert "Socket.IO browser client is missing" in (DASHBOARD_DIR / "dashboard.js").read_text()
