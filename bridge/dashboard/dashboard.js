@@ -255,7 +255,8 @@
     const top = 10;
     const bottom = h - TIME_AXIS_PX - 6;
     if (!shown.length) {
-      emptyText(ctx, w, h, state.symbol ? `waiting for ${state.symbol} ${state.timeframe} candles…` : "connecting…");
+      emptyText(ctx, w, h, state.clientMissing ? "no Socket.IO client (see above)"
+        : state.symbol ? `waiting for ${state.symbol} ${state.timeframe} candles…` : "connecting…");
       return;
     }
     let lo = Infinity;
