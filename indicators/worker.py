@@ -41,6 +41,7 @@ log = logging.getLogger("indicators")
 
 HEALTH_INTERVAL_S = 1.0
 RPC_TIMEOUT_MS = 3000
+RPC_RETRY_S = 1.0  # after a failed history request, series wait this long before asking again
 
 
 def shard_of(symbol: str, shards: int) -> int:
@@ -134,6 +135,7 @@ class IndicatorWorker:
         self._window = (time.monotonic(), 0)
         self._max_lag_us = 0.0
         self._rpc_ok = True
+        self._rpc_retry_at = 0.0
 
     def stop(self) -> None:
         self._stop.set()
@@ -177,6 +179,8 @@ class IndicatorWorker:
         while not self._stop.is_set():
             if self._sub.poll(100):
                 for _ in range(1000):  # drain what is queued, then look at the clock again
+                    if self._stop.is_set():
+                        break
                     try:
                         frames = self._sub.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
@@ -227,16 +231,20 @@ class IndicatorWorker:
             symbol, timeframe = candle["symbol"], candle["timeframe"]
             if not isinstance(symbol, str) or not isinstance(timeframe, str):
                 raise TypeError("symbol and timeframe must be strings")
+            self._series.pop(candle_topic, None)
+            self._streams.pop(candle_topic, None)  # until warm, the next message tries again
+            if time.monotonic() < self._rpc_retry_at:
+                return None  # the engine just failed to answer: don't queue up more timeouts
             series = IndicatorSeries(symbol, timeframe, self.config.periods)
             try:
                 series.warm(self._rpc.candles(symbol, timeframe, self.config.max_candles))
             except RpcError as exc:
                 self._rpc_ok = False
-                self._series.pop(candle_topic, None)
-                self._streams.pop(candle_topic, None)  # so the next message tries again
+                self._rpc_retry_at = time.monotonic() + RPC_RETRY_S
                 log.warning("no history: %s symbol=%s timeframe=%s", exc.message, symbol, timeframe)
                 return None
             self._rpc_ok = True
+            self._streams[candle_topic] = (epoch, seq)
             self._series[candle_topic] = series
         return series
 

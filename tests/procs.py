@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,10 +20,30 @@ ROOT = Path(__file__).resolve().parent.parent
 _SCRUBBED = ("MT5_", "SIM_", "BUS_", "RPC_", "IND_", "WS_", "BRIDGE_", "CURVE_", "SOURCE", "SYMBOLS", "TIMEFRAMES")
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range. A client that keeps reconnecting to a stopped
+    server's ephemeral port can be handed that very port as its own source port (a TCP
+    self-connect), which then blocks the restarted server's bind; outside the range that
+    cannot happen."""
+    low = _ephemeral_range()[0]
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(10_000, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
 
 
 @dataclass

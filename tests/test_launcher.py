@@ -39,9 +39,10 @@ def test_launcher_runs_restarts_and_stops_every_child(started, zmq_ctx):
     service = ServiceProcess(["--no-bridge", "--workers", "2"])
     started.append(service)
     service.start()
-    assert wait_until(lambda: "[indicators:1] mt5-indicators: shard 1/2" in service.output(), 20), service.output()
+    banners = ("[engine] mt5-engine: source=sim", "[indicators:0] mt5-indicators: shard 0/2",
+               "[indicators:1] mt5-indicators: shard 1/2")
+    assert wait_until(lambda: all(b in service.output() for b in banners), 20), service.output()
     out = service.output()
-    assert "[engine] mt5-engine: source=sim" in out and "[indicators:0] mt5-indicators: shard 0/2" in out
     children = {name: pids(out, name)[-1] for name in ("engine", "indicators:0", "indicators:1")}
     assert all(alive(pid) for pid in children.values())
 
