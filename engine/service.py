@@ -5,6 +5,7 @@ the RPC socket until the source's next tick is due, so requests are answered bet
 """
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -105,6 +106,10 @@ class EngineService:
         self._rpc = RpcServer(self._ctx, cfg.rpc_endpoint, RpcHandler(self), curve)
         self.source.start()
         self._load_history()
+        # Everything loaded so far lives as long as the process: keep it out of the garbage
+        # collector's full passes, which would otherwise stall publishing for milliseconds.
+        gc.collect()
+        gc.freeze()
 
     def _load_history(self) -> None:
         counts = {tf: self.max_candles if tf.name in self._published_tfs else 2 for tf in self._tfs}

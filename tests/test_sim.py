@@ -172,7 +172,7 @@ def test_live_ticks_of_a_minute_aggregate_to_its_history_bar():
 
 
 def test_a_busy_minute_drawn_in_chunks_still_aggregates_to_its_bar():
-    """At 1000 ticks/s a minute has ~30k ticks, drawn 2048 at a time: order and bar hold."""
+    """At 1000 ticks/s a minute has ~30k ticks, drawn in chunks: order and bar still hold."""
     s = sim(symbols=["EURUSD", "BTCUSD"], rate=1000)
     minute = START // 60_000 + 1
     for symbol in ("EURUSD", "BTCUSD"):

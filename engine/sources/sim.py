@@ -41,7 +41,7 @@ MAX_HISTORY_MINUTES = 1_500_000
 MAX_RATE_BATCH = 512
 # Ticks of a minute are drawn this many at a time, so a minute of a busy market (hundreds of
 # thousands of ticks) never stalls the engine while it is generated.
-TICK_CHUNK = 2048
+TICK_CHUNK = 512
 LEVEL_MARGIN = 64  # days of the level walk kept around what was asked
 LIVE_MINUTES = 60  # minute bars kept for live ticks: a day is recomputed once an hour per symbol
 HISTORY_CHUNK_DAYS = 8  # days computed together for history: small temporaries stay in cache
