@@ -80,3 +80,50 @@ def test_children_die_with_a_killed_launcher(started):
     service.proc.kill()
     service.proc.wait(5)
     assert wait_until(lambda: not any(alive(p) for p in children), 10)
+
+
+def test_any_killed_child_is_back_and_serving_within_five_seconds(started):
+    """SIGKILL the engine, then the bridge: each is restarted and serving again within 5 s."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tests.procs import free_port
+
+    port = free_port()
+    service = ServiceProcess(["--workers", "1"], env={"WS_PORT": str(port)})
+    started.append(service)
+    service.start()
+
+    def engine_started() -> float | None:
+        """When the engine the bridge's /health reports started (from its uptime), while all is ok."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
+                body = json.loads(resp.read())
+        except (OSError, ValueError, urllib.error.HTTPError):
+            return None
+        engine = body["engine"]
+        if resp.status != 200 or engine["status"] != "ok":
+            return None
+        return round(time.time() - engine["health"]["uptime_s"])
+
+    assert wait_until(lambda: engine_started() is not None, 30), service.output()
+    for child in ("engine", "bridge"):
+        started_at = engine_started()
+        before = pids(service.output(), child)
+        os.kill(before[-1], signal.SIGKILL)
+        killed = time.monotonic()
+        if child == "bridge":
+            assert engine_started() is None  # really gone
+        assert wait_until(lambda: len(pids(service.output(), child)) == len(before) + 1, 5), service.output()
+        # Back: the bridge serves again, and after an engine restart it reports the new engine.
+        if child == "engine":
+            def back():
+                now_started = engine_started()
+                return now_started is not None and now_started > started_at + 1
+        else:
+            def back():
+                return engine_started() is not None
+        assert wait_until(back, 5 - (time.monotonic() - killed)), f"{child}: {service.output()[-2000:]}"
+        print(f"{child} SIGKILL: restarted and serving again {time.monotonic() - killed:.1f} s later")
+    assert service.stop(signal.SIGINT, timeout=10) == 0
