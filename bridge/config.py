@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-from engine.config import DEFAULT_TIMEFRAMES, ConfigError, layered_env
+from engine.config import DEFAULT_TIMEFRAMES, ConfigError, load_settings
+from engine.config import add_cli_arguments as add_settings_arguments
 from engine.timeframes import TIMEFRAMES
-
-SECRET_KEYS = frozenset({"BRIDGE_TOKEN"})
 
 
 @dataclass(frozen=True)
@@ -86,38 +85,9 @@ class BridgeConfig:
         dotenv: str | os.PathLike[str] | None = ".env",
     ) -> BridgeConfig:
         """Defaults, then ``.env``, then the environment, then ``overrides`` (CLI flags)."""
-        env = layered_env(environ, dotenv)
-        types = {f.name: f.type for f in fields(cls)}
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = env.get(f.metadata["env"])
-            if raw not in (None, ""):
-                values[f.name] = _convert(f.metadata["env"], f.type, raw)
-        for name, value in (overrides or {}).items():
-            if value is not None:
-                values[name] = _convert(name, types[name], value)
-        return cls(**values)
-
-
-def _convert(name: str, type_name: object, raw: object) -> object:
-    try:
-        if type_name == "tuple[str, ...]":
-            items = raw.split(",") if isinstance(raw, str) else raw  # type: ignore[union-attr]
-            return tuple(s.strip() for s in items if s.strip())  # type: ignore[union-attr]
-        if type_name == "int":
-            return int(raw)  # type: ignore[arg-type]
-        if type_name == "float":
-            return float(raw)  # type: ignore[arg-type]
-        return str(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: cannot use {raw!r} as {type_name}") from None
+        return load_settings(cls, overrides, environ, dotenv)
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """``--flag`` for each setting except the token, which comes only from env or .env."""
-    for f in fields(BridgeConfig):
-        if f.metadata["env"] in SECRET_KEYS:
-            continue
-        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                            help=f"env {f.metadata['env']} (default: {default!s})")
+    add_settings_arguments(parser, BridgeConfig)

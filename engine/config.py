@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeVar
 
 from engine.protocol import ProtocolError, validate_symbol
 from engine.timeframes import TIMEFRAMES
@@ -14,6 +15,7 @@ DEFAULT_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD")
 DEFAULT_TIMEFRAMES = ("M1", "M5", "M15", "H1")
 SOURCES = ("sim", "replay", "mt5")
 SECRET_KEYS = frozenset({"MT5_PASSWORD", "BRIDGE_TOKEN"})
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -134,17 +136,28 @@ class EngineConfig:
         dotenv: str | os.PathLike[str] | None = ".env",
     ) -> EngineConfig:
         """Defaults, then ``.env``, then the environment, then ``overrides`` (CLI flags)."""
-        env = layered_env(environ, dotenv)
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = env.get(f.metadata["env"])
-            if raw not in (None, ""):
-                values[f.name] = _convert(f.name, f.type, raw)
-        for name, value in (overrides or {}).items():
-            if value is not None:
-                f_type = next(f.type for f in fields(cls) if f.name == name)
-                values[name] = _convert(name, f_type, value)
-        return cls(**values)
+        return load_settings(cls, overrides, environ, dotenv)
+
+
+def load_settings(
+    cls: type[T],
+    overrides: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    dotenv: str | os.PathLike[str] | None = ".env",
+) -> T:
+    """A settings dataclass (each field's ``env`` metadata names its variable) from its
+    defaults, then ``.env``, then the environment, then ``overrides`` (CLI flags)."""
+    env = layered_env(environ, dotenv)
+    types = {f.name: f.type for f in fields(cls)}
+    values: dict[str, object] = {}
+    for f in fields(cls):
+        raw = env.get(f.metadata["env"])
+        if raw not in (None, ""):
+            values[f.name] = _convert(f.metadata["env"], f.type, raw)
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _convert(name, types[name], value)
+    return cls(**values)
 
 
 def _convert(name: str, type_name: object, raw: object) -> object:
@@ -161,9 +174,9 @@ def _convert(name: str, type_name: object, raw: object) -> object:
         raise ConfigError(f"{name}: cannot use {raw!r} as {type_name}") from None
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--flag`` for each setting except the secrets, which come only from env or .env."""
-    for f in fields(EngineConfig):
+def add_cli_arguments(parser: argparse.ArgumentParser, cls: type = EngineConfig) -> None:
+    """``--flag`` for each setting of ``cls`` except the secrets, which come only from env or .env."""
+    for f in fields(cls):
         if f.metadata["env"] in SECRET_KEYS:
             continue
         parser.add_argument(
