@@ -142,10 +142,12 @@ def soak(started, seconds: float, clients: int) -> None:
           f"; client ticks {result['ticks']}")
 
 
+@pytest.mark.timeout(300)
 def test_soak_one_minute(started):
     soak(started, float(os.environ.get("SOAK_SECONDS", "65")), 500)
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(900)
 def test_soak_ten_minutes(started):
     soak(started, 600.0, 500)
