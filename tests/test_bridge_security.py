@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import socketio
@@ -86,5 +87,10 @@ def test_bridge_reaches_a_curve_engine_with_its_client_keys(tmp_path, start_engi
     bridge = BridgeProcess(engine=engine, env={"CURVE_CLIENT_SECRET": str(tmp_path / "bridge.key_secret"),
                                                "CURVE_SERVER_KEY": str(tmp_path / "server" / "server.key")})
     started.append(bridge)
-    body = bridge.start().health()[1]  # ok: it hears health:engine: and got the symbols by RPC
+    bridge.start()
+    # ok once it hears health:engine: and its RPC is answered (the engine, started without
+    # waiting, may still be loading history when the bridge first asks: bounded wait).
+    deadline = time.monotonic() + 15
+    while (body := bridge.health()[1])["status"] != "ok" and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert body["status"] == "ok" and body["engine"]["status"] == "ok"
