@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from engine.config import DEFAULT_TIMEFRAMES, ConfigError, load_settings
+from engine.config import DEFAULT_TIMEFRAMES, ConfigError, Settings
 from engine.config import add_cli_arguments as add_settings_arguments
 from engine.timeframes import TIMEFRAMES
 
 
 @dataclass(frozen=True)
-class BridgeConfig:
+class BridgeConfig(Settings):
     """Every bridge setting; ``env`` in each field's metadata names its variable."""
 
     ws_host: str = field(default="127.0.0.1", metadata={"env": "WS_HOST"})
@@ -76,16 +74,6 @@ class BridgeConfig:
         if not self.cors_origins:
             return None
         return "*" if "*" in self.cors_origins else list(self.cors_origins)
-
-    @classmethod
-    def load(
-        cls,
-        overrides: Mapping[str, object] | None = None,
-        environ: Mapping[str, str] | None = None,
-        dotenv: str | os.PathLike[str] | None = ".env",
-    ) -> BridgeConfig:
-        """Defaults, then ``.env``, then the environment, then ``overrides`` (CLI flags)."""
-        return load_settings(cls, overrides, environ, dotenv)
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

@@ -60,8 +60,22 @@ def _csv(value: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(s.strip() for s in items if s.strip())
 
 
+class Settings:
+    """A settings dataclass whose fields name their variables in ``env`` metadata."""
+
+    @classmethod
+    def load(
+        cls: type[T],
+        overrides: Mapping[str, object] | None = None,
+        environ: Mapping[str, str] | None = None,
+        dotenv: str | os.PathLike[str] | None = ".env",
+    ) -> T:
+        """Defaults, then ``.env``, then the environment, then ``overrides`` (CLI flags)."""
+        return load_settings(cls, overrides, environ, dotenv)
+
+
 @dataclass(frozen=True)
-class EngineConfig:
+class EngineConfig(Settings):
     """Every engine setting; ``ENV_NAME`` in each field's metadata is its variable."""
 
     source: str = field(default="sim", metadata={"env": "SOURCE"})
@@ -127,16 +141,6 @@ class EngineConfig:
             raise ConfigError("BUS_HWM must be >= 0 (0 = unlimited)")
         if self.source == "replay" and not self.replay_file:
             raise ConfigError("the replay source needs REPLAY_FILE (or --replay-file)")
-
-    @classmethod
-    def load(
-        cls,
-        overrides: Mapping[str, object] | None = None,
-        environ: Mapping[str, str] | None = None,
-        dotenv: str | os.PathLike[str] | None = ".env",
-    ) -> EngineConfig:
-        """Defaults, then ``.env``, then the environment, then ``overrides`` (CLI flags)."""
-        return load_settings(cls, overrides, environ, dotenv)
 
 
 def load_settings(
