@@ -46,6 +46,28 @@ def free_port() -> int:
     raise RuntimeError("no free port found")
 
 
+def subscriber(ctx: zmq.Context, endpoint: str, *prefixes: bytes, hwm: int = 100_000) -> zmq.Socket:
+    """A plain pyzmq SUB (not our client) on ``prefixes``."""
+    sock = ctx.socket(zmq.SUB)
+    sock.linger = 0
+    sock.rcvhwm = hwm
+    for prefix in prefixes:
+        sock.subscribe(prefix)
+    sock.connect(endpoint)
+    return sock
+
+
+def collect(sock: zmq.Socket, until=lambda messages: False, seconds: float = 5.0) -> list:
+    """Decoded ``(topic, payload)`` pairs until ``until(messages)`` or ``seconds`` pass."""
+    out: list = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not until(out):
+        if sock.poll(20):
+            topic, payload = sock.recv_multipart()
+            out.append((topic, msgpack.unpackb(payload)))
+    return out
+
+
 @dataclass
 class ChildProcess:
     """A ``python -m MODULE`` child; its output goes to a file, not a pipe nobody reads."""

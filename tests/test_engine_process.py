@@ -9,30 +9,9 @@ import pytest
 import zmq
 
 from engine.protocol import CANDLE_FIELDS, HEALTH_STATUSES, TICK_FIELDS
-from tests.procs import EngineProcess
+from tests.procs import EngineProcess, collect, subscriber
 
 FIVE = {"EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD"}
-
-
-def subscribe(ctx, endpoint, *prefixes, hwm=100_000):
-    sock = ctx.socket(zmq.SUB)
-    sock.linger = 0
-    sock.rcvhwm = hwm
-    for prefix in prefixes:
-        sock.subscribe(prefix)
-    sock.connect(endpoint)
-    return sock
-
-
-def receive(sock, seconds, limit=100_000):
-    """(topic, payload) pairs for ``seconds`` (bounded)."""
-    out = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and len(out) < limit:
-        if sock.poll(50):
-            topic, payload = sock.recv_multipart()
-            out.append((topic, msgpack.unpackb(payload)))
-    return out
 
 
 def request(ctx, endpoint, body, timeout_ms=5000):
@@ -47,8 +26,8 @@ def request(ctx, endpoint, body, timeout_ms=5000):
 
 
 def test_symbol_subscription_is_exact_and_seq_strictly_consecutive(engine, zmq_ctx):
-    sock = subscribe(zmq_ctx, engine.bus, b"tick:EURUSD:")
-    messages = receive(sock, 2.5)
+    sock = subscriber(zmq_ctx, engine.bus, b"tick:EURUSD:")
+    messages = collect(sock, seconds=2.5)
     assert len(messages) > 10
     assert {topic for topic, _ in messages} == {b"tick:EURUSD:"}
     assert {m["symbol"] for _, m in messages} == {"EURUSD"}
@@ -59,14 +38,14 @@ def test_symbol_subscription_is_exact_and_seq_strictly_consecutive(engine, zmq_c
 
 
 def test_kind_prefix_receives_every_symbol(engine, zmq_ctx):
-    sock = subscribe(zmq_ctx, engine.bus, b"tick:")
-    symbols = {m["symbol"] for _, m in receive(sock, 3.0)}
+    sock = subscriber(zmq_ctx, engine.bus, b"tick:")
+    symbols = {m["symbol"] for _, m in collect(sock, seconds=3.0)}
     assert symbols == FIVE
 
 
 def test_candle_prefix_of_a_symbol_receives_all_its_timeframes(engine, zmq_ctx):
-    sock = subscribe(zmq_ctx, engine.bus, b"candle:XAUUSD:")
-    messages = receive(sock, 3.0)
+    sock = subscriber(zmq_ctx, engine.bus, b"candle:XAUUSD:")
+    messages = collect(sock, seconds=3.0)
     assert {m["timeframe"] for _, m in messages} == {"M1", "M5", "M15", "H1"}
     assert {m["symbol"] for _, m in messages} == {"XAUUSD"}
     assert all(isinstance(m["closed"], bool) for _, m in messages)
@@ -74,8 +53,8 @@ def test_candle_prefix_of_a_symbol_receives_all_its_timeframes(engine, zmq_ctx):
 
 
 def test_health_is_published_every_second(engine, zmq_ctx):
-    sock = subscribe(zmq_ctx, engine.bus, b"health:engine:")
-    health = [m for _, m in receive(sock, 2.6)]
+    sock = subscriber(zmq_ctx, engine.bus, b"health:engine:")
+    health = [m for _, m in collect(sock, seconds=2.6)]
     assert len(health) >= 2
     assert health[-1]["status"] == "ok" and health[-1]["source"] == "sim"
     assert all(h["status"] in HEALTH_STATUSES for h in health)
@@ -112,10 +91,10 @@ def test_snapshot_returns_last_value_of_each_topic_for_late_joiners(engine, zmq_
 
 
 def test_a_stalled_subscriber_does_not_block_the_engine(engine, zmq_ctx):
-    stalled = subscribe(zmq_ctx, engine.bus, b"", hwm=10)  # never read
-    live = subscribe(zmq_ctx, engine.bus, b"tick:EURUSD:")
-    receive(live, 1.0)
-    messages = receive(live, 2.0)
+    stalled = subscriber(zmq_ctx, engine.bus, b"", hwm=10)  # never read
+    live = subscriber(zmq_ctx, engine.bus, b"tick:EURUSD:")
+    collect(live, seconds=1.0)
+    messages = collect(live, seconds=2.0)
     seqs = [m["seq"] for _, m in messages]
     assert len(seqs) > 10 and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     stalled.close(0)
@@ -151,7 +130,7 @@ def test_bus_only_process_carries_an_external_engine_and_other_publishers(start_
     bus.start(wait=False)
     try:
         engine = start_engine("--bus-mode", "external", bus_port=bus.bus_port, pub_port=bus.pub_port)
-        sub = subscribe(zmq_ctx, engine.bus, b"tick:EURUSD:", b"ind:EURUSD:")
+        sub = subscriber(zmq_ctx, engine.bus, b"tick:EURUSD:", b"ind:EURUSD:")
         worker = zmq_ctx.socket(zmq.PUB)
         worker.linger = 0
         worker.connect(engine.pub)
@@ -159,7 +138,7 @@ def test_bus_only_process_carries_an_external_engine_and_other_publishers(start_
         seen = set()
         while time.monotonic() < deadline and seen != {b"tick:EURUSD:", b"ind:EURUSD:H1:"}:
             worker.send_multipart([b"ind:EURUSD:H1:", msgpack.packb({"symbol": "EURUSD", "seq": 1, "epoch": 1})])
-            for topic, _ in receive(sub, 0.2):
+            for topic, _ in collect(sub, seconds=0.2):
                 seen.add(topic)
         assert seen == {b"tick:EURUSD:", b"ind:EURUSD:H1:"}
         # The engine caches what other publishers put on the bus, for snapshots (its own

@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 
-import msgpack
 import numpy as np
 import pytest
 import talib
@@ -20,27 +19,7 @@ from engine.config import EngineConfig
 from engine.service import EngineService
 from engine.sources.mt5 import MT5Source
 from tests.mt5_standin import MT5StandIn
-from tests.procs import EngineProcess, free_port
-
-
-def sub(ctx, endpoint, *prefixes, hwm=100_000):
-    sock = ctx.socket(zmq.SUB)
-    sock.linger = 0
-    sock.rcvhwm = hwm
-    for prefix in prefixes:
-        sock.subscribe(prefix)
-    sock.connect(endpoint)
-    return sock
-
-
-def collect(sock, until, seconds):
-    out = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not until(out):
-        if sock.poll(20):
-            topic, payload = sock.recv_multipart()
-            out.append((topic, msgpack.unpackb(payload)))
-    return out
+from tests.procs import EngineProcess, collect, free_port, subscriber
 
 
 def talib_last(closes):
@@ -80,7 +59,7 @@ def test_engine_killed_and_restarted_same_history_and_correct_indicators(started
     with RpcClient(engine.rpc, ctx=zmq_ctx) as rpc:
         before = [c for c in rpc.candles("EURUSD", "M1", 500) if c["closed"]]
     start_worker(engine)
-    watcher = sub(zmq_ctx, engine.bus, b"candle:EURUSD:M1:", b"ind:EURUSD:M1:")
+    watcher = subscriber(zmq_ctx, engine.bus, b"candle:EURUSD:M1:", b"ind:EURUSD:M1:")
     collect(watcher, lambda ms: len(ms) > 5, 10)
     engine.proc.send_signal(signal.SIGKILL)
     engine.proc.wait(5)
@@ -104,7 +83,7 @@ def test_engine_killed_and_restarted_same_history_and_correct_indicators(started
 
 def test_worker_killed_comes_back_warm_and_never_wrong(start_engine, start_worker, zmq_ctx):
     engine = start_engine("--symbols", "EURUSD", "--timeframes", "M1")
-    watcher = sub(zmq_ctx, engine.bus, b"candle:EURUSD:M1:", b"ind:EURUSD:M1:")
+    watcher = subscriber(zmq_ctx, engine.bus, b"candle:EURUSD:M1:", b"ind:EURUSD:M1:")
     worker = start_worker(engine)
     first = collect(watcher, lambda ms: sum(t.startswith(b"ind:") for t, _ in ms) >= 4, 10)
     worker.proc.send_signal(signal.SIGKILL)
@@ -143,7 +122,7 @@ def test_terminal_drop_degrades_health_and_loses_no_tick(zmq_ctx):
     thread.start()
     try:
         assert opened.wait(10)
-        ticks = sub(zmq_ctx, cfg.bus_endpoint, b"tick:EURUSD:", b"health:engine:")
+        ticks = subscriber(zmq_ctx, cfg.bus_endpoint, b"tick:EURUSD:", b"health:engine:")
         collect(ticks, lambda ms: any(t.startswith(b"health") for t, _ in ms), 5)  # subscription live
         sent = []
         n = 0

@@ -9,29 +9,9 @@ import zmq
 
 from engine.sources.sim import SimSource
 from engine.timeframes import TIMEFRAMES
-from tests.procs import EngineProcess
+from tests.procs import EngineProcess, collect, subscriber
 
 FIVE = {"EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD"}
-
-
-def sub(ctx, endpoint, *prefixes):
-    sock = ctx.socket(zmq.SUB)
-    sock.linger = 0
-    for prefix in prefixes:
-        sock.subscribe(prefix)
-    sock.connect(endpoint)
-    return sock
-
-
-def collect(sock, until, seconds):
-    """Decoded messages until ``until(messages)`` or ``seconds`` pass."""
-    out = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not until(out):
-        if sock.poll(50):
-            topic, payload = sock.recv_multipart()
-            out.append((topic, msgpack.unpackb(payload)))
-    return out
 
 
 def rpc(ctx, endpoint, request):
@@ -78,7 +58,7 @@ def test_closed_values_equal_talib_over_the_engine_candle_history(tmp_path, star
     # 400 hours of market in about 8 s of wall clock.
     engine = start_engine("--source", "replay", "--replay-file", str(export), "--replay-speed", "180000",
                           "--timeframes", "H1", "--max-candles", "1000")
-    listener = sub(zmq_ctx, engine.bus, b"ind:EURUSD:H1:")
+    listener = subscriber(zmq_ctx, engine.bus, b"ind:EURUSD:H1:")
     start_worker(engine)
     messages = [m for _, m in collect(
         listener, lambda ms: sum(m["closed"] for _, m in ms) >= 150, 60)]
@@ -98,7 +78,7 @@ def test_closed_values_equal_talib_over_the_engine_candle_history(tmp_path, star
 
 
 def test_first_values_are_warm_from_history(engine, start_worker, zmq_ctx):
-    listener = sub(zmq_ctx, engine.bus, b"ind:")
+    listener = subscriber(zmq_ctx, engine.bus, b"ind:")
     start_worker(engine)
     first = collect(listener, lambda ms: len(ms) >= 1, 20)
     assert first, "no indicator message"
@@ -110,7 +90,7 @@ def test_first_values_are_warm_from_history(engine, start_worker, zmq_ctx):
 
 
 def test_shards_split_the_symbols_without_overlap(engine, start_worker, zmq_ctx):
-    listener = sub(zmq_ctx, engine.bus, b"ind:", b"health:indicators:")
+    listener = subscriber(zmq_ctx, engine.bus, b"ind:", b"health:indicators:")
     start_worker(engine, "--shard", "0/2")
     start_worker(engine, "--shard", "1/2")
     messages = collect(listener, lambda ms: {m["symbol"] for t, m in ms if t.startswith(b"ind:")} == FIVE
@@ -126,7 +106,7 @@ def test_shards_split_the_symbols_without_overlap(engine, start_worker, zmq_ctx)
 
 
 def test_malformed_candles_are_counted_and_the_worker_goes_on(engine, start_worker, zmq_ctx):
-    listener = sub(zmq_ctx, engine.bus, b"ind:EURUSD:", b"health:indicators:0:")
+    listener = subscriber(zmq_ctx, engine.bus, b"ind:EURUSD:", b"health:indicators:0:")
     worker = start_worker(engine)
     junk = zmq_ctx.socket(zmq.PUB)
     junk.linger = 0
@@ -148,7 +128,7 @@ def test_malformed_candles_are_counted_and_the_worker_goes_on(engine, start_work
 
 def test_engine_restart_makes_the_worker_warm_up_again(start_engine, start_worker, zmq_ctx):
     engine = start_engine("--symbols", "EURUSD", "--timeframes", "M1")
-    listener = sub(zmq_ctx, engine.bus, b"health:indicators:")
+    listener = subscriber(zmq_ctx, engine.bus, b"health:indicators:")
     start_worker(engine)
     assert collect(listener, lambda ms: any(m["series"] == 1 for _, m in ms), 10)
     engine.stop()
