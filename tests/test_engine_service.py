@@ -73,3 +73,57 @@ def _wait_health(rpc, status, attempts=200):
             return health
         threading.Event().wait(0.01)
     raise AssertionError(f"health never became {status}: {health}")
+
+
+class CountingSim(SimSource):
+    """A sim that tells chunks drawn ahead (``prefetch``) from chunks drawn on demand (``poll``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ahead = self.on_demand = 0
+        self.polling = False
+
+    def start(self):
+        super().start()
+        for market in self._markets.values():
+            draw = market.ticks
+
+            def counted(*args, draw=draw):
+                if self.polling:
+                    self.on_demand += 1
+                return draw(*args)
+            market.ticks = counted
+
+    def prefetch(self):
+        did = super().prefetch()
+        self.ahead += did
+        return did
+
+    def poll(self, now_ms):
+        self.polling = True
+        try:
+            return super().poll(now_ms)
+        finally:
+            self.polling = False
+
+
+def test_the_loop_gives_idle_time_to_the_source_so_ticks_are_drawn_ahead():
+    ctx = zmq.Context()
+    cfg = EngineConfig.load(
+        {"bus_endpoint": f"tcp://127.0.0.1:{free_port()}", "bus_pub_endpoint": f"tcp://127.0.0.1:{free_port()}",
+         "rpc_endpoint": f"tcp://127.0.0.1:{free_port()}", "symbols": "EURUSD", "timeframes": "M1"},
+        environ={}, dotenv=None,
+    )
+    source = CountingSim(cfg.symbols, rate=2000)  # a chunk of 512 ticks every ~0.26 s
+    service = EngineService(cfg, source, ctx)
+    service.open()
+    thread = threading.Thread(target=service.run)
+    thread.start()
+    try:
+        threading.Event().wait(1.5)
+    finally:
+        service.stop()
+        thread.join(5)
+        service.close()
+        ctx.destroy(0)
+    assert source.ahead >= 3 and source.on_demand == 0

@@ -186,3 +186,33 @@ def test_a_busy_minute_drawn_in_chunks_still_aggregates_to_its_bar():
         assert (bids[0], max(bids), min(bids), bids[-1], len(bids)) == (o, h, l, c, n)
     polled = [t for t in s.poll(START + 125_000) if t.symbol == "EURUSD" and t.time_msc // 60_000 == minute]
     assert [(t.time_msc, t.bid) for t in polled] == [(t, b) for t, b, _ in s._markets["EURUSD"].minute_ticks(minute)]
+
+
+def test_prefetching_draws_chunks_ahead_without_changing_a_tick():
+    """``prefetch`` moves the drawing of the next chunks off the hot path; the ticks are the same."""
+    plain, ahead = sim(rate=2000), sim(rate=2000)
+    assert ahead.prefetch() and not plain.poll(START - 1)
+    got_plain, got_ahead, prefetched = [], [], 0
+    for now in range(START + 50, START + 130_000, 50):  # crosses chunk and minute boundaries
+        got_plain += plain.poll(now)
+        got_ahead += ahead.poll(now)
+        while ahead.prefetch():
+            prefetched += 1
+    assert got_ahead == got_plain and len(got_plain) > 200_000
+    assert prefetched > 2 * len(SYMBOLS)  # every symbol went through several chunks
+    times = [t.time_msc for t in got_plain]
+    assert times == sorted(times)
+    # Each cursor was handed its next chunk ahead: polling on needs no drawing at all.
+    market = ahead._markets["EURUSD"]
+    drawn = []
+    market.ticks = lambda *a: drawn.append(a)
+    cursor = next(c for c in ahead._cursors if c.name == "EURUSD")
+    cursor.take(cursor.times[-1], [])
+    assert drawn == [] and cursor.upcoming is None
+
+
+def test_books_change_every_250_ms_and_repeat_for_the_same_instant():
+    s = sim()
+    a, b, c = (s.book("EURUSD", START + ms) for ms in (1000, 1100, 1250))
+    assert a == b and a.bids != c.bids
+    assert sim().book("EURUSD", START + 1000) == a

@@ -43,6 +43,15 @@ class MarketSource(ABC):
     def next_due(self, now_ms: int) -> int:
         """Milliseconds until ``poll`` may have something new (0: call again at once)."""
 
+    def prefetch(self) -> bool:
+        """Do one piece of work ahead of time, if there is any; True if it did some.
+
+        The engine calls this while it has time to spare before the next tick is due, so work
+        a source would otherwise do on the hot path (drawing the next batch of ticks) does not
+        delay ticks.
+        """
+        return False
+
     def market_time(self, now_ms: int) -> int:
         """The market's clock in ms: wall time for live sources, the replayed time for a replay.
 

@@ -16,11 +16,13 @@ random walk stamped with the wall clock; that mode is not restart-reproducible.
 """
 from __future__ import annotations
 
+import bisect
 import calendar
 import heapq
 import math
 import time
 import zlib
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,7 @@ ANCHOR_S = 1578268800  # 2020-01-06 00:00:00 UTC, a Monday
 DAY_S = 86400
 MINUTES_PER_DAY = 1440
 BOOK_LEVELS = 10
+BOOK_SHAPES = 64  # distinct depth-of-market shapes a symbol cycles through
 # History is built from M1 bars; this bounds that work (about 1000 days).
 MAX_HISTORY_MINUTES = 1_500_000
 MAX_RATE_BATCH = 512
@@ -108,7 +111,8 @@ class SimMarket:
         self._levels_from = 0
         self._live = np.empty((0, len(_BAR_FIELDS)))  # minute bars from _live_from on, one a row
         self._live_from = 0
-        self._plan: _MinutePlan | None = None
+        self._book_shapes: list[tuple[list[list[int]], list[list[float]]]] | None = None
+        self._plans: dict[int, _MinutePlan] = {}  # the current minute's and the next one's
 
     def levels(self, first_day: int, last_day: int) -> np.ndarray:
         """Log levels (relative to the anchor price) at the start of days ``first_day..last_day``."""
@@ -225,6 +229,17 @@ class SimMarket:
         o, h, l, c, n, spread = self._live[j].tolist()
         return o, h, l, c, int(n), int(spread)
 
+    def book_shape(self, slot: int) -> tuple[list[list[int]], list[list[float]]]:
+        """Depth of market shape number ``slot``: level offsets from the best price in
+        half-spreads (growing by 1-3 a level) and lots, bids then asks. Drawn once, reused."""
+        if self._book_shapes is None:
+            rng = _rng(self.seed, self.sym.info.name, 3)
+            steps = rng.integers(1, 4, (BOOK_SHAPES, 2, BOOK_LEVELS))
+            offsets = steps.cumsum(axis=2) - steps[:, :, :1]
+            lots = np.round(rng.lognormal(0.0, 0.8, (BOOK_SHAPES, 2, BOOK_LEVELS)) * (1 + np.arange(BOOK_LEVELS)), 2)
+            self._book_shapes = list(zip(offsets.tolist(), lots.tolist()))
+        return self._book_shapes[(slot * 0x9E3779B1 >> 16) % BOOK_SHAPES]
+
     def day_open(self, ts: int) -> float:
         """The first price of the UTC day containing ``ts`` (seconds)."""
         day = (ts - ANCHOR_S) // DAY_S
@@ -232,8 +247,9 @@ class SimMarket:
 
     def plan(self, minute: int) -> _MinutePlan:
         """How the ticks of ``minute`` are laid out: cheap, so a busy minute starts without a stall."""
-        if self._plan is not None and self._plan.minute == minute:
-            return self._plan
+        plan = self._plans.get(minute)
+        if plan is not None:
+            return plan
         o, h, l, c, n, spread_points = self._minute_bar(minute)
         rng = _rng(self.seed, self.sym.info.name, 4, minute)
         k = -(-n // TICK_CHUNK)
@@ -245,10 +261,16 @@ class SimMarket:
         # The random walk at each chunk start and at the last tick (index n - 1).
         ends = np.append(starts[1:-1], n - 1)
         walk = np.concatenate(([0.0], np.cumsum(rng.standard_normal(k) * np.sqrt(ends - starts[:-1]))))
-        hi, lo = rng.choice(np.arange(1, n - 1), 2, replace=False)
-        self._plan = _MinutePlan(minute, o, h, l, c, n, spread_points * self.sym.info.point,
-                                 starts.tolist(), bounds.tolist(), walk, int(hi), int(lo))
-        return self._plan
+        # Two distinct inner indices for the high and the low (n >= 4), without a permutation.
+        hi = int(rng.integers(1, n - 1))
+        lo = int(rng.integers(1, n - 2))
+        lo += lo >= hi
+        plan = _MinutePlan(minute, o, h, l, c, n, spread_points,
+                           starts.tolist(), bounds.tolist(), walk, hi, lo)
+        if len(self._plans) >= 2:
+            del self._plans[min(self._plans)]
+        self._plans[minute] = plan
+        return plan
 
     def ticks(self, minute: int, chunk: int) -> list[tuple[int, float, float]]:
         """Chunk ``chunk`` of the ticks of ``minute``: ``(time_msc, bid, ask)`` in time order.
@@ -273,10 +295,14 @@ class SimMarket:
             if a <= index < b:
                 path[index - a] = price
         offsets = np.sort(rng.integers(p.bounds[chunk], max(p.bounds[chunk] + 1, p.bounds[chunk + 1]), b - a))
-        digits = self.sym.info.digits
-        base = minute * 60_000
-        return [(base + off, bid, round(bid + p.spread, digits))
-                for off, bid in zip(offsets.tolist(), np.round(path, digits).tolist())]
+        offsets += minute * 60_000
+        # Prices as whole points over 10**digits: the same doubles round(price, digits) gives,
+        # computed for the whole chunk at once.
+        scale = 10.0 ** self.sym.info.digits
+        points = np.rint(path * scale, out=path)
+        bids = (points / scale).tolist()
+        asks = ((points + p.spread) / scale).tolist()
+        return list(zip(offsets.tolist(), bids, asks))
 
     def chunks(self, minute: int) -> int:
         return len(self.plan(minute).starts) - 1
@@ -291,6 +317,71 @@ class SimMarket:
         return out if until_ms is None else [t for t in out if t[0] <= until_ms]
 
 
+def _tick_time(tick: Tick) -> int:
+    return tick.time_msc
+
+
+class _TickCursor:
+    """One symbol's place in its live ticks: the current chunk, and the next one once prefetched."""
+
+    __slots__ = ("market", "name", "minute", "chunk", "ticks", "times", "pos", "upcoming",
+                 "queued", "_unprefetched")
+
+    def __init__(self, market: SimMarket, minute: int, pos: int,
+                 unprefetched: deque[_TickCursor]) -> None:
+        """Start at tick ``pos`` of ``minute`` (past its last: at the next minute)."""
+        self.market = market
+        self.name = market.sym.info.name
+        self._unprefetched = unprefetched
+        self.queued = False
+        starts = market.plan(minute).starts
+        self.minute = minute
+        self.chunk = max(0, bisect.bisect_right(starts, pos, hi=len(starts) - 1) - 1)
+        self.upcoming: list[tuple[int, float, float]] | None = None
+        self._load(market.ticks(minute, self.chunk))
+        self.pos = pos - starts[self.chunk]
+        self._skip_drained()
+
+    def _load(self, ticks: list[tuple[int, float, float]]) -> None:
+        self.ticks = ticks
+        self.times = [t for t, _, _ in ticks]
+        self.pos = 0
+        if not self.queued:
+            self.queued = True
+            self._unprefetched.append(self)
+
+    def _following(self) -> tuple[int, int]:
+        """(minute, chunk) after the current chunk."""
+        if self.chunk + 1 < self.market.chunks(self.minute):
+            return self.minute, self.chunk + 1
+        return self.minute + 1, 0
+
+    def prefetch(self) -> None:
+        if self.upcoming is None:
+            self.upcoming = self.market.ticks(*self._following())
+
+    def _skip_drained(self) -> None:
+        while self.pos >= len(self.ticks):
+            self.prefetch()
+            ticks, self.upcoming = self.upcoming, None
+            self.minute, self.chunk = self._following()
+            self._load(ticks)
+
+    def next_time(self) -> int:
+        return self.times[self.pos]
+
+    def take(self, now_ms: int, out: list[Tick]) -> None:
+        """Append every tick stamped at or before ``now_ms`` to ``out``, in time order."""
+        name = self.name
+        while True:
+            end = bisect.bisect_right(self.times, now_ms, self.pos)
+            out += [Tick(name, t, bid, ask) for t, bid, ask in self.ticks[self.pos:end]]
+            self.pos = end
+            if end < len(self.ticks):
+                return
+            self._skip_drained()
+
+
 @dataclass(frozen=True, slots=True)
 class _MinutePlan:
     minute: int
@@ -299,7 +390,7 @@ class _MinutePlan:
     l: float
     c: float
     n: int
-    spread: float
+    spread: int  # in points
     starts: list[int]  # index of each chunk's first tick, then n
     bounds: list[int]  # ms offsets where each chunk's time span starts, then 60000
     walk: np.ndarray  # the walk at each chunk start, then at the last tick
@@ -361,10 +452,9 @@ class SimSource(MarketSource):
             for s in self._syms
         }
         self._start_ms = clock_ms
-        self._heap: list[tuple[int, int, int]] = []  # (time_msc, symbol index, position)
-        self._pending: list[list[tuple[int, float, float]]] = []  # each symbol's current chunk
-        self._minute: list[int] = []
-        self._chunk: list[int] = []
+        self._cursors: list[_TickCursor] = []
+        self._unprefetched: deque[_TickCursor] = deque()  # cursors whose next chunk is not drawn
+        self._heap: list[tuple[int, int]] = []  # (time_msc of its next tick, cursor index)
         self._last: dict[str, Tick] = {}
         self._walk: _FastWalk | None = None
 
@@ -377,37 +467,13 @@ class SimSource(MarketSource):
         minute = now // 60_000
         for idx, sym in enumerate(self._syms):
             market = self._markets[sym.info.name]
-            self._minute.append(minute)
-            self._chunk.append(0)
-            self._pending.append([])
             done = market.minute_ticks(minute, until_ms=now)
             last = done[-1] if done else market.minute_ticks(minute - 1)[-1]
             self._last[sym.info.name] = Tick(sym.info.name, last[0], last[1], last[2])
             if self.rate:
-                self._seek(idx, len(done))
-
-    def _seek(self, idx: int, pos: int) -> None:
-        """Queue the tick at index ``pos`` of the symbol's current minute (``n``: the next minute)."""
-        plan = self._markets[self._syms[idx].info.name].plan(self._minute[idx])
-        chunk = 0
-        while chunk + 1 < len(plan.starts) - 1 and plan.starts[chunk + 1] <= pos:
-            chunk += 1
-        self._chunk[idx] = chunk
-        self._pending[idx] = self._markets[self._syms[idx].info.name].ticks(self._minute[idx], chunk)
-        self._schedule(idx, pos - plan.starts[chunk])
-
-    def _schedule(self, idx: int, pos: int) -> None:
-        """Queue the tick at ``pos`` of the symbol's current chunk, moving on to later chunks."""
-        market = self._markets[self._syms[idx].info.name]
-        while pos >= len(self._pending[idx]):
-            pos = 0
-            if self._chunk[idx] + 1 < market.chunks(self._minute[idx]):
-                self._chunk[idx] += 1
-            else:
-                self._minute[idx] += 1
-                self._chunk[idx] = 0
-            self._pending[idx] = market.ticks(self._minute[idx], self._chunk[idx])
-        heapq.heappush(self._heap, (self._pending[idx][pos][0], idx, pos))
+                cursor = _TickCursor(market, minute, len(done), self._unprefetched)
+                self._cursors.append(cursor)
+                heapq.heappush(self._heap, (cursor.next_time(), idx))
 
     def symbols(self) -> list[SymbolInfo]:
         return [s.info for s in self._syms]
@@ -433,16 +499,31 @@ class SimSource(MarketSource):
             ticks = self._walk.batch(now_ms)
             self._last.update((t.symbol, t) for t in ticks[-len(self._syms):])
             return ticks
-        out: list[Tick] = []
         heap = self._heap
+        due = []
         while heap and heap[0][0] <= now_ms:
-            t_ms, idx, pos = heapq.heappop(heap)
-            _, bid, ask = self._pending[idx][pos]
-            tick = Tick(self._syms[idx].info.name, t_ms, bid, ask)
-            out.append(tick)
-            self._last[tick.symbol] = tick
-            self._schedule(idx, pos + 1)
+            due.append(heapq.heappop(heap)[1])
+        if not due:
+            return []
+        out: list[Tick] = []
+        due.sort()  # symbol order, then a stable sort by time: ties in a ms come in symbol order
+        for idx in due:
+            cursor = self._cursors[idx]
+            cursor.take(now_ms, out)
+            self._last[cursor.name] = out[-1]
+            heapq.heappush(heap, (cursor.next_time(), idx))
+        if len(due) > 1:
+            out.sort(key=_tick_time)
         return out
+
+    def prefetch(self) -> bool:
+        """Draw the next chunk of one symbol whose current chunk is being read."""
+        if not self._unprefetched:
+            return False
+        cursor = self._unprefetched.popleft()
+        cursor.queued = False
+        cursor.prefetch()
+        return True
 
     def next_due(self, now_ms: int) -> int:
         if self._walk is not None or not self._heap:
@@ -456,16 +537,14 @@ class SimSource(MarketSource):
         tick = self._last.get(symbol)
         if tick is None:
             return None
-        info = self._markets[symbol].sym.info
-        rng = _rng(self.seed, symbol, 3, now_ms // 250)
-        half_spread = max(1, round((tick.ask - tick.bid) / info.point / 2))
-        # Level offsets in points from the best price, growing by 1-3 half-spreads per level.
-        steps = rng.integers(1, 4, (2, BOOK_LEVELS)) * half_spread
-        offsets = (steps.cumsum(axis=1) - steps[:, :1]).tolist()
-        lots = np.round(rng.lognormal(0.0, 0.8, (2, BOOK_LEVELS)) * (1 + np.arange(BOOK_LEVELS)), 2)
+        market = self._markets[symbol]
+        info = market.sym.info
+        # The depth changes every 250 ms, picked from the symbol's precomputed shapes.
+        offsets, lots = market.book_shape(now_ms // 250)
+        unit = max(1, round((tick.ask - tick.bid) / info.point / 2)) * info.point  # half a spread
         d = info.digits
-        bids = [[round(tick.bid - o * info.point, d), v] for o, v in zip(offsets[0], lots[0].tolist())]
-        asks = [[round(tick.ask + o * info.point, d), v] for o, v in zip(offsets[1], lots[1].tolist())]
+        bids = [[round(tick.bid - o * unit, d), v] for o, v in zip(offsets[0], lots[0])]
+        asks = [[round(tick.ask + o * unit, d), v] for o, v in zip(offsets[1], lots[1])]
         return Book(symbol, tick.time_msc, bids, asks)
 
     def account(self, now_ms: int) -> dict[str, Any] | None:
