@@ -12,7 +12,7 @@ import hmac
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from importlib import metadata
 from typing import Any
@@ -26,6 +26,7 @@ from bridge.bus import GAP, RESTART, AsyncRpc, BusReader, SeqTracker
 from bridge.cache import CandleCache, ValueCache
 from bridge.config import BridgeConfig
 from bridge.fanout import ALL, Fanout
+from bridge.indicator_history import indicator_history
 from bridge.metrics import BridgeMetrics, TimedRpc
 from bridge.ratelimit import TokenBucket
 from bridge.transport import WireTransport
@@ -57,6 +58,12 @@ def symbol_room(symbol: str) -> str:
 
 def timeframe_room(symbol: str, timeframe: str) -> str:
     return f"t:{symbol}:{timeframe}"
+
+
+def engine_error(event: str, exc: RpcError) -> ClientError:
+    """The client's error for an engine error in answering ``event``."""
+    code = exc.code if exc.code in PASSED_CODES else ErrorCode.UNAVAILABLE
+    return ClientError(code, f"{event}: {exc.message or exc.code}", event)
 
 
 def now_ms() -> int:
@@ -211,6 +218,8 @@ class Bridge:
         if req.event == "get_candles":
             bars = await self._candles(req)
             return "candles", {"symbol": req.symbol, "timeframe": req.timeframe, "candles": bars}
+        if req.event == "get_indicators":
+            return "indicators_history", await self._indicators(req)
         if req.event == "get_order_book":
             return "order_book", unstamped(await self._call(req.event, "book", symbol=req.symbol))
         if req.event == "get_account_info":
@@ -232,8 +241,7 @@ class Bridge:
         try:
             return await self.rpc.call(op, **params)
         except RpcError as exc:
-            code = exc.code if exc.code in PASSED_CODES else ErrorCode.UNAVAILABLE
-            raise ClientError(code, f"{event}: {exc.message or exc.code}", event) from None
+            raise engine_error(event, exc) from None
 
     async def _symbols(self) -> list[dict[str, Any]]:
         cached = self.symbols.get(time.monotonic())
@@ -258,7 +266,18 @@ class Bridge:
             task = asyncio.get_running_loop().create_task(self._fetch_candles(req.symbol, req.timeframe, asked))
             inflight = self._fetching[key] = (asked, task)
             task.add_done_callback(partial(self._fetched, key))
-        return (await asyncio.shield(inflight[1]))[-req.count:]
+        try:
+            return (await asyncio.shield(inflight[1]))[-req.count:]
+        except RpcError as exc:  # named after this request: the fetch may serve several events
+            raise engine_error(req.event, exc) from None
+
+    async def _indicators(self, req: Request) -> dict[str, Any]:
+        """Values for the bars ``get_candles`` would return, computed over up to ``MAX_CANDLES``
+        bars of history so that the first of them are warmed up as the worker's are."""
+        assert req.symbol is not None and req.timeframe is not None
+        bars = await self._candles(replace(req, count=self.config.max_candles))
+        values = indicator_history(req.symbol, req.timeframe, bars, req.count, self.config.periods)
+        return {"symbol": req.symbol, "timeframe": req.timeframe, "values": values}
 
     def _fetched(self, key: tuple[str, str], task: asyncio.Task[Any]) -> None:
         if self._fetching.get(key, (0, None))[1] is task:
@@ -266,7 +285,8 @@ class Bridge:
 
     async def _fetch_candles(self, symbol: str, timeframe: str, asked: int) -> list[dict[str, Any]]:
         self.candle_fetches += 1
-        fetched = await self._call("get_candles", "candles", symbol=symbol, timeframe=timeframe, count=asked)
+        assert self.rpc is not None
+        fetched = await self.rpc.call("candles", symbol=symbol, timeframe=timeframe, count=asked)
         self.candles.put(symbol, timeframe, fetched, asked, time.monotonic())
         return fetched
 

@@ -18,6 +18,7 @@ FIELDS: dict[str, frozenset[str]] = {
     "unsubscribe": frozenset({"symbol", "timeframe"}),
     "get_symbols": frozenset(),
     "get_candles": frozenset({"symbol", "timeframe", "count"}),
+    "get_indicators": frozenset({"symbol", "timeframe", "count"}),
     "get_order_book": frozenset({"symbol"}),
     "get_account_info": frozenset(),
     "ping": frozenset(),
@@ -26,6 +27,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "subscribe": ("symbol",),
     "unsubscribe": ("symbol",),
     "get_candles": ("symbol", "timeframe"),
+    "get_indicators": ("symbol", "timeframe"),
     "get_order_book": ("symbol",),
 }
 EVENTS = tuple(FIELDS)

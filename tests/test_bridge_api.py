@@ -6,7 +6,9 @@ import math
 import time
 from collections import Counter
 
+import numpy as np
 import pytest
+import talib
 
 from tests.bridge_procs import BridgeProcess, BusInjector, Recorder
 from tests.procs import WorkerProcess
@@ -62,6 +64,7 @@ def test_every_request_answers_with_its_event_and_the_same_acknowledgement(bridg
         cases = [
             ("get_symbols", None, "symbols"),
             ("get_candles", {"symbol": SYMBOL, "timeframe": "M5", "count": 10}, "candles"),
+            ("get_indicators", {"symbol": SYMBOL, "timeframe": "M5", "count": 10}, "indicators_history"),
             ("get_order_book", {"symbol": SYMBOL}, "order_book"),
             ("get_account_info", None, "account_info"),
             ("ping", None, "health"),
@@ -106,6 +109,28 @@ def test_get_candles_returns_count_bars_oldest_first_then_serves_from_cache(brid
     assert len(again["candles"]) == 20 and again["candles"][0]["time"] == bars[-20]["time"]
     assert after["cache_hits"] == before["cache_hits"] + 1
     assert after["cache_misses"] == before["cache_misses"]
+
+
+def test_get_indicators_gives_warm_values_for_the_get_candles_bars_and_the_forming_bar_last(bridge):
+    async def scenario(c):
+        values = await c.call("get_indicators", {"symbol": SYMBOL, "timeframe": "H1", "count": 100})
+        candles = await c.call("get_candles", {"symbol": SYMBOL, "timeframe": "H1", "count": 1000})
+        return values, candles["candles"]
+    reply, bars = run(scenario, bridge)
+    assert reply["symbol"] == SYMBOL and reply["timeframe"] == "H1"
+    values = reply["values"]
+    assert [v["time"] for v in values] == [b["time"] for b in bars[-100:]]
+    assert [v["closed"] for v in values] == [True] * 99 + [False]
+    assert all(v["symbol"] == SYMBOL and v["timeframe"] == "H1" for v in values)
+    fields = ("sma", "ema", "rsi", "macd", "macd_signal", "macd_hist")
+    assert all(v[k] is not None for v in values for k in fields), "the first bars shown are warmed up too"
+    # Computed over the same 1000 bars of history as the worker warms from: TA-Lib's numbers.
+    closes = np.array([b["close"] for b in bars if b["closed"]])
+    macd, signal, hist = talib.MACD(closes)
+    expected = (talib.SMA(closes, 20), talib.EMA(closes, 20), talib.RSI(closes, 14), macd, signal, hist)
+    for k, value in enumerate(values[:-1]):
+        i = len(closes) - 99 + k
+        assert [value[f] for f in fields] == [float(column[i]) for column in expected], value["time"]
 
 
 def test_concurrent_candle_requests_on_a_cold_cache_make_one_engine_request(bridge):
@@ -220,6 +245,15 @@ def test_indicator_values_from_the_bus_relay_with_nan_as_null_and_closed_ones_al
     ("get_candles", {"symbol": SYMBOL, "timeframe": "M7"}, "unknown_timeframe"),
     ("get_candles", {"symbol": SYMBOL, "timeframe": "H4"}, "unknown_timeframe"),  # the engine's answer
     ("get_candles", {"symbol": "NOPE", "timeframe": "M1"}, "unknown_symbol"),
+    ("get_indicators", "EURUSD", "bad_request"),
+    ("get_indicators", {"symbol": SYMBOL}, "bad_request"),
+    ("get_indicators", {"symbol": SYMBOL, "timeframe": 1}, "bad_request"),
+    ("get_indicators", {"symbol": SYMBOL, "timeframe": "M1", "count": 0}, "bad_request"),
+    ("get_indicators", {"symbol": SYMBOL, "timeframe": "M1", "count": "5"}, "bad_request"),
+    ("get_indicators", {"symbol": SYMBOL, "timeframe": "M1", "count": 1001}, "too_many"),
+    ("get_indicators", {"symbol": SYMBOL, "timeframe": "M7"}, "unknown_timeframe"),
+    ("get_indicators", {"symbol": SYMBOL, "timeframe": "H4"}, "unknown_timeframe"),  # the engine's answer
+    ("get_indicators", {"symbol": "NOPE", "timeframe": "M1"}, "unknown_symbol"),
     ("subscribe", {"symbol": "EURUSD.m"}, "unknown_symbol"),
     ("subscribe", {"symbol": 5}, "bad_request"),
     ("subscribe", {"symbol": "x" * 100}, "bad_request"),

@@ -15,6 +15,7 @@ from bridge.ratelimit import TokenBucket
 from bridge.transport import ws_text_frame
 from bridge.validation import ClientError, parse_request
 from engine.config import ConfigError
+from indicators.series import Periods
 
 SYMBOLS = frozenset({"EURUSD", "GBPUSD"})
 TFS = ("M1", "H1")
@@ -84,6 +85,8 @@ def test_valid_requests_parse_with_defaults():
     assert parse("subscribe", {"symbol": "EURUSD"}).timeframe is None
     assert parse("get_candles", {"symbol": "EURUSD", "timeframe": "H1"}).count == 100
     assert parse("get_candles", {"symbol": "EURUSD", "timeframe": "H1", "count": 1000}).count == 1000
+    assert parse("get_indicators", {"symbol": "EURUSD", "timeframe": "H1"}).count == 100
+    assert parse("get_indicators", {"symbol": "EURUSD", "timeframe": "M1", "count": 7}).count == 7
     assert parse("ping").event == "ping"
     assert parse("get_symbols", None).event == "get_symbols"
     assert parse("get_account_info", {}).event == "get_account_info"
@@ -106,6 +109,11 @@ def test_valid_requests_parse_with_defaults():
     ("get_candles", ({"symbol": "EURUSD", "timeframe": "M1", "count": 1.5},), "bad_request"),
     ("get_candles", ({"symbol": "EURUSD", "timeframe": "M1", "count": -1},), "bad_request"),
     ("get_candles", ({"symbol": "EURUSD", "timeframe": "M1", "count": 1001},), "too_many"),
+    ("get_indicators", ({"symbol": "EURUSD"},), "bad_request"),
+    ("get_indicators", ({"symbol": "EURUSD", "timeframe": "M1", "count": 1.5},), "bad_request"),
+    ("get_indicators", ({"symbol": "EURUSD", "timeframe": "M1", "count": 1001},), "too_many"),
+    ("get_indicators", ({"symbol": "USDCHF", "timeframe": "M1"},), "unknown_symbol"),
+    ("get_indicators", ({"symbol": "EURUSD", "timeframe": "M5"},), "unknown_timeframe"),
 ])
 def test_invalid_requests_are_refused_with_their_code(event, args, code):
     with pytest.raises(ClientError) as info:
@@ -290,8 +298,16 @@ def test_config_layers_and_keeps_the_token_secret(tmp_path):
     assert BridgeConfig.load(environ={"CORS_ORIGINS": "*"}, dotenv=None).cors_allowed == "*"
 
 
+def test_config_takes_the_indicator_periods_from_the_workers_variables():
+    assert BridgeConfig.load(environ={}, dotenv=None).periods == Periods()
+    cfg = BridgeConfig.load(environ={"IND_SMA": "10", "IND_EMA": "30", "IND_RSI": "7", "IND_MACD": "5,35,5"},
+                            dotenv=None)
+    assert cfg.periods == Periods(10, 30, 7, (5, 35, 5))
+
+
 @pytest.mark.parametrize("env", [{"WS_PORT": "0"}, {"BATCH_INTERVAL_MS": "x"}, {"TIMEFRAMES": "M7"},
-                                 {"CLIENT_BUFFER_SOFT_BYTES": "10", "CLIENT_BUFFER_HARD_BYTES": "5"}])
+                                 {"CLIENT_BUFFER_SOFT_BYTES": "10", "CLIENT_BUFFER_HARD_BYTES": "5"},
+                                 {"IND_SMA": "0"}, {"IND_RSI": "x"}, {"IND_MACD": "12,26"}])
 def test_bad_settings_are_refused_naming_the_setting(env):
     with pytest.raises(ConfigError):
         BridgeConfig.load(environ=env, dotenv=None)

@@ -1,0 +1,42 @@
+"""Indicator values over a candle history (pure): what the worker publishes, bar by bar.
+
+The values come from ``indicators.series.IndicatorSeries``, the worker's own core: closed bars
+are committed in order (one ``update_many`` per indicator, as the worker's warm-up does), and a
+forming last bar is peeked (``on_candle``, as the worker does for every forming update).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from indicators.series import IndicatorSeries, Periods
+
+
+def indicator_history(symbol: str, timeframe: str, candles: Sequence[dict[str, Any]], count: int,
+                      periods: Periods = Periods()) -> list[dict[str, Any]]:
+    """The ``indicators`` payloads of the last ``count`` (>= 1) bars of ``candles`` (oldest first).
+
+    Every bar before them warms the indicators up, so pass more history than ``count`` to get
+    values for the first bars returned; a value not ready yet is ``None``. Only closed bars are
+    committed (as in ``IndicatorSeries.warm``); a forming last bar gets the peeked values.
+    """
+    series = IndicatorSeries(symbol, timeframe, periods)
+    forming = candles[-1] if candles and not candles[-1]["closed"] else None
+    closed = [c for c in candles if c["closed"]]
+    closes = np.fromiter((c["close"] for c in closed), dtype=np.float64, count=len(closed))
+    table = np.column_stack((series.sma.update_many(closes), series.ema.update_many(closes),
+                             series.rsi.update_many(closes), *series.macd.update_many(closes)))
+    first = max(0, len(closed) - (count - (forming is not None)))
+    cells = table[first:].astype(object)
+    cells[np.isnan(table[first:])] = None  # NaN (warming up) travels as null
+    values = [{"symbol": symbol, "timeframe": timeframe, "time": bar["time"], "closed": True,
+               "sma": sma, "ema": ema, "rsi": rsi, "macd": macd, "macd_signal": signal, "macd_hist": hist}
+              for bar, (sma, ema, rsi, macd, signal, hist) in zip(closed[first:], cells.tolist())]
+    if forming is not None:
+        series.last_closed = closed[-1]["time"] if closed else -1
+        peeked = series.on_candle(forming)
+        if peeked is not None:  # None only for a forming bar not after the last closed one
+            values.append(peeked)
+    return values
