@@ -23,8 +23,16 @@ from tests.bridge_procs import BridgeProcess, npm_install
 from tests.procs import ROOT, EngineProcess, WorkerProcess
 
 BROWSER_DIR = ROOT / "tests" / "browser"
+INDICATORS = ("sma", "ema", "rsi", "macd")
 OUTPUT_DIR = ROOT / "tests" / "output"  # git-ignored: the latest screenshot, for people to look at
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
+
+
+def assert_overlays_cover_the_history(step: dict) -> None:
+    """Nearly every visible bar has each indicator: from get_indicators, not only the live bars."""
+    overlay = step["overlay"]
+    assert overlay["bars"] > 20 and step["indicatorHistory"] >= overlay["bars"], (overlay, step["indicatorHistory"])
+    assert all(overlay[k] >= 0.9 * overlay["bars"] for k in INDICATORS), overlay
 
 
 def find_chromium() -> str:
@@ -89,6 +97,8 @@ def test_dashboard_shows_live_candles_and_switches_symbols(started, tmp_path: Pa
     symbol = loaded["symbol"]
     assert symbol in loaded["symbols"] and loaded["timeframe"] == "M1"
     assert loaded["historyBars"] > 1 and loaded["bars"] >= loaded["historyBars"]
+    assert loaded["indicatorHistory"] == loaded["historyBars"], "one indicator value per history bar"
+    assert_overlays_cover_the_history(loaded)
     # Live: candles events keep coming after the history, the last bar is this symbol's.
     assert live["candleEvents"] >= loaded["candleEvents"] + 3
     assert live["lastBar"]["symbol"] == symbol and live["lastBar"]["timeframe"] == "M1"
@@ -106,10 +116,12 @@ def test_dashboard_shows_live_candles_and_switches_symbols(started, tmp_path: Pa
     assert after["ticks"][new] > before["ticks"][new], "the new symbol's ticks stopped"
     assert after["ticks"][old] == before["ticks"][old], "the old symbol's ticks still arrive after the switch"
     assert after["candleEventsIgnored"] == before["candleEventsIgnored"], "candles of the old selection still arrive"
+    assert_overlays_cover_the_history(after)
 
     timeframe = result["steps"]["timeframe"]
     assert timeframe["symbol"] == new and timeframe["timeframe"] == "M5"
     assert timeframe["lastBar"]["timeframe"] == "M5" and timeframe["indicatorEvents"] > 0
+    assert_overlays_cover_the_history(timeframe)
 
 
 def test_dashboard_routes_and_a_missing_socketio_client(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@
 "use strict";
 
 (() => {
-  const HISTORY_BARS = 200;       // get_candles count
+  const HISTORY_BARS = 200;       // get_candles and get_indicators count
   const MAX_BARS = 600;           // bars kept in memory
   const BAR_PX = 9;               // horizontal space per bar
   const AXIS_PX = 72;             // right-hand price axis
@@ -32,6 +32,8 @@
     lastBar: null,
     indicatorEvents: 0,
     indicatorPoints: 0,
+    indicatorHistory: 0,      // values of the current selection from get_indicators
+    overlay: { bars: 0, sma: 0, ema: 0, rsi: 0, macd: 0 }, // bars drawn, and those with each indicator
     bookEvents: 0,
     accountEvents: 0,
     summaryEvents: 0,
@@ -140,6 +142,18 @@
     invalidate("chart");
   }
 
+  // History from get_indicators, under the live values: a bar that already has a live value keeps
+  // it, unless the history has that bar closed and the live value was of it still forming.
+  function onIndicatorHistory(values) {
+    for (const v of values) {
+      const old = indicators.get(v.time);
+      if (!old || (v.closed && !old.closed)) indicators.set(v.time, v);
+    }
+    state.indicatorHistory = values.length;
+    state.indicatorPoints = indicators.size;
+    invalidate("chart");
+  }
+
   // ---------------------------------------------------------------- canvas drawing
   function setup(canvas) {
     const dpr = window.devicePixelRatio || 1;
@@ -243,6 +257,9 @@
   }
 
   function drawCharts() {
+    const { shown } = visible($("price").clientWidth);
+    const has = (key) => shown.filter((b) => indicators.get(b.time)?.[key] != null).length;
+    state.overlay = { bars: shown.length, sma: has("sma"), ema: has("ema"), rsi: has("rsi"), macd: has("macd") };
     drawPrice();
     drawRsi();
     drawMacd();
@@ -545,6 +562,7 @@
     state.candleEvents = 0;
     state.indicatorEvents = 0;
     state.historyBars = 0;
+    state.indicatorHistory = 0;
     bars = [];
     indicators = new Map();
     if (old.symbol !== symbol) {
@@ -569,6 +587,12 @@
       if (generation !== state.generation) return;
       if (reply?.code) state.errors.push(reply);
       else state.historyBars = reply?.candles?.length ?? 0;
+    });
+    // Indicator values over the same history, so the overlays and panes cover it from the start.
+    socket.emit("get_indicators", { symbol, timeframe, count: HISTORY_BARS }, (reply) => {
+      if (generation !== state.generation) return;
+      if (reply?.code) state.errors.push(reply);
+      else onIndicatorHistory(reply?.values ?? []);
     });
     socket.emit("get_order_book", { symbol }, (reply) => {
       if (generation === state.generation && reply && !reply.code) onBook(reply);

@@ -25,6 +25,8 @@ try {
   page.on("console", (msg) => result.console.push(`${msg.type()}: ${msg.text()}`));
   page.on("pageerror", (err) => result.pageErrors.push(String(err)));
   const state = () => page.evaluate(() => JSON.parse(JSON.stringify(window.dashboardState)));
+  // Two animation frames: the page has drawn what it had (it renders at most once a frame).
+  const drawn = () => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
   const waitFor = async (what, fn, arg, timeout = 15000) => {
     try {
       await page.waitForFunction(fn, arg, { timeout, polling: 100 });
@@ -34,8 +36,12 @@ try {
   };
 
   await page.goto(url, { waitUntil: "load" });
-  await waitFor("history candles of the first symbol",
-    () => window.dashboardState.connected && window.dashboardState.bars > 1 && window.dashboardState.historyBars > 0);
+  // Right after load: history candles and their indicator values (state.overlay: what the chart drew).
+  await waitFor("history candles and indicator values of the first symbol", () => {
+    const s = window.dashboardState;
+    return s.connected && s.bars > 1 && s.historyBars > 0 && s.indicatorHistory > 0;
+  });
+  await drawn();
   result.steps.loaded = await state();
 
   // Live: more candles events for the selection (the history reply was one), ticks, indicators, book, summary.
@@ -67,7 +73,8 @@ try {
   await waitFor(`${next} ticks and candles after the switch`,
     ([sym, t0]) => {
       const s = window.dashboardState;
-      return s.symbol === sym && s.bars > 1 && s.lastBar?.symbol === sym && (s.ticks[sym] || 0) >= t0 + 3;
+      return s.symbol === sym && s.bars > 1 && s.lastBar?.symbol === sym && (s.ticks[sym] || 0) >= t0 + 3 &&
+        s.indicatorHistory > 0;
     }, [next, (await state()).ticks[next] || 0]);
   await sleep(500); // what was already in flight for the old symbol
   const before = await state();
@@ -77,10 +84,10 @@ try {
 
   // And the timeframe, with its button.
   await page.click('#timeframes button[data-tf="M5"]');
-  await waitFor("M5 candles", () => {
+  await waitFor("M5 candles and indicator history", () => {
     const s = window.dashboardState;
     return s.timeframe === "M5" && s.bars > 1 && s.lastBar?.timeframe === "M5" && s.candleEvents > 0 &&
-      s.indicatorEvents > 0;
+      s.indicatorEvents > 0 && s.indicatorHistory > 0;
   });
   await sleep(300);
   result.steps.timeframe = await state();
