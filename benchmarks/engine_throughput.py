@@ -7,9 +7,10 @@ SUB subscribed to everything, decoding every payload and checking ``seq`` per to
   bare_loop  pack a fresh tick dict and ``send_multipart`` it, as fast as possible, straight
              PUB -> SUB over tcp (no proxy, no aggregation): the plain Python publisher.
   bare_loop_two_sends
-             the same loop sending the two frames with two ``send`` calls and int flags, as
-             the engine does (pyzmq's ``send_multipart`` costs several µs per message): the
-             ceiling for a Python publisher.
+             the same loop sending the two frames with two calls of pyzmq's compiled ``send``
+             and int flags, as the engine does (``send_multipart`` and the pure-Python
+             ``Socket.send`` wrapper cost several µs per message): the ceiling for a Python
+             publisher.
   engine     ``mt5-engine --rate 0`` (sim as fast as possible): ticks plus the candles aggregated
              from them, through the embedded XSUB/XPUB bus, at the default high-water mark.
 Ratios are engine / bare loop in messages per second.
@@ -47,10 +48,11 @@ seqs = [0] * 5
 epoch = time.time_ns() // 1_000_000
 packb = msgpack.Packer(use_bin_type=True).pack
 if sys.argv[2] == "two_sends":
-    more, raw_send = int(zmq.SNDMORE), pub.send
+    import zmq.backend
+    more, raw_send = int(zmq.SNDMORE), zmq.backend.Socket.send.__get__(pub)
     def send(frames):
-        raw_send(frames[0], more, copy=True)
-        raw_send(frames[1], 0, copy=True)
+        raw_send(frames[0], more, True)
+        raw_send(frames[1], 0, True)
 else:
     send = pub.send_multipart
 i = 0

@@ -23,6 +23,7 @@ from engine.protocol import (
     INDICATOR,
     SUMMARY_TOPIC,
     ProtocolError,
+    TickEncoder,
     book_topic,
     candle_topic,
     decode,
@@ -64,8 +65,8 @@ class EngineService:
         self._tfs = tuple(TIMEFRAMES[n] for n in dict.fromkeys((*config.timeframes, "D1")))
         self._aggs: dict[str, CandleAggregator] = {}
         self._infos: dict[str, dict[str, Any]] = {}
-        self._ticks: dict[str, dict[str, Any]] = {}
-        self._tick_topics: dict[str, bytes] = {}
+        self._ticks: dict[str, Tick] = {}
+        self._tick_out: dict[str, tuple[bytes, TickEncoder]] = {}
         self._candle_topics: dict[tuple[str, str], bytes] = {}
         self._booked: dict[str, int] = {}
         self._foreign: dict[bytes, dict[str, Any]] = {}
@@ -121,7 +122,7 @@ class EngineService:
         for info in self.source.symbols():
             name = info.name
             self._infos[name] = info.to_dict()
-            self._tick_topics[name] = tick_topic(name)
+            self._tick_out[name] = (tick_topic(name), TickEncoder(name))
             agg = CandleAggregator(name, info.point, self._tfs, self.max_candles,
                                    self.config.forming_throttle_ms)
             history = arrays(name, counts) if arrays else {
@@ -212,11 +213,16 @@ class EngineService:
         return ticks
 
     def on_tick(self, tick: Tick) -> None:
-        payload = tick.to_payload()
+        symbol, time_msc, bid, ask, last, volume, flags = tick
+        topic, encoder = self._tick_out[symbol]
+        pub = self._pub
+        pub.publish_frame(topic, encoder.encode(bid, ask, last, volume, time_msc, flags,
+                                                pub.stamper.next_seq(topic), pub.epoch))
         self._ticks_in += 1
-        self._pub.publish(self._tick_topics[tick.symbol], payload)
-        self._ticks[tick.symbol] = payload
-        self._publish_candles(self._aggs[tick.symbol].on_tick(tick))
+        self._ticks[symbol] = tick
+        events = self._aggs[symbol].on_tick(tick)
+        if events:
+            self._publish_candles(events)
 
     def _publish_candles(self, events: list[CandleEvent]) -> None:
         for candle, closed in events:
@@ -242,11 +248,11 @@ class EngineService:
     # Periodic topics
     def _publish_books(self, now: int) -> None:
         for symbol, tick in self._ticks.items():
-            if self._booked.get(symbol) == tick["time_msc"]:
+            if self._booked.get(symbol) == tick.time_msc:
                 continue  # no new quote since the last book
             book = self.source.book(symbol, now)
             if book is not None:
-                self._booked[symbol] = tick["time_msc"]
+                self._booked[symbol] = tick.time_msc
                 self._pub.publish(book_topic(symbol), book.to_payload())
 
     def _publish_account(self, now: int) -> None:
@@ -319,7 +325,7 @@ class EngineService:
         return self.config.timeframes
 
     def last_tick(self, symbol: str) -> dict[str, Any] | None:
-        return self._ticks.get(symbol)
+        return self._pub.last_payload(self._tick_out[symbol][0])
 
     def candles(self, symbol: str, timeframe: str, count: int) -> list[dict[str, Any]]:
         return self._aggs[symbol].payloads(timeframe, count)
@@ -332,7 +338,7 @@ class EngineService:
         return self.source.account(now_ms())
 
     def snapshot(self, prefix: bytes) -> list[list[Any]]:
-        out = [[t.decode(), p] for t, p in self._pub.last.items() if t.startswith(prefix)]
+        out = [[t.decode(), decode(f)] for t, f in self._pub.last.items() if t.startswith(prefix)]
         out += [[t.decode(errors="replace"), p] for t, p in self._foreign.items() if t.startswith(prefix)]
         out.sort(key=lambda m: m[0])
         return out

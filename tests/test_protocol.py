@@ -1,8 +1,10 @@
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine import protocol
-from engine.protocol import ProtocolError, Stamper, decode, encode, topic_parts, validate_symbol
+from engine.protocol import ProtocolError, Stamper, TickEncoder, decode, encode, topic_parts, validate_symbol
 
 
 def test_topics_are_colon_terminated_so_prefixes_are_exact():
@@ -68,3 +70,24 @@ def test_a_new_publisher_gets_a_later_epoch():
     import time
     time.sleep(0.002)
     assert Stamper().epoch > first
+
+
+_uint64 = st.integers(0, 2**64 - 1)
+
+
+@settings(max_examples=500, deadline=None)
+@given(symbol=st.text(min_size=1, max_size=64), prices=st.lists(st.floats(allow_nan=False), min_size=3, max_size=3),
+       ints=st.lists(_uint64, min_size=5, max_size=5))
+def test_tick_encoder_gives_the_map_encode_gives(symbol, prices, ints):
+    frame = TickEncoder(symbol).encode(*prices, *ints)
+    expected = dict(zip((*protocol.TICK_FIELDS, "seq", "epoch"), (symbol, *prices, *ints)))
+    decoded = msgpack.unpackb(frame, raw=False)
+    assert decoded == expected and list(decoded) == list(expected)
+    assert decode(encode(expected)) == decoded
+
+
+def test_tick_encoder_takes_the_general_path_for_values_uint64_cannot_hold():
+    encoder = TickEncoder("EURUSD")
+    assert decode(encoder.encode(1.1, 1.2, 0.0, -5, 1, 6, 1, 2))["volume"] == -5
+    with pytest.raises(OverflowError):  # as encode does: msgpack has no wider integer
+        encoder.encode(1.1, 1.2, 0.0, 0, 1, 6, 2**64, 2)
