@@ -77,30 +77,13 @@ class CandleAggregator:
         events: list[CandleEvent] = []
         t = tick.time_msc
         bid = tick.bid
+        volume = tick.volume
         spread = round((tick.ask - bid) / self.point)
         throttle = self.forming_throttle_ms
         for s in self._ordered:
             c = s.forming
-            if c is not None and t >= s.end_ms:
-                self._close(s, events)
-                c = None
-            if c is None:
-                if s.end_ms and t < s.end_ms:
-                    # Older than a bar already closed by the clock: too late to count.
-                    self.late_ticks += 1
-                    continue
-                opened = s.tf.bar_open(t // 1000)
-                c = s.forming = Candle(
-                    self.symbol, s.tf.name, opened, bid, bid, bid, bid, 1, spread, tick.volume
-                )
-                s.start_ms = opened * 1000
-                s.end_ms = s.tf.next_open(opened) * 1000
-                s.last_emit_ms = t
-                s.dirty = False
-                events.append((c, False))
-                continue
-            if t < s.start_ms:
-                self.late_ticks += 1
+            if c is None or not s.start_ms <= t < s.end_ms:  # rare: a new, stale or first bar
+                self._roll(s, tick, spread, events)
                 continue
             if bid > c.high:
                 c.high = bid
@@ -108,7 +91,8 @@ class CandleAggregator:
                 c.low = bid
             c.close = bid
             c.tick_volume += 1
-            c.real_volume += tick.volume
+            if volume:
+                c.real_volume += volume
             if spread < c.spread:
                 c.spread = spread
             if t - s.last_emit_ms >= throttle:
@@ -118,6 +102,27 @@ class CandleAggregator:
             else:
                 s.dirty = True
         return events
+
+    def _roll(self, s: _Series, tick: Tick, spread: int, events: list[CandleEvent]) -> None:
+        """A tick outside the forming bar: close it and open the tick's bar, or count it late."""
+        t = tick.time_msc
+        if s.forming is not None:
+            if t < s.start_ms:
+                self.late_ticks += 1
+                return
+            self._close(s, events)
+        if s.end_ms and t < s.end_ms:
+            # Older than a bar already closed by the clock: too late to count.
+            self.late_ticks += 1
+            return
+        opened = s.tf.bar_open(t // 1000)
+        bid = tick.bid
+        s.forming = Candle(self.symbol, s.tf.name, opened, bid, bid, bid, bid, 1, spread, tick.volume)
+        s.start_ms = opened * 1000
+        s.end_ms = s.tf.next_open(opened) * 1000
+        s.last_emit_ms = t
+        s.dirty = False
+        events.append((s.forming, False))
 
     def on_time(self, market_ms: int) -> list[CandleEvent]:
         """Close bars whose end has passed and flush throttled forming updates that are due."""

@@ -109,6 +109,13 @@ def test_max_rate_mode_delivers_batches_without_waiting():
     batch = s.poll(START)
     assert len(batch) >= 100 and s.next_due(START) == 0
     assert {t.symbol for t in batch} == set(SYMBOLS)
+    infos = {i.name: i for i in s.symbols()}
+    for tick in batch + s.poll(START + 1):
+        info = infos[tick.symbol]
+        assert tick.bid == round(tick.bid, info.digits) and tick.ask == round(tick.ask, info.digits)
+        assert round((tick.ask - tick.bid) / info.point) == sim_symbol(tick.symbol).spread[0]
+    eurusd = [t.bid for t in batch if t.symbol == "EURUSD"]
+    assert len(set(eurusd)) > 10 and abs(eurusd[-1] / eurusd[0] - 1) < 0.01  # a walk, not a jump
 
 
 # History is computed once per symbol for the longest span and aggregated with numpy: these

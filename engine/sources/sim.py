@@ -557,25 +557,27 @@ class _FastWalk:
     """Max-rate ticks: a random walk per symbol, round-robin, stamped with the wall clock."""
 
     def __init__(self, syms: list[SimSymbol], seed: int) -> None:
-        self._syms = syms
+        n = len(syms)
         self._rng = np.random.default_rng(seed)
-        self._prices = [s.price for s in syms]
-        self._i = 0
+        self._prices = np.array([s.price for s in syms])
+        # Batches are whole rounds over the symbols, so column k of a batch is symbol k.
+        self._rounds = max(1, MAX_RATE_BATCH // n)
+        self._names = [s.info.name for s in syms] * self._rounds
+        self._vol = np.array([s.daily_vol / 1000 for s in syms])
+        self._scale = np.array([10.0 ** s.info.digits for s in syms])
+        self._spread = np.array([float(s.spread[0]) for s in syms])
 
     def batch(self, now_ms: int) -> list[Tick]:
-        n = len(self._syms)
-        steps = self._rng.standard_normal(MAX_RATE_BATCH).tolist()
-        out = []
-        for step in steps:
-            i = self._i
-            self._i = (i + 1) % n
-            sym = self._syms[i]
-            info = sym.info
-            price = self._prices[i] * (1.0 + step * sym.daily_vol / 1000)
-            self._prices[i] = price
-            bid = round(price, info.digits)
-            out.append(Tick(info.name, now_ms, bid, round(bid + sym.spread[0] * info.point, info.digits)))
-        return out
+        steps = self._rng.standard_normal((self._rounds, len(self._prices)))
+        steps *= self._vol
+        steps += 1.0
+        prices = np.cumprod(steps, axis=0, out=steps)
+        prices *= self._prices
+        self._prices = prices[-1].copy()
+        points = np.rint(prices * self._scale)
+        bids = (points / self._scale).ravel().tolist()
+        asks = ((points + self._spread) / self._scale).ravel().tolist()
+        return [Tick(name, now_ms, bid, ask) for name, bid, ask in zip(self._names, bids, asks)]
 
 
 # The demo account: a balance and one long position in the first symbol, opened at the day's open.
