@@ -1,9 +1,15 @@
 """The message bus: ZeroMQ's XSUB/XPUB forwarder and the publisher every component uses.
 
 Publishers (the engine, indicator workers) connect to the XSUB side; subscribers (bots, workers,
-the bridge) connect to the XPUB side and see every publisher's topics on one endpoint. The
-forwarder is ``zmq.proxy_steerable`` running in C on its own thread; PUB and XPUB drop at their
-high-water marks rather than block, so a slow subscriber never holds up the engine.
+the bridge) connect to the XPUB side and see every publisher's topics on one endpoint. PUB and
+XPUB drop at their high-water marks rather than block, so a slow subscriber never holds up the
+engine. Two ways to run it:
+
+* ``EmbeddedBus``, inside the engine: the engine sends its own messages straight out of the
+  XPUB socket and its loop forwards the other publishers' messages (a few per bar), so a tick
+  crosses no extra thread on its way to subscribers;
+* ``BusProxy``, the bus alone (``mt5-engine --bus-only``): ``zmq.proxy_steerable`` in C on
+  its own thread.
 """
 from __future__ import annotations
 
@@ -18,9 +24,6 @@ import zmq.backend
 from engine.protocol import Stamper, decode, encode
 from engine.security import CurveClient, CurveServer, apply_client
 
-# In-process endpoints of an embedded bus (same zmq.Context as the engine).
-INPROC_PUB = "inproc://bus-publishers"
-INPROC_SUB = "inproc://bus-subscribers"
 _INPROC_CONTROL = "inproc://bus-control"
 # A plain int: pyzmq's send_multipart and enum flags cost several µs per message in Python.
 _SNDMORE = int(zmq.SNDMORE)
@@ -112,6 +115,55 @@ class BusProxy:
         if self._thread is not None:
             self._thread.join(2.0)
             self._thread = None
+
+
+class EmbeddedBus:
+    """The bus' two sockets, owned by the engine's thread: publish on ``xpub``; when ``xsub``
+    is readable, ``forward()`` relays the other publishers' messages."""
+
+    def __init__(self, ctx: zmq.Context, sub_endpoint: str, pub_endpoint: str, hwm: int = 100_000,
+                 curve: CurveServer | None = None) -> None:
+        self.xsub = ctx.socket(zmq.XSUB)
+        self.xpub = ctx.socket(zmq.XPUB)
+        try:
+            self.xsub.rcvhwm = hwm
+            self.xpub.sndhwm = hwm
+            for sock in (self.xsub, self.xpub):
+                sock.linger = 0
+                if curve is not None:
+                    curve.apply(sock)
+            _bind(self.xsub, pub_endpoint, "bus publishers' endpoint")
+            _bind(self.xpub, sub_endpoint, "bus subscribers' endpoint")
+        except Exception:
+            self.close()
+            raise
+        # Other publishers send everything: the engine caches their last values for snapshots,
+        # and they publish little. Subscribers' own filters still apply at the XPUB side.
+        self.xsub.send(b"\x01")
+        self._recv = self.xsub.recv_multipart
+        self._send = self.xpub.send_multipart
+
+    def forward(self, limit: int) -> list[list[bytes]]:
+        """Relay up to ``limit`` waiting messages from other publishers; returns them."""
+        out = []
+        for _ in range(limit):
+            try:
+                frames = self._recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._send(frames)
+            out.append(frames)
+        return out
+
+    def drain_subscriptions(self) -> None:
+        """Discard the (un)subscribe notices XPUB queues: libzmq applies them itself, and an
+        unread queue would only grow."""
+        while self.xpub.poll(0):
+            self.xpub.recv(zmq.NOBLOCK)
+
+    def close(self) -> None:
+        self.xsub.close(0)
+        self.xpub.close(0)
 
 
 def _bind(sock: zmq.Socket, endpoint: str, what: str) -> None:

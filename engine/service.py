@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import select
 import threading
 import time
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import zmq
 
 from engine.aggregation import CandleAggregator, CandleEvent
-from engine.bus import INPROC_PUB, INPROC_SUB, BusProxy, BusPublisher, publisher_socket
+from engine.bus import BusPublisher, EmbeddedBus, publisher_socket
 from engine.config import EngineConfig
 from engine.models import Tick
 from engine.protocol import (
@@ -51,6 +52,32 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class SocketWaiter:
+    """Waits until one of some ZeroMQ sockets is readable or a deadline passes, to the µs.
+
+    ``zmq.Poller`` takes whole milliseconds, so a tick stamped for the next ms could go out up
+    to 1 ms late; ``select`` on the sockets' notification FDs takes any timeout. Each FD only
+    signals that the socket's events may have changed, so ``ZMQ_EVENTS`` is asked before
+    every wait (the pattern pyzmq's own event-loop integrations use).
+    """
+
+    def __init__(self, sockets: list[zmq.Socket]) -> None:
+        self._sockets = sockets
+        self._fds = [sock.getsockopt(zmq.FD) for sock in sockets]
+
+    def readable(self) -> set[zmq.Socket]:
+        return {sock for sock in self._sockets if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN}
+
+    def wait(self, deadline_ns: int) -> set[zmq.Socket]:
+        """The readable sockets, as soon as there are any, or an empty set at the deadline."""
+        while not (ready := self.readable()):
+            remaining = deadline_ns - time.time_ns()
+            if remaining <= 0:
+                break
+            select.select(self._fds, [], [], remaining / 1e9)
+        return ready
+
+
 class EngineService:
     """Runs one source onto the bus; ``run()`` blocks until ``stop()`` (any thread)."""
 
@@ -76,7 +103,7 @@ class EngineService:
         self._ticks_in = 0
         self._rate_window = (self._started_ms, 0)
         self._ticks_per_s = 0.0
-        self._proxy: BusProxy | None = None
+        self._bus: EmbeddedBus | None = None
         self._pub: BusPublisher | None = None
         self._rpc: RpcServer | None = None
         self._sub: zmq.Socket | None = None
@@ -89,24 +116,21 @@ class EngineService:
         curve = CurveServer.load(cfg.curve_server_secret, cfg.curve_clients_dir)
         if curve is not None:
             self._auth = curve.start_authenticator(self._ctx)
-        client_curve = None
         if cfg.bus_mode == "embedded":
-            self._proxy = BusProxy(self._ctx, [cfg.bus_endpoint, INPROC_SUB],
-                                   [cfg.bus_pub_endpoint, INPROC_PUB], cfg.hwm, curve)
-            self._proxy.start()
-            pub_endpoint, sub_endpoint = INPROC_PUB, INPROC_SUB
+            self._bus = EmbeddedBus(self._ctx, cfg.bus_endpoint, cfg.bus_pub_endpoint, cfg.hwm, curve)
+            self._pub = BusPublisher(self._bus.xpub)
         else:
-            pub_endpoint, sub_endpoint = cfg.bus_pub_endpoint, cfg.bus_endpoint
+            # Publish into a bus run elsewhere and read the other publishers' topics from it.
             client_curve = CurveClient.load(cfg.curve_client_secret, cfg.curve_server_key)
-        self._pub = BusPublisher(publisher_socket(self._ctx, pub_endpoint, cfg.hwm, client_curve))
-        self._sub = self._ctx.socket(zmq.SUB)
-        if client_curve is not None:
-            client_curve.apply(self._sub)
-        self._sub.linger = 0
-        self._sub.rcvhwm = cfg.hwm
-        for prefix in FOREIGN_PREFIXES:
-            self._sub.subscribe(prefix)
-        self._sub.connect(sub_endpoint)
+            self._pub = BusPublisher(publisher_socket(self._ctx, cfg.bus_pub_endpoint, cfg.hwm, client_curve))
+            self._sub = self._ctx.socket(zmq.SUB)
+            if client_curve is not None:
+                client_curve.apply(self._sub)
+            self._sub.linger = 0
+            self._sub.rcvhwm = cfg.hwm
+            for prefix in FOREIGN_PREFIXES:
+                self._sub.subscribe(prefix)
+            self._sub.connect(cfg.bus_endpoint)
         self._rpc = RpcServer(self._ctx, cfg.rpc_endpoint, RpcHandler(self), curve)
         self.source.start()
         self._load_history()
@@ -148,18 +172,17 @@ class EngineService:
                 closeable.close()
         if self._sub is not None:
             self._sub.close(0)
-        if self._proxy is not None:
-            self._proxy.stop()
+        if self._bus is not None:
+            self._bus.close()
         if self._auth is not None:
             self._auth.stop()
 
     # The loop
     def run(self) -> None:
         """Publish until stopped. Call after ``open()``, from the thread that called it."""
-        assert self._rpc is not None and self._sub is not None
-        poller = zmq.Poller()
-        poller.register(self._rpc.socket, zmq.POLLIN)
-        poller.register(self._sub, zmq.POLLIN)
+        assert self._rpc is not None and self._pub is not None
+        bus, sub = self._bus, self._sub
+        waiter = SocketWaiter([self._rpc.socket, *((bus.xsub, bus.xpub) if bus is not None else (sub,))])
         source = self.source
         next_housekeeping = 0
         cfg = self.config
@@ -173,19 +196,22 @@ class EngineService:
             now = now_ms()
             due = source.next_due(now)
             wait = min(due, max(0, next_housekeeping - now), MAX_WAIT_MS)
-            if wait and (now + wait) * 1_000_000 - time.time_ns() >= PREFETCH_IDLE_NS and source.prefetch():
+            # To the very ms the next tick is stamped with, or the next housekeeping.
+            deadline_ns = (now + wait) * 1_000_000
+            if wait and deadline_ns - time.time_ns() >= PREFETCH_IDLE_NS and source.prefetch():
                 continue  # used idle time for the source's work ahead; look at the clock again
-            if wait == due and 0 < due <= 2:
-                # The next tick is due within 2 ms: sleep to the very millisecond it is stamped
-                # with (zmq's poll rounds to whole ms and would wake up to 1 ms late).
-                time.sleep(max(0, (now + due) * 1_000_000 - time.time_ns()) / 1e9)
-                wait = 0
-            ready = dict(poller.poll(wait))
+            ready = waiter.wait(deadline_ns) if wait else waiter.readable()
+            now = now_ms()
             if ready:
                 if self._rpc.socket in ready:
                     self._rpc.serve_pending()
-                if self._sub in ready:
-                    self._drain_foreign()
+                if bus is not None:
+                    if bus.xsub in ready:
+                        self._cache_foreign(bus.forward(FOREIGN_DRAIN))
+                    if bus.xpub in ready:
+                        bus.drain_subscriptions()
+                elif sub in ready:
+                    self._cache_foreign(self._read_foreign())
                 now = now_ms()
             for tick in self._poll_source(now):
                 self.on_tick(tick)
@@ -230,15 +256,23 @@ class EngineService:
                 self._pub.publish(self._candle_topics[(candle.symbol, candle.timeframe)],
                                   candle.to_payload(closed))
 
-    def _drain_foreign(self) -> None:
+    def _read_foreign(self) -> list[list[bytes]]:
+        """Waiting messages of other publishers, from an external bus."""
+        out = []
         for _ in range(FOREIGN_DRAIN):
             try:
-                topic, payload = self._sub.recv_multipart(zmq.NOBLOCK)
+                out.append(self._sub.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
-                return
-            except ValueError:
-                continue  # not two frames: not ours to cache
-            if topic.startswith(b"health:engine:"):
+                break
+        return out
+
+    def _cache_foreign(self, messages: list[list[bytes]]) -> None:
+        """Keep the last payload of other publishers' topics for ``snapshot``."""
+        for frames in messages:
+            if len(frames) != 2:
+                continue  # not ours to cache
+            topic, payload = frames
+            if not topic.startswith(FOREIGN_PREFIXES) or topic.startswith(b"health:engine:"):
                 continue
             try:
                 self._foreign[topic] = decode(payload)
