@@ -111,7 +111,7 @@ class SimMarket:
         self._levels_from = 0
         self._live = np.empty((0, len(_BAR_FIELDS)))  # minute bars from _live_from on, one a row
         self._live_from = 0
-        self._book_shapes: list[tuple[list[list[int]], list[list[float]]]] | None = None
+        self._book_shapes: tuple[np.ndarray, np.ndarray] | None = None
         self._plans: dict[int, _MinutePlan] = {}  # the current minute's and the next one's
 
     def levels(self, first_day: int, last_day: int) -> np.ndarray:
@@ -233,12 +233,14 @@ class SimMarket:
         """Depth of market shape number ``slot``: level offsets from the best price in
         half-spreads (growing by 1-3 a level) and lots, bids then asks. Drawn once, reused."""
         if self._book_shapes is None:
+            # As arrays (12 kB a symbol): as Python lists a thousand symbols would take 80 MB.
             rng = _rng(self.seed, self.sym.info.name, 3)
-            steps = rng.integers(1, 4, (BOOK_SHAPES, 2, BOOK_LEVELS))
-            offsets = steps.cumsum(axis=2) - steps[:, :, :1]
-            lots = np.round(rng.lognormal(0.0, 0.8, (BOOK_SHAPES, 2, BOOK_LEVELS)) * (1 + np.arange(BOOK_LEVELS)), 2)
-            self._book_shapes = list(zip(offsets.tolist(), lots.tolist()))
-        return self._book_shapes[(slot * 0x9E3779B1 >> 16) % BOOK_SHAPES]
+            steps = rng.integers(1, 4, (BOOK_SHAPES, 2, BOOK_LEVELS), dtype=np.int16)
+            lots = rng.lognormal(0.0, 0.8, (BOOK_SHAPES, 2, BOOK_LEVELS)) * (1 + np.arange(BOOK_LEVELS))
+            self._book_shapes = (steps.cumsum(axis=2, dtype=np.int16) - steps[:, :, :1], np.round(lots, 2))
+        offsets, lots = self._book_shapes
+        k = (slot * 0x9E3779B1 >> 16) % BOOK_SHAPES
+        return offsets[k].tolist(), lots[k].tolist()
 
     def day_open(self, ts: int) -> float:
         """The first price of the UTC day containing ``ts`` (seconds)."""
