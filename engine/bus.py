@@ -140,20 +140,13 @@ class EmbeddedBus:
         # Other publishers send everything: the engine caches their last values for snapshots,
         # and they publish little. Subscribers' own filters still apply at the XPUB side.
         self.xsub.send(b"\x01")
-        self._recv = self.xsub.recv_multipart
-        self._send = self.xpub.send_multipart
 
     def forward(self, limit: int) -> list[list[bytes]]:
         """Relay up to ``limit`` waiting messages from other publishers; returns them."""
-        out = []
-        for _ in range(limit):
-            try:
-                frames = self._recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            self._send(frames)
-            out.append(frames)
-        return out
+        messages = recv_waiting(self.xsub, limit)
+        for frames in messages:
+            self.xpub.send_multipart(frames)
+        return messages
 
     def drain_subscriptions(self) -> None:
         """Discard the (un)subscribe notices XPUB queues: libzmq applies them itself, and an
@@ -164,6 +157,17 @@ class EmbeddedBus:
     def close(self) -> None:
         self.xsub.close(0)
         self.xpub.close(0)
+
+
+def recv_waiting(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
+    """Up to ``limit`` messages already waiting on ``sock``, without blocking."""
+    out = []
+    for _ in range(limit):
+        try:
+            out.append(sock.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            break
+    return out
 
 
 def _bind(sock: zmq.Socket, endpoint: str, what: str) -> None:

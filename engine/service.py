@@ -15,7 +15,7 @@ from typing import Any
 import zmq
 
 from engine.aggregation import CandleAggregator, CandleEvent
-from engine.bus import BusPublisher, EmbeddedBus, publisher_socket
+from engine.bus import BusPublisher, EmbeddedBus, publisher_socket, recv_waiting
 from engine.config import EngineConfig
 from engine.models import Tick
 from engine.protocol import (
@@ -201,7 +201,6 @@ class EngineService:
             if wait and deadline_ns - time.time_ns() >= PREFETCH_IDLE_NS and source.prefetch():
                 continue  # used idle time for the source's work ahead; look at the clock again
             ready = waiter.wait(deadline_ns) if wait else waiter.readable()
-            now = now_ms()
             if ready:
                 if self._rpc.socket in ready:
                     self._rpc.serve_pending()
@@ -211,8 +210,8 @@ class EngineService:
                     if bus.xpub in ready:
                         bus.drain_subscriptions()
                 elif sub in ready:
-                    self._cache_foreign(self._read_foreign())
-                now = now_ms()
+                    self._cache_foreign(recv_waiting(sub, FOREIGN_DRAIN))
+            now = now_ms()
             for tick in self._poll_source(now):
                 self.on_tick(tick)
             if now >= next_housekeeping:
@@ -255,16 +254,6 @@ class EngineService:
             if candle.timeframe in self._published_tfs:
                 self._pub.publish(self._candle_topics[(candle.symbol, candle.timeframe)],
                                   candle.to_payload(closed))
-
-    def _read_foreign(self) -> list[list[bytes]]:
-        """Waiting messages of other publishers, from an external bus."""
-        out = []
-        for _ in range(FOREIGN_DRAIN):
-            try:
-                out.append(self._sub.recv_multipart(zmq.NOBLOCK))
-            except zmq.Again:
-                break
-        return out
 
     def _cache_foreign(self, messages: list[list[bytes]]) -> None:
         """Keep the last payload of other publishers' topics for ``snapshot``."""
