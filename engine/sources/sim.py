@@ -25,7 +25,7 @@ import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -113,6 +113,7 @@ class SimMarket:
         self._live_from = 0
         self._book_shapes: tuple[np.ndarray, np.ndarray] | None = None
         self._plans: dict[int, _MinutePlan] = {}  # the current minute's and the next one's
+        self._so_far: tuple[int, int, MinuteSoFar | None] | None = None  # (minute, until, summary)
 
     def levels(self, first_day: int, last_day: int) -> np.ndarray:
         """Log levels (relative to the anchor price) at the start of days ``first_day..last_day``."""
@@ -210,10 +211,25 @@ class SimMarket:
 
     def _partial_minute(self, minute: int, now_ms: int) -> tuple[float, ...] | None:
         """The bar of ``minute`` made of its ticks up to ``now_ms``, or None before its first."""
-        bids = [bid for _, bid, _ in self.minute_ticks(minute, until_ms=now_ms)]
-        if not bids:
+        so_far = self.minute_so_far(minute, now_ms)
+        if so_far is None:
             return None
-        return bids[0], max(bids), min(bids), bids[-1], len(bids), self._minute_bar(minute)[5]
+        return (so_far.open, so_far.high, so_far.low, so_far.last[1], so_far.count,
+                self._minute_bar(minute)[5])
+
+    def minute_so_far(self, minute: int, until_ms: int) -> MinuteSoFar | None:
+        """The ticks of ``minute`` up to ``until_ms`` in brief, or None before its first. Start-up
+        asks twice (the live position, then the history's forming bar): they are drawn once."""
+        if self._so_far is None or self._so_far[:2] != (minute, until_ms):
+            ticks = self.minute_ticks(minute, until_ms)
+            bids = [bid for _, bid, _ in ticks]
+            so_far = MinuteSoFar(len(ticks), bids[0], max(bids), min(bids), ticks[-1]) if ticks else None
+            self._so_far = (minute, until_ms, so_far)
+        return self._so_far[2]
+
+    def last_tick_of(self, minute: int) -> tuple[int, float, float]:
+        """The last tick of ``minute``: only its last chunk is drawn."""
+        return self.ticks(minute, self.chunks(minute) - 1)[-1]
 
     def _minute_bar(self, minute: int) -> tuple[float, float, float, float, int, int]:
         """(open, high, low, close, ticks, spread) of absolute minute ``minute``, for live ticks."""
@@ -317,6 +333,14 @@ class SimMarket:
                 break
             out += self.ticks(minute, chunk)
         return out if until_ms is None else [t for t in out if t[0] <= until_ms]
+
+
+class MinuteSoFar(NamedTuple):
+    count: int
+    open: float
+    high: float
+    low: float
+    last: tuple[int, float, float]  # (time_msc, bid, ask)
 
 
 def _tick_time(tick: Tick) -> int:
@@ -469,11 +493,11 @@ class SimSource(MarketSource):
         minute = now // 60_000
         for idx, sym in enumerate(self._syms):
             market = self._markets[sym.info.name]
-            done = market.minute_ticks(minute, until_ms=now)
-            last = done[-1] if done else market.minute_ticks(minute - 1)[-1]
-            self._last[sym.info.name] = Tick(sym.info.name, last[0], last[1], last[2])
+            so_far = market.minute_so_far(minute, now)
+            last = so_far.last if so_far else market.last_tick_of(minute - 1)
+            self._last[sym.info.name] = Tick(sym.info.name, *last)
             if self.rate:
-                cursor = _TickCursor(market, minute, len(done), self._unprefetched)
+                cursor = _TickCursor(market, minute, so_far.count if so_far else 0, self._unprefetched)
                 self._cursors.append(cursor)
                 heapq.heappush(self._heap, (cursor.next_time(), idx))
 
