@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import emit, machine  # noqa: E402
 from tests.bridge_procs import JS_DIR, BridgeProcess, npm_install  # noqa: E402
 from tests.procs import EngineProcess  # noqa: E402
 
@@ -234,7 +234,7 @@ def main() -> int:
             engine.stop()
     report = {
         "benchmark": "bridge_clients",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "node": _node_version(node)},
+        "machine": machine(node=_node_version(node)),
         "sim_rate_ticks_per_s": 100,
         "symbols_per_client": len(SYMBOLS.split(",")),
         "timeframe": args.timeframe or None,
@@ -243,10 +243,7 @@ def main() -> int:
         "niceness": {"bridge": 0, "engine": 0, "probes": args.probe_nice, "load_clients": LOAD_NICENESS},
         "points": points,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

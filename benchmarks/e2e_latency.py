@@ -18,9 +18,6 @@ All clocks are this machine's; percentiles are over every message in the measure
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.engine_throughput import count  # noqa: E402
+from benchmarks.report import emit, machine  # noqa: E402
 from engine.sources.sim import SimSource  # noqa: E402
 from engine.timeframes import TIMEFRAMES  # noqa: E402
 from tests.procs import EngineProcess, WorkerProcess, free_port  # noqa: E402
@@ -210,7 +208,7 @@ def main() -> None:
     rates = [int(r) for r in args.rates.split(",")]
     result: dict = {
         "benchmark": "e2e_latency",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "libzmq": zmq.zmq_version()},
+        "machine": machine(libzmq=zmq.zmq_version()),
         "bot": {}, "bare_pair": {}, "p99_ratio_bot_vs_bare": {},
     }
     for rate in rates:
@@ -227,10 +225,7 @@ def main() -> None:
     result["indicator"] = run_indicator(args.seconds)
     result["targets"] = {"bot_p99": "within 2x of the bare pair", "max_rate": ">= 100k ticks/s, 0 gaps",
                          "indicator_p99": "< 1000 us"}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,6 @@ Target (issue 5): engine RSS < 200 MB with 1,000 symbols x 4 timeframes.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import subprocess
 import sys
 import threading
@@ -30,6 +27,7 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import emit, machine  # noqa: E402
 from tests.procs import EngineProcess  # noqa: E402
 
 BASELINE = "import sys, numpy, zmq; print('ready', flush=True); sys.stdin.read()"
@@ -115,17 +113,13 @@ def main() -> None:
     engines = {n: run_engine(int(n), args.seconds) for n in args.symbols.split(",")}
     result = {
         "benchmark": "engine_memory",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "numpy": np.__version__, "pyzmq": zmq.__version__},
+        "machine": machine(numpy=np.__version__, pyzmq=zmq.__version__),
         "baseline_python_numpy_zmq": baseline,
         "engine": engines,
         "over_baseline_mb": {n: round(e["rss_running_mb"] - baseline["rss_mb"], 1) for n, e in engines.items()},
         "target": f"engine rss < {TARGET_MB} MB with 1000 symbols x 4 timeframes",
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

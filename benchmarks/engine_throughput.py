@@ -18,9 +18,6 @@ Ratios are engine / bare loop in messages per second.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -32,6 +29,7 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import emit, machine  # noqa: E402
 from tests.procs import EngineProcess, free_port  # noqa: E402
 
 BARE_PUBLISHER = r"""
@@ -150,8 +148,7 @@ def main() -> None:
     engine = run_engine(args.seconds)
     result = {
         "benchmark": "engine_publish_throughput",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "pyzmq": zmq.__version__, "libzmq": zmq.zmq_version()},
+        "machine": machine(pyzmq=zmq.__version__, libzmq=zmq.zmq_version()),
         "bare_loop": bare,
         "bare_loop_two_sends": bare_two,
         "engine": engine,
@@ -160,10 +157,7 @@ def main() -> None:
         "ticks_ratio_vs_bare_loop_two_sends": round(engine["ticks_per_s"] / bare_two["ticks_per_s"], 3),
         "target": "engine >= 0.5 x bare loop, 0 gaps at the default HWM",
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

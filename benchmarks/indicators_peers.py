@@ -20,18 +20,21 @@ so that load from other processes hits them alike.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-import indicators
-from indicators import EMA, MACD, RSI, SMA
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import indicators  # noqa: E402
+from benchmarks.report import emit, machine  # noqa: E402
+from indicators import EMA, MACD, RSI, SMA  # noqa: E402
 
 NAMES = ["SMA20", "EMA20", "RSI14", "MACD"]
 BATCH_SAMPLES_PER_REPEAT = 5
@@ -45,11 +48,21 @@ def price_series(n: int, seed: int = 42) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # stream peers: each factory takes the warm-up history and returns {name: per-value callable}
 
-def core_stream(history: np.ndarray) -> dict[str, Callable]:
+def _core_indicators(history: np.ndarray) -> list:
     inds = [SMA(20), EMA(20), RSI(14), MACD(12, 26, 9)]
     for ind in inds:
         ind.update_many(history)
-    return {name: ind.update for name, ind in zip(NAMES, inds)}
+    return inds
+
+
+def core_stream(history: np.ndarray) -> dict[str, Callable]:
+    return {name: ind.update for name, ind in zip(NAMES, _core_indicators(history))}
+
+
+def core_peek_stream(history: np.ndarray) -> dict[str, Callable]:
+    """``peek(x)``: what ``update(x)`` would return, changing nothing. Timed by
+    bench_indicators.py only; not in STREAM_PEERS, so this script's JSON leaves it out."""
+    return {name: ind.peek for name, ind in zip(NAMES, _core_indicators(history))}
 
 
 def talib_stream(history: np.ndarray) -> dict[str, Callable]:
@@ -110,6 +123,11 @@ INSTALL_HINTS = {
     "talib_stream": "TA-Lib==0.8.2 (the `test` extra)",
     "talib_batch": "TA-Lib==0.8.2 (the `test` extra)",
 }
+
+
+def not_importable(peer: str, exc: ImportError) -> str:
+    return f"skipped, not importable ({exc}); {INSTALL_HINTS.get(peer, '')}"
+
 
 STREAM_PEERS = {
     "core_update": core_stream,
@@ -173,13 +191,13 @@ def measure(n_stream: int, n_batch: int, repeats: int) -> dict:
         try:
             stream_fns[name] = factory(history)
         except ImportError as exc:
-            skipped[name] = f"skipped, not importable ({exc}); {INSTALL_HINTS.get(name, '')}"
+            skipped[name] = not_importable(name, exc)
     batch_fns: dict[str, dict[str, Callable]] = {}
     for name, factory in BATCH_PEERS.items():
         try:
             batch_fns[name] = factory()
         except ImportError as exc:
-            skipped[name] = f"skipped, not importable ({exc}); {INSTALL_HINTS.get(name, '')}"
+            skipped[name] = not_importable(name, exc)
 
     samples: dict[str, dict[str, list[float]]] = {
         peer: {key: [] for key in ["all4", *NAMES]} for peer in [*stream_fns, *batch_fns]}
@@ -267,8 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
         "config": {"stream_values": n_stream, "batch_values": n_batch, "repeats": repeats,
                    "batch_samples": repeats * BATCH_SAMPLES_PER_REPEAT,
                    "statistic": "median over repeats, empty-loop time subtracted (stream peers)"},
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform()},
+        "machine": machine(platform=platform.platform()),
         "versions": {"indicators": indicators.__name__, "TA-Lib": version_of("TA-Lib"),
                      "talipp": version_of("talipp"), "nautilus_trader": version_of("nautilus_trader"),
                      "numpy": np.__version__},
@@ -286,11 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
             "nautilus MACD has no signal line and its RSI/EMA seed differently, so it is not value-equivalent",
         ],
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+    emit(out, args.out)
     return out
 
 
