@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import zmq
 
-from tests.procs import ChildProcess, EngineProcess, WorkerProcess
+from tests.bridge_procs import BridgeProcess
+from tests.procs import ChildProcess, EngineProcess, WorkerProcess, running
 
 
 @pytest.fixture
@@ -46,9 +47,30 @@ def start_worker(started):
     return start
 
 
+@pytest.fixture
+def start_stack(start_engine, start_worker, started):
+    """Start an engine (``start_stack(*engine_args)``), an indicator worker on it and a bridge
+    on both; returns ``(engine, worker, bridge)``, every one stopped at teardown."""
+
+    def start(*engine_args: str) -> tuple[EngineProcess, WorkerProcess, BridgeProcess]:
+        engine = start_engine(*engine_args)
+        worker = start_worker(engine)
+        bridge = BridgeProcess(engine=engine)
+        started.append(bridge)
+        return engine, worker, bridge.start()
+
+    return start
+
+
 @pytest.fixture(scope="module")
 def engine():
     """One default sim engine shared by a test module."""
-    proc = EngineProcess().start()
-    yield proc
-    proc.stop()
+    with running(EngineProcess()) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def worker(engine):
+    """One indicator worker on the module's engine."""
+    with running(WorkerProcess(engine=engine)) as proc:
+        yield proc

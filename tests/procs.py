@@ -1,4 +1,5 @@
-"""Start real service processes on free loopback ports, and always stop them."""
+"""Start real services on free loopback ports (child processes, or the engine in a thread of
+the test process), and always stop them."""
 from __future__ import annotations
 
 import os
@@ -8,12 +9,21 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import msgpack
 import zmq
+
+from engine.config import EngineConfig
+
+if TYPE_CHECKING:
+    from engine.service import EngineService
 
 ROOT = Path(__file__).resolve().parent.parent
 # Settings a developer's shell may carry that must not leak into a test's child process.
@@ -44,6 +54,37 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port found")
+
+
+def engine_config(environ: Mapping[str, str] | None = None, **overrides: str) -> EngineConfig:
+    """An engine config whose bus, publisher side and RPC are on free 127.0.0.1 ports, with
+    ``overrides`` (as CLI flags would give them); no ``.env`` and only ``environ`` is read."""
+    ports = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("bus_endpoint", "bus_pub_endpoint", "rpc_endpoint")}
+    return EngineConfig.load({**ports, **overrides}, environ=environ or {}, dotenv=None)
+
+
+@contextmanager
+def engine_thread(service: EngineService, open_timeout: float = 30.0) -> Iterator[threading.Thread]:
+    """``service`` opened, run and closed by a thread of its own (sockets belong to the thread
+    that opens and runs them); on exit, also when the block fails, it is stopped and joined."""
+    opened = threading.Event()
+
+    def run() -> None:
+        try:
+            service.open()
+            opened.set()
+            service.run()
+        finally:
+            service.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert opened.wait(open_timeout)
+        yield thread
+    finally:
+        service.stop()
+        thread.join(5)
 
 
 def subscriber(ctx: zmq.Context, endpoint: str, *prefixes: bytes, hwm: int = 100_000) -> zmq.Socket:
@@ -204,3 +245,16 @@ class ServiceProcess(ChildProcess):
         self.engine.proc = self.proc  # wait_ready reads its liveness from the launcher
         self.engine.wait_ready(timeout)
         return self
+
+
+P = TypeVar("P", bound=ChildProcess)
+
+
+@contextmanager
+def running(proc: P) -> Iterator[P]:
+    """``proc`` started; stopped on exit, also when starting it or the block fails (for
+    module-scoped fixtures, which cannot use the function-scoped ``started`` list)."""
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()

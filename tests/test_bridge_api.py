@@ -11,28 +11,16 @@ import pytest
 import talib
 
 from tests.bridge_procs import BridgeProcess, BusInjector, Recorder
-from tests.procs import WorkerProcess
+from tests.procs import running
 
 SYMBOL = "EURUSD"
 
 
 @pytest.fixture(scope="module")
-def worker(engine):
-    proc = WorkerProcess([], engine=engine)
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
 def bridge(engine, worker):
     # H4 is allowed here though the engine does not publish it: a room only injected values reach.
-    proc = BridgeProcess(["--timeframes", "M1,M5,M15,H1,H4"], engine=engine)
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
+    with running(BridgeProcess(["--timeframes", "M1,M5,M15,H1,H4"], engine=engine)) as proc:
+        yield proc
 
 
 def run(scenario, bridge: BridgeProcess, clients: int = 1, timeout: float = 30.0):

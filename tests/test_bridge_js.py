@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.bridge_procs import JS_DIR, BridgeProcess, npm_install
-from tests.procs import ROOT
+from tests.procs import ROOT, running
 
 
 @pytest.fixture(scope="module")
@@ -18,11 +18,8 @@ def node():
 
 @pytest.fixture(scope="module")
 def bridge(engine):
-    proc = BridgeProcess(engine=engine)
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
+    with running(BridgeProcess(engine=engine)) as proc:
+        yield proc
 
 
 def readme_js_block(marker: str) -> str:

@@ -8,6 +8,7 @@ import pytest
 import socketio
 
 from tests.bridge_procs import BridgeProcess, Recorder
+from tests.procs import running
 
 TOKEN = "t0ken-for-tests"
 APP_ORIGIN = "http://app.example:3000"
@@ -15,20 +16,14 @@ APP_ORIGIN = "http://app.example:3000"
 
 @pytest.fixture(scope="module")
 def open_bridge(engine):
-    proc = BridgeProcess(engine=engine)
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
+    with running(BridgeProcess(engine=engine)) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
 def secured_bridge(engine):
-    proc = BridgeProcess(engine=engine, env={"BRIDGE_TOKEN": TOKEN, "CORS_ORIGINS": APP_ORIGIN})
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
+    with running(BridgeProcess(engine=engine, env={"BRIDGE_TOKEN": TOKEN, "CORS_ORIGINS": APP_ORIGIN})) as proc:
+        yield proc
 
 
 def connects(url: str, **kwargs) -> bool:

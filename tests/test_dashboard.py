@@ -19,8 +19,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.webui import DASHBOARD_DIR, add_dashboard
-from tests.bridge_procs import BridgeProcess, npm_install
-from tests.procs import ROOT, EngineProcess, WorkerProcess
+from tests.bridge_procs import npm_install
+from tests.procs import ROOT
 
 BROWSER_DIR = ROOT / "tests" / "browser"
 INDICATORS = ("sma", "ema", "rsi", "macd")
@@ -62,19 +62,11 @@ def install_playwright() -> None:
 
 
 @pytest.mark.timeout(900)  # a first run may install Chromium
-def test_dashboard_shows_live_candles_and_switches_symbols(started, tmp_path: Path) -> None:
+def test_dashboard_shows_live_candles_and_switches_symbols(start_stack, tmp_path: Path) -> None:
     node = npm_install()  # bridge/js: the socket.io-client the bridge serves to the page; skips without node
     chromium = find_chromium()
     install_playwright()
-    engine = EngineProcess()
-    started.append(engine)
-    engine.start()
-    worker = WorkerProcess(engine=engine)
-    started.append(worker)
-    worker.start()
-    bridge = BridgeProcess(engine=engine)
-    started.append(bridge)
-    bridge.start()
+    _engine, _worker, bridge = start_stack()
 
     run = subprocess.run([node, str(BROWSER_DIR / "dashboard.mjs"), bridge.url + "/", str(tmp_path), chromium],
                          capture_output=True, text=True, timeout=180)

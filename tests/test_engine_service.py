@@ -2,14 +2,12 @@
 import threading
 
 import pytest
-import zmq
 
 from engine.client import RpcClient
-from engine.config import EngineConfig
 from engine.service import EngineService
 from engine.sources.base import SourceError
 from engine.sources.sim import SimSource
-from tests.procs import free_port
+from tests.procs import engine_config, engine_thread
 
 
 class FlakySim(SimSource):
@@ -24,34 +22,14 @@ class FlakySim(SimSource):
 
 
 @pytest.fixture
-def running():
-    ctx = zmq.Context()
-    cfg = EngineConfig.load(
-        {"bus_endpoint": f"tcp://127.0.0.1:{free_port()}", "bus_pub_endpoint": f"tcp://127.0.0.1:{free_port()}",
-         "rpc_endpoint": f"tcp://127.0.0.1:{free_port()}", "symbols": "EURUSD", "timeframes": "M1"},
-        environ={}, dotenv=None,
-    )
-    service = EngineService(cfg, FlakySim(cfg.symbols, rate=200), ctx)
-    opened = threading.Event()
-
-    def run():  # sockets belong to the thread that opens and runs them
-        service.open()
-        opened.set()
-        try:
-            service.run()
-        finally:
-            service.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    assert opened.wait(30)
-    rpc = RpcClient(cfg.rpc_endpoint, timeout_ms=3000, ctx=ctx)
-    yield service, rpc
-    FlakySim.broken.clear()
-    rpc.close()
-    service.stop()
-    thread.join(5)
-    ctx.destroy(0)
+def running(zmq_ctx):
+    cfg = engine_config(symbols="EURUSD", timeframes="M1")
+    service = EngineService(cfg, FlakySim(cfg.symbols, rate=200), zmq_ctx)
+    with engine_thread(service) as thread:
+        rpc = RpcClient(cfg.rpc_endpoint, timeout_ms=3000, ctx=zmq_ctx)
+        yield service, rpc
+        FlakySim.broken.clear()
+        rpc.close()
     assert not thread.is_alive()
 
 
@@ -107,25 +85,11 @@ class CountingSim(SimSource):
             self.polling = False
 
 
-def test_the_loop_gives_idle_time_to_the_source_so_ticks_are_drawn_ahead():
-    ctx = zmq.Context()
-    cfg = EngineConfig.load(
-        {"bus_endpoint": f"tcp://127.0.0.1:{free_port()}", "bus_pub_endpoint": f"tcp://127.0.0.1:{free_port()}",
-         "rpc_endpoint": f"tcp://127.0.0.1:{free_port()}", "symbols": "EURUSD", "timeframes": "M1"},
-        environ={}, dotenv=None,
-    )
+def test_the_loop_gives_idle_time_to_the_source_so_ticks_are_drawn_ahead(zmq_ctx):
+    cfg = engine_config(symbols="EURUSD", timeframes="M1")
     source = CountingSim(cfg.symbols, rate=2000)  # a chunk of 512 ticks every ~0.26 s
-    service = EngineService(cfg, source, ctx)
-    service.open()
-    thread = threading.Thread(target=service.run)
-    thread.start()
-    try:
+    with engine_thread(EngineService(cfg, source, zmq_ctx)):
         threading.Event().wait(0.5)  # past the catch-up on the ticks due while history loaded
         ahead, on_demand = source.ahead, source.on_demand
         threading.Event().wait(1.5)
-    finally:
-        service.stop()
-        thread.join(5)
-        service.close()
-        ctx.destroy(0)
     assert source.ahead - ahead >= 3 and source.on_demand - on_demand == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import time
 
 import numpy as np
@@ -15,11 +14,10 @@ import talib
 import zmq
 
 from engine.client import Gap, RpcClient, Subscriber
-from engine.config import EngineConfig
 from engine.service import EngineService
 from engine.sources.mt5 import MT5Source
 from tests.mt5_standin import MT5StandIn
-from tests.procs import EngineProcess, collect, free_port, subscriber
+from tests.procs import EngineProcess, collect, engine_config, engine_thread, subscriber
 
 
 def talib_last(closes):
@@ -101,27 +99,10 @@ def test_terminal_drop_degrades_health_and_loses_no_tick(zmq_ctx):
     terminal.add_symbol("EURUSD", 5)
     t0 = int(time.time() * 1000)
     terminal.add_tick("EURUSD", t0 - 10, 1.1, 1.1001)
-    cfg = EngineConfig.load({
-        "source": "mt5", "symbols": "EURUSD", "timeframes": "M1", "mt5_login": "5001234",
-        "bus_endpoint": f"tcp://127.0.0.1:{free_port()}", "bus_pub_endpoint": f"tcp://127.0.0.1:{free_port()}",
-        "rpc_endpoint": f"tcp://127.0.0.1:{free_port()}", "mt5_poll_ms": "2",
-    }, environ={"MT5_PASSWORD": terminal.password}, dotenv=None)
+    cfg = engine_config(environ={"MT5_PASSWORD": terminal.password}, source="mt5", symbols="EURUSD",
+                        timeframes="M1", mt5_login="5001234", mt5_poll_ms="2")
     source = MT5Source(cfg, terminal, backoff_initial_s=0.05, backoff_max_s=0.2, terminal_check_s=0.05)
-    service = EngineService(cfg, source, zmq_ctx)
-    opened = threading.Event()
-
-    def run():
-        service.open()
-        opened.set()
-        try:
-            service.run()
-        finally:
-            service.close()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    try:
-        assert opened.wait(10)
+    with engine_thread(EngineService(cfg, source, zmq_ctx), open_timeout=10):
         ticks = subscriber(zmq_ctx, cfg.bus_endpoint, b"tick:EURUSD:", b"health:engine:")
         collect(ticks, lambda ms: any(t.startswith(b"health") for t, _ in ms), 5)  # subscription live
         sent = []
@@ -153,9 +134,6 @@ def test_terminal_drop_degrades_health_and_loses_no_tick(zmq_ctx):
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
         print(f"terminal drop: degraded after {took:.2f} s, 200 ticks recorded during the outage, "
               f"{len(got)} of {len(sent)} ticks published once and in order")
-    finally:
-        service.stop()
-        thread.join(5)
 
 
 def test_gap_callback_reports_exactly_what_a_tiny_hwm_dropped_and_snapshot_recovers(start_engine, zmq_ctx):

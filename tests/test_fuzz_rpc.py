@@ -11,12 +11,11 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.config import EngineConfig
 from engine.protocol import RPC_OPS, ErrorCode, decode
 from engine.rpc import RpcHandler
 from engine.service import EngineService, now_ms
 from engine.sources.sim import SimSource
-from tests.procs import free_port
+from tests.procs import engine_config
 
 CODES = {v for k, v in vars(ErrorCode).items() if k.isupper()}
 
@@ -44,9 +43,7 @@ CASES = int(os.environ.get("FUZZ_CASES", "1000"))
 @pytest.fixture(scope="module")
 def handler():
     ctx = zmq.Context()
-    cfg = EngineConfig.load(
-        {"bus_endpoint": f"tcp://127.0.0.1:{free_port()}", "bus_pub_endpoint": f"tcp://127.0.0.1:{free_port()}",
-         "rpc_endpoint": f"tcp://127.0.0.1:{free_port()}", "max_candles": "200"}, environ={}, dotenv=None)
+    cfg = engine_config(max_candles="200")
     service = EngineService(cfg, SimSource(cfg.symbols, rate=100), ctx)
     service.open()
     for tick in service.source.poll(now_ms() + 1000):

@@ -11,27 +11,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.metrics import LAG_BUCKETS, LiteHistogram
 from tests.bridge_procs import BridgeProcess, Recorder
-from tests.procs import WorkerProcess
+from tests.procs import running
 
 SYMBOL = "EURUSD"
 
 
 @pytest.fixture(scope="module")
-def worker(engine):
-    proc = WorkerProcess([], engine=engine)
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
 def bridge(engine, worker):
-    proc = BridgeProcess(engine=engine)
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
+    with running(BridgeProcess(engine=engine)) as proc:
+        yield proc
 
 
 def scrape(bridge: BridgeProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

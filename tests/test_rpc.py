@@ -3,22 +3,17 @@ import msgpack
 import pytest
 import zmq
 
-from engine.config import EngineConfig
 from engine.protocol import BOOK_FIELDS, MAX_REQUEST_BYTES, decode, encode
 from engine.rpc import RpcHandler
 from engine.service import EngineService, now_ms
 from engine.sources.sim import SimSource
-from tests.procs import free_port
+from tests.procs import engine_config
 
 
 @pytest.fixture(scope="module")
 def service():
     ctx = zmq.Context()
-    cfg = EngineConfig.load(
-        {"bus_endpoint": f"tcp://127.0.0.1:{free_port()}", "bus_pub_endpoint": f"tcp://127.0.0.1:{free_port()}",
-         "rpc_endpoint": f"tcp://127.0.0.1:{free_port()}", "max_candles": "300"},
-        environ={}, dotenv=None,
-    )
+    cfg = engine_config(max_candles="300")
     svc = EngineService(cfg, SimSource(cfg.symbols, seed=3, rate=100), ctx)
     svc.open()
     for tick in svc.source.poll(now_ms() + 1000):  # a second of market, so every symbol has a tick

@@ -15,8 +15,7 @@ import msgpack
 import pytest
 import zmq
 
-from tests.bridge_procs import JS_DIR, BridgeProcess, npm_install
-from tests.procs import EngineProcess, WorkerProcess
+from tests.bridge_procs import JS_DIR, npm_install
 
 SYMBOLS = ["EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD"]
 
@@ -90,17 +89,9 @@ class Bot(threading.Thread):
         self.ctx.term()
 
 
-def soak(started, seconds: float, clients: int) -> None:
+def soak(start_stack, seconds: float, clients: int) -> None:
     node = npm_install()
-    engine = EngineProcess(["--rate", "10000", "--timeframes", "M1"])
-    started.append(engine)
-    engine.start()
-    worker = WorkerProcess(engine=engine)
-    started.append(worker)
-    worker.start()
-    bridge = BridgeProcess(engine=engine)
-    started.append(bridge)
-    bridge.start()
+    engine, worker, bridge = start_stack("--rate", "10000", "--timeframes", "M1")
     bot = Bot(engine.bus)
     bot.start()
     load = subprocess.Popen([node, "-e", NODE_CLIENTS, str(JS_DIR / "node_modules" / "socket.io-client"),
@@ -143,11 +134,11 @@ def soak(started, seconds: float, clients: int) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_soak_one_minute(started):
-    soak(started, float(os.environ.get("SOAK_SECONDS", "65")), 500)
+def test_soak_one_minute(start_stack):
+    soak(start_stack, float(os.environ.get("SOAK_SECONDS", "65")), 500)
 
 
 @pytest.mark.soak
 @pytest.mark.timeout(900)
-def test_soak_ten_minutes(started):
-    soak(started, 600.0, 500)
+def test_soak_ten_minutes(start_stack):
+    soak(start_stack, 600.0, 500)
