@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from engine.config import DEFAULT_TIMEFRAMES, ConfigError, Settings
 from engine.config import add_cli_arguments as add_settings_arguments
 from engine.timeframes import TIMEFRAMES
-from indicators.series import IndicatorSeries, Periods
+from indicators.series import Periods
+
+_PERIODS = Periods()
 
 
 @dataclass(frozen=True)
@@ -26,10 +28,10 @@ class BridgeConfig(Settings):
     cache_ttl_seconds: float = field(default=30.0, metadata={"env": "CACHE_TTL_SECONDS"})
     max_candles: int = field(default=1000, metadata={"env": "MAX_CANDLES"})
     # The indicator workers' periods (same variables as theirs): what get_indicators computes.
-    ind_sma: int = field(default=20, metadata={"env": "IND_SMA"})
-    ind_ema: int = field(default=20, metadata={"env": "IND_EMA"})
-    ind_rsi: int = field(default=14, metadata={"env": "IND_RSI"})
-    ind_macd: str = field(default="12,26,9", metadata={"env": "IND_MACD"})
+    ind_sma: int = field(default=_PERIODS.sma, metadata={"env": "IND_SMA"})
+    ind_ema: int = field(default=_PERIODS.ema, metadata={"env": "IND_EMA"})
+    ind_rsi: int = field(default=_PERIODS.rsi, metadata={"env": "IND_RSI"})
+    ind_macd: str = field(default=_PERIODS.macd_text, metadata={"env": "IND_MACD"})
     token: str = field(default="", repr=False, metadata={"env": "BRIDGE_TOKEN"})
     # Comma-separated origins allowed to connect; empty = the bridge's own host only; '*' = any.
     cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "CORS_ORIGINS"})
@@ -73,20 +75,15 @@ class BridgeConfig(Settings):
         for tf in self.timeframes:
             if tf not in TIMEFRAMES:
                 raise ConfigError(f"TIMEFRAMES: unknown {tf!r}; valid: {', '.join(TIMEFRAMES)}")
-        periods = self.periods
-        try:
-            IndicatorSeries("", "", periods)  # the indicators' own range checks
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"IND_SMA/IND_EMA/IND_RSI/IND_MACD: {exc}") from None
+        _ = self.periods  # refuses bad IND_* values at start-up
 
     @property
     def periods(self) -> Periods:
-        """The indicator periods; raises ``ConfigError`` when ``IND_MACD`` is not fast,slow,signal."""
+        """The indicator periods; ``ConfigError`` when they are not valid ones."""
         try:
-            fast, slow, signal = (int(p) for p in self.ind_macd.split(","))
-        except ValueError:
-            raise ConfigError(f"IND_MACD must be fast,slow,signal (integers), got {self.ind_macd!r}") from None
-        return Periods(self.ind_sma, self.ind_ema, self.ind_rsi, (fast, slow, signal))
+            return Periods.parse(self.ind_sma, self.ind_ema, self.ind_rsi, self.ind_macd)
+        except ValueError as exc:
+            raise ConfigError(f"IND_SMA/IND_EMA/IND_RSI/IND_MACD: {exc}") from None
 
     @property
     def cors_allowed(self) -> str | list[str] | None:

@@ -17,6 +17,23 @@ class Periods:
     rsi: int = 14
     macd: tuple[int, int, int] = (12, 26, 9)
 
+    @classmethod
+    def parse(cls, sma: object, ema: object, rsi: object, macd: str) -> Periods:
+        """Periods from settings text (``IND_SMA``.. and ``IND_MACD`` as ``fast,slow,signal``),
+        checked as the indicators check them; ``ValueError`` says what is wrong."""
+        try:
+            fast, slow, signal = (int(p) for p in str(macd).split(","))
+            periods = cls(int(sma), int(ema), int(rsi), (fast, slow, signal))  # type: ignore[call-overload]
+        except ValueError:
+            raise ValueError(f"periods must be integers and MACD fast,slow,signal, got "
+                             f"{sma!r}, {ema!r}, {rsi!r}, {macd!r}") from None
+        IndicatorSeries("", "", periods)  # raises ValueError for a period out of the indicators' range
+        return periods
+
+    @property
+    def macd_text(self) -> str:
+        return ",".join(map(str, self.macd))
+
 
 def _nil(x: float) -> float | None:
     """NaN (still warming up) travels as nil."""

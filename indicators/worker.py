@@ -99,15 +99,13 @@ def load_config(argv: list[str] | None = None) -> WorkerConfig:
 
     defaults = WorkerConfig()
     shard, shards = parse_shard(pick(args.shard, "IND_SHARD", "0/1"))
+    p = defaults.periods
     try:
-        macd = tuple(int(p) for p in str(pick(args.macd, "IND_MACD", "12,26,9")).split(","))
-        periods = Periods(int(pick(args.sma, "IND_SMA", 20)), int(pick(args.ema, "IND_EMA", 20)),
-                          int(pick(args.rsi, "IND_RSI", 14)), macd)  # type: ignore[arg-type]
-        if len(macd) != 3:
-            raise ValueError
+        periods = Periods.parse(pick(args.sma, "IND_SMA", p.sma), pick(args.ema, "IND_EMA", p.ema),
+                                pick(args.rsi, "IND_RSI", p.rsi), pick(args.macd, "IND_MACD", p.macd_text))
         max_candles = int(pick(args.max_candles, "MAX_CANDLES", defaults.max_candles))
-    except ValueError:
-        raise ConfigError("periods and MAX_CANDLES must be integers; IND_MACD is fast,slow,signal") from None
+    except ValueError as exc:
+        raise ConfigError(f"IND_SMA/IND_EMA/IND_RSI/IND_MACD and MAX_CANDLES: {exc}") from None
     return WorkerConfig(
         bus_endpoint=pick(args.bus_endpoint, "BUS_ENDPOINT", defaults.bus_endpoint),
         bus_pub_endpoint=pick(args.bus_pub_endpoint, "BUS_PUB_ENDPOINT", defaults.bus_pub_endpoint),

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 import talib
 
 from indicators.series import IndicatorSeries, Periods
@@ -85,3 +86,23 @@ def test_rewarm_resets_state():
     series.warm(candles(closes[:40]))
     out = series.on_candle(candles(closes)[40])
     same(values(out), talib_row(closes[:41], 40))
+
+
+def test_periods_parse_settings_text_and_refuse_what_the_indicators_would():
+    assert Periods.parse("10", "30", 7, "5,35,5") == Periods(10, 30, 7, (5, 35, 5))
+    assert Periods.parse(*(str(v) for v in (20, 20, 14)), Periods().macd_text) == Periods()
+    for bad in [("0", "20", "14", "12,26,9"), ("x", "20", "14", "12,26,9"), ("20", "20", "14", "12,26")]:
+        with pytest.raises(ValueError):
+            Periods.parse(*bad)
+
+
+def test_the_worker_refuses_bad_periods_at_start_up(monkeypatch, tmp_path):
+    from engine.config import ConfigError
+    from indicators.worker import load_config
+    for name in ("IND_SMA", "IND_EMA", "IND_MACD"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("IND_RSI", "0")
+    with pytest.raises(ConfigError, match="RSI period"):
+        load_config(["--env-file", str(tmp_path / "none.env")])
+    monkeypatch.setenv("IND_RSI", "7")
+    assert load_config(["--env-file", str(tmp_path / "none.env"), "--sma", "10"]).periods == Periods(10, 20, 7)
