@@ -103,7 +103,7 @@ class Bridge:
         self.app.on_cleanup.append(self._stop)
         self.sio.on("connect", self.on_connect)
         self.sio.on("disconnect", self.on_disconnect)
-        self.sio.on("*", self.on_event)
+        self.sio.on("*", self._on_any_event)
         self.transport = WireTransport(self.sio)
         self.fanout = Fanout(self.transport, config.client_buffer_soft, config.client_buffer_hard,
                              config.batch_phases)
@@ -172,6 +172,13 @@ class Bridge:
         self.clients.pop(sid, None)
         self.fanout.remove_client(sid)
         self.transport.forget(sid)
+
+    async def _on_any_event(self, *args: Any) -> Any:
+        """python-socketio's catch-all gets ``(event, sid, *data)``, except for an event named
+        ``"*"`` itself, which it hands over as ``(sid, *data)``: put the name back."""
+        if args and isinstance(args[0], str) and args[0] in self.clients:
+            args = ("*", *args)
+        return await self.on_event(*args)
 
     async def on_event(self, event: Any, sid: str, *args: Any) -> Any:
         """Every client event: rate limit, validate, answer (event + acknowledgement)."""

@@ -250,6 +250,7 @@ def test_indicator_values_from_the_bus_relay_with_nan_as_null_and_closed_ones_al
     ("get_order_book", {}, "bad_request"),
     ("get_order_book", {"symbol": "NOPE"}, "unknown_symbol"),
     ("no_such_event", {"symbol": SYMBOL}, "bad_request"),
+    ("*", {}, "bad_request"),  # python-socketio's catch-all name, sent as an event
 ])
 def test_bad_input_gets_an_error_to_its_sender_only_and_the_connection_stays_usable(bridge, event, data, code):
     async def scenario(c, bystander):
