@@ -222,7 +222,9 @@ def test_killed_bridge_comes_back_and_clients_reconnect_and_resubscribe(engine, 
     bridge.start()
 
     async def scenario():
-        client = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=1)
+        # Its log (shown if this fails) tells a missed disconnect from a failed reconnect.
+        client = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=1,
+                                      logger=True, engineio_logger=True)
         ticks: list[float] = []
         connects = 0
 
