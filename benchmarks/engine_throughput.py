@@ -25,6 +25,7 @@ from pathlib import Path
 
 import msgpack
 import zmq
+import zmq.backend
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -83,16 +84,19 @@ def count(endpoint: str, seconds: float, warmup: float = 1.0) -> dict[str, float
     while not sub.poll(100):  # wait for the stream to begin
         if time.monotonic() > deadline:
             raise TimeoutError(f"nothing received from {endpoint}")
-    recv = sub.recv_multipart
     end_warmup = time.monotonic() + warmup
     while time.monotonic() < end_warmup:
-        recv()
-    frames: list[list[bytes]] = []
+        sub.recv_multipart()
+    # Every message is [topic, payload]: read them as two frames with pyzmq's compiled recv,
+    # about 1 µs a frame where ``recv_multipart`` takes several, so the subscriber keeps up.
+    recv = zmq.backend.Socket.recv.__get__(sub)
+    frames: list[bytes] = []
     append = frames.append
     t0 = time.monotonic()
     end = t0 + seconds
     while True:
         for _ in range(1024):
+            append(recv())
             append(recv())
         if time.monotonic() >= end:
             break
@@ -100,7 +104,7 @@ def count(endpoint: str, seconds: float, warmup: float = 1.0) -> dict[str, float
     sub.close(0)
     last: dict[bytes, int] = {}
     ticks = gaps = missing = 0
-    for topic, payload in frames:
+    for topic, payload in zip(frames[::2], frames[1::2]):
         seq = msgpack.unpackb(payload)["seq"]
         prev = last.get(topic)
         last[topic] = seq
@@ -110,9 +114,9 @@ def count(endpoint: str, seconds: float, warmup: float = 1.0) -> dict[str, float
             gaps += 1
             missing += seq - prev - 1
     return {
-        "msgs_per_s": round(len(frames) / elapsed),
+        "msgs_per_s": round(len(frames) / 2 / elapsed),
         "ticks_per_s": round(ticks / elapsed),
-        "messages": len(frames),
+        "messages": len(frames) // 2,
         "gaps": gaps,
         "missing_messages": missing,
         "seconds": round(elapsed, 2),
