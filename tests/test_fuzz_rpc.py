@@ -46,8 +46,7 @@ def handler():
     cfg = engine_config(max_candles="200")
     service = EngineService(cfg, SimSource(cfg.symbols, rate=100), ctx)
     service.open()
-    for tick in service.source.poll(now_ms() + 1000):
-        service.on_tick(tick)
+    service.on_ticks(service.source.poll(now_ms() + 1000))
     yield RpcHandler(service)
     service.close()
     ctx.destroy(0)

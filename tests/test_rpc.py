@@ -16,8 +16,7 @@ def service():
     cfg = engine_config(max_candles="300")
     svc = EngineService(cfg, SimSource(cfg.symbols, seed=3, rate=100), ctx)
     svc.open()
-    for tick in svc.source.poll(now_ms() + 1000):  # a second of market, so every symbol has a tick
-        svc.on_tick(tick)
+    svc.on_ticks(svc.source.poll(now_ms() + 1000))  # a second of market, so every symbol has a tick
     yield svc
     svc.close()
     ctx.destroy(0)

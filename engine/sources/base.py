@@ -43,6 +43,10 @@ class MarketSource(ABC):
     def next_due(self, now_ms: int) -> int:
         """Milliseconds until ``poll`` may have something new (0: call again at once)."""
 
+    def prefetch_pending(self) -> bool:
+        """True while ``prefetch`` has work to do."""
+        return False
+
     def prefetch(self) -> bool:
         """Do one piece of work ahead of time, if there is any; True if it did some.
 

@@ -542,6 +542,9 @@ class SimSource(MarketSource):
             out.sort(key=_tick_time)
         return out
 
+    def prefetch_pending(self) -> bool:
+        return bool(self._unprefetched)
+
     def prefetch(self) -> bool:
         """Draw the next chunk of one symbol whose current chunk is being read."""
         if not self._unprefetched:
