@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-from collections.abc import Callable
 
 import zmq
 
@@ -15,6 +12,7 @@ from engine.config import ConfigError, EngineConfig, add_cli_arguments
 from engine.logs import setup_logging
 from engine.security import CurveServer, SecurityError
 from engine.service import EngineService
+from engine.signals import StopFlag, stop_on_signals
 from engine.sources import SourceError, create_source
 
 log = logging.getLogger("engine")
@@ -38,11 +36,6 @@ def load_config(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig.load(overrides, dotenv=args.env_file)
 
 
-def _on_signals(stop: Callable[[], None]) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop())
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -63,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if "service" in locals():
             service.close()
         return 2
-    _on_signals(service.stop)
+    stop_on_signals(service.stop)
     print(
         f"mt5-engine: source={config.source} symbols={','.join(config.symbols)}\n"
         f"  subscribe (bots, workers, bridge): {config.bus_endpoint}\n"
@@ -89,8 +82,8 @@ def _run_bus(config: EngineConfig, ctx: zmq.Context) -> int:
     except (BusError, SecurityError) as exc:
         print(f"mt5-engine: cannot start the bus: {exc}", file=sys.stderr)
         return 2
-    stopped = threading.Event()
-    _on_signals(stopped.set)
+    stopped = StopFlag()
+    stop_on_signals(stopped.set)
     print(f"mt5-engine: bus only\n  subscribe: {config.bus_endpoint}\n"
           f"  publish:   {config.bus_pub_endpoint}", flush=True)
     while not stopped.wait(0.2):

@@ -28,6 +28,7 @@ from engine.config import ConfigError, layered_env
 from engine.logs import setup_logging
 from engine.protocol import health_topic
 from engine.security import CurveClient, SecurityError
+from engine.signals import StopFlag, stop_on_signals
 
 log = logging.getLogger("service")
 
@@ -73,7 +74,7 @@ class Launcher:
         self._env = env
         self._out = out
         self._out_lock = threading.Lock()
-        self._stop = threading.Event()
+        self._stop = StopFlag()
         self._bus_pub_endpoint = bus_pub_endpoint
         self._curve = curve
         self._pub: BusPublisher | None = None
@@ -200,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                  "BUS_PUB_ENDPOINT": config.bus_pub_endpoint, "RPC_ENDPOINT": config.rpc_endpoint}
     launcher = Launcher(build_children(args.workers, not args.no_bridge, args.env_file, engine_args),
                         child_env, bus_pub_endpoint=config.bus_pub_endpoint, curve=curve)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: launcher.stop())
+    stop_on_signals(launcher.stop)
     ws = f"http://{env.get('WS_HOST') or '127.0.0.1'}:{env.get('WS_PORT') or '8765'}"
     print(
         f"mt5-service: engine + {args.workers} indicator worker(s)"

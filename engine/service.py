@@ -10,7 +10,6 @@ import gc
 import logging
 import select
 import sys
-import threading
 import time
 from typing import Any
 
@@ -35,6 +34,7 @@ from engine.protocol import (
 )
 from engine.rpc import RpcHandler, RpcServer
 from engine.security import CurveClient, CurveServer
+from engine.signals import StopFlag
 from engine.sources.base import MarketSource
 from engine.timeframes import TIMEFRAMES
 
@@ -109,7 +109,7 @@ class EngineService:
         self.source = source
         self.max_candles = config.max_candles
         self._ctx = ctx or zmq.Context.instance()
-        self._stop = threading.Event()
+        self._stop = StopFlag()
         self._published_tfs = frozenset(config.timeframes)
         # D1 is always aggregated: the daily summary needs the day's open, high and low.
         self._tfs = tuple(TIMEFRAMES[n] for n in dict.fromkeys((*config.timeframes, "D1")))

@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from engine.protocol import (
     topic,
 )
 from engine.security import CurveClient, SecurityError, apply_client
+from engine.signals import StopFlag, stop_on_signals
 from indicators.series import IndicatorSeries, Periods
 
 log = logging.getLogger("indicators")
@@ -122,7 +121,7 @@ class IndicatorWorker:
     def __init__(self, config: WorkerConfig, ctx: zmq.Context | None = None) -> None:
         self.config = config
         self._ctx = ctx or zmq.Context.instance()
-        self._stop = threading.Event()
+        self._stop = StopFlag()
         self._series: dict[bytes, IndicatorSeries] = {}
         self._streams: dict[bytes, tuple[int, int]] = {}  # candle topic -> (epoch, seq)
         self._symbols: list[str] = []
@@ -277,8 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(config.log_level, config.log_file)
     ctx = zmq.Context.instance()
     worker = IndicatorWorker(config, ctx)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: worker.stop())
+    stop_on_signals(worker.stop)
     try:
         if worker.open():
             print(f"mt5-indicators: shard {config.shard}/{config.shards}, reading {config.bus_endpoint}, "
