@@ -122,7 +122,7 @@ def test_drawing_ahead_waits_until_the_last_batch_of_ticks_has_been_delivered(zm
     assert early == []
 
 
-def test_ticks_of_a_batch_go_out_before_the_candles_they_update(zmq_ctx):
+def test_ticks_go_out_first_and_their_candles_follow_when_aggregated(zmq_ctx):
     cfg = engine_config(symbols="EURUSD,GBPUSD", timeframes="M1")
     service = EngineService(cfg, SimSource(cfg.symbols, rate=2000), zmq_ctx)
     service.open()
@@ -131,12 +131,41 @@ def test_ticks_of_a_batch_go_out_before_the_candles_they_update(zmq_ctx):
         service._pub.publish_frame = lambda topic, frame: topics.append(topic)
         ticks = service.source.poll(now_ms() + 61_000)  # crosses a minute: bars close and open
         service.on_ticks(ticks)
+        assert topics == [f"tick:{t.symbol}:".encode() for t in ticks]
+        before = service.candles("EURUSD", "M1", 2)
+        service.aggregate_pending()
+        after = service.candles("EURUSD", "M1", 2)
     finally:
         service.close()
-    first_candle = next(i for i, t in enumerate(topics) if t.startswith(b"candle:"))
-    assert topics[:first_candle] == [f"tick:{t.symbol}:".encode() for t in ticks]
-    assert set(topics[first_candle:]) >= {b"candle:EURUSD:M1:", b"candle:GBPUSD:M1:"}
-    assert all(t.startswith(b"candle:") for t in topics[first_candle:])
+    candle_events = topics[len(ticks):]
+    assert set(candle_events) == {b"candle:EURUSD:M1:", b"candle:GBPUSD:M1:"}
+    last_eurusd = next(t for t in reversed(ticks) if t.symbol == "EURUSD")
+    assert after[-1]["close"] == last_eurusd.bid and after[-1]["time"] > before[-1]["time"]
+
+
+def test_candles_wait_until_the_ticks_have_been_delivered_unless_the_next_tick_is_due(zmq_ctx):
+    cfg = engine_config(symbols="EURUSD,GBPUSD", timeframes="M1")
+    source = SimSource(cfg.symbols, rate=5000)
+    service = EngineService(cfg, source, zmq_ctx)
+    sent_ns, aggregated = [], []
+    publish, aggregate = service.on_ticks, service.aggregate_pending
+
+    def recorded_publish(ticks):
+        publish(ticks)
+        sent_ns.append(time.time_ns())
+
+    def recorded_aggregate():
+        if service._unaggregated:
+            aggregated.append((time.time_ns(), source.next_due(now_ms()) == 0))
+        aggregate()
+    service.on_ticks, service.aggregate_pending = recorded_publish, recorded_aggregate
+    with engine_thread(service):
+        threading.Event().wait(1.5)
+    # Written by the engine's one thread: the lists' order is the loop's order.
+    early = [(at, due) for at, due in aggregated[10:]
+             if at - max(s for s in sent_ns if s <= at) < DELIVERY_NS and not due]
+    assert len(aggregated) > 500 and early == []
+    assert sum(not due for _, due in aggregated) > len(aggregated) / 2  # mostly deferred, not forced
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timer slack is a Linux setting")

@@ -47,6 +47,7 @@ def handler():
     service = EngineService(cfg, SimSource(cfg.symbols, rate=100), ctx)
     service.open()
     service.on_ticks(service.source.poll(now_ms() + 1000))
+    service.aggregate_pending()
     yield RpcHandler(service)
     service.close()
     ctx.destroy(0)

@@ -17,6 +17,7 @@ def service():
     svc = EngineService(cfg, SimSource(cfg.symbols, seed=3, rate=100), ctx)
     svc.open()
     svc.on_ticks(svc.source.poll(now_ms() + 1000))  # a second of market, so every symbol has a tick
+    svc.aggregate_pending()
     yield svc
     svc.close()
     ctx.destroy(0)
