@@ -145,7 +145,7 @@ def test_ticks_go_out_first_and_their_candles_follow_when_aggregated(zmq_ctx):
 
 def test_candles_wait_until_the_ticks_have_been_delivered_unless_the_next_tick_is_due(zmq_ctx):
     cfg = engine_config(symbols="EURUSD,GBPUSD", timeframes="M1")
-    source = SimSource(cfg.symbols, rate=5000)
+    source = SimSource(cfg.symbols, rate=1000)
     service = EngineService(cfg, source, zmq_ctx)
     sent_ns, aggregated = [], []
     publish, aggregate = service.on_ticks, service.aggregate_pending
@@ -164,7 +164,7 @@ def test_candles_wait_until_the_ticks_have_been_delivered_unless_the_next_tick_i
     # Written by the engine's one thread: the lists' order is the loop's order.
     early = [(at, due) for at, due in aggregated[10:]
              if at - max(s for s in sent_ns if s <= at) < DELIVERY_NS and not due]
-    assert len(aggregated) > 500 and early == []
+    assert len(aggregated) > 300 and early == []
     assert sum(not due for _, due in aggregated) > len(aggregated) / 2  # mostly deferred, not forced
 
 

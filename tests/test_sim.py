@@ -218,6 +218,26 @@ def test_prefetching_draws_chunks_ahead_without_changing_a_tick():
     assert drawn == [] and cursor.upcoming is None
 
 
+def test_prefetch_due_is_when_a_symbol_would_run_out_of_drawn_ticks():
+    s = sim(rate=2000)
+    s.poll(START)
+    due = s.prefetch_due()
+    # The first symbol waiting for its next chunk: its drawn ticks end at ``due``.
+    waiting = s._unprefetched[0]
+    assert due == waiting.times[-1] > START
+    drawn = []
+    market = s._markets[waiting.name]
+    draw = market.ticks
+    market.ticks = lambda *a: drawn.append(a) or draw(*a)
+    s.poll(due - 1)
+    assert drawn == []  # not needed before ``due``...
+    s.poll(due)
+    assert len(drawn) == 1  # ...and drawn on demand at ``due``, had it not been prefetched
+    while s.prefetch():
+        pass
+    assert s.prefetch_due() is None
+
+
 def test_books_change_every_250_ms_and_repeat_for_the_same_instant():
     s = sim()
     a, b, c = (s.book("EURUSD", START + ms) for ms in (1000, 1100, 1250))

@@ -43,9 +43,10 @@ class MarketSource(ABC):
     def next_due(self, now_ms: int) -> int:
         """Milliseconds until ``poll`` may have something new (0: call again at once)."""
 
-    def prefetch_pending(self) -> bool:
-        """True while ``prefetch`` has work to do."""
-        return False
+    def prefetch_due(self) -> int | None:
+        """When ``prefetch`` has work to do: the time (ms, the ticks' clock) by which it is
+        needed, after which ``poll`` would do it on the hot path; ``None`` when there is none."""
+        return None
 
     def prefetch(self) -> bool:
         """Do one piece of work ahead of time, if there is any; True if it did some.

@@ -542,8 +542,9 @@ class SimSource(MarketSource):
             out.sort(key=_tick_time)
         return out
 
-    def prefetch_pending(self) -> bool:
-        return bool(self._unprefetched)
+    def prefetch_due(self) -> int | None:
+        # The cursor queued first: its current chunk runs out first, near enough.
+        return self._unprefetched[0].times[-1] if self._unprefetched else None
 
     def prefetch(self) -> bool:
         """Draw the next chunk of one symbol whose current chunk is being read."""
