@@ -47,7 +47,7 @@ MAX_WAIT_MS = 50  # longest the loop sleeps, so shutdown is prompt
 PREFETCH_IDLE_NS = 500_000
 # ... or this much once the work is needed within PREFETCH_URGENT_MS: a draw that runs a little
 # into the next tick's time costs less than the same draw inside ``poll`` when it is due (at
-# 50k ticks/s idle spans of 0.5 ms are rare; p99 0.74-0.81 ms with this, 1.35-1.58 without).
+# 50k ticks/s idle spans of 0.5 ms are rare; p99 0.98-1.31 ms with this, 1.35-1.58 without).
 PREFETCH_URGENT_IDLE_NS = 250_000
 PREFETCH_URGENT_MS = 20
 # How long a batch of ticks takes to reach local subscribers after the last send: the ZeroMQ
