@@ -68,13 +68,13 @@ class CountingSim(SimSource):
     def start(self):
         super().start()
         for market in self._markets.values():
-            draw = market.ticks
+            draw = market.chunk_columns
 
             def counted(*args, draw=draw):
                 if self.polling:
                     self.on_demand += 1
                 return draw(*args)
-            market.ticks = counted
+            market.chunk_columns = counted
 
     def prefetch(self):
         self.prefetch_started_ns.append(time.time_ns())

@@ -212,7 +212,7 @@ def test_prefetching_draws_chunks_ahead_without_changing_a_tick():
     # Each cursor was handed its next chunk ahead: polling on needs no drawing at all.
     market = ahead._markets["EURUSD"]
     drawn = []
-    market.ticks = lambda *a: drawn.append(a)
+    market.chunk_columns = lambda *a: drawn.append(a)
     cursor = next(c for c in ahead._cursors if c.name == "EURUSD")
     cursor.take(cursor.times[-1], [])
     assert drawn == [] and cursor.upcoming is None
@@ -227,8 +227,8 @@ def test_prefetch_due_is_when_a_symbol_would_run_out_of_drawn_ticks():
     assert due == waiting.times[-1] > START
     drawn = []
     market = s._markets[waiting.name]
-    draw = market.ticks
-    market.ticks = lambda *a: drawn.append(a) or draw(*a)
+    draw = market.chunk_columns
+    market.chunk_columns = lambda *a: drawn.append(a) or draw(*a)
     s.poll(due - 1)
     assert drawn == []  # not needed before ``due``...
     s.poll(due)

@@ -25,6 +25,7 @@ import zlib
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -93,6 +94,9 @@ def _rng(seed: int, symbol: str, *index: int) -> np.random.Generator:
 
 
 _BAR_FIELDS = ("open", "high", "low", "close", "ticks", "spread")
+
+
+Columns = tuple[list[int], list[float], list[float]]  # one chunk's times, bids and asks
 
 
 class SimMarket:
@@ -291,7 +295,11 @@ class SimMarket:
         return plan
 
     def ticks(self, minute: int, chunk: int) -> list[tuple[int, float, float]]:
-        """Chunk ``chunk`` of the ticks of ``minute``: ``(time_msc, bid, ask)`` in time order.
+        """Chunk ``chunk`` of the ticks of ``minute``: ``(time_msc, bid, ask)`` in time order."""
+        return list(zip(*self.chunk_columns(minute, chunk)))
+
+    def chunk_columns(self, minute: int, chunk: int) -> Columns:
+        """``ticks`` as three lists: times, bids and asks (what live cursors read).
 
         The minute's path is a Brownian bridge from its open to its close, scaled to its range and
         clipped into it, with the first tick at the open, the last at the close, and one each at
@@ -318,9 +326,7 @@ class SimMarket:
         # computed for the whole chunk at once.
         scale = 10.0 ** self.sym.info.digits
         points = np.rint(path * scale, out=path)
-        bids = (points / scale).tolist()
-        asks = ((points + p.spread) / scale).tolist()
-        return list(zip(offsets.tolist(), bids, asks))
+        return offsets.tolist(), (points / scale).tolist(), ((points + p.spread) / scale).tolist()
 
     def chunks(self, minute: int) -> int:
         return len(self.plan(minute).starts) - 1
@@ -350,7 +356,7 @@ def _tick_time(tick: Tick) -> int:
 class _TickCursor:
     """One symbol's place in its live ticks: the current chunk, and the next one once prefetched."""
 
-    __slots__ = ("market", "name", "minute", "chunk", "ticks", "times", "pos", "upcoming",
+    __slots__ = ("market", "name", "minute", "chunk", "times", "bids", "asks", "pos", "upcoming",
                  "queued", "_unprefetched")
 
     def __init__(self, market: SimMarket, minute: int, pos: int,
@@ -363,14 +369,13 @@ class _TickCursor:
         starts = market.plan(minute).starts
         self.minute = minute
         self.chunk = max(0, bisect.bisect_right(starts, pos, hi=len(starts) - 1) - 1)
-        self.upcoming: list[tuple[int, float, float]] | None = None
-        self._load(market.ticks(minute, self.chunk))
+        self.upcoming: Columns | None = None
+        self._load(market.chunk_columns(minute, self.chunk))
         self.pos = pos - starts[self.chunk]
         self._skip_drained()
 
-    def _load(self, ticks: list[tuple[int, float, float]]) -> None:
-        self.ticks = ticks
-        self.times = [t for t, _, _ in ticks]
+    def _load(self, columns: Columns) -> None:
+        self.times, self.bids, self.asks = columns
         self.pos = 0
         if not self.queued:
             self.queued = True
@@ -384,14 +389,14 @@ class _TickCursor:
 
     def prefetch(self) -> None:
         if self.upcoming is None:
-            self.upcoming = self.market.ticks(*self._following())
+            self.upcoming = self.market.chunk_columns(*self._following())
 
     def _skip_drained(self) -> None:
-        while self.pos >= len(self.ticks):
+        while self.pos >= len(self.times):
             self.prefetch()
-            ticks, self.upcoming = self.upcoming, None
+            columns, self.upcoming = self.upcoming, None
             self.minute, self.chunk = self._following()
-            self._load(ticks)
+            self._load(columns)
 
     def next_time(self) -> int:
         return self.times[self.pos]
@@ -400,10 +405,11 @@ class _TickCursor:
         """Append every tick stamped at or before ``now_ms`` to ``out``, in time order."""
         name = self.name
         while True:
-            end = bisect.bisect_right(self.times, now_ms, self.pos)
-            out += [Tick(name, t, bid, ask) for t, bid, ask in self.ticks[self.pos:end]]
+            times, pos = self.times, self.pos
+            end = bisect.bisect_right(times, now_ms, pos)
+            out += map(Tick, repeat(name, end - pos), times[pos:end], self.bids[pos:end], self.asks[pos:end])
             self.pos = end
-            if end < len(self.ticks):
+            if end < len(times):
                 return
             self._skip_drained()
 
