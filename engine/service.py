@@ -52,7 +52,7 @@ PREFETCH_URGENT_IDLE_NS = 250_000
 PREFETCH_URGENT_MS = 20
 # How long a batch of ticks takes to reach local subscribers after the last send: the ZeroMQ
 # I/O threads of the engine and of each subscriber need a CPU for it. Work that can wait
-# (candles, drawing ahead) waits this long after a send, or on a 2-core machine it competes
+# (candles, housekeeping, drawing ahead) waits this long after a send, or on 2 cores it competes
 # with that delivery (measured for drawing ahead: 10k ticks/s p99 1.0-1.4 ms without the wait).
 DELIVERY_NS = 250_000
 # Topics other publishers put on the bus that the engine caches for `snapshot`.
