@@ -1,8 +1,8 @@
 """Indicator values over a candle history (pure): what the worker publishes, bar by bar.
 
 The values come from ``indicators.series.IndicatorSeries``, the worker's own core: closed bars
-are committed in order (one ``update_many`` per indicator, as the worker's warm-up does), and a
-forming last bar is peeked (``on_candle``, as the worker does for every forming update).
+are committed in order (``warm``, as the worker's warm-up does), and a forming last bar is
+peeked (``on_candle``, as the worker does for every forming update).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from indicators.series import IndicatorSeries, Periods
+from indicators.series import IndicatorSeries, Periods, closed_bars
 
 
 def indicator_history(symbol: str, timeframe: str, candles: Sequence[dict[str, Any]], count: int,
@@ -23,11 +23,9 @@ def indicator_history(symbol: str, timeframe: str, candles: Sequence[dict[str, A
     committed (as in ``IndicatorSeries.warm``); a forming last bar gets the peeked values.
     """
     series = IndicatorSeries(symbol, timeframe, periods)
+    table = series.warm(candles)
     forming = candles[-1] if candles and not candles[-1]["closed"] else None
-    closed = [c for c in candles if c["closed"]]
-    closes = np.fromiter((c["close"] for c in closed), dtype=np.float64, count=len(closed))
-    table = np.column_stack((series.sma.update_many(closes), series.ema.update_many(closes),
-                             series.rsi.update_many(closes), *series.macd.update_many(closes)))
+    closed = closed_bars(candles)
     first = max(0, len(closed) - (count - (forming is not None)))
     cells = table[first:].astype(object)
     cells[np.isnan(table[first:])] = None  # NaN (warming up) travels as null
@@ -35,7 +33,6 @@ def indicator_history(symbol: str, timeframe: str, candles: Sequence[dict[str, A
                "sma": sma, "ema": ema, "rsi": rsi, "macd": macd, "macd_signal": signal, "macd_hist": hist}
               for bar, (sma, ema, rsi, macd, signal, hist) in zip(closed[first:], cells.tolist())]
     if forming is not None:
-        series.last_closed = closed[-1]["time"] if closed else -1
         peeked = series.on_candle(forming)
         if peeked is not None:  # None only for a forming bar not after the last closed one
             values.append(peeked)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,11 @@ class Periods:
         return ",".join(map(str, self.macd))
 
 
+def closed_bars(candles: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The closed bars of a history (a bar without the ``closed`` key counts as closed)."""
+    return [c for c in candles if c.get("closed", True)]
+
+
 def _nil(x: float) -> float | None:
     """NaN (still warming up) travels as nil."""
     return None if math.isnan(x) else x
@@ -59,15 +65,20 @@ class IndicatorSeries:
         self.macd = MACD(*periods.macd)
         self.last_closed = -1  # open time of the last committed bar
 
-    def warm(self, candles: list[dict[str, Any]]) -> None:
-        """Start over from history (oldest first); only closed bars are committed."""
+    def warm(self, candles: Sequence[dict[str, Any]]) -> np.ndarray:
+        """Start over from history (oldest first); only closed bars are committed.
+
+        Returns the values after each closed bar, a row each: sma, ema, rsi, macd, signal, hist
+        (NaN while warming up).
+        """
         for ind in (self.sma, self.ema, self.rsi, self.macd):
             ind.reset()
-        closed = [c for c in candles if c.get("closed", True)]
+        closed = closed_bars(candles)
         closes = np.fromiter((c["close"] for c in closed), dtype=np.float64, count=len(closed))
-        for ind in (self.sma, self.ema, self.rsi, self.macd):
-            ind.update_many(closes)
+        table = np.column_stack((self.sma.update_many(closes), self.ema.update_many(closes),
+                                 self.rsi.update_many(closes), *self.macd.update_many(closes)))
         self.last_closed = closed[-1]["time"] if closed else -1
+        return table
 
     def on_candle(self, candle: dict[str, Any]) -> dict[str, Any] | None:
         """The ``ind:`` payload for a candle message, or None if it was already counted."""
