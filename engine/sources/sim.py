@@ -99,6 +99,17 @@ _BAR_FIELDS = ("open", "high", "low", "close", "ticks", "spread")
 Columns = tuple[list[int], list[float], list[float]]  # one chunk's times, bids and asks
 
 
+def _quotes(prices: np.ndarray, scale: float | np.ndarray, spread_points: float | np.ndarray,
+            ) -> tuple[list[float], list[float]]:
+    """Bids (``prices`` rounded to whole points) and asks ``spread_points`` above, as lists.
+
+    Whole points over ``scale`` (10**digits) are the same doubles ``round(price, digits)``
+    gives, computed for the whole array at once. Overwrites ``prices``.
+    """
+    points = np.rint(np.multiply(prices, scale, out=prices), out=prices)
+    return (points / scale).ravel().tolist(), ((points + spread_points) / scale).ravel().tolist()
+
+
 class SimMarket:
     """The pure price model of one symbol: day levels, minute bars and a minute's ticks.
 
@@ -322,11 +333,8 @@ class SimMarket:
                 path[index - a] = price
         offsets = np.sort(rng.integers(p.bounds[chunk], max(p.bounds[chunk] + 1, p.bounds[chunk + 1]), b - a))
         offsets += minute * 60_000
-        # Prices as whole points over 10**digits: the same doubles round(price, digits) gives,
-        # computed for the whole chunk at once.
-        scale = 10.0 ** self.sym.info.digits
-        points = np.rint(path * scale, out=path)
-        return offsets.tolist(), (points / scale).tolist(), ((points + p.spread) / scale).tolist()
+        bids, asks = _quotes(path, 10.0 ** self.sym.info.digits, p.spread)
+        return offsets.tolist(), bids, asks
 
     def chunks(self, minute: int) -> int:
         return len(self.plan(minute).starts) - 1
@@ -610,9 +618,7 @@ class _FastWalk:
         prices = np.cumprod(steps, axis=0, out=steps)
         prices *= self._prices
         self._prices = prices[-1].copy()
-        points = np.rint(prices * self._scale)
-        bids = (points / self._scale).ravel().tolist()
-        asks = ((points + self._spread) / self._scale).ravel().tolist()
+        bids, asks = _quotes(prices, self._scale, self._spread)
         return [Tick(name, now_ms, bid, ask) for name, bid, ask in zip(self._names, bids, asks)]
 
 
