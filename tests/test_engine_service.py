@@ -78,9 +78,8 @@ class CountingSim(SimSource):
 
     def prefetch(self):
         self.prefetch_started_ns.append(time.time_ns())
-        did = super().prefetch()
-        self.ahead += did
-        return did
+        self.ahead += self.prefetch_due() is not None
+        super().prefetch()
 
     def poll(self, now_ms):
         self.polling = True

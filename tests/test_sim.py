@@ -198,12 +198,14 @@ def test_a_busy_minute_drawn_in_chunks_still_aggregates_to_its_bar():
 def test_prefetching_draws_chunks_ahead_without_changing_a_tick():
     """``prefetch`` moves the drawing of the next chunks off the hot path; the ticks are the same."""
     plain, ahead = sim(rate=2000), sim(rate=2000)
-    assert ahead.prefetch() and not plain.poll(START - 1)
+    assert ahead.prefetch_due() is not None and not plain.poll(START - 1)
+    ahead.prefetch()
     got_plain, got_ahead, prefetched = [], [], 0
     for now in range(START + 50, START + 130_000, 50):  # crosses chunk and minute boundaries
         got_plain += plain.poll(now)
         got_ahead += ahead.poll(now)
-        while ahead.prefetch():
+        while ahead.prefetch_due() is not None:
+            ahead.prefetch()
             prefetched += 1
     assert got_ahead == got_plain and len(got_plain) > 200_000
     assert prefetched > 2 * len(SYMBOLS)  # every symbol went through several chunks
@@ -233,8 +235,8 @@ def test_prefetch_due_is_when_a_symbol_would_run_out_of_drawn_ticks():
     assert drawn == []  # not needed before ``due``...
     s.poll(due)
     assert len(drawn) == 1  # ...and drawn on demand at ``due``, had it not been prefetched
-    while s.prefetch():
-        pass
+    while s.prefetch_due() is not None:
+        s.prefetch()
     assert s.prefetch_due() is None
 
 

@@ -48,14 +48,13 @@ class MarketSource(ABC):
         needed, after which ``poll`` would do it on the hot path; ``None`` when there is none."""
         return None
 
-    def prefetch(self) -> bool:
-        """Do one piece of work ahead of time, if there is any; True if it did some.
+    def prefetch(self) -> None:
+        """Do one piece of the work ``prefetch_due`` announces.
 
         The engine calls this while it has time to spare before the next tick is due, so work
         a source would otherwise do on the hot path (drawing the next batch of ticks) does not
         delay ticks.
         """
-        return False
 
     def market_time(self, now_ms: int) -> int:
         """The market's clock in ms: wall time for live sources, the replayed time for a replay.

@@ -560,14 +560,12 @@ class SimSource(MarketSource):
         # The cursor queued first: its current chunk runs out first, near enough.
         return self._unprefetched[0].times[-1] if self._unprefetched else None
 
-    def prefetch(self) -> bool:
+    def prefetch(self) -> None:
         """Draw the next chunk of one symbol whose current chunk is being read."""
-        if not self._unprefetched:
-            return False
-        cursor = self._unprefetched.popleft()
-        cursor.queued = False
-        cursor.prefetch()
-        return True
+        if self._unprefetched:
+            cursor = self._unprefetched.popleft()
+            cursor.queued = False
+            cursor.prefetch()
 
     def next_due(self, now_ms: int) -> int:
         if self._walk is not None or not self._heap:
