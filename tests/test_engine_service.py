@@ -89,6 +89,25 @@ class CountingSim(SimSource):
             self.polling = False
 
 
+def record_sends(service: EngineService) -> list[int]:
+    """The instants the loop finishes publishing each batch of ticks (the engine thread writes
+    them, as it writes whatever else a test records, so their order is the loop's order)."""
+    sent_ns: list[int] = []
+    publish = service.on_ticks
+
+    def recorded(ticks):
+        publish(ticks)
+        sent_ns.append(time.time_ns())
+    service.on_ticks = recorded
+    return sent_ns
+
+
+def within_delivery(sent_ns: list[int], at_ns: int) -> bool:
+    """Whether ``at_ns`` falls within ``DELIVERY_NS`` of the last send before it."""
+    last = max((s for s in sent_ns if s <= at_ns), default=None)
+    return last is not None and at_ns - last < DELIVERY_NS
+
+
 def test_the_loop_gives_idle_time_to_the_source_so_ticks_are_drawn_ahead(zmq_ctx):
     cfg = engine_config(symbols="EURUSD", timeframes="M1")
     source = CountingSim(cfg.symbols, rate=2000)  # a chunk of 512 ticks every ~0.26 s
@@ -105,18 +124,10 @@ def test_drawing_ahead_waits_until_the_last_batch_of_ticks_has_been_delivered(zm
     cfg = engine_config(symbols="EURUSD,GBPUSD", timeframes="M1")
     source = CountingSim(cfg.symbols, rate=5000)
     service = EngineService(cfg, source, zmq_ctx)
-    sent_ns: list[int] = []
-    publish = service.on_ticks
-
-    def recorded(ticks):
-        publish(ticks)
-        sent_ns.append(time.time_ns())
-    service.on_ticks = recorded
+    sent_ns = record_sends(service)
     with engine_thread(service):
         threading.Event().wait(1.5)
-    # Both lists are written by the engine's one thread, so their order is the loop's order.
-    early = [p for p in source.prefetch_started_ns[10:]
-             if (last := max((s for s in sent_ns if s <= p), default=0)) and p - last < DELIVERY_NS]
+    early = [p for p in source.prefetch_started_ns[10:] if within_delivery(sent_ns, p)]
     assert len(source.prefetch_started_ns) > 10 and len(sent_ns) > 1000
     assert early == []
 
@@ -146,23 +157,17 @@ def test_candles_wait_until_the_ticks_have_been_delivered_unless_the_next_tick_i
     cfg = engine_config(symbols="EURUSD,GBPUSD", timeframes="M1")
     source = SimSource(cfg.symbols, rate=1000)
     service = EngineService(cfg, source, zmq_ctx)
-    sent_ns, aggregated = [], []
-    publish, aggregate = service.on_ticks, service.aggregate_pending
-
-    def recorded_publish(ticks):
-        publish(ticks)
-        sent_ns.append(time.time_ns())
+    sent_ns, aggregated = record_sends(service), []
+    aggregate = service.aggregate_pending
 
     def recorded_aggregate():
         if service._unaggregated:
             aggregated.append((time.time_ns(), source.next_due(now_ms()) == 0))
         aggregate()
-    service.on_ticks, service.aggregate_pending = recorded_publish, recorded_aggregate
+    service.aggregate_pending = recorded_aggregate
     with engine_thread(service):
         threading.Event().wait(1.5)
-    # Written by the engine's one thread: the lists' order is the loop's order.
-    early = [(at, due) for at, due in aggregated[10:]
-             if at - max(s for s in sent_ns if s <= at) < DELIVERY_NS and not due]
+    early = [(at, due) for at, due in aggregated[10:] if within_delivery(sent_ns, at) and not due]
     assert len(aggregated) > 300 and early == []
     assert sum(not due for _, due in aggregated) > len(aggregated) / 2  # mostly deferred, not forced
 
