@@ -239,19 +239,14 @@ class EngineService:
             if tick_wait and now_ns < sent_ns + DELIVERY_NS:
                 deadline_ns = min(deadline_ns, sent_ns + DELIVERY_NS)
             else:
-                if self._unaggregated:
-                    self.aggregate_pending()
+                self.aggregate_pending()
                 if now >= next_housekeeping:
                     next_housekeeping = now + HOUSEKEEPING_MS
                     self._housekeeping(now, periodic)
                 deadline_ns = min(deadline_ns, next_housekeeping * 1_000_000)
-                needed_ms = source.prefetch_due() if tick_wait else None
-                if needed_ms is not None:
-                    idle_ns = deadline_ns - time.time_ns()
-                    if idle_ns >= PREFETCH_IDLE_NS or (
-                            idle_ns >= PREFETCH_URGENT_IDLE_NS and needed_ms - now <= PREFETCH_URGENT_MS):
-                        source.prefetch()
-                        continue  # look at the clock again
+                if tick_wait and self._prefetch_fits(deadline_ns, now):
+                    source.prefetch()
+                    continue  # look at the clock again
             ready = waiter.wait(deadline_ns)
             if ready:
                 if self._rpc.socket in ready:
@@ -268,6 +263,16 @@ class EngineService:
             if ticks:
                 self.on_ticks(ticks)
                 sent_ns = time.time_ns()
+
+    def _prefetch_fits(self, deadline_ns: int, now: int) -> bool:
+        """Whether the source's work ahead fits before ``deadline_ns``: a long idle span, or a
+        shorter one once that work is needed within ``PREFETCH_URGENT_MS``."""
+        needed_ms = self.source.prefetch_due()
+        if needed_ms is None:
+            return False
+        idle_ns = deadline_ns - time.time_ns()
+        return idle_ns >= PREFETCH_IDLE_NS or (
+            idle_ns >= PREFETCH_URGENT_IDLE_NS and needed_ms - now <= PREFETCH_URGENT_MS)
 
     def _housekeeping(self, now: int, periodic: list[list[Any]]) -> None:
         """Close bars by the market clock, flush throttled forming bars, publish periodic topics."""
@@ -310,6 +315,8 @@ class EngineService:
 
     def aggregate_pending(self) -> None:
         """Fold the ticks published since the last call into candles and publish their events."""
+        if not self._unaggregated:
+            return
         ticks, self._unaggregated = self._unaggregated, []
         latest, aggs = self._ticks, self._aggs
         for tick in ticks:
