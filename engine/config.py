@@ -71,7 +71,17 @@ class Settings:
         dotenv: str | os.PathLike[str] | None = ".env",
     ) -> T:
         """Defaults, then ``.env``, then the environment, then ``overrides`` (CLI flags)."""
-        return load_settings(cls, overrides, environ, dotenv)
+        env = layered_env(environ, dotenv)
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw not in (None, ""):
+                values[f.name] = _convert(f.metadata["env"], f.type, raw)
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                values[name] = _convert(name, types[name], value)
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -141,27 +151,6 @@ class EngineConfig(Settings):
             raise ConfigError("BUS_HWM must be >= 0 (0 = unlimited)")
         if self.source == "replay" and not self.replay_file:
             raise ConfigError("the replay source needs REPLAY_FILE (or --replay-file)")
-
-
-def load_settings(
-    cls: type[T],
-    overrides: Mapping[str, object] | None = None,
-    environ: Mapping[str, str] | None = None,
-    dotenv: str | os.PathLike[str] | None = ".env",
-) -> T:
-    """A settings dataclass (each field's ``env`` metadata names its variable) from its
-    defaults, then ``.env``, then the environment, then ``overrides`` (CLI flags)."""
-    env = layered_env(environ, dotenv)
-    types = {f.name: f.type for f in fields(cls)}
-    values: dict[str, object] = {}
-    for f in fields(cls):
-        raw = env.get(f.metadata["env"])
-        if raw not in (None, ""):
-            values[f.name] = _convert(f.metadata["env"], f.type, raw)
-    for name, value in (overrides or {}).items():
-        if value is not None:
-            values[name] = _convert(name, types[name], value)
-    return cls(**values)
 
 
 def _convert(name: str, type_name: object, raw: object) -> object:
