@@ -5,9 +5,14 @@
 (``bridge/js/node_modules/socket.io-client/dist/``, installed by ``npm ci`` in ``bridge/js``,
 which ``make install`` runs). Nothing third-party is copied into the repository: when that client
 is not installed the script answers 404 with how to install it, and the page says so.
+
+The page renders data only as text; its Content-Security-Policy is the second line of defence:
+scripts from this origin only (nothing inline), its socket to this host only, no plugins, no
+base URL, no framing.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from aiohttp import web
@@ -18,6 +23,24 @@ VENDOR_FILES = ("socket.io.min.js", "socket.io.min.js.map")
 MISSING_CLIENT = ("// The Socket.IO browser client is not installed: run `npm ci` in bridge/js "
                   "(or `make install`, which does it when npm is present).\n")
 NO_CACHE = {"Cache-Control": "no-cache"}
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+# A Host header fit to name in the policy: a DNS name or IP (IPv6 in brackets), an optional port.
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def content_security_policy(host: str | None) -> str:
+    """The page's policy. ``connect-src`` names ``ws:``/``wss:`` on ``host`` (the Host the page was
+    asked for) besides ``'self'``, which older browsers do not match against websockets."""
+    sockets = f" ws://{host} wss://{host}" if host and _HOST.fullmatch(host) else ""
+    return ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            f"connect-src 'self'{sockets}; object-src 'none'; base-uri 'none'; form-action 'self'; "
+            "frame-ancestors 'none'")
+
+
+def page_headers(host: str | None) -> dict[str, str]:
+    """Headers of the page itself: its policy, no caching, no framing, no referrer."""
+    return {**NO_CACHE, **NOSNIFF, "Content-Security-Policy": content_security_policy(host),
+            "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"}
 
 
 def add_dashboard(app: web.Application, dashboard_dir: Path = DASHBOARD_DIR,
@@ -25,21 +48,21 @@ def add_dashboard(app: web.Application, dashboard_dir: Path = DASHBOARD_DIR,
     """Register ``/``, ``/static/...`` and ``/static/vendor/...`` on ``app``."""
 
     async def index(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(dashboard_dir / "index.html", headers=NO_CACHE)
+        return web.FileResponse(dashboard_dir / "index.html", headers=page_headers(request.host))
 
     async def vendor(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         path = socketio_dist / name
         if name in VENDOR_FILES and path.is_file():
-            return web.FileResponse(path)
-        return web.Response(status=404, text=MISSING_CLIENT, content_type="application/javascript")
+            return web.FileResponse(path, headers=NOSNIFF)
+        return web.Response(status=404, text=MISSING_CLIENT, content_type="application/javascript", headers=NOSNIFF)
 
     async def static(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         path = dashboard_dir / name
         if name.startswith(".") or "/" in name or not path.is_file():
             raise web.HTTPNotFound()
-        return web.FileResponse(path, headers=NO_CACHE)
+        return web.FileResponse(path, headers={**NO_CACHE, **NOSNIFF})
 
     app.router.add_get("/", index)
     app.router.add_get("/static/vendor/{name}", vendor)

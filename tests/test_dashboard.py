@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -33,6 +34,22 @@ def assert_overlays_cover_the_history(step: dict) -> None:
     overlay = step["overlay"]
     assert overlay["bars"] > 20 and step["indicatorHistory"] >= overlay["bars"], (overlay, step["indicatorHistory"])
     assert all(overlay[k] >= 0.9 * overlay["bars"] for k in INDICATORS), overlay
+
+
+def parse_policy(header: str) -> dict[str, list[str]]:
+    """A Content-Security-Policy header as {directive: [sources]} (a repeated directive would fail)."""
+    directives = [part.split() for part in header.split(";") if part.strip()]
+    policy = {d[0]: d[1:] for d in directives}
+    assert len(policy) == len(directives), header
+    return policy
+
+
+def assert_no_inline_script(html: str) -> None:
+    """index.html: scripts only by src, no event-handler attributes, no inline style."""
+    scripts = re.findall(r"<script\b([^>]*)>(.*?)</script>", html, re.DOTALL)
+    assert scripts and all("src=" in attrs and not body.strip() for attrs, body in scripts), scripts
+    assert not re.search(r"\son[a-z]+\s*=", html, re.IGNORECASE), "an inline event handler"
+    assert not re.search(r"\sstyle\s*=", html, re.IGNORECASE), "an inline style"
 
 
 def find_chromium() -> str:
@@ -76,6 +93,8 @@ def test_dashboard_shows_live_candles_and_switches_symbols(start_stack, tmp_path
     assert run.returncode == 0 and "error" not in result, f"{result.get('error')}\nconsole: {result['console']}"
     assert result["pageErrors"] == [], result["pageErrors"]
     assert not [line for line in result["console"] if line.startswith("error")], result["console"]
+    # It all works under its Content-Security-Policy: nothing was blocked.
+    assert "script-src 'self'" in result["csp"] and result["cspViolations"] == [], result["cspViolations"]
 
     screenshot = Path(result["screenshot"])
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
@@ -125,6 +144,16 @@ def test_dashboard_routes_and_a_missing_socketio_client(tmp_path: Path) -> None:
         async with TestClient(TestServer(app)) as client:
             page = await client.get("/")
             assert page.status == 200 and "dashboard.js" in await page.text()
+            policy = parse_policy(page.headers["Content-Security-Policy"])
+            host = f"{client.host}:{client.port}"
+            assert policy["script-src"] == ["'self'"] and policy["default-src"] == ["'none'"]
+            assert policy["connect-src"] == ["'self'", f"ws://{host}", f"wss://{host}"], policy
+            assert policy["object-src"] == policy["base-uri"] == policy["frame-ancestors"] == ["'none'"]
+            assert page.headers["X-Content-Type-Options"] == "nosniff" and page.headers["X-Frame-Options"] == "DENY"
+            # A Host that is not a host name is never written into the policy.
+            odd = await client.get("/", headers={"Host": "x; script-src *"})
+            odd_policy = parse_policy(odd.headers["Content-Security-Policy"])
+            assert odd_policy["connect-src"] == ["'self'"] and odd_policy["script-src"] == ["'self'"], odd_policy
             script = await client.get("/static/dashboard.js")
             assert script.status == 200 and "dashboardState" in await script.text()
             assert (await client.get("/static/dashboard.css")).status == 200
@@ -134,5 +163,6 @@ def test_dashboard_routes_and_a_missing_socketio_client(tmp_path: Path) -> None:
                 assert (await client.get(path)).status == 404, path
 
     asyncio.run(scenario())
+    assert_no_inline_script((DASHBOARD_DIR / "index.html").read_text())
     # The page tells a person what is missing rather than staying blank.
     assert "Socket.IO browser client is missing" in (DASHBOARD_DIR / "dashboard.js").read_text()

@@ -1,6 +1,8 @@
 // The live dashboard: plain browser JavaScript over the bridge's Socket.IO API (README "Socket.IO API").
 // `io` is the socket.io-client browser build the bridge serves from bridge/js/node_modules.
 // window.dashboardState exposes what arrived (counts per event and symbol) for people and tests.
+// Whatever arrives is data: it reaches the page only as text (DOM nodes and textContent, never
+// parsed as HTML), and a value shown as a number is shown only when it is a finite number.
 "use strict";
 
 (() => {
@@ -10,6 +12,8 @@
   const AXIS_PX = 72;             // right-hand price axis
   const TIME_AXIS_PX = 18;        // bottom time axis of the price pane
   const PING_EVERY_MS = 5000;     // health is pushed on change only; ask for it now and then
+  const TOKEN_KEY = "mt5-bridge-token"; // sessionStorage: asked once, kept for the tab session
+  const MAX_DIGITS = 10;          // a symbol's digits beyond this are not a price's (toFixed allows 100)
   const COLORS = {
     up: "#26a69a", down: "#ef5350", grid: "#1f2731", axis: "#7d8a99", text: "#d6dde6",
     sma: "#f5c542", ema: "#4aa3ff", rsi: "#b388ff", macd: "#4aa3ff", signal: "#ff9f43",
@@ -42,6 +46,7 @@
     pingMs: null,
     errors: [],
     clientMissing: false,
+    tokenAsked: 0,            // times the page asked for BRIDGE_TOKEN (the bridge refused without it)
   });
 
   // Data of the current selection.
@@ -75,11 +80,17 @@
   window.addEventListener("resize", () => invalidate("chart"));
 
   // ---------------------------------------------------------------- formatting
+  // A value used as a number is one (JSON numbers; the bridge sends NaN as null), else null.
+  const finite = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+  const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+  const list = (v) => (Array.isArray(v) ? v : []);
+  const places = (d) => (Number.isInteger(d) && d >= 0 && d <= MAX_DIGITS ? d : 5);
   const digits = () => digitsOf[state.symbol] ?? 5;
-  const price = (v, d = digits()) => (v == null ? "—" : Number(v).toFixed(d));
-  const money = (v) => (v == null ? "—" : Number(v).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }));
-  const num = (v, d = 2) => (v == null ? "—" : Number(v).toFixed(d));
-  const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
+  const price = (v, d = digits()) => (finite(v) == null ? "—" : v.toFixed(places(d)));
+  const money = (v) => (finite(v) == null ? "—" : v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }));
+  const num = (v, d = 2) => (finite(v) == null ? "—" : v.toFixed(places(d)));
+  const count = (v) => (finite(v) == null ? "—" : String(v));
+  const text = (v, missing = "—") => (typeof v === "string" || finite(v) != null ? String(v) : missing);
   const pad2 = (n) => String(n).padStart(2, "0");
   function timeLabel(t, withDate) {
     const d = new Date(t * 1000);
@@ -87,9 +98,22 @@
     return withDate ? `${d.getUTCDate()} ${d.toLocaleString("en-US", { month: "short", timeZone: "UTC" })} ${hm}` : hm;
   }
 
-  function showBanner(html) {
+  // An element with text (or element) children: strings become text nodes, never markup.
+  // props: className, title, value, ... as DOM properties; style: {color, width}; dataset.
+  function elem(tag, props, ...children) {
+    const node = document.createElement(tag);
+    const { style, dataset, ...rest } = props || {};
+    Object.assign(node, rest);
+    if (style) Object.assign(node.style, style); // CSSOM, which the page's CSP allows (no style attributes)
+    if (dataset) Object.assign(node.dataset, dataset);
+    node.append(...children.filter((c) => c != null && c !== false).map((c) => (c instanceof Node ? c : String(c))));
+    return node;
+  }
+  const kvRows = (rows) => rows.flatMap(([k, ...v]) => [elem("dt", null, k), elem("dd", null, ...v)]);
+
+  function showBanner(...parts) {
     const el = $("banner");
-    el.innerHTML = html;
+    el.replaceChildren(...parts.map((p) => (p instanceof Node ? p : String(p))));
     el.hidden = false;
   }
 
@@ -116,20 +140,23 @@
     bars.splice(lo, 0, bar);
   }
 
+  // A bar the chart can place: its time and prices are finite numbers.
+  const isBar = (b) => isObject(b) && ["time", "open", "high", "low", "close"].every((k) => finite(b[k]) != null);
+
   function onCandles(msg) {
     if (!msg || msg.symbol !== state.symbol || msg.timeframe !== state.timeframe) {
       state.candleEventsIgnored += 1;
       return;
     }
     state.candleEvents += 1;
-    for (const bar of msg.candles || []) upsertBar(bar);
+    for (const bar of list(msg.candles)) if (isBar(bar)) upsertBar(bar);
     state.bars = bars.length;
     state.lastBar = bars.length ? { ...bars[bars.length - 1] } : null;
     invalidate("chart");
   }
 
   function onIndicators(msg) {
-    if (!msg || msg.symbol !== state.symbol || msg.timeframe !== state.timeframe) return;
+    if (!isObject(msg) || msg.symbol !== state.symbol || msg.timeframe !== state.timeframe) return;
     state.indicatorEvents += 1;
     const old = indicators.get(msg.time);
     if (old && old.closed && !msg.closed) return;
@@ -145,7 +172,7 @@
   // History from get_indicators, under the live values: a bar that already has a live value keeps
   // it, unless the history has that bar closed and the live value was of it still forming.
   function onIndicatorHistory(values) {
-    for (const v of values) {
+    for (const v of values.filter(isObject)) {
       const old = indicators.get(v.time);
       if (!old || (v.closed && !old.closed)) indicators.set(v.time, v);
     }
@@ -258,7 +285,7 @@
 
   function drawCharts() {
     const { shown } = visible($("price").clientWidth);
-    const has = (key) => shown.filter((b) => indicators.get(b.time)?.[key] != null).length;
+    const has = (key) => shown.filter((b) => finite(indicators.get(b.time)?.[key]) != null).length;
     state.overlay = { bars: shown.length, sma: has("sma"), ema: has("ema"), rsi: has("rsi"), macd: has("macd") };
     drawPrice();
     drawRsi();
@@ -282,7 +309,7 @@
       lo = Math.min(lo, b.low);
       hi = Math.max(hi, b.high);
       const ind = indicators.get(b.time);
-      for (const v of [ind?.sma, ind?.ema]) if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+      for (const v of [ind?.sma, ind?.ema].map(finite)) if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
     });
     const padding = (hi - lo) * 0.06 || hi * 0.0005 || 1;
     lo -= padding;
@@ -361,7 +388,7 @@
       ctx.fillStyle = COLORS.axis;
       ctx.fillText(String(level), w - AXIS_PX + 6, py);
     }
-    if (!shown.some((b) => indicators.get(b.time)?.rsi != null)) {
+    if (!shown.some((b) => finite(indicators.get(b.time)?.rsi) != null)) {
       emptyText(ctx, w, h, "RSI: waiting for indicator values…");
       return;
     }
@@ -378,7 +405,7 @@
     let hi = -Infinity;
     shown.forEach((b) => {
       const ind = indicators.get(b.time);
-      for (const v of [ind?.macd, ind?.macd_signal, ind?.macd_hist]) if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+      for (const v of [ind?.macd, ind?.macd_signal, ind?.macd_hist].map(finite)) if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
     });
     if (lo === Infinity) {
       emptyText(ctx, w, h, "MACD: waiting for indicator values…");
@@ -390,7 +417,7 @@
     lo -= padding;
     hi += padding;
     const y = (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top);
-    const d = Math.max(digits() + 1, 2);
+    const d = Math.max(places(digits()) + 1, 2);
     yAxis(ctx, lo, hi, y, w, top, bottom, (v) => v.toFixed(d), 3);
     const zero = Math.round(y(0)) + 0.5;
     ctx.strokeStyle = COLORS.axis;
@@ -400,7 +427,7 @@
     ctx.stroke();
     const body = Math.max(1, BAR_PX - 3);
     shown.forEach((b, i) => {
-      const v = indicators.get(b.time)?.macd_hist;
+      const v = finite(indicators.get(b.time)?.macd_hist);
       if (v == null) return;
       ctx.fillStyle = v >= 0 ? "rgba(38,166,154,0.6)" : "rgba(239,83,80,0.6)";
       const py = y(v);
@@ -417,107 +444,116 @@
   function renderLegends() {
     const last = bars[bars.length - 1];
     const ind = last ? indicators.get(last.time) : null;
-    const swatch = (color, label, value) => `<span style="color:${color}">${label} ${value}</span>`;
-    $("legend").innerHTML = last
-      ? `<span><b>${esc(state.symbol)}</b> · ${esc(state.timeframe)}${last.closed === false ? " · forming" : ""}</span>` +
-        `<span>O ${price(last.open)}</span><span>H ${price(last.high)}</span><span>L ${price(last.low)}</span>` +
-        `<span class="${last.close >= last.open ? "up" : "down"}">C ${price(last.close)}</span>` +
-        `<span class="muted">vol ${last.tick_volume ?? "—"}</span>` +
-        swatch(COLORS.sma, "SMA", price(ind?.sma)) + swatch(COLORS.ema, "EMA", price(ind?.ema))
-      : `<span class="muted">${esc(state.symbol ?? "")} ${esc(state.timeframe)}</span>`;
-    $("rsi-legend").innerHTML = swatch(COLORS.rsi, "RSI", num(ind?.rsi, 1));
-    const d = Math.max(digits() + 1, 2);
-    $("macd-legend").innerHTML = swatch(COLORS.macd, "MACD", num(ind?.macd, d)) +
-      swatch(COLORS.signal, "signal", num(ind?.macd_signal, d)) +
-      swatch(COLORS.axis, "histogram", num(ind?.macd_hist, d));
+    const swatch = (color, label, value) => elem("span", { style: { color } }, `${label} ${value}`);
+    $("legend").replaceChildren(...(last
+      ? [elem("span", null, elem("b", null, state.symbol), ` · ${state.timeframe}${last.closed === false ? " · forming" : ""}`),
+        elem("span", null, `O ${price(last.open)}`), elem("span", null, `H ${price(last.high)}`),
+        elem("span", null, `L ${price(last.low)}`),
+        elem("span", { className: last.close >= last.open ? "up" : "down" }, `C ${price(last.close)}`),
+        elem("span", { className: "muted" }, `vol ${count(last.tick_volume)}`),
+        swatch(COLORS.sma, "SMA", price(ind?.sma)), swatch(COLORS.ema, "EMA", price(ind?.ema))]
+      : [elem("span", { className: "muted" }, `${state.symbol ?? ""} ${state.timeframe}`)]));
+    $("rsi-legend").replaceChildren(swatch(COLORS.rsi, "RSI", num(ind?.rsi, 1)));
+    const d = Math.max(places(digits()) + 1, 2);
+    $("macd-legend").replaceChildren(swatch(COLORS.macd, "MACD", num(ind?.macd, d)),
+      swatch(COLORS.signal, "signal", num(ind?.macd_signal, d)), swatch(COLORS.axis, "histogram", num(ind?.macd_hist, d)));
   }
 
   // ---------------------------------------------------------------- side panels
   function renderQuote() {
     const t = lastTick;
     if (!t) {
-      $("quote").innerHTML = "";
+      $("quote").replaceChildren();
       return;
     }
-    const point = pointOf[t.symbol] || Math.pow(10, -digits());
-    $("quote").innerHTML = `<span class="muted">bid</span> <b>${price(t.bid)}</b> &nbsp;<span class="muted">ask</span> <b>${price(t.ask)}</b>` +
-      ` &nbsp;<span class="muted">spread ${Math.round((t.ask - t.bid) / point)}</span>`;
+    const point = finite(pointOf[t.symbol]) > 0 ? pointOf[t.symbol] : Math.pow(10, -places(digits()));
+    const spread = finite(t.ask) != null && finite(t.bid) != null ? Math.round((t.ask - t.bid) / point) : "—";
+    const muted = (label) => elem("span", { className: "muted" }, label);
+    $("quote").replaceChildren(muted("bid"), " ", elem("b", null, price(t.bid)), " \u00a0", muted("ask"), " ",
+      elem("b", null, price(t.ask)), " \u00a0", muted(`spread ${spread}`));
   }
+
+  // A book level the table can show: [price, volume], both finite numbers.
+  const isLevel = (l) => Array.isArray(l) && finite(l[0]) != null && finite(l[1]) != null;
 
   function renderBook() {
     const el = $("book");
     $("book-symbol").textContent = state.symbol ?? "";
     if (!book) {
-      el.innerHTML = `<tr><td class="muted">waiting…</td></tr>`;
+      el.replaceChildren(elem("tr", null, elem("td", { className: "muted" }, "waiting…")));
       return;
     }
-    const asks = (book.asks || []).slice(0, 10);
-    const bids = (book.bids || []).slice(0, 10);
+    const asks = list(book.asks).filter(isLevel).slice(0, 10);
+    const bids = list(book.bids).filter(isLevel).slice(0, 10);
     const maxVol = Math.max(1e-9, ...asks.map((l) => l[1]), ...bids.map((l) => l[1]));
-    const row = (side, [p, v]) =>
-      `<tr class="${side}"><td>${price(p)}</td><td><span class="depth" style="width:${Math.round((v / maxVol) * 100)}%"></span>${num(v, 2)}</td></tr>`;
+    const row = (side, [p, v]) => elem("tr", { className: side }, elem("td", null, price(p)),
+      elem("td", null, elem("span", { className: "depth", style: { width: `${Math.round((v / maxVol) * 100)}%` } }), num(v, 2)));
     const spread = asks.length && bids.length ? price(asks[0][0] - bids[0][0]) : "—";
-    el.innerHTML = `<thead><tr><th>price</th><th>volume</th></tr></thead><tbody>` +
-      asks.slice().reverse().map((l) => row("ask", l)).join("") +
-      `<tr class="spread"><td colspan="2">spread ${spread}</td></tr>` +
-      bids.map((l) => row("bid", l)).join("") + `</tbody>`;
+    el.replaceChildren(
+      elem("thead", null, elem("tr", null, elem("th", null, "price"), elem("th", null, "volume"))),
+      elem("tbody", null, ...asks.slice().reverse().map((l) => row("ask", l)),
+        elem("tr", { className: "spread" }, elem("td", { colSpan: 2 }, `spread ${spread}`)),
+        ...bids.map((l) => row("bid", l))));
   }
 
   function renderAccount() {
     const a = account;
-    if (!a) return;
-    const cur = a.currency ? ` ${esc(a.currency)}` : "";
-    const rows = [
-      ["account", `${esc(a.login ?? "")} ${esc(a.name ?? "")}`],
-      ["server", esc(a.server ?? "—")],
+    if (!isObject(a)) return;
+    const cur = typeof a.currency === "string" ? ` ${a.currency}` : "";
+    $("account").replaceChildren(...kvRows([
+      ["account", `${text(a.login, "")} ${text(a.name, "")}`],
+      ["server", text(a.server)],
       ["balance", money(a.balance) + cur],
       ["equity", money(a.equity) + cur],
-      ["profit", `<span class="${a.profit >= 0 ? "up" : "down"}">${money(a.profit)}</span>${cur}`],
+      ["profit", elem("span", { className: a.profit >= 0 ? "up" : "down" }, money(a.profit)), cur],
       ["margin", money(a.margin) + cur],
       ["free margin", money(a.margin_free) + cur],
-      ["margin level", a.margin_level ? `${num(a.margin_level, 1)} %` : "—"],
-      ["leverage", a.leverage ? `1:${a.leverage}` : "—"],
-    ];
-    $("account").innerHTML = rows.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("");
+      ["margin level", finite(a.margin_level) ? `${num(a.margin_level, 1)} %` : "—"],
+      ["leverage", finite(a.leverage) ? `1:${a.leverage}` : "—"],
+    ]));
   }
 
-  function pill(el, text, status) {
-    el.textContent = text;
+  function pill(el, label, status) {
+    el.textContent = label;
     el.className = `pill pill-${status === "ok" ? "ok" : status === "down" ? "down" : "degraded"}`;
   }
 
   function renderHealth() {
-    const h = state.health;
-    if (!h) return;
-    pill($("service"), `service ${h.status}`, h.status);
-    const s = h.stats || {};
-    const lat = s.tick_to_write_ms || {};
-    const workers = Object.entries(h.workers || {});
-    const rows = [
-      ["status", `<span class="${h.status === "ok" ? "up" : "down"}">${esc(h.status)}</span>`],
-      ["engine", esc(h.engine?.status ?? "?") + (h.engine?.health?.ticks_per_s != null ? ` · ${h.engine.health.ticks_per_s} ticks/s` : "")],
-      ...(workers.length ? workers.map(([name, st]) => [esc(name), esc(st)]) : [["workers", "none heard"]]),
-      ["clients", h.clients],
-      ["subscriptions", h.subscriptions],
-      ["tick → write", lat.p50 != null ? `p50 ${lat.p50} ms · p99 ${lat.p99} ms` : "—"],
+    const hl = state.health;
+    if (!isObject(hl)) return;
+    pill($("service"), `service ${text(hl.status, "?")}`, hl.status);
+    const engine = isObject(hl.engine) ? hl.engine : {};
+    const figures = isObject(engine.health) ? engine.health : {};
+    const stats = isObject(hl.stats) ? hl.stats : {};
+    const lat = isObject(stats.tick_to_write_ms) ? stats.tick_to_write_ms : {};
+    const workers = Object.entries(isObject(hl.workers) ? hl.workers : {});
+    $("health").replaceChildren(...kvRows([
+      ["status", elem("span", { className: hl.status === "ok" ? "up" : "down" }, text(hl.status, "?"))],
+      ["engine", text(engine.status, "?") + (finite(figures.ticks_per_s) != null ? ` · ${figures.ticks_per_s} ticks/s` : "")],
+      ...(workers.length ? workers.map(([name, st]) => [name, text(st, "?")]) : [["workers", "none heard"]]),
+      ["clients", count(hl.clients)],
+      ["subscriptions", count(hl.subscriptions)],
+      ["tick → write", finite(lat.p50) != null ? `p50 ${lat.p50} ms · p99 ${count(lat.p99)} ms` : "—"],
       ["ping", state.pingMs != null ? `${state.pingMs} ms` : "—"],
-      ["uptime", `${Math.round(h.uptime)} s`],
-      ["version", esc(h.version)],
-    ];
-    $("health").innerHTML = rows.map(([k, v]) => `<dt>${k}</dt><dd>${v}</dd>`).join("");
+      ["uptime", finite(hl.uptime) != null ? `${Math.round(hl.uptime)} s` : "—"],
+      ["version", text(hl.version)],
+    ]));
   }
 
   function renderSummary() {
-    if (!summary) return;
-    const entries = Object.entries(summary.symbols || {});
-    $("summary").innerHTML = `<thead><tr><th>symbol</th><th>last</th><th>change</th><th>range</th></tr></thead><tbody>` +
-      entries.map(([sym, s]) => {
+    if (!isObject(summary)) return;
+    const entries = Object.entries(isObject(summary.symbols) ? summary.symbols : {});
+    $("summary").replaceChildren(
+      elem("thead", null, elem("tr", null, ...["symbol", "last", "change", "range"].map((k) => elem("th", null, k)))),
+      elem("tbody", null, ...entries.map(([sym, raw]) => {
+        const s = isObject(raw) ? raw : {};
         const d = digitsOf[sym] ?? 5;
-        const cls = s.change_pct >= 0 ? "up" : "down";
-        return `<tr data-symbol="${esc(sym)}" class="${sym === state.symbol ? "current" : ""}"><td>${esc(sym)}</td>` +
-          `<td>${price(s.last, d)}</td><td class="${cls}">${s.change_pct >= 0 ? "+" : ""}${num(s.change_pct, 2)}%</td>` +
-          `<td class="muted">${price(s.low, d)}–${price(s.high, d)}</td></tr>`;
-      }).join("") + `</tbody>`;
+        const change = finite(s.change_pct);
+        return elem("tr", { className: sym === state.symbol ? "current" : "", dataset: { symbol: sym } },
+          elem("td", null, sym), elem("td", null, price(s.last, d)),
+          elem("td", { className: change >= 0 ? "up" : "down" }, `${change >= 0 ? "+" : ""}${num(change, 2)}%`),
+          elem("td", { className: "muted" }, `${price(s.low, d)}–${price(s.high, d)}`));
+      })));
   }
 
   // ---------------------------------------------------------------- controls
@@ -525,14 +561,15 @@
     document.querySelectorAll("#timeframes button").forEach((b) => b.classList.toggle("active", b.dataset.tf === state.timeframe));
   }
 
-  function fillSymbols(list) {
-    state.symbols = list.map((s) => s.name);
-    list.forEach((s) => {
-      digitsOf[s.name] = s.digits;
-      pointOf[s.name] = s.point;
+  function fillSymbols(infos) {
+    const known = infos.filter((s) => isObject(s) && typeof s.name === "string" && s.name);
+    state.symbols = known.map((s) => s.name);
+    known.forEach((s) => {
+      digitsOf[s.name] = places(s.digits);
+      pointOf[s.name] = finite(s.point);
     });
     const select = $("symbol");
-    select.innerHTML = list.map((s) => `<option value="${esc(s.name)}" title="${esc(s.description ?? "")}">${esc(s.name)}</option>`).join("");
+    select.replaceChildren(...known.map((s) => elem("option", { value: s.name, title: text(s.description, "") }, s.name)));
     if (state.symbol) select.value = state.symbol;
   }
 
@@ -540,14 +577,57 @@
   if (typeof window.io !== "function") {
     state.clientMissing = true;
     pill($("connection"), "no Socket.IO client", "down");
-    showBanner("The Socket.IO browser client is missing: <code>/static/vendor/socket.io.min.js</code> was not served. " +
-      "Install it with <code>npm ci</code> in <code>bridge/js</code> (<code>make install</code> does this when npm is present), then reload.");
+    const code = (t) => elem("code", null, t);
+    showBanner("The Socket.IO browser client is missing: ", code("/static/vendor/socket.io.min.js"), " was not served. ",
+      "Install it with ", code("npm ci"), " in ", code("bridge/js"), " (", code("make install"),
+      " does this when npm is present), then reload.");
     invalidate("chart");
     return;
   }
 
-  const socket = window.io({ transports: ["websocket"] });
+  // BRIDGE_TOKEN: asked for when the bridge refuses the connection as unauthorized, then kept in
+  // sessionStorage (this tab, until it closes) and sent as auth.token on every (re)connect.
+  const tokenStore = {
+    get() {
+      try {
+        return sessionStorage.getItem(TOKEN_KEY);
+      } catch {
+        return null; // storage disabled: the token lives as long as the page
+      }
+    },
+    set(token) {
+      try {
+        if (token == null) sessionStorage.removeItem(TOKEN_KEY);
+        else sessionStorage.setItem(TOKEN_KEY, token);
+      } catch {
+        /* storage disabled: kept in memory below */
+      }
+    },
+  };
+  let token = tokenStore.get();
+
+  const socket = window.io({
+    transports: ["websocket"],
+    auth: (send) => send(token ? { token } : {}),
+  });
   window.dashboardSocket = socket;
+
+  function askForToken(refused) {
+    state.tokenAsked += 1;
+    $("token-note").textContent = refused ? "The bridge refused that token; try again." : "";
+    $("token-form").hidden = false;
+    $("token").focus();
+  }
+
+  $("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    token = $("token").value;
+    tokenStore.set(token);
+    $("token").value = "";
+    $("token-form").hidden = true;
+    pill($("connection"), "connecting…", "down");
+    socket.connect();
+  });
 
   function select(symbol, timeframe) {
     if (!symbol || (symbol === state.symbol && timeframe === state.timeframe)) return;
@@ -600,6 +680,7 @@
   }
 
   function onBook(msg) {
+    if (!isObject(msg)) return;
     state.bookEvents += 1;
     if (msg.symbol !== state.symbol) return;
     book = msg;
@@ -617,6 +698,7 @@
 
   socket.on("connect", () => {
     state.connected = true;
+    $("token-form").hidden = true;
     pill($("connection"), "connected", "ok");
     socket.emit("get_symbols", (list) => {
       if (!Array.isArray(list)) {
@@ -645,9 +727,21 @@
     state.connected = false;
     pill($("connection"), `disconnected (${reason})`, "down");
   });
-  socket.on("connect_error", (err) => pill($("connection"), `refused: ${err.message}`, "down"));
+  socket.on("connect_error", (err) => {
+    const message = text(err?.message, "");
+    pill($("connection"), `refused: ${message}`, "down");
+    // The bridge's refusal for a missing or wrong BRIDGE_TOKEN (bridge/server.py on_connect);
+    // socket.io does not retry a refusal, so the form's submit connects again.
+    if (message.startsWith("unauthorized")) {
+      const refused = Boolean(token);
+      token = null;
+      tokenStore.set(null);
+      askForToken(refused);
+    }
+  });
 
   socket.on("tick", (t) => {
+    if (!isObject(t)) return;
     state.ticks[t.symbol] = (state.ticks[t.symbol] || 0) + 1;
     state.ticksTotal += 1;
     if (t.symbol === state.symbol) {
@@ -687,7 +781,7 @@
   });
   $("summary").addEventListener("click", (e) => {
     const row = e.target.closest("tr[data-symbol]");
-    if (row) select(row.dataset.symbol, state.timeframe);
+    if (row && state.symbols.includes(row.dataset.symbol)) select(row.dataset.symbol, state.timeframe);
   });
   window.dashboardSelect = select;
   setInterval(ping, PING_EVERY_MS);

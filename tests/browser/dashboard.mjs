@@ -2,40 +2,14 @@
 // Usage: node dashboard.mjs BRIDGE_URL OUT_DIR [CHROMIUM]
 // Prints one JSON object (what the page saw at each step) on stdout; exits 1 with a message on failure.
 // tests/test_dashboard.py runs it against a real engine, indicator worker and bridge, and asserts.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { run, sleep } from "./harness.mjs";
 
 const [url, outDir, executablePath = "/usr/bin/chromium"] = process.argv.slice(2);
-const FLAGS = [
-  "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-  "--disable-component-update", "--disable-sync",
-];
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const result = { steps: {}, console: [], pageErrors: [] };
-
-const profile = mkdtempSync(join(tmpdir(), "dashboard-chromium-"));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath, headless: true, args: FLAGS, viewport: { width: 1360, height: 900 }, timeout: 30000,
-});
-try {
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on("console", (msg) => result.console.push(`${msg.type()}: ${msg.text()}`));
-  page.on("pageerror", (err) => result.pageErrors.push(String(err)));
-  const state = () => page.evaluate(() => JSON.parse(JSON.stringify(window.dashboardState)));
-  // Two animation frames: the page has drawn what it had (it renders at most once a frame).
-  const drawn = () => page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
-  const waitFor = async (what, fn, arg, timeout = 15000) => {
-    try {
-      await page.waitForFunction(fn, arg, { timeout, polling: 100 });
-    } catch (err) {
-      throw new Error(`timed out waiting for ${what}; state: ${JSON.stringify(await state())}`);
-    }
-  };
-
-  await page.goto(url, { waitUntil: "load" });
+await run(executablePath, async ({ page, result, state, drawn, waitFor }) => {
+  const response = await page.goto(url, { waitUntil: "load" });
+  result.csp = response.headers()["content-security-policy"] ?? null;
   // Right after load: history candles and their indicator values (state.overlay: what the chart drew).
   await waitFor("history candles and indicator values of the first symbol", () => {
     const s = window.dashboardState;
@@ -93,11 +67,4 @@ try {
   result.steps.timeframe = await state();
   result.screenshotSwitched = join(outDir, "dashboard-switched.png");
   await page.screenshot({ path: result.screenshotSwitched, fullPage: true });
-  console.log(JSON.stringify(result));
-} catch (err) {
-  console.log(JSON.stringify({ ...result, error: String(err?.message ?? err) }));
-  process.exitCode = 1;
-} finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
-}
+});
