@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -78,23 +79,35 @@ def install_playwright() -> None:
         pytest.skip(f"npm ci failed in {BROWSER_DIR} (no npm registry?): {result.stderr[-500:]}")
 
 
-@pytest.mark.timeout(900)  # a first run may install Chromium
-def test_dashboard_shows_live_candles_and_switches_symbols(start_stack, tmp_path: Path) -> None:
-    node = npm_install()  # bridge/js: the socket.io-client the bridge serves to the page; skips without node
+def browser_tools() -> tuple[str, str]:
+    """(node, chromium), with the page's socket.io-client and playwright-core installed; skips without node."""
+    node = npm_install()  # bridge/js: the socket.io-client the bridge serves to the page
     chromium = find_chromium()
     install_playwright()
-    _engine, _worker, bridge = start_stack()
+    return node, chromium
 
-    run = subprocess.run([node, str(BROWSER_DIR / "dashboard.mjs"), bridge.url + "/", str(tmp_path), chromium],
-                         capture_output=True, text=True, timeout=180)
+
+def run_browser(node: str, script: str, *args: str) -> dict[str, Any]:
+    """Run ``tests/browser/SCRIPT`` and return its result, asserting what every page run must
+    hold: it finished, no page error, no error on the console, no dialog, no CSP violation."""
+    run = subprocess.run([node, str(BROWSER_DIR / script), *args], capture_output=True, text=True, timeout=180)
     lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
     assert lines, f"no result from the browser (exit {run.returncode}): {run.stdout[-2000:]} {run.stderr[-2000:]}"
     result = json.loads(lines[-1])
     assert run.returncode == 0 and "error" not in result, f"{result.get('error')}\nconsole: {result['console']}"
     assert result["pageErrors"] == [], result["pageErrors"]
     assert not [line for line in result["console"] if line.startswith("error")], result["console"]
-    # It all works under its Content-Security-Policy: nothing was blocked.
-    assert "script-src 'self'" in result["csp"] and result["cspViolations"] == [], result["cspViolations"]
+    assert result["dialogs"] == [] and result["cspViolations"] == [], (result["dialogs"], result["cspViolations"])
+    return result
+
+
+@pytest.mark.timeout(900)  # a first run may install Chromium
+def test_dashboard_shows_live_candles_and_switches_symbols(start_stack, tmp_path: Path) -> None:
+    node, chromium = browser_tools()
+    _engine, _worker, bridge = start_stack()
+
+    result = run_browser(node, "dashboard.mjs", bridge.url + "/", str(tmp_path), chromium)
+    assert "script-src 'self'" in result["csp"], "it all works under its Content-Security-Policy"
 
     screenshot = Path(result["screenshot"])
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000

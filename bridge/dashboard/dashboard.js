@@ -501,7 +501,7 @@
     if (!isObject(a)) return;
     const cur = typeof a.currency === "string" ? ` ${a.currency}` : "";
     $("account").replaceChildren(...kvRows([
-      ["account", `${text(a.login, "")} ${text(a.name, "")}`],
+      ["account", `${finite(a.login) ?? ""} ${text(a.name, "")}`],
       ["server", text(a.server)],
       ["balance", money(a.balance) + cur],
       ["equity", money(a.equity) + cur],
