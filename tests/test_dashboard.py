@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -21,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.webui import DASHBOARD_DIR, add_dashboard
-from tests.bridge_procs import npm_install
+from tests.bridge_procs import BridgeProcess, npm_install
 from tests.procs import ROOT
 
 BROWSER_DIR = ROOT / "tests" / "browser"
@@ -146,6 +147,28 @@ def test_dashboard_shows_live_candles_and_switches_symbols(start_stack, tmp_path
     assert timeframe["symbol"] == new and timeframe["timeframe"] == "M5"
     assert timeframe["lastBar"]["timeframe"] == "M5" and timeframe["indicatorEvents"] > 0
     assert_overlays_cover_the_history(timeframe)
+
+
+@pytest.mark.timeout(900)  # a first run may install Chromium
+def test_dashboard_asks_for_the_token_once_per_tab(start_engine, started) -> None:
+    """With BRIDGE_TOKEN set the bridge refuses the page until it is given the token."""
+    node, chromium = browser_tools()
+    token = secrets.token_urlsafe(16)
+    bridge = BridgeProcess(engine=start_engine(), env={"BRIDGE_TOKEN": token})
+    started.append(bridge)
+    bridge.start()
+
+    steps = run_browser(node, "token.mjs", bridge.url + "/", chromium, token)["steps"]
+    asked, wrong, accepted, reloaded, other = (steps[k] for k in ("asked", "wrong", "accepted", "reloaded", "otherTab"))
+    assert asked["formShown"] and not asked["connected"] and asked["note"] == "", asked
+    assert asked["connection"].startswith("refused: unauthorized") and asked["stored"] is None
+    assert wrong["formShown"] and not wrong["connected"] and "refused" in wrong["note"] and wrong["stored"] is None
+    assert accepted["connected"] and accepted["symbols"] == 5 and not accepted["formShown"], accepted
+    assert accepted["stored"] == token and accepted["tokenAsked"] == 2
+    # Kept for the tab: a reload connects without asking; another tab has its own session and asks.
+    assert reloaded["connected"] and reloaded["tokenAsked"] == 0 and reloaded["stored"] == token, reloaded
+    assert other["formShown"] and not other["connected"] and other["stored"] is None, other
+    assert token not in bridge.output(), "the token reached the bridge's log"
 
 
 def test_dashboard_routes_and_a_missing_socketio_client(tmp_path: Path) -> None:
