@@ -56,8 +56,8 @@
   let account = null;
   let summary = null;
   let lastTick = null;
-  const digitsOf = {};
-  const pointOf = {};
+  const digitsOf = Object.create(null); // keyed by symbol names, whatever they are
+  const pointOf = Object.create(null);
 
   // ---------------------------------------------------------------- rendering, at most once a frame
   const dirty = new Set();
@@ -172,11 +172,11 @@
   // History from get_indicators, under the live values: a bar that already has a live value keeps
   // it, unless the history has that bar closed and the live value was of it still forming.
   function onIndicatorHistory(values) {
-    for (const v of values.filter(isObject)) {
+    for (const v of list(values).filter(isObject)) {
       const old = indicators.get(v.time);
       if (!old || (v.closed && !old.closed)) indicators.set(v.time, v);
     }
-    state.indicatorHistory = values.length;
+    state.indicatorHistory = list(values).length;
     state.indicatorPoints = indicators.size;
     invalidate("chart");
   }
@@ -548,10 +548,10 @@
       elem("tbody", null, ...entries.map(([sym, raw]) => {
         const s = isObject(raw) ? raw : {};
         const d = digitsOf[sym] ?? 5;
-        const change = finite(s.change_pct);
+        const up = finite(s.change_pct) != null && s.change_pct >= 0;
         return elem("tr", { className: sym === state.symbol ? "current" : "", dataset: { symbol: sym } },
           elem("td", null, sym), elem("td", null, price(s.last, d)),
-          elem("td", { className: change >= 0 ? "up" : "down" }, `${change >= 0 ? "+" : ""}${num(change, 2)}%`),
+          elem("td", { className: up ? "up" : "down" }, `${up ? "+" : ""}${num(s.change_pct, 2)}%`),
           elem("td", { className: "muted" }, `${price(s.low, d)}–${price(s.high, d)}`));
       })));
   }
@@ -700,12 +700,12 @@
     state.connected = true;
     $("token-form").hidden = true;
     pill($("connection"), "connected", "ok");
-    socket.emit("get_symbols", (list) => {
-      if (!Array.isArray(list)) {
-        state.errors.push(list);
+    socket.emit("get_symbols", (infos) => {
+      if (!Array.isArray(infos)) {
+        state.errors.push(infos);
         return;
       }
-      fillSymbols(list);
+      fillSymbols(infos);
       const params = new URLSearchParams(location.search);
       const wanted = params.get("symbol");
       const tf = params.get("tf") || state.timeframe;
