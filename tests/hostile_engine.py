@@ -69,8 +69,8 @@ def rpc_data(request: dict[str, Any], now: float) -> Any:
         return [candle(symbol, bar_time(now, back), True, tick_volume=MARKUP[back % len(MARKUP)])
                 for back in range(min(count, 300) - 1, -1, -1)]
     if op == "book":
-        return {"symbol": symbol, "time_msc": int(now * 1000), "bids": [[1.1, MARKUP[0]], [MARKUP[1], 2.0], [1.0998, 1.5]],
-                "asks": [[1.1002, 1.0], [MARKUP[2], MARKUP[3]]]}
+        return {"symbol": symbol, "time_msc": int(now * 1000),
+                "bids": [[1.1, MARKUP[0]], [MARKUP[1], 2.0], [1.0998, 1.5]], "asks": [[1.1002, 1.0], [MARKUP[2], MARKUP[3]]]}
     if op == "account":
         return {"login": MARKUP[0], **ACCOUNT_STRINGS, "balance": MARKUP[1], "equity": MARKUP[2], "profit": MARKUP[3],
                 "margin": MARKUP[0], "margin_free": MARKUP[1], "margin_level": MARKUP[2], "leverage": MARKUP[3]}

@@ -9,17 +9,20 @@ violation), no element may be made of the data, and markup shown is shown as lit
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
+from bridge.webui import DASHBOARD_DIR
 from tests.bridge_procs import BridgeProcess
 from tests.hostile_engine import ACCOUNT_STRINGS, MARKUP, SYMBOLS, HostileEngine, symbol_infos
 from tests.test_dashboard import browser_tools, run_browser
 
-TITLE = "MT5 market data — live"
+TITLE = re.search(r"<title>(.*)</title>", (DASHBOARD_DIR / "index.html").read_text()).group(1)
 
 
 def without(text: str, *parts: str) -> str:
+    """``text`` with every occurrence of each of ``parts`` taken out."""
     for part in parts:
         text = text.replace(part, "")
     return text
