@@ -69,7 +69,10 @@ def read_candle(candle_topic: bytes, payload: bytes) -> dict[str, Any]:
     """The payload of a ``candle:SYMBOL:TF:`` message, checked for what the worker uses: its
     symbol and timeframe those of the topic, ``time``/``seq``/``epoch`` non-negative integers,
     OHLC finite numbers and ``closed`` a bool; ``ProtocolError`` otherwise."""
-    parts = topic_parts(candle_topic)
+    try:
+        parts = topic_parts(candle_topic)
+    except UnicodeDecodeError:
+        raise ProtocolError(f"topic is not UTF-8: {candle_topic[:80]!r}") from None
     if len(parts) != 3 or parts[0] != CANDLE:
         raise ProtocolError(f"not a candle topic: {candle_topic[:80]!r}")
     _, symbol, timeframe = parts
