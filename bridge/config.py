@@ -4,9 +4,23 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from engine.config import DEFAULT_TIMEFRAMES, ConfigError, Settings
+from engine.config import (
+    CANDLE_COUNT,
+    DEFAULT_TIMEFRAMES,
+    INTERVAL_MS,
+    ConfigError,
+    Settings,
+    above,
+    at_least,
+    between,
+    endpoint,
+    host_name,
+    log_level,
+    setting,
+    timeframe_list,
+    writable_file,
+)
 from engine.config import add_cli_arguments as add_settings_arguments
-from engine.timeframes import TIMEFRAMES
 from indicators.series import Periods
 
 _PERIODS = Periods()
@@ -14,67 +28,51 @@ _PERIODS = Periods()
 
 @dataclass(frozen=True)
 class BridgeConfig(Settings):
-    """Every bridge setting; ``env`` in each field's metadata names its variable."""
+    """Every bridge setting; each field's metadata names its variable and the rules it follows."""
 
-    ws_host: str = field(default="127.0.0.1", metadata={"env": "WS_HOST"})
-    ws_port: int = field(default=8765, metadata={"env": "WS_PORT"})
-    bus_endpoint: str = field(default="tcp://127.0.0.1:5555", metadata={"env": "BUS_ENDPOINT"})
-    rpc_endpoint: str = field(default="tcp://127.0.0.1:5556", metadata={"env": "RPC_ENDPOINT"})
+    ws_host: str = field(default="127.0.0.1", metadata=setting("WS_HOST", host_name))
+    ws_port: int = field(default=8765, metadata=setting("WS_PORT", between(1, 65535)))
+    bus_endpoint: str = field(default="tcp://127.0.0.1:5555", metadata=setting("BUS_ENDPOINT", endpoint))
+    rpc_endpoint: str = field(default="tcp://127.0.0.1:5556", metadata=setting("RPC_ENDPOINT", endpoint))
     # The engine's timeframes (same variable as the engine's): what clients may subscribe to.
-    timeframes: tuple[str, ...] = field(default=DEFAULT_TIMEFRAMES, metadata={"env": "TIMEFRAMES"})
-    batch_interval_ms: int = field(default=50, metadata={"env": "BATCH_INTERVAL_MS"})
+    timeframes: tuple[str, ...] = field(default=DEFAULT_TIMEFRAMES,
+                                        metadata=setting("TIMEFRAMES", timeframe_list))
+    batch_interval_ms: int = field(default=50, metadata=setting("BATCH_INTERVAL_MS", between(1, 10_000)))
     # Client groups flushed in turn, each every BATCH_INTERVAL_MS: spreads the writes of a flush.
-    batch_phases: int = field(default=4, metadata={"env": "BATCH_PHASES"})
-    cache_ttl_seconds: float = field(default=30.0, metadata={"env": "CACHE_TTL_SECONDS"})
-    max_candles: int = field(default=1000, metadata={"env": "MAX_CANDLES"})
+    batch_phases: int = field(default=4, metadata=setting("BATCH_PHASES", between(1, 32)))
+    cache_ttl_seconds: float = field(default=30.0, metadata=setting("CACHE_TTL_SECONDS", at_least(0)))
+    max_candles: int = field(default=1000, metadata=setting("MAX_CANDLES", CANDLE_COUNT))
     # The indicator workers' periods (same variables as theirs): what get_indicators computes.
-    ind_sma: int = field(default=_PERIODS.sma, metadata={"env": "IND_SMA"})
-    ind_ema: int = field(default=_PERIODS.ema, metadata={"env": "IND_EMA"})
-    ind_rsi: int = field(default=_PERIODS.rsi, metadata={"env": "IND_RSI"})
-    ind_macd: str = field(default=_PERIODS.macd_text, metadata={"env": "IND_MACD"})
-    token: str = field(default="", repr=False, metadata={"env": "BRIDGE_TOKEN"})
+    ind_sma: int = field(default=_PERIODS.sma, metadata=setting("IND_SMA"))
+    ind_ema: int = field(default=_PERIODS.ema, metadata=setting("IND_EMA"))
+    ind_rsi: int = field(default=_PERIODS.rsi, metadata=setting("IND_RSI"))
+    ind_macd: str = field(default=_PERIODS.macd_text, metadata=setting("IND_MACD"))
+    token: str = field(default="", repr=False, metadata=setting("BRIDGE_TOKEN"))
     # Comma-separated origins allowed to connect; empty = the bridge's own host only; '*' = any.
-    cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "CORS_ORIGINS"})
+    cors_origins: tuple[str, ...] = field(default=(), metadata=setting("CORS_ORIGINS"))
     # Token bucket per client: sustained requests per second and burst size.
-    rate_limit_per_s: float = field(default=20.0, metadata={"env": "RATE_LIMIT_PER_S"})
-    rate_limit_burst: int = field(default=40, metadata={"env": "RATE_LIMIT_BURST"})
+    rate_limit_per_s: float = field(default=20.0, metadata=setting("RATE_LIMIT_PER_S", above(0)))
+    rate_limit_burst: int = field(default=40, metadata=setting("RATE_LIMIT_BURST", at_least(1)))
     # Bytes waiting to reach one client: above soft, its stream updates are conflated (it gets the
     # latest state once it catches up); above hard, it is disconnected as a slow consumer.
-    client_buffer_soft: int = field(default=256 * 1024, metadata={"env": "CLIENT_BUFFER_SOFT_BYTES"})
-    client_buffer_hard: int = field(default=4 * 1024 * 1024, metadata={"env": "CLIENT_BUFFER_HARD_BYTES"})
-    max_message_bytes: int = field(default=16384, metadata={"env": "MAX_MESSAGE_BYTES"})
-    rpc_timeout_ms: int = field(default=2000, metadata={"env": "RPC_TIMEOUT_MS"})
+    client_buffer_soft: int = field(default=256 * 1024, metadata=setting("CLIENT_BUFFER_SOFT_BYTES", at_least(1)))
+    client_buffer_hard: int = field(default=4 * 1024 * 1024, metadata=setting("CLIENT_BUFFER_HARD_BYTES", at_least(1)))
+    max_message_bytes: int = field(default=16384, metadata=setting("MAX_MESSAGE_BYTES", at_least(256)))
+    rpc_timeout_ms: int = field(default=2000, metadata=setting("RPC_TIMEOUT_MS", INTERVAL_MS))
     # No health:engine: for this long (or an RPC timeout) turns the bridge 'degraded'.
-    engine_stale_ms: int = field(default=3000, metadata={"env": "ENGINE_STALE_MS"})
+    engine_stale_ms: int = field(default=3000, metadata=setting("ENGINE_STALE_MS", INTERVAL_MS))
     # Optional CURVE for the bus and RPC (engine.security): this client's secret key file and
     # the server's public key file, set together or not at all.
-    curve_client_secret: str = field(default="", metadata={"env": "CURVE_CLIENT_SECRET"})
-    curve_server_key: str = field(default="", metadata={"env": "CURVE_SERVER_KEY"})
-    log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
-    log_file: str = field(default="", metadata={"env": "LOG_FILE"})
+    curve_client_secret: str = field(default="", metadata=setting("CURVE_CLIENT_SECRET"))
+    curve_server_key: str = field(default="", metadata=setting("CURVE_SERVER_KEY"))
+    log_level: str = field(default="INFO", metadata=setting("LOG_LEVEL", log_level))
+    log_file: str = field(default="", metadata=setting("LOG_FILE", writable_file))
 
     def __post_init__(self) -> None:
-        if not 0 < self.ws_port < 65536:
-            raise ConfigError(f"WS_PORT must be 1..65535, got {self.ws_port}")
-        if not 1 <= self.batch_interval_ms <= 10_000:
-            raise ConfigError("BATCH_INTERVAL_MS must be between 1 and 10000")
-        if not 1 <= self.batch_phases <= 32:
-            raise ConfigError("BATCH_PHASES must be between 1 and 32")
-        if not 1 <= self.max_candles <= 100_000:
-            raise ConfigError("MAX_CANDLES must be between 1 and 100000")
-        if self.cache_ttl_seconds < 0:
-            raise ConfigError("CACHE_TTL_SECONDS must be >= 0")
-        if self.rate_limit_per_s <= 0 or self.rate_limit_burst < 1:
-            raise ConfigError("RATE_LIMIT_PER_S must be > 0 and RATE_LIMIT_BURST >= 1")
-        if not 1 <= self.client_buffer_soft <= self.client_buffer_hard:
-            raise ConfigError("need 1 <= CLIENT_BUFFER_SOFT_BYTES <= CLIENT_BUFFER_HARD_BYTES")
-        if self.rpc_timeout_ms < 1 or self.engine_stale_ms < 1 or self.max_message_bytes < 256:
-            raise ConfigError("RPC_TIMEOUT_MS, ENGINE_STALE_MS >= 1 and MAX_MESSAGE_BYTES >= 256")
-        if not self.timeframes:
-            raise ConfigError("TIMEFRAMES must name at least one timeframe")
-        for tf in self.timeframes:
-            if tf not in TIMEFRAMES:
-                raise ConfigError(f"TIMEFRAMES: unknown {tf!r}; valid: {', '.join(TIMEFRAMES)}")
+        super().__post_init__()
+        if self.client_buffer_soft > self.client_buffer_hard:
+            raise ConfigError("CLIENT_BUFFER_SOFT_BYTES: must be <= CLIENT_BUFFER_HARD_BYTES, got "
+                              f"{self.client_buffer_soft} > {self.client_buffer_hard}")
         _ = self.periods  # refuses bad IND_* values at start-up
 
     @property

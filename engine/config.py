@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from engine.protocol import ProtocolError, validate_symbol
+from engine.logs import LOG_LEVELS
+from engine.protocol import validate_symbol
 from engine.timeframes import TIMEFRAMES
 
 DEFAULT_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD")
@@ -28,7 +30,11 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
     p = Path(path)
     if not p.is_file():
         return values
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read it: {exc}") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -60,8 +66,139 @@ def _csv(value: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(s.strip() for s in items if s.strip())
 
 
+# Rules for settings. Each field names its variable and its rules in its metadata
+# (``setting("ENV", rule, ...)``); a rule raises ValueError saying what is wrong with a value,
+# and ``check_fields`` runs them all, naming the variable. A float must also be finite.
+Rule = Callable[[Any], object]
+
+DAY_MS = 86_400_000
+C_INT_MAX = 2**31 - 1  # ZeroMQ socket options (high-water marks) are C ints
+
+
+def setting(env: str, *rules: Rule) -> dict[str, object]:
+    """A field's metadata: the variable that sets it and the rules its value must follow."""
+    return {"env": env, "rules": rules}
+
+
+def between(low: int, high: int) -> Rule:
+    def rule(value: float) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value!r}")
+    return rule
+
+
+def at_least(low: float) -> Rule:
+    def rule(value: float) -> None:
+        if not value >= low:
+            raise ValueError(f"must be >= {low}, got {value!r}")
+    return rule
+
+
+def above(low: float) -> Rule:
+    def rule(value: float) -> None:
+        if not value > low:
+            raise ValueError(f"must be > {low}, got {value!r}")
+    return rule
+
+
+def one_of(*choices: str) -> Rule:
+    def rule(value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+    return rule
+
+
+def finite(value: float) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value!r}")
+
+
+def endpoint(value: str) -> None:
+    """A ZeroMQ endpoint the processes can use: ``tcp://HOST:PORT`` (1..65535), ``ipc://PATH``
+    or ``inproc://NAME``."""
+    scheme, sep, address = value.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc") or not address or not address.isprintable():
+        raise ValueError(f"must be tcp://HOST:PORT, ipc://PATH or inproc://NAME, got {value!r}")
+    if scheme != "tcp":
+        return
+    host, colon, port = address.rpartition(":")
+    if not colon or not host or any(c.isspace() for c in host):
+        raise ValueError(f"must be tcp://HOST:PORT, got {value!r}")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"port {port!r} is not in 1..65535 in {value!r}")
+
+
+def host_name(value: str) -> None:
+    if len(value) > 253 or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError(f"must be a host name or address, got {value!r}")
+
+
+def symbol_list(value: tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError("must name at least one symbol")
+    for symbol in value:
+        validate_symbol(symbol)
+    if len(set(value)) != len(value):
+        raise ValueError("lists a symbol twice")
+
+
+def optional_symbol(value: str) -> None:
+    if value:
+        validate_symbol(value)
+
+
+def timeframe_list(value: tuple[str, ...]) -> None:
+    if not value:
+        raise ValueError("must name at least one timeframe")
+    for tf in value:
+        if tf not in TIMEFRAMES:
+            raise ValueError(f"unknown {tf!r}; valid: {', '.join(TIMEFRAMES)}")
+    if len(set(value)) != len(value):
+        raise ValueError("lists a timeframe twice")
+
+
+def log_level(value: str) -> None:
+    if value.upper() not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+
+
+def writable_file(value: str) -> None:
+    """Empty, or a file this process can append to: opened (created if need be) and closed, so
+    a path it cannot write stops it at start-up, before any child or socket exists."""
+    if not value:
+        return
+    try:
+        with open(value, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write {value!r}: {exc.strerror or exc}") from None
+
+
+INTERVAL_MS = between(1, DAY_MS)
+CANDLE_COUNT = between(1, 100_000)
+HWM = between(0, C_INT_MAX)
+
+
+def check_fields(settings: object) -> None:
+    """Every field's rules (floats: finite first); ``ConfigError`` naming the first variable
+    whose value breaks one."""
+    for f in fields(settings):  # type: ignore[arg-type]
+        rules = f.metadata.get("rules", ())
+        if f.type == "float":
+            rules = (finite, *rules)
+        value = getattr(settings, f.name)
+        for rule in rules:
+            try:
+                rule(value)
+            except ValueError as exc:
+                raise ConfigError(f"{f.metadata['env']}: {exc}") from None
+
+
 class Settings:
-    """A settings dataclass whose fields name their variables in ``env`` metadata."""
+    """A settings dataclass whose fields name their variables and rules in their metadata."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @classmethod
     def load(
@@ -72,85 +209,68 @@ class Settings:
     ) -> T:
         """Defaults, then ``.env``, then the environment, then ``overrides`` (CLI flags)."""
         env = layered_env(environ, dotenv)
-        types = {f.name: f.type for f in fields(cls)}
+        by_name = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
         values: dict[str, object] = {}
-        for f in fields(cls):
+        for f in by_name.values():
             raw = env.get(f.metadata["env"])
             if raw not in (None, ""):
                 values[f.name] = _convert(f.metadata["env"], f.type, raw)
         for name, value in (overrides or {}).items():
             if value is not None:
-                values[name] = _convert(name, types[name], value)
+                values[name] = _convert(by_name[name].metadata["env"], by_name[name].type, value)
         return cls(**values)
 
 
 @dataclass(frozen=True)
 class EngineConfig(Settings):
-    """Every engine setting; ``ENV_NAME`` in each field's metadata is its variable."""
+    """Every engine setting; each field's metadata names its variable and the rules it follows."""
 
-    source: str = field(default="sim", metadata={"env": "SOURCE"})
-    symbols: tuple[str, ...] = field(default=DEFAULT_SYMBOLS, metadata={"env": "SYMBOLS"})
-    timeframes: tuple[str, ...] = field(default=DEFAULT_TIMEFRAMES, metadata={"env": "TIMEFRAMES"})
-    seed: int = field(default=42, metadata={"env": "SIM_SEED"})
+    source: str = field(default="sim", metadata=setting("SOURCE", one_of(*SOURCES)))
+    symbols: tuple[str, ...] = field(default=DEFAULT_SYMBOLS, metadata=setting("SYMBOLS", symbol_list))
+    timeframes: tuple[str, ...] = field(default=DEFAULT_TIMEFRAMES,
+                                        metadata=setting("TIMEFRAMES", timeframe_list))
+    seed: int = field(default=42, metadata=setting("SIM_SEED", at_least(0)))
     # Sim ticks per second over all symbols; 0 means as fast as possible.
-    rate: float = field(default=100.0, metadata={"env": "SIM_RATE"})
-    replay_file: str = field(default="", metadata={"env": "REPLAY_FILE"})
+    rate: float = field(default=100.0, metadata=setting("SIM_RATE", at_least(0)))
+    replay_file: str = field(default="", metadata=setting("REPLAY_FILE"))
     # Replay speed factor; 0 means as fast as possible.
-    replay_speed: float = field(default=1.0, metadata={"env": "REPLAY_SPEED"})
-    replay_symbol: str = field(default="", metadata={"env": "REPLAY_SYMBOL"})
-    bus_endpoint: str = field(default="tcp://127.0.0.1:5555", metadata={"env": "BUS_ENDPOINT"})
-    bus_pub_endpoint: str = field(default="tcp://127.0.0.1:5557", metadata={"env": "BUS_PUB_ENDPOINT"})
-    rpc_endpoint: str = field(default="tcp://127.0.0.1:5556", metadata={"env": "RPC_ENDPOINT"})
+    replay_speed: float = field(default=1.0, metadata=setting("REPLAY_SPEED", at_least(0)))
+    replay_symbol: str = field(default="", metadata=setting("REPLAY_SYMBOL", optional_symbol))
+    bus_endpoint: str = field(default="tcp://127.0.0.1:5555", metadata=setting("BUS_ENDPOINT", endpoint))
+    bus_pub_endpoint: str = field(default="tcp://127.0.0.1:5557",
+                                  metadata=setting("BUS_PUB_ENDPOINT", endpoint))
+    rpc_endpoint: str = field(default="tcp://127.0.0.1:5556", metadata=setting("RPC_ENDPOINT", endpoint))
     # "embedded": run the XSUB/XPUB proxy here; "external": publish into a bus run elsewhere.
-    bus_mode: str = field(default="embedded", metadata={"env": "BUS_MODE"})
-    hwm: int = field(default=100_000, metadata={"env": "BUS_HWM"})
-    max_candles: int = field(default=1000, metadata={"env": "MAX_CANDLES"})
-    forming_throttle_ms: int = field(default=250, metadata={"env": "FORMING_THROTTLE_MS"})
-    book_interval_ms: int = field(default=250, metadata={"env": "BOOK_INTERVAL_MS"})
-    account_interval_ms: int = field(default=1000, metadata={"env": "ACCOUNT_INTERVAL_MS"})
-    summary_interval_ms: int = field(default=2000, metadata={"env": "SUMMARY_INTERVAL_MS"})
-    health_interval_ms: int = field(default=1000, metadata={"env": "HEALTH_INTERVAL_MS"})
-    mt5_login: int = field(default=0, metadata={"env": "MT5_LOGIN"})
-    mt5_password: str = field(default="", repr=False, metadata={"env": "MT5_PASSWORD"})
-    mt5_server: str = field(default="", metadata={"env": "MT5_SERVER"})
-    mt5_path: str = field(default="", metadata={"env": "MT5_PATH"})
-    mt5_poll_ms: int = field(default=5, metadata={"env": "MT5_POLL_MS"})
-    log_level: str = field(default="INFO", metadata={"env": "LOG_LEVEL"})
-    log_file: str = field(default="", metadata={"env": "LOG_FILE"})
+    bus_mode: str = field(default="embedded", metadata=setting("BUS_MODE", one_of("embedded", "external")))
+    hwm: int = field(default=100_000, metadata=setting("BUS_HWM", HWM))
+    max_candles: int = field(default=1000, metadata=setting("MAX_CANDLES", CANDLE_COUNT))
+    # 0: every forming update is published.
+    forming_throttle_ms: int = field(default=250, metadata=setting("FORMING_THROTTLE_MS", between(0, DAY_MS)))
+    book_interval_ms: int = field(default=250, metadata=setting("BOOK_INTERVAL_MS", INTERVAL_MS))
+    account_interval_ms: int = field(default=1000, metadata=setting("ACCOUNT_INTERVAL_MS", INTERVAL_MS))
+    summary_interval_ms: int = field(default=2000, metadata=setting("SUMMARY_INTERVAL_MS", INTERVAL_MS))
+    health_interval_ms: int = field(default=1000, metadata=setting("HEALTH_INTERVAL_MS", INTERVAL_MS))
+    mt5_login: int = field(default=0, metadata=setting("MT5_LOGIN", between(0, 2**63 - 1)))
+    mt5_password: str = field(default="", repr=False, metadata=setting("MT5_PASSWORD"))
+    mt5_server: str = field(default="", metadata=setting("MT5_SERVER"))
+    mt5_path: str = field(default="", metadata=setting("MT5_PATH"))
+    mt5_poll_ms: int = field(default=5, metadata=setting("MT5_POLL_MS", INTERVAL_MS))
+    log_level: str = field(default="INFO", metadata=setting("LOG_LEVEL", log_level))
+    log_file: str = field(default="", metadata=setting("LOG_FILE", writable_file))
     # Optional CURVE (engine.security): as a server for the bus and RPC ...
-    curve_server_secret: str = field(default="", metadata={"env": "CURVE_SERVER_SECRET"})
-    curve_clients_dir: str = field(default="", metadata={"env": "CURVE_CLIENTS_DIR"})
+    curve_server_secret: str = field(default="", metadata=setting("CURVE_SERVER_SECRET"))
+    curve_clients_dir: str = field(default="", metadata=setting("CURVE_CLIENTS_DIR"))
     # ... and as a client of an external bus (BUS_MODE=external).
-    curve_client_secret: str = field(default="", metadata={"env": "CURVE_CLIENT_SECRET"})
-    curve_server_key: str = field(default="", metadata={"env": "CURVE_SERVER_KEY"})
+    curve_client_secret: str = field(default="", metadata=setting("CURVE_CLIENT_SECRET"))
+    curve_server_key: str = field(default="", metadata=setting("CURVE_SERVER_KEY"))
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ConfigError(f"SOURCE must be one of {', '.join(SOURCES)}, got {self.source!r}")
-        if self.bus_mode not in ("embedded", "external"):
-            raise ConfigError(f"BUS_MODE must be 'embedded' or 'external', got {self.bus_mode!r}")
-        if not self.symbols:
-            raise ConfigError("SYMBOLS must name at least one symbol")
-        for symbol in self.symbols:
-            try:
-                validate_symbol(symbol)
-            except ProtocolError as exc:
-                raise ConfigError(f"SYMBOLS: {exc}") from None
-        if len(set(self.symbols)) != len(self.symbols):
-            raise ConfigError("SYMBOLS lists a symbol twice")
-        for tf in self.timeframes:
-            if tf not in TIMEFRAMES:
-                raise ConfigError(f"TIMEFRAMES: unknown {tf!r}; valid: {', '.join(TIMEFRAMES)}")
-        if not self.timeframes:
-            raise ConfigError("TIMEFRAMES must name at least one timeframe")
-        if self.rate < 0 or self.replay_speed < 0:
-            raise ConfigError("SIM_RATE and REPLAY_SPEED must be >= 0 (0 = as fast as possible)")
-        if not 1 <= self.max_candles <= 100_000:
-            raise ConfigError("MAX_CANDLES must be between 1 and 100000")
-        if self.hwm < 0:
-            raise ConfigError("BUS_HWM must be >= 0 (0 = unlimited)")
+        super().__post_init__()
         if self.source == "replay" and not self.replay_file:
-            raise ConfigError("the replay source needs REPLAY_FILE (or --replay-file)")
+            raise ConfigError("REPLAY_FILE: the replay source needs a file (or --replay-file)")
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number"}
 
 
 def _convert(name: str, type_name: object, raw: object) -> object:
@@ -164,7 +284,7 @@ def _convert(name: str, type_name: object, raw: object) -> object:
             return float(raw)  # type: ignore[arg-type]
         return str(raw)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: cannot use {raw!r} as {type_name}") from None
+        raise ConfigError(f"{name}: cannot use {raw!r} as {_TYPE_WORDS.get(str(type_name), type_name)}") from None
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser, cls: type = EngineConfig) -> None:

@@ -10,19 +10,30 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
 import zlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import zmq
 
 from engine.bus import BusPublisher, publisher_socket
-from engine.client import RpcClient
-from engine.config import ConfigError, layered_env
-from engine.logs import setup_logging
+from engine.client import RpcClient, UnknownSymbol, UnknownTimeframe
+from engine.config import (
+    CANDLE_COUNT,
+    HWM,
+    ConfigError,
+    Settings,
+    endpoint,
+    log_level,
+    setting,
+    writable_file,
+)
+from engine.logs import LogThrottle, setup_logging
 from engine.protocol import (
     CANDLE,
     ProtocolError,
@@ -31,9 +42,12 @@ from engine.protocol import (
     health_topic,
     indicator_topic,
     topic,
+    topic_parts,
+    validate_symbol,
 )
 from engine.security import CurveClient, SecurityError, apply_client
 from engine.signals import StopFlag, stop_on_signals
+from engine.timeframes import TIMEFRAMES
 from indicators.series import IndicatorSeries, Periods
 
 log = logging.getLogger("indicators")
@@ -41,6 +55,9 @@ log = logging.getLogger("indicators")
 HEALTH_INTERVAL_S = 1.0
 RPC_TIMEOUT_MS = 3000
 RPC_RETRY_S = 1.0  # after a failed history request, series wait this long before asking again
+# A warm-up costs the engine a candles(MAX_CANDLES) request: each series asks at most this often,
+# so candles that keep breaking the stream (forged epochs, a flood of gaps) cannot make it loop.
+REWARM_EVERY_S = 2.0
 
 
 def shard_of(symbol: str, shards: int) -> int:
@@ -48,71 +65,125 @@ def shard_of(symbol: str, shards: int) -> int:
     return zlib.crc32(symbol.encode()) % shards
 
 
+def read_candle(candle_topic: bytes, payload: bytes) -> dict[str, Any]:
+    """The payload of a ``candle:SYMBOL:TF:`` message, checked for what the worker uses: its
+    symbol and timeframe those of the topic, ``time``/``seq``/``epoch`` non-negative integers,
+    OHLC finite numbers and ``closed`` a bool; ``ProtocolError`` otherwise."""
+    try:
+        parts = topic_parts(candle_topic)
+    except UnicodeDecodeError:
+        raise ProtocolError(f"topic is not UTF-8: {candle_topic[:80]!r}") from None
+    if len(parts) != 3 or parts[0] != CANDLE:
+        raise ProtocolError(f"not a candle topic: {candle_topic[:80]!r}")
+    _, symbol, timeframe = parts
+    validate_symbol(symbol)
+    if timeframe not in TIMEFRAMES:
+        raise ProtocolError(f"unknown timeframe {timeframe[:16]!r}")
+    candle = decode(payload)
+    if candle.get("symbol") != symbol or candle.get("timeframe") != timeframe:
+        raise ProtocolError("symbol and timeframe differ from the topic's")
+    for key in ("time", "seq", "epoch"):
+        if type(candle.get(key)) is not int or candle[key] < 0:
+            raise ProtocolError(f"{key} must be a non-negative integer, got {candle.get(key)!r:.40}")
+    for key in ("open", "high", "low", "close"):
+        if type(candle.get(key)) not in (float, int) or not math.isfinite(candle[key]):
+            raise ProtocolError(f"{key} must be a finite number, got {candle.get(key)!r:.40}")
+    if type(candle.get("closed")) is not bool:
+        raise ProtocolError(f"closed must be a bool, got {candle.get('closed')!r:.40}")
+    return candle
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` as ``(i, n)``; ``ValueError`` unless ``0 <= i < n``."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise ValueError(f"must look like 0/2, got {text!r}") from None
+    if not 0 <= i < n:
+        raise ValueError(f"{text!r}: need 0 <= i < n")
+    return i, n
+
+
+_PERIODS = Periods()
+
+
 @dataclass(frozen=True)
-class WorkerConfig:
-    bus_endpoint: str = "tcp://127.0.0.1:5555"
-    bus_pub_endpoint: str = "tcp://127.0.0.1:5557"
-    rpc_endpoint: str = "tcp://127.0.0.1:5556"
-    shard: int = 0
-    shards: int = 1
-    periods: Periods = field(default_factory=Periods)
-    max_candles: int = 1000
-    hwm: int = 100_000
-    log_level: str = "INFO"
-    log_file: str = ""
-    curve: CurveClient | None = None
+class WorkerConfig(Settings):
+    """Every worker setting; each field's metadata names its variable and the rules it follows."""
+
+    bus_endpoint: str = field(default="tcp://127.0.0.1:5555", metadata=setting("BUS_ENDPOINT", endpoint))
+    bus_pub_endpoint: str = field(default="tcp://127.0.0.1:5557",
+                                  metadata=setting("BUS_PUB_ENDPOINT", endpoint))
+    rpc_endpoint: str = field(default="tcp://127.0.0.1:5556", metadata=setting("RPC_ENDPOINT", endpoint))
+    # i/n: this worker serves the symbols whose stable hash mod n is i.
+    ind_shard: str = field(default="0/1", metadata=setting("IND_SHARD", parse_shard))
+    ind_sma: int = field(default=_PERIODS.sma, metadata=setting("IND_SMA"))
+    ind_ema: int = field(default=_PERIODS.ema, metadata=setting("IND_EMA"))
+    ind_rsi: int = field(default=_PERIODS.rsi, metadata=setting("IND_RSI"))
+    ind_macd: str = field(default=_PERIODS.macd_text, metadata=setting("IND_MACD"))
+    # History bars asked for at each warm-up.
+    max_candles: int = field(default=1000, metadata=setting("MAX_CANDLES", CANDLE_COUNT))
+    hwm: int = field(default=100_000, metadata=setting("BUS_HWM", HWM))
+    curve_client_secret: str = field(default="", metadata=setting("CURVE_CLIENT_SECRET"))
+    curve_server_key: str = field(default="", metadata=setting("CURVE_SERVER_KEY"))
+    log_level: str = field(default="INFO", metadata=setting("LOG_LEVEL", log_level))
+    log_file: str = field(default="", metadata=setting("LOG_FILE", writable_file))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _ = self.periods  # refuses bad IND_* values at start-up
+
+    @property
+    def shard(self) -> int:
+        return parse_shard(self.ind_shard)[0]
+
+    @property
+    def shards(self) -> int:
+        return parse_shard(self.ind_shard)[1]
+
+    @property
+    def periods(self) -> Periods:
+        """The indicator periods; ``ConfigError`` when they are not valid ones."""
+        try:
+            return Periods.parse(self.ind_sma, self.ind_ema, self.ind_rsi, self.ind_macd)
+        except ValueError as exc:
+            raise ConfigError(f"IND_SMA/IND_EMA/IND_RSI/IND_MACD: {exc}") from None
+
+    @cached_property
+    def curve(self) -> CurveClient | None:
+        """CURVE client keys (``SecurityError`` when the files are unusable), or None."""
+        return CurveClient.load(self.curve_client_secret, self.curve_server_key)
 
     @property
     def name(self) -> str:
         return f"indicators:{self.shard}"
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(p) for p in text.split("/"))
-    except ValueError:
-        raise ConfigError(f"shard must look like 0/2, got {text!r}") from None
-    if not 0 <= i < n:
-        raise ConfigError(f"shard {text!r}: need 0 <= i < n")
-    return i, n
+# Flags (dest = the field they set); every setting also has its variable (WorkerConfig).
+_FLAGS = (
+    ("--shard", "ind_shard", "i/n: serve the symbols whose hash mod n is i (env IND_SHARD, default 0/1)"),
+    ("--sma", "ind_sma", "SMA period (env IND_SMA, default 20)"),
+    ("--ema", "ind_ema", "EMA period (env IND_EMA, default 20)"),
+    ("--rsi", "ind_rsi", "RSI period (env IND_RSI, default 14)"),
+    ("--macd", "ind_macd", "fast,slow,signal (env IND_MACD, default 12,26,9)"),
+    ("--bus-endpoint", "bus_endpoint", "env BUS_ENDPOINT"),
+    ("--bus-pub-endpoint", "bus_pub_endpoint", "env BUS_PUB_ENDPOINT"),
+    ("--rpc-endpoint", "rpc_endpoint", "env RPC_ENDPOINT"),
+    ("--max-candles", "max_candles", "history bars for warm-up (env MAX_CANDLES)"),
+)
 
 
 def load_config(argv: list[str] | None = None) -> WorkerConfig:
-    """CLI flags > environment > .env > defaults."""
+    """CLI flags > environment > .env > defaults; ``ConfigError``/``SecurityError`` name the setting."""
     parser = argparse.ArgumentParser(prog="mt5-indicators", description=__doc__.split("\n")[0])
-    parser.add_argument("--shard", help="i/n: serve the symbols whose hash mod n is i (env IND_SHARD, default 0/1)")
-    parser.add_argument("--sma", type=int, help="SMA period (env IND_SMA, default 20)")
-    parser.add_argument("--ema", type=int, help="EMA period (env IND_EMA, default 20)")
-    parser.add_argument("--rsi", type=int, help="RSI period (env IND_RSI, default 14)")
-    parser.add_argument("--macd", help="fast,slow,signal (env IND_MACD, default 12,26,9)")
-    parser.add_argument("--bus-endpoint", help="env BUS_ENDPOINT")
-    parser.add_argument("--bus-pub-endpoint", help="env BUS_PUB_ENDPOINT")
-    parser.add_argument("--rpc-endpoint", help="env RPC_ENDPOINT")
-    parser.add_argument("--max-candles", type=int, help="history bars for warm-up (env MAX_CANDLES)")
+    for flag, dest, text in _FLAGS:
+        parser.add_argument(flag, dest=dest, help=text)
     parser.add_argument("--env-file", default=".env")
     args = parser.parse_args(argv)
-    env = layered_env(dotenv=args.env_file)
-
-    def pick(flag: Any, name: str, default: Any) -> Any:
-        return flag if flag is not None else env.get(name) or default
-
-    defaults = WorkerConfig()
-    shard, shards = parse_shard(pick(args.shard, "IND_SHARD", "0/1"))
-    p = defaults.periods
-    try:
-        periods = Periods.parse(pick(args.sma, "IND_SMA", p.sma), pick(args.ema, "IND_EMA", p.ema),
-                                pick(args.rsi, "IND_RSI", p.rsi), pick(args.macd, "IND_MACD", p.macd_text))
-        max_candles = int(pick(args.max_candles, "MAX_CANDLES", defaults.max_candles))
-    except ValueError as exc:
-        raise ConfigError(f"IND_SMA/IND_EMA/IND_RSI/IND_MACD and MAX_CANDLES: {exc}") from None
-    return WorkerConfig(
-        bus_endpoint=pick(args.bus_endpoint, "BUS_ENDPOINT", defaults.bus_endpoint),
-        bus_pub_endpoint=pick(args.bus_pub_endpoint, "BUS_PUB_ENDPOINT", defaults.bus_pub_endpoint),
-        rpc_endpoint=pick(args.rpc_endpoint, "RPC_ENDPOINT", defaults.rpc_endpoint),
-        shard=shard, shards=shards, periods=periods, max_candles=max_candles,
-        log_level=env.get("LOG_LEVEL") or "INFO", log_file=env.get("LOG_FILE") or "",
-        curve=CurveClient.from_env(env),
-    )
+    overrides = {dest: getattr(args, dest) for _, dest, _ in _FLAGS}
+    config = WorkerConfig.load(overrides, dotenv=args.env_file)
+    _ = config.curve  # unusable key files stop the worker here, not at its first connect
+    return config
 
 
 class IndicatorWorker:
@@ -123,12 +194,16 @@ class IndicatorWorker:
         self._ctx = ctx or zmq.Context.instance()
         self._stop = StopFlag()
         self._series: dict[bytes, IndicatorSeries] = {}
-        self._streams: dict[bytes, tuple[int, int]] = {}  # candle topic -> (epoch, seq)
-        self._symbols: list[str] = []
+        self._streams: dict[bytes, tuple[int, int]] = {}  # candle topic -> (epoch, seq) of a warm series
+        self._warmed_at: dict[bytes, float] = {}  # candle topic -> its last warm-up (monotonic s)
+        self._symbols: frozenset[str] = frozenset()
         self._started = time.monotonic()
         self.updates = 0
         self.malformed = 0
         self.rewarms = 0
+        self.rewarms_limited = 0
+        self._bad_input = LogThrottle(log)
+        self._limited = LogThrottle(log)
         self._window = (time.monotonic(), 0)
         self._max_lag_us = 0.0
         self._rpc_ok = True
@@ -157,11 +232,12 @@ class IndicatorWorker:
                 delay = min(delay * 2, 5.0)
         else:
             return False
-        self._symbols = [s for s in symbols if shard_of(s, cfg.shards) == cfg.shard]
-        for symbol in self._symbols:
+        served = [s for s in symbols if shard_of(s, cfg.shards) == cfg.shard]
+        self._symbols = frozenset(served)
+        for symbol in served:
             self._sub.subscribe(topic(CANDLE, symbol))
         log.info("shard %d/%d serves %d of %d symbols: %s", cfg.shard, cfg.shards,
-                 len(self._symbols), len(symbols), ",".join(self._symbols))
+                 len(served), len(symbols), ",".join(served))
         return True
 
     def close(self) -> None:
@@ -189,21 +265,22 @@ class IndicatorWorker:
                 self._pub.publish(health_topic(self.config.name), self.health())
 
     def handle(self, frames: list[bytes]) -> None:
-        """One bus message; never raises: a bad one is logged and counted."""
+        """One bus message; never raises: a bad one is counted and logged at a bounded rate."""
         received = time.perf_counter()
         try:
             if len(frames) != 2:
                 raise ProtocolError(f"expected 2 frames, got {len(frames)}")
-            candle_topic, payload = frames
-            candle = decode(payload)
-            series = self._series_for(candle_topic, candle)
+            candle = read_candle(*frames)
+            if candle["symbol"] not in self._symbols:
+                raise ProtocolError(f"symbol {candle['symbol']!r} is not one of this shard's")
+            series = self._series_for(frames[0], candle)
             if series is None:
                 return
             values = series.on_candle(candle)
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             self.malformed += 1
-            if self.malformed <= 10 or self.malformed % 1000 == 0:
-                log.warning("skipped a malformed message (%d so far): %s topic=%r", self.malformed, exc, frames[0][:80])
+            self._bad_input.warning("skipped a malformed message (%d so far): %s topic=%r",
+                                    self.malformed, exc, frames[0][:80])
             return
         if values is not None:
             self._pub.publish(indicator_topic(series.symbol, series.timeframe), values)
@@ -211,38 +288,43 @@ class IndicatorWorker:
             self._max_lag_us = max(self._max_lag_us, (time.perf_counter() - received) * 1e6)
 
     def _series_for(self, candle_topic: bytes, candle: dict[str, Any]) -> IndicatorSeries | None:
-        """The warm series of this topic; (re)warmed from history when new or after a gap."""
+        """The warm series of this topic; (re)warmed from history when new or after a gap or an
+        engine restart. A series asks for history at most once per ``REWARM_EVERY_S``: the
+        messages that would ask again sooner are dropped (counted as ``rewarms_limited``)."""
         epoch, seq = candle["epoch"], candle["seq"]
-        if not isinstance(epoch, int) or not isinstance(seq, int):
-            raise TypeError("seq and epoch must be integers")
-        previous = self._streams.get(candle_topic)
-        self._streams[candle_topic] = (epoch, seq)
         series = self._series.get(candle_topic)
-        if series is not None and previous is not None and previous != (epoch, seq - 1):
+        if series is not None:
+            if self._streams[candle_topic] == (epoch, seq - 1):
+                self._streams[candle_topic] = (epoch, seq)
+                return series
             log.info("%s; warming up again symbol=%s timeframe=%s",
-                     "engine restarted" if previous[0] != epoch else "gap in candles",
-                     candle.get("symbol"), candle.get("timeframe"))
+                     "engine restarted" if self._streams[candle_topic][0] != epoch else "gap in candles",
+                     series.symbol, series.timeframe)
             self.rewarms += 1
-            series = None
-        if series is None:
-            symbol, timeframe = candle["symbol"], candle["timeframe"]
-            if not isinstance(symbol, str) or not isinstance(timeframe, str):
-                raise TypeError("symbol and timeframe must be strings")
-            self._series.pop(candle_topic, None)
-            self._streams.pop(candle_topic, None)  # until warm, the next message tries again
-            if time.monotonic() < self._rpc_retry_at:
-                return None  # the engine just failed to answer: don't queue up more timeouts
-            series = IndicatorSeries(symbol, timeframe, self.config.periods)
-            try:
-                series.warm(self._rpc.candles(symbol, timeframe, self.config.max_candles))
-            except RpcError as exc:
-                self._rpc_ok = False
-                self._rpc_retry_at = time.monotonic() + RPC_RETRY_S
-                log.warning("no history: %s symbol=%s timeframe=%s", exc.message, symbol, timeframe)
-                return None
-            self._rpc_ok = True
-            self._streams[candle_topic] = (epoch, seq)
-            self._series[candle_topic] = series
+            del self._series[candle_topic], self._streams[candle_topic]  # never used stale again
+        now = time.monotonic()
+        warmed_at = self._warmed_at.get(candle_topic)
+        if warmed_at is not None and now - warmed_at < REWARM_EVERY_S:
+            self.rewarms_limited += 1
+            self._limited.warning("dropped a candle: its series warmed up %.1f s ago (%d dropped so far) "
+                                  "topic=%r", now - warmed_at, self.rewarms_limited, candle_topic[:80])
+            return None
+        if now < self._rpc_retry_at:
+            return None  # the engine just failed to answer: don't queue up more timeouts
+        self._warmed_at[candle_topic] = now
+        series = IndicatorSeries(candle["symbol"], candle["timeframe"], self.config.periods)
+        try:
+            series.warm(self._rpc.candles(series.symbol, series.timeframe, self.config.max_candles))
+        except (UnknownSymbol, UnknownTimeframe) as exc:
+            raise ProtocolError(f"the engine does not serve it: {exc.message}") from None
+        except RpcError as exc:
+            self._rpc_ok = False
+            self._rpc_retry_at = time.monotonic() + RPC_RETRY_S
+            log.warning("no history: %s symbol=%s timeframe=%s", exc.message, series.symbol, series.timeframe)
+            return None
+        self._rpc_ok = True
+        self._streams[candle_topic] = (epoch, seq)
+        self._series[candle_topic] = series
         return series
 
     def health(self) -> dict[str, Any]:
@@ -263,6 +345,7 @@ class IndicatorWorker:
             "lag_us_max": round(lag, 1),
             "malformed": self.malformed,
             "rewarms": self.rewarms,
+            "rewarms_limited": self.rewarms_limited,
             "uptime_s": round(now - self._started, 1),
         }
 
