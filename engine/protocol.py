@@ -36,6 +36,17 @@ HEALTH_STATUSES = ("ok", "degraded", "down")
 
 MAX_SYMBOL_LEN = 64
 
+# Who may publish what (engine.publish_policy): the market's kinds, and the health of these
+# components, come only from the engine; other publishers have ``ind:`` and other components'
+# ``health:``.
+ENGINE_KINDS = (TICK, CANDLE, BOOK, ACCOUNT, SUMMARY)
+ENGINE_COMPONENTS = ("engine", "service")
+MAX_COMPONENT_LEN = 64
+# Other publishers' health components the engine keeps for ``snapshot``, each until it has
+# been silent this long.
+MAX_HEALTH_COMPONENTS = 64
+HEALTH_SILENCE_MS = 30_000
+
 
 class ProtocolError(ValueError):
     """A frame or name that does not follow the protocol."""
