@@ -40,6 +40,9 @@ _SNDMORE = int(zmq.SNDMORE)
 # pyzmq's compiled send, without the pure-Python wrapper that ``zmq.Socket.send`` puts around it
 # for DRAFT routing ids and groups: a third of the cost per frame.
 _compiled_send = zmq.backend.Socket.send
+_compiled_recv = zmq.backend.Socket.recv
+_compiled_get = zmq.backend.Socket.get
+_NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
 # Messages relayed per readable wake-up of the keyed forwarder before it looks at the others.
 KEYED_BATCH = 1000
 
@@ -189,14 +192,20 @@ class BusProxy:
 
 class EmbeddedBus:
     """The bus' two sockets, owned by the engine's thread: publish on ``xpub``; when ``xsub``
-    is readable, ``forward()`` relays the other publishers' messages."""
+    is readable, ``forward()`` relays the other publishers' messages.
+
+    ``publisher_queue`` (messages) and ``max_frame_bytes`` bound what each publisher's
+    connection may hold in this process (default: ``hwm``, no frame limit).
+    """
 
     def __init__(self, ctx: zmq.Context, sub_endpoint: str, pub_endpoint: str, hwm: int = 100_000,
-                 curve: CurveServer | None = None) -> None:
+                 curve: CurveServer | None = None, publisher_queue: int | None = None,
+                 max_frame_bytes: int = -1) -> None:
         self.xsub = ctx.socket(zmq.XSUB)
         self.xpub = ctx.socket(zmq.XPUB)
         try:
-            self.xsub.rcvhwm = hwm
+            self.xsub.rcvhwm = hwm if publisher_queue is None else publisher_queue
+            self.xsub.maxmsgsize = max_frame_bytes
             self.xpub.sndhwm = hwm
             for sock in (self.xsub, self.xpub):
                 sock.linger = 0
@@ -225,14 +234,24 @@ class EmbeddedBus:
         """Like ``forward``, asking ``admit(user_id, topic, frame_count)``: ``user_id`` is the
         CURVE key (z85) the ZAP handler accepted the sender with, which libzmq attaches to every
         message it receives from that peer ("" when there is none)."""
+        # The compiled calls, as in BusPublisher, and a zmq.Frame (which carries the message's
+        # properties) only for the first part: both cost more per message than the check.
+        recv, more = _compiled_recv.__get__(self.xsub), _compiled_get.__get__(self.xsub)
+        send = _compiled_send.__get__(self.xpub)
         relayed = 0
         for _ in range(limit):
             try:
-                frames = self.xsub.recv_multipart(zmq.NOBLOCK, copy=False)
+                first = recv(_NOBLOCK, False)
             except zmq.Again:
                 break
-            if admit(_user_id(frames[0]), frames[0].bytes, len(frames)):
-                self.xpub.send_multipart(frames, copy=False)
+            frames = [first.bytes]
+            while more(_RCVMORE):
+                frames.append(recv(0, True))
+            if admit(_user_id(first), frames[0], len(frames)):
+                last = frames.pop()
+                for frame in frames:
+                    send(frame, _SNDMORE, True)
+                send(last, 0, True)
                 relayed += 1
         return relayed
 

@@ -46,6 +46,11 @@ MAX_COMPONENT_LEN = 64
 # been silent this long.
 MAX_HEALTH_COMPONENTS = 64
 HEALTH_SILENCE_MS = 30_000
+# What the engine's embedded bus takes from each other publisher's connection: messages queued
+# until the engine reads them (between ticks; workers send a few per bar), and bytes per frame
+# (``ind:`` and ``health:`` maps are small); a larger frame disconnects the publisher.
+PUBLISHER_QUEUE_MESSAGES = 1000
+MAX_PUBLISHER_FRAME_BYTES = 64 * 1024
 
 
 class ProtocolError(ValueError):

@@ -25,6 +25,8 @@ from engine.protocol import (
     ENGINE_COMPONENTS,
     HEALTH,
     INDICATOR,
+    MAX_PUBLISHER_FRAME_BYTES,
+    PUBLISHER_QUEUE_MESSAGES,
     SUMMARY_TOPIC,
     ProtocolError,
     TickEncoder,
@@ -161,7 +163,8 @@ class EngineService:
         if curve is not None:
             self._auth = curve.start_authenticator(self._ctx)
         if cfg.bus_mode == "embedded":
-            self._bus = EmbeddedBus(self._ctx, cfg.bus_endpoint, cfg.bus_pub_endpoint, cfg.hwm, curve)
+            self._bus = EmbeddedBus(self._ctx, cfg.bus_endpoint, cfg.bus_pub_endpoint, cfg.hwm, curve,
+                                    PUBLISHER_QUEUE_MESSAGES, MAX_PUBLISHER_FRAME_BYTES)
             self._pub = BusPublisher(self._bus.xpub)
         else:
             # Publish into a bus run elsewhere and read the other publishers' topics from it.
