@@ -105,7 +105,13 @@ def test_shards_split_the_symbols_without_overlap(engine, start_worker, zmq_ctx)
     assert {m["symbol"] for m in ind} == FIVE
 
 
-def test_malformed_candles_are_counted_and_the_worker_goes_on(engine, start_worker, zmq_ctx):
+def test_malformed_candles_are_counted_and_the_worker_goes_on(started, start_engine, start_worker, zmq_ctx):
+    # The engine's own bus relays no candle but its own; a bus run alone without CURVE relays
+    # whatever any publisher sends, so the worker must hold against junk on its own.
+    bus = EngineProcess(["--bus-only"])
+    started.append(bus)
+    bus.start(wait=False)
+    engine = start_engine("--bus-mode", "external", bus_port=bus.bus_port, pub_port=bus.pub_port)
     listener = subscriber(zmq_ctx, engine.bus, b"ind:EURUSD:", b"health:indicators:0:")
     worker = start_worker(engine)
     junk = zmq_ctx.socket(zmq.PUB)
