@@ -23,13 +23,20 @@ class ForeignCache:
         self._silence_ms = health_silence_ms
         self._payloads: dict[bytes, dict[str, Any]] = {}
         self._heard: dict[bytes, int] = {}  # health topic -> when it was last heard (ms)
+        # While full: before this time no known component can have fallen silent, so a flood
+        # of new ones is refused without looking for room each time.
+        self._full_until = 0
 
     def put(self, topic: bytes, payload: dict[str, Any], now_ms: int) -> bool:
         """Keep ``payload`` as ``topic``'s latest; False (nothing kept) for a health component
         beyond the limit while every known one is still speaking."""
         if topic.startswith(_HEALTH_PREFIX):
-            if topic not in self._heard and len(self._heard) >= self._max_health and not self.expire(now_ms):
-                return False
+            if topic not in self._heard and len(self._heard) >= self._max_health:
+                if now_ms < self._full_until:
+                    return False
+                if not self.expire(now_ms):
+                    self._full_until = min(self._heard.values()) + self._silence_ms
+                    return False
             self._heard[topic] = now_ms
         self._payloads[topic] = payload
         return True

@@ -25,7 +25,8 @@ from typing import IO, Any
 from engine import cli as engine_cli
 from engine.config import ConfigError, layered_env
 from engine.logs import setup_logging
-from engine.service_health import COMPONENT, STDIN_FLAG, HealthWriter
+from engine.protocol import SERVICE_COMPONENT
+from engine.service_health import STDIN_FLAG, HealthWriter
 from engine.signals import StopFlag, stop_on_signals
 
 log = logging.getLogger("service")
@@ -158,7 +159,7 @@ class Launcher:
 
     def health(self) -> dict[str, Any]:
         return {
-            "component": COMPONENT,
+            "component": SERVICE_COMPONENT,
             "status": "ok" if all(c.running for c in self.children) else "degraded",
             "time_msc": time.time_ns() // 1_000_000,
             "uptime_s": round(time.monotonic() - self._started, 1),

@@ -40,7 +40,9 @@ MAX_SYMBOL_LEN = 64
 # components, come only from the engine; other publishers have ``ind:`` and other components'
 # ``health:``.
 ENGINE_KINDS = (TICK, CANDLE, BOOK, ACCOUNT, SUMMARY)
-ENGINE_COMPONENTS = ("engine", "service")
+ENGINE_COMPONENT = "engine"
+SERVICE_COMPONENT = "service"  # mt5-service, the launcher, whose health the engine publishes
+ENGINE_COMPONENTS = (ENGINE_COMPONENT, SERVICE_COMPONENT)
 MAX_COMPONENT_LEN = 64
 # Other publishers' health components the engine keeps for ``snapshot``, each until it has
 # been silent this long.

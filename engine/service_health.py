@@ -14,13 +14,12 @@ import logging
 import threading
 from typing import IO, Any
 
-from engine.protocol import ENGINE_COMPONENTS
+from engine.protocol import SERVICE_COMPONENT
 
 log = logging.getLogger("engine")
 
 # ``mt5-engine`` flag the launcher starts its engine child with.
 STDIN_FLAG = "--service-health-stdin"
-COMPONENT = ENGINE_COMPONENTS[1]  # "service"
 MAX_LINE_BYTES = 64 * 1024
 
 
@@ -30,7 +29,7 @@ def parse_line(line: bytes) -> dict[str, Any] | None:
         health = json.loads(line)
     except ValueError:
         return None
-    if not isinstance(health, dict) or health.get("component") != COMPONENT:
+    if not isinstance(health, dict) or health.get("component") != SERVICE_COMPONENT:
         return None
     return health
 
