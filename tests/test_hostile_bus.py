@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 from engine.foreign_cache import ForeignCache
-from engine.protocol import HEALTH_SILENCE_MS, MAX_HEALTH_COMPONENTS
+from engine.protocol import HEALTH_SILENCE_MS, MAX_HEALTH_COMPONENTS, MAX_PUBLISHER_FRAME_BYTES
 from engine.publish_policy import ForeignPolicy, Refusals, parse_prefixes
 from engine.security import CurveClient, main as keygen
 from tests.hostile import NormalClient, RssWatch, report
@@ -151,6 +151,25 @@ def test_forged_market_data_reaches_no_subscriber_and_is_counted(start_engine, z
     time.sleep(1.2)  # the next report of refusals
     lines = [line for line in engine.output().splitlines() if "from other publishers" in line]
     assert len(lines) == 1 and "tick: is the engine's" in lines[0], engine.output()[-3000:]
+
+
+def test_a_publisher_sending_oversized_frames_is_disconnected_and_costs_the_engine_nothing(start_engine, zmq_ctx):
+    engine = start_engine("--rate", "1000")
+    listener = subscriber(zmq_ctx, engine.bus, b"ind:")
+    forger = publisher(zmq_ctx, engine.pub)
+    relay_marker(forger, listener, 0, [])
+    big = pack({"symbol": "EURUSD", "pad": "x" * (MAX_PUBLISHER_FRAME_BYTES * 4)})
+    seen: list = []
+    with RssWatch(engine.proc.pid) as rss, NormalClient(engine.bus, engine.rpc) as client:
+        # The engine refuses each at its header and drops the connection; the PUB reconnects
+        # and sends the next (its queue outlives the connection), so each costs a reconnect.
+        for _ in range(20):
+            forger.send_multipart([b"ind:EURUSD:M1:", big])
+        relay_marker(forger, listener, 1, seen)
+    report("20 ind: frames of 256 KiB from one publisher", rss, client.figures,
+           oversized_relayed=sum(len(f[1]) > MAX_PUBLISHER_FRAME_BYTES for f in seen))
+    assert not any(len(f[1]) > MAX_PUBLISHER_FRAME_BYTES for f in seen)
+    assert rss.peak - rss.before < 20
 
 
 def flood_foreign_topics(bus: str, pub: str, rpc_endpoint: str, topics: int, go: threading.Event,
