@@ -8,21 +8,31 @@ engine. Two ways to run it:
 * ``EmbeddedBus``, inside the engine: the engine sends its own messages straight out of the
   XPUB socket and its loop forwards the other publishers' messages (a few per bar), so a tick
   crosses no extra thread on its way to subscribers;
-* ``BusProxy``, the bus alone (``mt5-engine --bus-only``): ``zmq.proxy_steerable`` in C on
-  its own thread.
+* ``BusProxy``, the bus alone (``mt5-engine --bus-only``), on its own thread: with CURVE off
+  ``zmq.proxy_steerable`` in C, relaying whatever any publisher sends (there is no identity to
+  check); with CURVE on a Python loop that relays each message only if the key it came with
+  may publish its topic (``engine.publish_policy``).
+
+Only the engine speaks for the market: the embedded bus relays what other publishers send only
+if the engine's ``admit`` accepts it.
 """
 from __future__ import annotations
 
+import logging
 import signal
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import zmq
 import zmq.backend
 
 from engine.protocol import Stamper, decode, encode
+from engine.publish_policy import UNKNOWN_KEY, Grant, Refusals
 from engine.security import CurveClient, CurveServer, apply_client
+
+log = logging.getLogger("engine.bus")
 
 _INPROC_CONTROL = "inproc://bus-control"
 # A plain int: pyzmq's send_multipart and enum flags cost several µs per message in Python.
@@ -30,6 +40,11 @@ _SNDMORE = int(zmq.SNDMORE)
 # pyzmq's compiled send, without the pure-Python wrapper that ``zmq.Socket.send`` puts around it
 # for DRAFT routing ids and groups: a third of the cost per frame.
 _compiled_send = zmq.backend.Socket.send
+_compiled_recv = zmq.backend.Socket.recv
+_compiled_get = zmq.backend.Socket.get
+_NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
+# Messages relayed per readable wake-up of the keyed forwarder before it looks at the others.
+KEYED_BATCH = 1000
 
 
 class BusError(RuntimeError):
@@ -37,7 +52,11 @@ class BusError(RuntimeError):
 
 
 class BusProxy:
-    """XSUB (publishers' side) -> XPUB (subscribers' side) forwarding on a background thread."""
+    """XSUB (publishers' side) -> XPUB (subscribers' side) forwarding on a background thread.
+
+    With ``curve``, ``grants`` maps each accepted client key (z85, the ZAP User-Id) to what it
+    may publish; a message from any other key is dropped.
+    """
 
     def __init__(
         self,
@@ -46,9 +65,12 @@ class BusProxy:
         pub_endpoints: Iterable[str],
         hwm: int = 100_000,
         curve: CurveServer | None = None,
+        grants: Mapping[str, Grant] | None = None,
     ) -> None:
         self._ctx = ctx
         self._curve = curve
+        self._grants = dict(grants or {})
+        self.refusals = Refusals()
         self._sub_endpoints = list(sub_endpoints)
         self._pub_endpoints = list(pub_endpoints)
         self._hwm = hwm
@@ -73,6 +95,9 @@ class BusProxy:
         # Signals are for the main thread to handle, not to interrupt the proxy's C loop.
         if hasattr(signal, "pthread_sigmask"):  # POSIX only; the mt5 source runs on Windows
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        if self._curve is not None:
+            self._run_keyed()
+            return
         xsub = self._ctx.socket(zmq.XSUB)
         xpub = self._ctx.socket(zmq.XPUB)
         control = self._ctx.socket(zmq.PAIR)
@@ -81,9 +106,6 @@ class BusProxy:
             xpub.sndhwm = self._hwm
             for sock in (xsub, xpub, control):
                 sock.linger = 0
-            if self._curve is not None:  # tcp peers must authenticate; inproc ones are ours
-                self._curve.apply(xsub)
-                self._curve.apply(xpub)
             control.bind(self._control_endpoint)
             for endpoint in self._pub_endpoints:
                 _bind(xsub, endpoint, "bus publishers' endpoint")
@@ -104,6 +126,57 @@ class BusProxy:
             for sock in (xsub, xpub, control):
                 sock.close(0)
 
+    def _run_keyed(self) -> None:
+        """Relay each message only if its sender's key may publish its topic; answer the
+        control socket's TERMINATE as ``proxy_steerable`` does."""
+        control = self._ctx.socket(zmq.PAIR)
+        control.linger = 0
+        bus = None
+        try:
+            control.bind(self._control_endpoint)
+            bus = EmbeddedBus(self._ctx, self._sub_endpoints[0], self._pub_endpoints[0], self._hwm, self._curve)
+            for endpoint in self._pub_endpoints[1:]:
+                _bind(bus.xsub, endpoint, "bus publishers' endpoint")
+            for endpoint in self._sub_endpoints[1:]:
+                _bind(bus.xpub, endpoint, "bus subscribers' endpoint")
+        except Exception as exc:  # handed to start(), which raises it in the caller's thread
+            self._error = exc
+            self._ready.set()
+            if bus is not None:
+                bus.close()
+            control.close(0)
+            return
+        self._ready.set()
+        poller = zmq.Poller()
+        for sock in (bus.xsub, bus.xpub, control):
+            poller.register(sock, zmq.POLLIN)
+        try:
+            while True:
+                ready = dict(poller.poll(1000))
+                if control in ready:
+                    control.recv()
+                    control.send(b"")
+                    break
+                if bus.xsub in ready:
+                    bus.forward_by_key(KEYED_BATCH, self._admit)
+                if bus.xpub in ready:
+                    bus.drain_subscriptions()
+                line = self.refusals.report(time.time_ns() // 1_000_000)
+                if line:
+                    log.warning("bus: %s", line)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            bus.close()
+            control.close(0)
+
+    def _admit(self, user_id: str, topic: bytes, frames: int) -> bool:
+        grant = self._grants.get(user_id)
+        reason = UNKNOWN_KEY if grant is None else grant.refusal(topic, frames)
+        if reason is not None:
+            self.refusals.add(reason)
+        return reason is None
+
     def stop(self) -> None:
         if self._control is not None:
             self._control.send(b"TERMINATE")
@@ -119,14 +192,20 @@ class BusProxy:
 
 class EmbeddedBus:
     """The bus' two sockets, owned by the engine's thread: publish on ``xpub``; when ``xsub``
-    is readable, ``forward()`` relays the other publishers' messages."""
+    is readable, ``forward()`` relays the other publishers' messages.
+
+    ``publisher_queue`` (messages) and ``max_frame_bytes`` bound what each publisher's
+    connection may hold in this process (default: ``hwm``, no frame limit).
+    """
 
     def __init__(self, ctx: zmq.Context, sub_endpoint: str, pub_endpoint: str, hwm: int = 100_000,
-                 curve: CurveServer | None = None) -> None:
+                 curve: CurveServer | None = None, publisher_queue: int | None = None,
+                 max_frame_bytes: int = -1) -> None:
         self.xsub = ctx.socket(zmq.XSUB)
         self.xpub = ctx.socket(zmq.XPUB)
         try:
-            self.xsub.rcvhwm = hwm
+            self.xsub.rcvhwm = hwm if publisher_queue is None else publisher_queue
+            self.xsub.maxmsgsize = max_frame_bytes
             self.xpub.sndhwm = hwm
             for sock in (self.xsub, self.xpub):
                 sock.linger = 0
@@ -141,12 +220,40 @@ class EmbeddedBus:
         # and they publish little. Subscribers' own filters still apply at the XPUB side.
         self.xsub.send(b"\x01")
 
-    def forward(self, limit: int) -> list[list[bytes]]:
-        """Relay up to ``limit`` waiting messages from other publishers; returns them."""
-        messages = recv_waiting(self.xsub, limit)
-        for frames in messages:
-            self.xpub.send_multipart(frames)
-        return messages
+    def forward(self, limit: int, admit: Callable[[list[bytes]], bool]) -> int:
+        """Relay those of up to ``limit`` waiting messages from other publishers that
+        ``admit(frames)`` accepts; returns how many were relayed."""
+        relayed = 0
+        for frames in recv_waiting(self.xsub, limit):
+            if admit(frames):
+                self.xpub.send_multipart(frames)
+                relayed += 1
+        return relayed
+
+    def forward_by_key(self, limit: int, admit: Callable[[str, bytes, int], bool]) -> int:
+        """Like ``forward``, asking ``admit(user_id, topic, frame_count)``: ``user_id`` is the
+        CURVE key (z85) the ZAP handler accepted the sender with, which libzmq attaches to every
+        message it receives from that peer ("" when there is none)."""
+        # The compiled calls, as in BusPublisher, and a zmq.Frame (which carries the message's
+        # properties) only for the first part: both cost more per message than the check.
+        recv, more = _compiled_recv.__get__(self.xsub), _compiled_get.__get__(self.xsub)
+        send = _compiled_send.__get__(self.xpub)
+        relayed = 0
+        for _ in range(limit):
+            try:
+                first = recv(_NOBLOCK, False)
+            except zmq.Again:
+                break
+            frames = [first.bytes]
+            while more(_RCVMORE):
+                frames.append(recv(0, True))
+            if admit(_user_id(first), frames[0], len(frames)):
+                last = frames.pop()
+                for frame in frames:
+                    send(frame, _SNDMORE, True)
+                send(last, 0, True)
+                relayed += 1
+        return relayed
 
     def drain_subscriptions(self) -> None:
         """Discard the (un)subscribe notices XPUB queues: libzmq applies them itself, and an
@@ -168,6 +275,13 @@ def recv_waiting(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
         except zmq.Again:
             break
     return out
+
+
+def _user_id(frame: zmq.Frame) -> str:
+    try:
+        return frame.get("User-Id")
+    except zmq.ZMQError:  # no ZAP identity (a peer that skipped authentication)
+        return ""
 
 
 def _bind(sock: zmq.Socket, endpoint: str, what: str) -> None:

@@ -10,8 +10,9 @@ import zmq
 from engine.bus import BusError, BusProxy
 from engine.config import ConfigError, EngineConfig, add_cli_arguments
 from engine.logs import setup_logging
-from engine.security import CurveServer, SecurityError
+from engine.security import CurveServer, SecurityError, load_publish_grants
 from engine.service import EngineService
+from engine.service_health import STDIN_FLAG, HealthReader
 from engine.signals import StopFlag, stop_on_signals
 from engine.sources import SourceError, create_source
 
@@ -26,13 +27,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bus-only", action="store_true",
                         help="run only the XSUB/XPUB bus (for engines and workers on other hosts)")
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    parser.add_argument(STDIN_FLAG, dest="service_health_stdin", action="store_true",
+                        help="publish the health mt5-service writes into stdin on health:service: "
+                             "(mt5-service starts its engine so)")
     add_cli_arguments(parser)
     return parser.parse_args(argv)
 
 
 def load_config(args: argparse.Namespace) -> EngineConfig:
     """The engine's settings: these parsed flags over the environment over the env file."""
-    overrides = {k: v for k, v in vars(args).items() if k not in ("bus_only", "env_file")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("bus_only", "env_file", "service_health_stdin")}
     return EngineConfig.load(overrides, dotenv=args.env_file)
 
 
@@ -49,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_bus(config, ctx)
     try:
         source = create_source(config)
-        service = EngineService(config, source, ctx)
+        service_health = HealthReader(sys.stdin.buffer).start() if args.service_health_stdin else None
+        service = EngineService(config, source, ctx, service_health=service_health)
         service.open()
     except (SourceError, BusError, OSError, ConfigError, SecurityError) as exc:
         print(f"mt5-engine: cannot start: {exc}", file=sys.stderr)
@@ -76,16 +81,22 @@ def main(argv: list[str] | None = None) -> int:
 def _run_bus(config: EngineConfig, ctx: zmq.Context) -> int:
     try:
         curve = CurveServer.load(config.curve_server_secret, config.curve_clients_dir)
+        grants = load_publish_grants(config.curve_clients_dir) if curve is not None else None
         auth = curve.start_authenticator(ctx) if curve is not None else None
-        proxy = BusProxy(ctx, [config.bus_endpoint], [config.bus_pub_endpoint], config.hwm, curve)
+        proxy = BusProxy(ctx, [config.bus_endpoint], [config.bus_pub_endpoint], config.hwm, curve, grants)
         proxy.start()
     except (BusError, SecurityError) as exc:
         print(f"mt5-engine: cannot start the bus: {exc}", file=sys.stderr)
         return 2
     stopped = StopFlag()
     stop_on_signals(stopped.set)
+    if grants is None:
+        rule = "CURVE off: any publisher's message is relayed"
+    else:
+        everything = sum(1 for grant in grants.values() if grant.everything)
+        rule = f"CURVE on: each of {len(grants)} keys publishes what it is granted ({everything} every topic)"
     print(f"mt5-engine: bus only\n  subscribe: {config.bus_endpoint}\n"
-          f"  publish:   {config.bus_pub_endpoint}", flush=True)
+          f"  publish:   {config.bus_pub_endpoint}\n  {rule}", flush=True)
     while not stopped.wait(0.2):
         pass
     proxy.stop()

@@ -2,7 +2,9 @@
 
 Each child is started as its own console script would run it, reads the same environment and
 ``.env``, and has its output streamed here line by line with a component prefix. A child that
-dies is restarted with exponential backoff (counted, and published on ``health:service:``).
+dies is restarted with exponential backoff (counted in the launcher's health, which the engine
+child publishes on ``health:service:``: the launcher writes it into the engine's stdin, see
+``engine.service_health``).
 SIGINT/SIGTERM stop every child (SIGTERM, then SIGKILL after a grace period) and exit 0; on
 Linux the children are also told to die with the launcher, so none is ever orphaned.
 """
@@ -20,14 +22,11 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import zmq
-
 from engine import cli as engine_cli
-from engine.bus import BusPublisher, publisher_socket
 from engine.config import ConfigError, layered_env
 from engine.logs import setup_logging
-from engine.protocol import health_topic
-from engine.security import CurveClient, SecurityError
+from engine.protocol import SERVICE_COMPONENT
+from engine.service_health import STDIN_FLAG, HealthWriter
 from engine.signals import StopFlag, stop_on_signals
 
 log = logging.getLogger("service")
@@ -59,6 +58,9 @@ class Child:
     backoff: float = BACKOFF_INITIAL_S
     next_start: float = 0.0
     reader: threading.Thread | None = field(default=None, repr=False)
+    # Whether this child publishes the launcher's health (read from its stdin): the engine.
+    takes_health: bool = False
+    health_feed: HealthWriter | None = field(default=None, repr=False)
 
     @property
     def running(self) -> bool:
@@ -68,27 +70,27 @@ class Child:
 class Launcher:
     """Starts, watches, restarts and stops the children."""
 
-    def __init__(self, children: list[Child], env: dict[str, str], out: IO[str] = sys.stdout,
-                 bus_pub_endpoint: str | None = None, curve: CurveClient | None = None) -> None:
+    def __init__(self, children: list[Child], env: dict[str, str], out: IO[str] = sys.stdout) -> None:
         self.children = children
         self._env = env
         self._out = out
         self._out_lock = threading.Lock()
         self._stop = StopFlag()
-        self._bus_pub_endpoint = bus_pub_endpoint
-        self._curve = curve
-        self._pub: BusPublisher | None = None
         self._started = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
 
     def _start(self, child: Child) -> None:
+        if child.health_feed is not None:
+            child.health_feed.close()
         child.proc = subprocess.Popen(
             child.argv, env=self._env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, text=True, bufsize=1, errors="replace",
+            stdin=subprocess.PIPE if child.takes_health else subprocess.DEVNULL,
+            text=True, bufsize=1, errors="replace",
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
+        child.health_feed = HealthWriter(child.proc.stdin) if child.takes_health else None
         child.started_at = time.monotonic()
         child.reader = threading.Thread(target=self._relay, args=(child, child.proc.stdout),
                                         name=f"log-{child.name}", daemon=True)
@@ -106,17 +108,17 @@ class Launcher:
         """Supervise until stopped; then stop every child. Returns the exit code (0)."""
         for child in self.children:
             self._start(child)
-        if self._bus_pub_endpoint:
-            self._pub = BusPublisher(publisher_socket(zmq.Context.instance(), self._bus_pub_endpoint,
-                                                      1000, self._curve))
         next_health = 0.0
         while not self._stop.wait(0.1):
             now = time.monotonic()
             for child in self.children:
                 self._watch(child, now)
-            if self._pub is not None and now >= next_health:
+            if now >= next_health:
                 next_health = now + HEALTH_INTERVAL_S
-                self._pub.publish(health_topic("service"), self.health())
+                health = self.health()
+                for child in self.children:
+                    if child.health_feed is not None and child.running:
+                        child.health_feed.offer(health)
         self._shutdown()
         return 0
 
@@ -151,13 +153,13 @@ class Launcher:
                 child.proc.wait()
             if child.reader is not None:
                 child.reader.join(1.0)
-        if self._pub is not None:
-            self._pub.close()
+            if child.health_feed is not None:
+                child.health_feed.close()
         log.info("all stopped")
 
     def health(self) -> dict[str, Any]:
         return {
-            "component": "service",
+            "component": SERVICE_COMPONENT,
             "status": "ok" if all(c.running for c in self.children) else "degraded",
             "time_msc": time.time_ns() // 1_000_000,
             "uptime_s": round(time.monotonic() - self._started, 1),
@@ -168,7 +170,8 @@ class Launcher:
 
 def build_children(workers: int, bridge: bool, env_file: str, engine_args: list[str]) -> list[Child]:
     py = sys.executable
-    children = [Child("engine", [py, "-m", "engine.cli", "--env-file", env_file, *engine_args])]
+    children = [Child("engine", [py, "-m", "engine.cli", "--env-file", env_file, STDIN_FLAG, *engine_args],
+                      takes_health=True)]
     children += [Child(f"indicators:{i}", [py, "-m", "indicators.worker", "--env-file", env_file,
                                             "--shard", f"{i}/{workers}"]) for i in range(workers)]
     if bridge:
@@ -191,16 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = layered_env(dotenv=args.env_file)
         config = engine_cli.load_config(engine_cli.parse_args([*engine_args, "--env-file", args.env_file]))
-        curve = CurveClient.from_env(env)
-    except (ConfigError, SecurityError) as exc:
+    except ConfigError as exc:
         print(f"mt5-service: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, config.log_file)
     # Every child gets the engine's endpoints, also those given here as engine flags.
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "BUS_ENDPOINT": config.bus_endpoint,
                  "BUS_PUB_ENDPOINT": config.bus_pub_endpoint, "RPC_ENDPOINT": config.rpc_endpoint}
-    launcher = Launcher(build_children(args.workers, not args.no_bridge, args.env_file, engine_args),
-                        child_env, bus_pub_endpoint=config.bus_pub_endpoint, curve=curve)
+    launcher = Launcher(build_children(args.workers, not args.no_bridge, args.env_file, engine_args), child_env)
     stop_on_signals(launcher.stop)
     ws = f"http://{env.get('WS_HOST') or '127.0.0.1'}:{env.get('WS_PORT') or '8765'}"
     print(

@@ -36,6 +36,24 @@ HEALTH_STATUSES = ("ok", "degraded", "down")
 
 MAX_SYMBOL_LEN = 64
 
+# Who may publish what (engine.publish_policy): the market's kinds, and the health of these
+# components, come only from the engine; other publishers have ``ind:`` and other components'
+# ``health:``.
+ENGINE_KINDS = (TICK, CANDLE, BOOK, ACCOUNT, SUMMARY)
+ENGINE_COMPONENT = "engine"
+SERVICE_COMPONENT = "service"  # mt5-service, the launcher, whose health the engine publishes
+ENGINE_COMPONENTS = (ENGINE_COMPONENT, SERVICE_COMPONENT)
+MAX_COMPONENT_LEN = 64
+# Other publishers' health components the engine keeps for ``snapshot``, each until it has
+# been silent this long.
+MAX_HEALTH_COMPONENTS = 64
+HEALTH_SILENCE_MS = 30_000
+# What the engine's embedded bus takes from each other publisher's connection: messages queued
+# until the engine reads them (between ticks; workers send a few per bar), and bytes per frame
+# (``ind:`` and ``health:`` maps are small); a larger frame disconnects the publisher.
+PUBLISHER_QUEUE_MESSAGES = 1000
+MAX_PUBLISHER_FRAME_BYTES = 64 * 1024
+
 
 class ProtocolError(ValueError):
     """A frame or name that does not follow the protocol."""

@@ -10,9 +10,16 @@ Server side (engine, ``--bus-only``): ``CURVE_SERVER_SECRET`` (its ``.key_secret
 bridge): ``CURVE_CLIENT_SECRET`` (its own ``.key_secret`` file) and ``CURVE_SERVER_KEY`` (the
 server's ``.key`` file). A client without an accepted key is refused by the ZAP handler and
 never receives a message.
+
+What a key may publish on ``mt5-engine --bus-only`` is written in its public certificate
+(``keygen ... --publish PREFIXES``, a ``publish`` line in the ``.key`` file's metadata) and read
+when the bus starts: ``*`` for the engine's key (every topic), a list of prefixes such as
+``ind:,health:indicators:`` for a worker's, ``""`` for a key that only subscribes. A key without
+the line may publish what any non-engine publisher may (``engine.publish_policy``).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +28,10 @@ from pathlib import Path
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+
+from engine.publish_policy import ForeignPolicy, Grant, parse_prefixes
+
+PUBLISH_METADATA = "publish"
 
 
 class SecurityError(ValueError):
@@ -104,15 +115,67 @@ def apply_client(sock: zmq.Socket, curve: CurveClient | None) -> zmq.Socket:
     return sock
 
 
+def read_publish_metadata(path: str | Path) -> str | None:
+    """The ``publish`` value in a certificate's metadata section; None when it has none."""
+    section = ""
+    for raw in Path(path).read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not raw[0].isspace():
+            section = line
+        elif section == "metadata":
+            name, sep, value = line.partition("=")
+            if sep and name.strip() == PUBLISH_METADATA:
+                return value.strip().strip("\"'")
+    return None
+
+
+def load_publish_grants(clients_dir: str) -> dict[str, Grant]:
+    """What each accepted key may publish, by its z85 public key (the ZAP User-Id)."""
+    grants: dict[str, Grant] = {}
+    for path in sorted(Path(clients_dir).glob("*.key")):
+        public, _ = _load(str(path), "CURVE_CLIENTS_DIR", secret=False)
+        try:
+            text = read_publish_metadata(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SecurityError(f"CURVE_CLIENTS_DIR: cannot read {str(path)!r}: {exc}") from None
+        grants[public.decode()] = ForeignPolicy() if text is None else parse_prefixes(text)
+    return grants
+
+
+def _write_publish_metadata(public_file: str, prefixes: str) -> None:
+    """Put ``publish = "prefixes"`` in the public certificate's metadata section (pyzmq writes
+    metadata only into the secret one, which the bus never sees)."""
+    path = Path(public_file)
+    text = path.read_text(encoding="utf-8")
+    line = f'{PUBLISH_METADATA} = "{prefixes}"'
+    path.write_text(text.replace("metadata\n", f"metadata\n    {line}\n", 1), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 3 or args[0] != "keygen":
-        print("usage: python -m engine.security keygen DIR NAME", file=sys.stderr)
+    parser = argparse.ArgumentParser(prog="python -m engine.security",
+                                     description="Make a CURVE key pair (NAME.key public, NAME.key_secret secret).")
+    parser.add_argument("command", choices=["keygen"])
+    parser.add_argument("dir", help="folder for the two files")
+    parser.add_argument("name", help="the key's name")
+    parser.add_argument("--publish", default=None, metavar="PREFIXES",
+                        help="what the key may publish on mt5-engine --bus-only: '*' (every topic: the "
+                             "engine's key), comma-separated topic prefixes (e.g. 'ind:,health:indicators:'), "
+                             "or '' (nothing); without it, what any non-engine publisher may")
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    if args.publish is not None and any(c in args.publish for c in "\"\n\r"):
+        print("--publish: prefixes may not contain quotes or line breaks", file=sys.stderr)
         return 2
-    folder = Path(args[1])
+    folder = Path(args.dir)
     folder.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(folder), args[2])
+    public, secret = zmq.auth.create_certificates(str(folder), args.name)
     Path(secret).chmod(0o600)
+    if args.publish is not None:
+        _write_publish_metadata(public, args.publish)
     print(f"public key: {public}\nsecret key: {secret} (keep it private)")
     return 0
 

@@ -127,3 +127,52 @@ def test_any_killed_child_is_back_and_serving_within_five_seconds(started):
         assert wait_until(back, 5 - (time.monotonic() - killed)), f"{child}: {service.output()[-2000:]}"
         print(f"{child} SIGKILL: restarted and serving again {time.monotonic() - killed:.1f} s later")
     assert service.stop(signal.SIGINT, timeout=10) == 0
+
+
+def test_the_engine_takes_the_newest_health_line_and_skips_junk_and_over_long_lines():
+    import json
+
+    from engine.service_health import MAX_LINE_BYTES, HealthReader
+
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as stream:
+        reader = HealthReader(stream).start()
+        assert reader.take() is None
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(b"".join([
+                b"not json\n", b'{"component": "engine", "status": "down"}\n', b"[1, 2]\n",
+                b'{"component": "service", "n": "' + b"x" * MAX_LINE_BYTES + b'"}\n',
+                json.dumps({"component": "service", "n": 1}).encode() + b"\n",
+                json.dumps({"component": "service", "n": 2}).encode() + b"\n"]))
+        taken = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and (not taken or taken[-1]["n"] != 2):
+            health = reader.take()
+            if health is not None:
+                taken.append(health)
+            time.sleep(0.01)
+    # Only the launcher's health lines count, in order; a newer one supersedes an unread one.
+    assert taken in ([{"component": "service", "n": 2}],
+                     [{"component": "service", "n": 1}, {"component": "service", "n": 2}])
+    assert reader.take() is None
+
+
+def test_a_child_that_does_not_read_its_health_never_blocks_the_launcher():
+    from engine.service_health import HealthWriter
+
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    writer = HealthWriter(os.fdopen(write_fd, "w"))
+
+    def supervise() -> None:  # the launcher's loop, offering health
+        for n in range(20_000):  # ~1 MB: far beyond the pipe's buffer, which nobody reads
+            writer.offer({"component": "service", "n": n, "pad": "x" * 40})
+
+    launcher = threading.Thread(target=supervise, daemon=True)
+    launcher.start()
+    launcher.join(5)
+    assert not launcher.is_alive()
+    os.close(read_fd)  # the child exits: the writer's thread ends on the broken pipe
+    writer.offer({"component": "service", "n": -1})
+    writer.close()

@@ -63,3 +63,22 @@ def test_engine_refuses_to_start_with_an_unreadable_key(start_engine, tmp_path):
                                "CURVE_CLIENTS_DIR": str(tmp_path)}, wait=False)
     assert engine.proc.wait(20) == 2
     assert "CURVE_SERVER_SECRET" in engine.output()
+
+
+def test_keygen_writes_what_a_key_may_publish_into_its_public_certificate(tmp_path):
+    from engine.publish_policy import ForeignPolicy
+    from engine.security import load_publish_grants, read_publish_metadata
+
+    for name, grant in (("engine", ["--publish", "*"]), ("worker", ["--publish", "ind:, health:indicators:"]),
+                        ("bot", ["--publish", ""]), ("plain", [])):
+        assert keygen(["keygen", str(tmp_path), name, *grant]) == 0
+    assert read_publish_metadata(tmp_path / "worker.key") == "ind:, health:indicators:"
+    assert read_publish_metadata(tmp_path / "plain.key") is None
+    assert keygen(["keygen", str(tmp_path), "bad", "--publish", 'ind:"\nhealth:']) == 2
+    grants = load_publish_grants(str(tmp_path))
+    by_name = {name: grants[zmq.auth.load_certificate(str(tmp_path / f"{name}.key"))[0].decode()]
+               for name in ("engine", "worker", "bot", "plain")}
+    assert by_name["engine"].everything and by_name["engine"].refusal(b"tick:EURUSD:", 2) is None
+    assert by_name["worker"].prefixes == (b"ind:", b"health:indicators:")
+    assert by_name["bot"].refusal(b"ind:EURUSD:M1:", 2) == "topic not granted to the key"
+    assert isinstance(by_name["plain"], ForeignPolicy) and by_name["plain"].refusal(b"tick:EURUSD:", 2)
