@@ -211,6 +211,11 @@ class _BridgeCollector:
             ("errors_sent", "error events sent to clients"),
             ("bus_gaps", "Sequence gaps seen on the bus (lost messages)"),
             ("bus_restarts", "Publisher restarts seen on the bus (new epoch)"),
+            ("bus_malformed_dropped", "Bus messages dropped for a topic or payload not of its declared shape"),
+            ("bus_unknown_dropped", "Bus messages dropped for a symbol the engine does not serve"),
+            ("components_refused", "health: messages of a new component refused while the component table was full"),
+            ("resync_failures", "Snapshot resyncs the engine did not answer (retried with backoff)"),
+            ("resync_refused", "Snapshot prefixes the engine refused as too_many even per symbol"),
             ("cache_hits", "get_candles answered from the cache"),
             ("cache_misses", "get_candles that asked the engine"),
             ("rpc_timeouts", "RPC calls the engine did not answer in time"),
@@ -258,7 +263,8 @@ class _BridgeCollector:
                 yield _gauge(name, doc, value) if kind == "g" else _counter(name, doc, value)
 
     def _components(self) -> Iterable[Metric]:
-        """Every other ``health:COMPONENT:`` publisher: indicator workers and the launcher."""
+        """Every other ``health:COMPONENT:`` publisher: indicator workers and the launcher (at most
+        ``bridge.components.MAX_COMPONENTS``, their figures of the types ``bridge.payloads`` declares)."""
         b = self.metrics.bridge
         now = time.monotonic()
         stale = b.config.engine_stale_ms / 1000.0
@@ -281,7 +287,7 @@ class _BridgeCollector:
                                      labels=["child"])
         restarts = CounterMetricFamily("mt5_service_child_restarts", "Restarts of mt5-service's child",
                                        labels=["child"])
-        for component, (seen, h) in sorted(b.workers.items()):
+        for component, (seen, h) in b.components.items(now):
             alive = now - seen <= stale
             up.add_metric([component], 1.0 if alive else 0.0)
             if component.startswith("indicators"):
