@@ -215,7 +215,7 @@ class _BridgeCollector:
             ("bus_unknown_dropped", "Bus messages dropped for a symbol the engine does not serve"),
             ("components_refused", "health: messages of a new component refused while the component table was full"),
             ("resync_failures", "Snapshot resyncs the engine did not answer (retried with backoff)"),
-            ("resync_refused", "Snapshot prefixes the engine refused as too_many even per symbol"),
+            ("resync_refused", "Snapshot prefixes the engine refused as too_many even as a single topic"),
             ("cache_hits", "get_candles answered from the cache"),
             ("cache_misses", "get_candles that asked the engine"),
             ("rpc_timeouts", "RPC calls the engine did not answer in time"),

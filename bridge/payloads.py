@@ -76,9 +76,9 @@ def nullable(check: Check) -> Check:
     return Check(f"{check.wants} or nil", lambda v: v is None or test(v))
 
 
-def either(*checks: Check) -> Check:
+def either(*checks: Check, wants: str = "") -> Check:
     tests = [c.test for c in checks]
-    return Check(" or ".join(c.wants for c in checks), lambda v: any(test(v) for test in tests))
+    return Check(wants or " or ".join(c.wants for c in checks), lambda v: any(test(v) for test in tests))
 
 
 def list_of(item: Check, max_len: int) -> Check:
@@ -159,9 +159,11 @@ class TopicShape:
 
 
 STAMP = {"seq": INTEGER, "epoch": INTEGER}
-SCALAR = either(NUMBER, FLAG, text(), Check("nil", lambda v: v is None))
+SCALAR = either(NUMBER, FLAG, text(), Check("nil", lambda v: v is None),
+                wants=f"a scalar (a finite number, a bool, a string of at most {MAX_TEXT} characters or nil)")
 # Health figures the bridge does not know: scalars, or a flat list or map of them.
-FIGURE = either(SCALAR, list_of(SCALAR, MAX_FIELDS), map_of(text(), SCALAR, MAX_FIELDS))
+FIGURE = either(SCALAR, list_of(SCALAR, MAX_FIELDS), map_of(text(), SCALAR, MAX_FIELDS),
+                wants=f"a scalar, or a list or map of at most {MAX_FIELDS} scalars")
 LEVEL = Check("[price, volume]", lambda v: type(v) is list and len(v) == 2 and _is_number(v[0]) and _is_number(v[1]))
 # The worker's ind: values (indicators.series.IndicatorSeries.on_candle); nil while warming up.
 INDICATOR_VALUES = ("sma", "ema", "rsi", "macd", "macd_signal", "macd_hist")

@@ -53,6 +53,8 @@ SUBSCRIBED_PREFIXES = [f"{kind}:".encode() for kind in SHAPES]
 RESYNC_KINDS = (TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY)
 MONITOR_INTERVAL_S = 0.25
 RESYNC_BACKOFF_MAX_S = 8.0
+# Snapshot errors that a narrower prefix may not have.
+NARROWED_ON = (ErrorCode.TOO_MANY, ErrorCode.TIMEOUT)
 SYMBOLS_RETRY_S = 0.25
 # Engine errors a client may see as they are; anything else becomes ``unavailable``.
 PASSED_CODES = {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_SYMBOL, ErrorCode.UNKNOWN_TIMEFRAME, ErrorCode.TOO_MANY}
@@ -135,7 +137,7 @@ class Bridge:
         self.resync_backoff = MONITOR_INTERVAL_S
         self.resync_at = 0.0
         self.resync_failures = 0
-        self.resync_refused = 0  # prefixes the engine refused as too_many even per symbol
+        self.resync_refused = 0  # topics the engine refused as too_many even one by one
         self.flushes = 0
         # Tick time_msc -> the end of the flush that wrote it to every subscriber (ms), recent ticks.
         self.tick_latency: deque[int] = deque(maxlen=LATENCY_WINDOW)
@@ -474,31 +476,37 @@ class Bridge:
         not brought yet (after start-up, an outage or a restart), so rooms and the room every
         client is in (account, summary) have their current state.
 
-        Asked kind by kind; a kind the engine refuses as ``too_many`` is asked symbol by symbol,
-        and a symbol it still refuses is given up (counted), never asked again in a loop.
-        Raises ``RpcError`` on any other engine error, for the caller to back off."""
-        pending = [f"{kind}:" for kind in RESYNC_KINDS]
+        Asked kind by kind. A prefix the engine refuses as ``too_many``, or whose reply does not
+        come (a reply over the codec's limit never does), is asked again narrower: symbol by
+        symbol, then timeframe by timeframe; a single topic refused is given up (counted), never
+        asked again in a loop. Raises ``RpcError`` for the caller to back off on any other error,
+        or on a timeout at the narrowest level (the engine is away)."""
+        pending = deque(f"{kind}:" for kind in RESYNC_KINDS)
         while pending:
-            prefix = pending.pop(0)
+            prefix = pending.popleft()
             try:
                 messages = await self.rpc.call("snapshot", prefix=prefix)  # type: ignore[union-attr]
             except RpcError as exc:
-                if exc.code != ErrorCode.TOO_MANY:
-                    raise
-                narrower = self._narrower(prefix)
-                if not narrower:
+                narrower = self._narrower(prefix) if exc.code in NARROWED_ON else []
+                if narrower:
+                    pending.extend(narrower)
+                elif exc.code == ErrorCode.TOO_MANY:
                     self.resync_refused += 1
                     log.warning("bridge: the engine's snapshot of %r is too big; its topics come live only", prefix)
-                pending.extend(narrower)
+                else:
+                    raise
                 continue
             self._apply_snapshot(messages)
 
     def _narrower(self, prefix: str) -> list[str]:
-        """Per-symbol prefixes under a whole kind's (``ind:`` -> ``ind:EURUSD:``, ...); none below that."""
-        kind = prefix[:-1]
-        if kind not in SHAPES or SHAPES[kind].parts[:1] != ("symbol",) or self.symbol_names is None:
+        """The prefixes one name longer (``ind:`` -> ``ind:EURUSD:`` -> ``ind:EURUSD:M1:``) over
+        the symbols and timeframes the bridge serves; none for a whole topic."""
+        kind, *names = prefix[:-1].split(":")
+        parts = SHAPES[kind].parts if kind in SHAPES else ()
+        if len(names) >= len(parts):
             return []
-        return [f"{kind}:{symbol}:" for symbol in sorted(self.symbol_names)]
+        served = {"symbol": sorted(self.symbol_names or ()), "timeframe": self.config.timeframes}
+        return [f"{prefix}{name}:" for name in served.get(parts[len(names)], ())]
 
     def _apply_snapshot(self, messages: Any) -> None:
         """Relay each ``[topic, payload]`` the stream has not brought a newer one of."""
