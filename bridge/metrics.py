@@ -195,7 +195,8 @@ class _BridgeCollector:
                 by_timeframe.add_metric([symbol, timeframe], len(sids))
         yield by_symbol
         yield by_timeframe
-        bus = CounterMetricFamily("mt5_bridge_bus_messages", "Messages read from the bus, by kind", labels=["kind"])
+        bus = CounterMetricFamily("mt5_bridge_bus_messages", "Messages read from the bus and accepted, by kind "
+                                  "(the others count in mt5_bridge_bus_*_dropped_total)", labels=["kind"])
         for kind, count in sorted(m.bus_messages.items()):
             bus.add_metric([kind], count)
         yield bus

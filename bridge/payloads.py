@@ -19,7 +19,7 @@ from engine.protocol import (ACCOUNT, BOOK, CANDLE, HEALTH, HEALTH_STATUSES, IND
 from engine.timeframes import TIMEFRAMES
 
 MAX_TEXT = 256  # a name, a currency, a status detail
-MAX_DETAIL = 1024  # the engine's source_detail: an error message
+MAX_DETAIL = 4096  # the engine's source_detail: an error message
 MAX_BOOK_LEVELS = 256  # per side
 MAX_SUMMARY_SYMBOLS = 10_000
 MAX_COMPONENT_LEN = 64
@@ -161,9 +161,12 @@ class TopicShape:
 STAMP = {"seq": INTEGER, "epoch": INTEGER}
 SCALAR = either(NUMBER, FLAG, text(), Check("nil", lambda v: v is None),
                 wants=f"a scalar (a finite number, a bool, a string of at most {MAX_TEXT} characters or nil)")
-# Health figures the bridge does not know: scalars, or a flat list or map of them.
-FIGURE = either(SCALAR, list_of(SCALAR, MAX_FIELDS), map_of(text(), SCALAR, MAX_FIELDS),
-                wants=f"a scalar, or a list or map of at most {MAX_FIELDS} scalars")
+# Health figures the bridge does not know: scalars, or a small flat list or map of short ones
+# (the engine's health goes into /health whole: at most ~70 KB, whatever it holds).
+MAX_FIGURE_ITEMS, MAX_FIGURE_TEXT = 16, 64
+_ITEM = either(NUMBER, FLAG, text(MAX_FIGURE_TEXT), Check("nil", lambda v: v is None))
+FIGURE = either(SCALAR, list_of(_ITEM, MAX_FIGURE_ITEMS), map_of(text(MAX_FIGURE_TEXT), _ITEM, MAX_FIGURE_ITEMS),
+                wants=f"a scalar, or a list or map of at most {MAX_FIGURE_ITEMS} short scalars")
 LEVEL = Check("[price, volume]", lambda v: type(v) is list and len(v) == 2 and _is_number(v[0]) and _is_number(v[1]))
 # The worker's ind: values (indicators.series.IndicatorSeries.on_candle); nil while warming up.
 INDICATOR_VALUES = ("sma", "ema", "rsi", "macd", "macd_signal", "macd_hist")

@@ -339,9 +339,12 @@ class Bridge:
         except Malformed as exc:
             self.malformed_drops(str(exc), now)
             return None
-        if SHAPES[kind].parts[:1] == ("symbol",) and (self.symbol_names is None or names[0] not in self.symbol_names):
-            self.unknown_drops(f"{kind} of {names[0]!r}", now)
-            return None
+        if SHAPES[kind].parts[:1] == ("symbol",):
+            if self.symbol_names is None:  # just started: no client can be in a symbol's room yet
+                return None
+            if names[0] not in self.symbol_names:
+                self.unknown_drops(f"{kind} of {names[0]!r}", now)
+                return None
         return kind, names
 
     def relay(self, topic: str, data: dict[str, Any], kind: str, names: tuple[str, ...]) -> None:

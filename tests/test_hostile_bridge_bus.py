@@ -215,6 +215,28 @@ def test_forged_topics_for_symbols_the_engine_does_not_serve_create_no_state(uni
     assert bridge.symbol_names == {"GBPUSD"} and list(bridge.candles._entries) == []
 
 
+def test_5000_malformed_messages_log_one_line_without_a_traceback(unit_bridge, caplog):
+    caplog.set_level("INFO")
+    for i in range(5000):
+        topic, payload, _ = MALFORMED[i % len(MALFORMED)]
+        unit_bridge.on_bus_message(topic, payload)
+    lines = [r for r in caplog.records if r.name.startswith("bridge")]
+    assert len(lines) == 1 and not lines[0].exc_info
+    assert "5000 in all" not in lines[0].getMessage()  # the first is logged at once, the rest held
+    assert unit_bridge.malformed_drops.count == 5000
+
+
+def test_the_largest_engine_health_accepted_keeps_health_small(unit_bridge):
+    figures = {f"figure{i}": {f"k{j}": "x" * 64 for j in range(16)} for i in range(64 - 5)}
+    biggest = {"component": "engine", "status": "ok", "time_msc": 1, **STAMP, **figures}
+    assert unit_bridge.on_bus_message("health:engine:", biggest)
+    assert len(json.dumps(unit_bridge.health())) < 100_000
+    one_more = {**biggest, "figure0": {f"k{j}": "x" for j in range(17)}}
+    assert not unit_bridge.on_bus_message("health:engine:", one_more)
+    longer = {**biggest, "figure0": {"k": "x" * 65}}
+    assert not unit_bridge.on_bus_message("health:engine:", longer)
+
+
 def test_components_are_bounded_refused_when_full_and_expire_when_silent():
     table = ComponentTable(limit=3, expire_s=30.0)
     assert [table.put(f"c{i}", {"status": "ok"}, now=float(i)) for i in range(5)] == [True] * 3 + [False] * 2
