@@ -39,7 +39,6 @@ class Check:
     test: Callable[[Any], bool]
 
 
-
 def _is_number(value: Any) -> bool:
     # ``type`` rather than ``isinstance``: a bool is an int, and is not a number here.
     return type(value) is int or (type(value) is float and math.isfinite(value))

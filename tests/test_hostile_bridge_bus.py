@@ -238,6 +238,8 @@ def test_the_largest_engine_health_accepted_keeps_health_small(unit_bridge):
 
 
 def test_components_are_bounded_refused_when_full_and_expire_when_silent():
+    default = ComponentTable()
+    assert (default.limit, default.expire_s) == (MAX_COMPONENTS, EXPIRE_S) == (64, 30.0)
     table = ComponentTable(limit=3, expire_s=30.0)
     assert [table.put(f"c{i}", {"status": "ok"}, now=float(i)) for i in range(5)] == [True] * 3 + [False] * 2
     assert table.refused == 2 and [name for name, _ in table.items(now=5.0)] == ["c0", "c1", "c2"]
