@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
+import zmq.asyncio
 
 from bridge.bus import READ_BURST, BusReader
 from bridge.components import EXPIRE_S, MAX_COMPONENTS, ComponentTable
@@ -344,7 +345,6 @@ def test_a_flood_of_queued_messages_lets_the_other_tasks_run(zmq_ctx):
     pub.bind(endpoint)
 
     async def main() -> list[int]:
-        import zmq.asyncio
         ctx = zmq.asyncio.Context.shadow(zmq_ctx)
         reader = BusReader(ctx, endpoint, [b"tick:"])
         for _ in range(100):
