@@ -4,8 +4,8 @@ in the Prometheus text format (``prometheus_client`` does the exposition and his
 Most figures already exist as counters in the bridge (``Bridge.health()["stats"]``); a custom
 collector reads them, the fan-out's rooms and the latest ``health:`` payloads at scrape time, so
 serving ``/metrics`` costs the hot paths nothing. The few things that need an observation where
-they happen are fed by three calls from ``bridge.server``: ``on_bus`` (every bus message: counts
-per kind, and each tick's engine→bridge lag), ``on_flush`` (flush size, duration, ticks written
+they happen are fed by three calls from ``bridge.server``: ``on_bus`` (every bus message the bridge
+accepted: counts per kind, and each tick's engine→bridge lag), ``on_flush`` (flush size, duration, ticks written
 and each tick's time to its write) and ``TimedRpc`` (RPC latency per op and outcome).
 
 The per-message path uses ``LiteHistogram`` (a bisect into fixed buckets, no lock: the bridge is
