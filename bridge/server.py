@@ -1,11 +1,11 @@
 """The Socket.IO bridge: python-socketio on aiohttp, fed by the bus, answering from cache or RPC.
 
 Tasks: the bus reader (each payload checked against its declared shape, ``bridge.payloads``,
-and for a symbol the engine serves, the rest dropped and counted; updates into the ``Batcher``
-of each phase, caches, engine and component status), the
-flusher (every ``BATCH_INTERVAL_MS / BATCH_PHASES``: serialise each room of one phase once and
-hand it to the ``Fanout`` for that phase's client group), the RPC receiver and the monitor
-(engine health, ``health`` events on change, snapshot resync, symbol list refresh).
+and for a symbol the engine serves, the rest dropped and counted; updates into the ``Batcher`` of
+each phase, caches, engine and component status), the flusher (every ``BATCH_INTERVAL_MS /
+BATCH_PHASES``: serialise each room of one phase once and hand it to the ``Fanout`` for that
+phase's client group), the RPC receiver and the monitor (engine health, ``health`` events on
+change, snapshot resync, symbol list refresh).
 """
 from __future__ import annotations
 
