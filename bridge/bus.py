@@ -93,7 +93,12 @@ class BusReader:
         for prefix in prefixes:
             self.sock.subscribe(prefix)
         self.sock.connect(endpoint)
-        self.malformed = 0
+        self.undecodable = EveryLog("undecodable bus frames dropped")
+
+    @property
+    def malformed(self) -> int:
+        """Frames dropped as undecodable (not two frames, a topic not UTF-8, a payload not a map)."""
+        return self.undecodable.count
 
     async def messages(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Decoded messages, forever; malformed frames are counted and skipped."""
@@ -106,12 +111,14 @@ class BusReader:
                 burst = 0
                 await asyncio.sleep(0)
             if len(frames) != 2:
-                self.malformed += 1
+                self.undecodable(f"{len(frames)} frames", time.monotonic())
                 continue
             try:
-                yield frames[0].decode(), decode(frames[1])
-            except (UnicodeDecodeError, ProtocolError):
-                self.malformed += 1
+                topic, payload = frames[0].decode(), decode(frames[1])
+            except (UnicodeDecodeError, ProtocolError) as exc:
+                self.undecodable(str(exc)[:200], time.monotonic())
+                continue
+            yield topic, payload
 
     def close(self) -> None:
         self.sock.close(0)

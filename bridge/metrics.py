@@ -212,7 +212,8 @@ class _BridgeCollector:
             ("errors_sent", "error events sent to clients"),
             ("bus_gaps", "Sequence gaps seen on the bus (lost messages)"),
             ("bus_restarts", "Publisher restarts seen on the bus (new epoch)"),
-            ("bus_malformed_dropped", "Bus messages dropped for a topic or payload not of its declared shape"),
+            ("bus_malformed_dropped", "Bus messages dropped as malformed: undecodable, or a topic or payload "
+             "not of its declared shape"),
             ("bus_unknown_dropped", "Bus messages dropped for a symbol the engine does not serve"),
             ("components_refused", "health: messages of a new component refused while the component table was full"),
             ("resync_failures", "Snapshot resyncs the engine did not answer (retried with backoff)"),

@@ -563,7 +563,7 @@ class Bridge:
                 "slow_disconnects": stats.slow_disconnects, "rate_limited": self.rate_limited,
                 "errors_sent": self.errors_sent, "bus_gaps": self.tracker.gaps,
                 "bus_restarts": self.tracker.restarts,
-                "bus_malformed_dropped": self.malformed_drops.count,
+                "bus_malformed_dropped": self.malformed_drops.count + (self.bus.malformed if self.bus else 0),
                 "bus_unknown_dropped": self.unknown_drops.count,
                 "components_refused": self.components.refused,
                 "resync_failures": self.resync_failures, "resync_refused": self.resync_refused,

@@ -134,6 +134,9 @@ def worker_may_publish(topic: str) -> bool:
 # not a map is refused when decoded, and counted apart).
 ON_THE_BUS = [(topic, payload) for topic, payload, _ in MALFORMED
               if topic.startswith(tuple(f"{kind}:" for kind in SHAPES)) and isinstance(payload, dict)]
+# Frames the reader cannot decode: not msgpack, a topic not UTF-8, not a map, three frames.
+UNDECODABLE = [[T.encode(), b"\xc1"], [b"tick:\xff:", msgpack.packb(VALID[T])], [T.encode(), msgpack.packb([1, 2])],
+               [T.encode(), msgpack.packb(VALID[T]), b"extra"]]
 
 
 # The declared shapes: what the publishers send passes, anything else is refused saying why.
@@ -495,6 +498,9 @@ def test_forged_and_malformed_payloads_reach_no_client_and_health_and_metrics_st
                 for topic, payload in ON_THE_BUS:
                     via = worker_like if worker_may_publish(topic) else anyone
                     via.sock.send_multipart([topic.encode(), msgpack.packb(payload)])
+                    sent_malformed += 1
+                for frames in UNDECODABLE:
+                    anyone.sock.send_multipart(frames)
                     sent_malformed += 1
             malformed = until_counted(bridge, "bus_malformed_dropped", before["bus_malformed_dropped"] + sent_malformed)
             health = VALID[W]
