@@ -530,7 +530,6 @@ def test_forged_and_malformed_payloads_reach_no_client_and_health_and_metrics_st
         worker_like.close()
         anyone.close()
 
-    code, body = bridge.health()
     ticks = [at for at, name, data in events if name == "tick"]
     longest_gap_ms = max(b - a for a, b in zip(ticks, ticks[1:])) * 1000
     report("bridge bus: malformed payloads of every family, 30k forged components, 60k unknown topics",
@@ -546,7 +545,10 @@ def test_forged_and_malformed_payloads_reach_no_client_and_health_and_metrics_st
     assert figures["malformed"] == figures["sent_malformed"]
     assert figures["unknown"] == 2 * FORGED
     assert figures["refused"] >= FORGED - MAX_COMPONENTS and figures["components"] == MAX_COMPONENTS
-    assert code == 200 and body["status"] == "ok"  # the engine's own health still heard
+    deadline = time.monotonic() + 10  # the engine's own health, once a second, is still heard
+    while bridge.health()[1]["status"] != "ok" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert bridge.health()[1]["status"] == "ok"
     text = json.dumps([data for _, _, data in events])
     assert "hostile" not in text and "FAKE" not in text
     assert str(FORGED_TIME) not in text
