@@ -33,11 +33,13 @@ from engine.launcher import Launcher, build_children
 from engine.models import Book, Candle, SymbolInfo, Tick
 from engine.protocol import (ACCOUNT, BOOK, BOOK_FIELDS, CANDLE, CANDLE_FIELDS, HEALTH, INDICATOR, SUMMARY,
                              TICK, TICK_FIELDS, ErrorCode, RpcError)
-from engine.sources.sim import demo_account
+from engine.service import EngineService
+from engine.sources.sim import SimSource, demo_account
 from indicators.series import IndicatorSeries
+from indicators.worker import IndicatorWorker, WorkerConfig
 from tests.bridge_procs import BridgeProcess, BusInjector, Recorder
 from tests.hostile import RssWatch, report
-from tests.procs import EngineProcess, free_port, running
+from tests.procs import EngineProcess, engine_config, free_port, running
 
 SYMBOL = "EURUSD"
 MARKER = "<script>hostile()</script>"
@@ -50,13 +52,17 @@ FORGED_CHUNK = 250
 def valid_payloads() -> dict[str, dict[str, Any]]:
     """One payload per family as its publisher makes it (the engine's models, the worker's series)."""
     series = IndicatorSeries(SYMBOL, "M1")
-    bars = [{**Candle(SYMBOL, "M1", 60 * i, 1.0 + i, 2.0 + i, 0.5, 1.5 + i).to_payload(True)} for i in range(30)]
+    bars = [Candle(SYMBOL, "M1", 60 * i, 1.0 + i, 2.0 + i, 0.5, 1.5 + i).to_payload(True) for i in range(30)]
     series.warm(bars)
     ind = series.on_candle(Candle(SYMBOL, "M1", 60 * 30, 1.0, 2.0, 0.5, 1.7).to_payload(False))
     info = SymbolInfo(SYMBOL, 5, 0.00001, "Euro vs US Dollar", "EUR", "USD")
-    worker_health = {"component": "indicators:0", "status": "ok", "time_msc": 1, "shard": "0/1", "symbols": 5,
-                     "series": 20, "updates_total": 10, "updates_per_s": 1.5, "lag_us_max": 12.5,
-                     "malformed": 0, "rewarms": 0, "uptime_s": 3.0}
+    ctx = zmq.Context()
+    try:  # neither opens a socket before it runs
+        config = engine_config()
+        engine_health = EngineService(config, SimSource(config.symbols), ctx).health()
+        worker_health = IndicatorWorker(WorkerConfig(), ctx).health()
+    finally:
+        ctx.destroy(linger=0)
     return {
         f"tick:{SYMBOL}:": {**Tick(SYMBOL, 1_700_000_000_000, 1.1, 1.2).to_payload(), **STAMP},
         f"candle:{SYMBOL}:M1:": {**Candle(SYMBOL, "M1", 60, 1.0, 2.0, 0.5, 1.5, 12).to_payload(False), **STAMP},
@@ -66,6 +72,7 @@ def valid_payloads() -> dict[str, dict[str, Any]]:
         "summary:": {"time_msc": 1, "symbols": {SYMBOL: {"last": 1.1, "open": 1.0, "high": 1.2, "low": 0.9,
                                                          "prev_close": 1.0, "change": 0.1, "change_pct": 10.0,
                                                          "day": 86400}}, **STAMP},
+        "health:engine:": {**engine_health, **STAMP},
         "health:indicators:0:": {**worker_health, **STAMP},
         "health:service:": {**Launcher(build_children(1, True, ".env", []), env={}).health(), **STAMP},
     }
@@ -114,8 +121,8 @@ MALFORMED = [
     (*mutated(W, series=True), "'series'"), (*mutated(W, component="indicators:1"), "topic"),
     (*mutated(W, time_msc=DROP), "no 'time_msc'"), (*mutated(W, deep={"a": {"b": MARKER}}), "'deep'"),
     (*mutated("health:service:", children={"engine": {"running": MARKER, "pid": 1, "restarts": 0}}), "'children'"),
-    ("health:engine:", {"component": "engine", "status": "ok", "time_msc": 1, "ticks_per_s": MARKER, **STAMP},
-     "'ticks_per_s'"),
+    (*mutated("health:engine:", ticks_per_s=MARKER), "'ticks_per_s'"),
+    (*mutated("health:engine:", source_connected="yes"), "'source_connected'"),
     (f"tick:{SYMBOL}", VALID[T], "colon-terminated"), ("tick::", {**VALID[T], "symbol": ""},
                                                                   "'symbol'"),
     (f"candle:{SYMBOL}:", VALID[C], "does not name"), ("account:x:", VALID["account:"],
@@ -143,7 +150,7 @@ UNDECODABLE = [[T.encode(), b"\xc1"], [b"tick:\xff:", msgpack.packb(VALID[T])], 
 def test_what_the_engine_the_worker_and_the_launcher_publish_has_its_declared_shape():
     for topic, payload in valid_payloads().items():  # built afresh: VALID is what the other tests use
         kind, names = check(topic, payload)
-        assert f"{kind}:{':'.join(names)}:".rstrip(":") + ":" == topic
+        assert ":".join((kind, *names)) + ":" == topic
 
 
 def test_the_declared_fields_are_the_protocols_and_the_workers():
@@ -194,6 +201,7 @@ def test_the_reader_drops_and_counts_every_malformed_family_and_batches_only_the
     events = {event for _, event, _ in batched(unit_bridge)}
     assert events == {"tick", "candles", "indicators", "order_book", "account_update", "market_summary"}
     assert set(unit_bridge.health()["workers"]) == {"indicators:0", "service"}
+    assert unit_bridge.engine_health["component"] == "engine"
 
 
 def test_forged_topics_for_symbols_the_engine_does_not_serve_create_no_state(unit_bridge):
