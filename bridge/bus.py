@@ -18,6 +18,32 @@ log = logging.getLogger("bridge.bus")
 
 GAP = "gap"
 RESTART = "restart"
+# Messages read in a row before the other tasks (flushes, HTTP) get a turn: pyzmq's asyncio
+# socket hands over a queued message without returning to the event loop, so a flood would stall them.
+READ_BURST = 100
+
+
+class EveryLog:
+    """A warning at most once per ``every_s`` for something that may happen per message (bad
+    input, a sequence break): the first at once, then how many came since, with the latest."""
+
+    def __init__(self, what: str, every_s: float = 10.0) -> None:
+        self.what = what
+        self.every_s = every_s
+        self.count = 0
+        self._held = 0
+        self._logged_at = float("-inf")
+
+    def __call__(self, detail: str, now: float, exc_info: bool = False) -> None:
+        """Count one; log it unless one was logged within ``every_s``."""
+        self.count += 1
+        self._held += 1
+        if now - self._logged_at < self.every_s:
+            return
+        log.warning("bridge: %d %s (%d in all); latest: %s", self._held, self.what, self.count, detail,
+                    exc_info=exc_info)
+        self._held = 0
+        self._logged_at = now
 
 
 class SeqTracker:
@@ -67,20 +93,32 @@ class BusReader:
         for prefix in prefixes:
             self.sock.subscribe(prefix)
         self.sock.connect(endpoint)
-        self.malformed = 0
+        self.undecodable = EveryLog("undecodable bus frames dropped")
+
+    @property
+    def malformed(self) -> int:
+        """Frames dropped as undecodable (not two frames, a topic not UTF-8, a payload not a map)."""
+        return self.undecodable.count
 
     async def messages(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Decoded messages, forever; malformed frames are counted and skipped."""
         sock = self.sock
+        burst = 0
         while True:
             frames = await sock.recv_multipart()
+            burst += 1
+            if burst == READ_BURST:  # a queued message is read without yielding: let the others run
+                burst = 0
+                await asyncio.sleep(0)
             if len(frames) != 2:
-                self.malformed += 1
+                self.undecodable(f"{len(frames)} frames", time.monotonic())
                 continue
             try:
-                yield frames[0].decode(), decode(frames[1])
-            except (UnicodeDecodeError, ProtocolError):
-                self.malformed += 1
+                topic, payload = frames[0].decode(), decode(frames[1])
+            except (UnicodeDecodeError, ProtocolError) as exc:
+                self.undecodable(str(exc)[:200], time.monotonic())
+                continue
+            yield topic, payload
 
     def close(self) -> None:
         self.sock.close(0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Collection
 from typing import Any
 
 
@@ -15,6 +16,9 @@ class _History:
 
 class CandleCache:
     """Candle history per (symbol, timeframe), from RPC ``candles``, updated by bus candles.
+
+    Histories are only ``put`` for requests of a symbol and timeframe the bridge serves, and a
+    bus candle only updates a history already there, so there are at most symbols x timeframes.
 
     A cached history answers any ``count`` up to what it was fetched with, while it is younger
     than ``ttl`` seconds. A candle from the bus replaces the bar with its open time or appends a
@@ -60,6 +64,11 @@ class CandleCache:
             entry.bars.append(candle)
             if len(entry.bars) > max(entry.asked, 1):
                 del entry.bars[0]
+
+    def retain(self, symbols: Collection[str]) -> None:
+        """Forget the histories of symbols not in ``symbols`` (the engine's, when its list changes)."""
+        for key in [key for key in self._entries if key[0] not in symbols]:
+            del self._entries[key]
 
     def invalidate(self, symbol: str | None = None, timeframe: str | None = None) -> None:
         """Forget one history, or every history when called without arguments."""

@@ -4,8 +4,8 @@ in the Prometheus text format (``prometheus_client`` does the exposition and his
 Most figures already exist as counters in the bridge (``Bridge.health()["stats"]``); a custom
 collector reads them, the fan-out's rooms and the latest ``health:`` payloads at scrape time, so
 serving ``/metrics`` costs the hot paths nothing. The few things that need an observation where
-they happen are fed by three calls from ``bridge.server``: ``on_bus`` (every bus message: counts
-per kind, and each tick's engine→bridge lag), ``on_flush`` (flush size, duration, ticks written
+they happen are fed by three calls from ``bridge.server``: ``on_bus`` (every bus message the bridge
+accepted: counts per kind, and each tick's engine→bridge lag), ``on_flush`` (flush size, duration, ticks written
 and each tick's time to its write) and ``TimedRpc`` (RPC latency per op and outcome).
 
 The per-message path uses ``LiteHistogram`` (a bisect into fixed buckets, no lock: the bridge is
@@ -195,7 +195,8 @@ class _BridgeCollector:
                 by_timeframe.add_metric([symbol, timeframe], len(sids))
         yield by_symbol
         yield by_timeframe
-        bus = CounterMetricFamily("mt5_bridge_bus_messages", "Messages read from the bus, by kind", labels=["kind"])
+        bus = CounterMetricFamily("mt5_bridge_bus_messages", "Messages read from the bus and accepted, by kind "
+                                  "(the others count in mt5_bridge_bus_*_dropped_total)", labels=["kind"])
         for kind, count in sorted(m.bus_messages.items()):
             bus.add_metric([kind], count)
         yield bus
@@ -211,6 +212,12 @@ class _BridgeCollector:
             ("errors_sent", "error events sent to clients"),
             ("bus_gaps", "Sequence gaps seen on the bus (lost messages)"),
             ("bus_restarts", "Publisher restarts seen on the bus (new epoch)"),
+            ("bus_malformed_dropped", "Bus messages dropped as malformed: undecodable, or a topic or payload "
+             "not of its declared shape"),
+            ("bus_unknown_dropped", "Bus messages dropped for a symbol the engine does not serve"),
+            ("components_refused", "health: messages of a new component refused while the component table was full"),
+            ("resync_failures", "Snapshot resyncs the engine did not answer (retried with backoff)"),
+            ("resync_refused", "Snapshot prefixes the engine refused as too_many even as a single topic"),
             ("cache_hits", "get_candles answered from the cache"),
             ("cache_misses", "get_candles that asked the engine"),
             ("rpc_timeouts", "RPC calls the engine did not answer in time"),
@@ -258,7 +265,8 @@ class _BridgeCollector:
                 yield _gauge(name, doc, value) if kind == "g" else _counter(name, doc, value)
 
     def _components(self) -> Iterable[Metric]:
-        """Every other ``health:COMPONENT:`` publisher: indicator workers and the launcher."""
+        """Every other ``health:COMPONENT:`` publisher: indicator workers and the launcher (at most
+        ``bridge.components.MAX_COMPONENTS``, their figures of the types ``bridge.payloads`` declares)."""
         b = self.metrics.bridge
         now = time.monotonic()
         stale = b.config.engine_stale_ms / 1000.0
@@ -281,7 +289,7 @@ class _BridgeCollector:
                                      labels=["child"])
         restarts = CounterMetricFamily("mt5_service_child_restarts", "Restarts of mt5-service's child",
                                        labels=["child"])
-        for component, (seen, h) in sorted(b.workers.items()):
+        for component, (seen, h) in b.components.items(now):
             alive = now - seen <= stale
             up.add_metric([component], 1.0 if alive else 0.0)
             if component.startswith("indicators"):

@@ -1,9 +1,11 @@
 """The Socket.IO bridge: python-socketio on aiohttp, fed by the bus, answering from cache or RPC.
 
-Tasks: the bus reader (updates into the ``Batcher`` of each phase, caches, engine status), the
-flusher (every ``BATCH_INTERVAL_MS / BATCH_PHASES``: serialise each room of one phase once and
-hand it to the ``Fanout`` for that phase's client group), the RPC receiver and the monitor
-(engine health, ``health`` events on change, snapshot resync, symbol list refresh).
+Tasks: the bus reader (each payload checked against its declared shape, ``bridge.payloads``,
+and for a symbol the engine serves, the rest dropped and counted; updates into the ``Batcher`` of
+each phase, caches, engine and component status), the flusher (every ``BATCH_INTERVAL_MS /
+BATCH_PHASES``: serialise each room of one phase once and hand it to the ``Fanout`` for that
+phase's client group), the RPC receiver and the monitor (engine health, ``health`` events on
+change, snapshot resync, symbol list refresh).
 """
 from __future__ import annotations
 
@@ -22,12 +24,15 @@ import zmq.asyncio
 from aiohttp import web
 
 from bridge.batching import Batcher, encode_room
-from bridge.bus import GAP, RESTART, AsyncRpc, BusReader, SeqTracker
+from bridge.bus import RESTART, AsyncRpc, BusReader, EveryLog, SeqTracker
 from bridge.cache import CandleCache, ValueCache
+from bridge.components import ComponentTable
 from bridge.config import BridgeConfig
 from bridge.fanout import ALL, Fanout
 from bridge.indicator_history import indicator_history
 from bridge.metrics import BridgeMetrics, TimedRpc
+from bridge.payloads import SHAPES, SYMBOL, Malformed
+from bridge.payloads import check as check_payload
 from bridge.ratelimit import TokenBucket
 from bridge.transport import WireTransport
 from bridge.validation import RATE_LIMITED, ClientError, Request, event_name, parse_request
@@ -44,8 +49,14 @@ except metadata.PackageNotFoundError:  # running from a source tree
 
 LATENCY_WINDOW = 500  # recent ticks (~8 s for 5 symbols at the sim's default rate)
 FLUSH_WINDOW = 640  # recent flushes (8 s at 50 ms and 4 phases)
-SUBSCRIBED_PREFIXES = [f"{kind}:".encode() for kind in (TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY, HEALTH)]
+SUBSCRIBED_PREFIXES = [f"{kind}:".encode() for kind in SHAPES]
+# What a resync asks the engine's snapshot for, kind by kind (health comes live every second):
+# one prefix for everything could be refused as too_many by foreign topics alone.
+RESYNC_KINDS = (TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY)
 MONITOR_INTERVAL_S = 0.25
+RESYNC_BACKOFF_MAX_S = 8.0
+# Snapshot errors that a narrower prefix may not have.
+NARROWED_ON = (ErrorCode.TOO_MANY, ErrorCode.TIMEOUT)
 SYMBOLS_RETRY_S = 0.25
 # Engine errors a client may see as they are; anything else becomes ``unavailable``.
 PASSED_CODES = {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_SYMBOL, ErrorCode.UNKNOWN_TIMEFRAME, ErrorCode.TOO_MANY}
@@ -114,13 +125,21 @@ class Bridge:
         self.symbols = ValueCache(config.cache_ttl_seconds)
         self.symbol_names: frozenset[str] | None = None
         self.tracker = SeqTracker()
+        self.malformed_drops = EveryLog("malformed bus messages dropped")
+        self.unknown_drops = EveryLog("bus messages dropped for symbols the engine does not serve")
+        self.relay_errors = EveryLog("bus messages that could not be relayed")
+        self.sequence_breaks = EveryLog("bus sequence breaks (lost messages or a restarted publisher)")
+        self.components = ComponentTable()
         self.clients: dict[str, Client] = {}
         self.started = time.monotonic()
         self.engine_seen = float("-inf")
         self.engine_health: dict[str, Any] = {}
-        self.workers: dict[str, tuple[float, dict[str, Any]]] = {}
         self.status = "degraded"
         self.resync_needed = True
+        self.resync_backoff = MONITOR_INTERVAL_S
+        self.resync_at = 0.0
+        self.resync_failures = 0
+        self.resync_refused = 0  # topics the engine refused as too_many even one by one
         self.flushes = 0
         # Tick time_msc -> the end of the flush that wrote it to every subscriber (ms), recent ticks.
         self.tick_latency: deque[int] = deque(maxlen=LATENCY_WINDOW)
@@ -259,7 +278,8 @@ class Bridge:
 
     def _set_symbols(self, symbols: list[dict[str, Any]]) -> None:
         self.symbols.put(symbols, time.monotonic())
-        self.symbol_names = frozenset(s["name"] for s in symbols if isinstance(s, dict) and "name" in s)
+        self.symbol_names = frozenset(s["name"] for s in symbols if isinstance(s, dict) and SYMBOL.test(s.get("name")))
+        self.candles.retain(self.symbol_names)
 
     async def _candles(self, req: Request) -> list[dict[str, Any]]:
         """From the cache, else from the engine; concurrent misses share one request."""
@@ -301,41 +321,70 @@ class Bridge:
     async def _read_bus(self) -> None:
         assert self.bus is not None
         async for topic, data in self.bus.messages():
-            self.metrics.on_bus(topic, data)
-            try:
-                self.on_bus_message(topic, data)
-            except Exception:
-                log.exception("bridge: cannot relay a %s message", topic.split(":", 1)[0])
+            if self.on_bus_message(topic, data):
+                self.metrics.on_bus(topic, data)
 
-    def on_bus_message(self, topic: str, data: dict[str, Any]) -> None:
-        kind, _, rest = topic.partition(":")
+    def on_bus_message(self, topic: str, data: Any) -> bool:
+        """Relay one bus message; ``False`` when it was dropped (counted)."""
+        accepted = self.accept(topic, data)
+        if accepted is None:
+            return False
+        self.relay(topic, data, *accepted)
+        return True
+
+    def accept(self, topic: Any, data: Any) -> tuple[str, tuple[str, ...]] | None:
+        """The kind and topic names of a message of the declared shape for a symbol the engine
+        serves; ``None`` (counted, logged at a bounded rate) for anything else."""
+        now = time.monotonic()
+        try:
+            kind, names = check_payload(topic, data)
+        except Malformed as exc:
+            self.malformed_drops(str(exc), now)
+            return None
+        if SHAPES[kind].parts[:1] == ("symbol",):
+            if self.symbol_names is None:  # just started: no client can be in a symbol's room yet
+                return None
+            if names[0] not in self.symbol_names:
+                self.unknown_drops(f"{kind} of {names[0]!r}", now)
+                return None
+        return kind, names
+
+    def relay(self, topic: str, data: dict[str, Any], kind: str, names: tuple[str, ...]) -> None:
+        """Hand an accepted message to its rooms, the caches or the engine/component status."""
+        try:
+            self._relay(topic, data, kind, names)
+        except Exception as exc:  # a bug, not bad input (that was refused): keep reading the bus
+            self.relay_errors(f"{kind}: {exc!r}", time.monotonic(), exc_info=True)
+
+    def _relay(self, topic: str, data: dict[str, Any], kind: str, names: tuple[str, ...]) -> None:
+        if kind == HEALTH:  # health topics have no sequence to keep: each is the whole state
+            self._on_health(names[0], data)
+            return
         change = self.tracker.check(topic, data)
         if change is not None:
             self._on_sequence_break(kind, data, change)
         if kind == TICK:
-            room = symbol_room(rest[:-1])
+            room = symbol_room(names[0])
             if self.fanout.has_members(room):
                 self._batch(room, "tick", unstamped(data))
         elif kind == CANDLE:
             candle = unstamped(data)
             self.candles.on_candle(candle)
-            room = timeframe_room(candle.get("symbol", ""), candle.get("timeframe", ""))
+            room = timeframe_room(*names)
             if self.fanout.has_members(room):
-                self._batch(room, "candles", candle, closed=bool(candle.get("closed")))
+                self._batch(room, "candles", candle, closed=candle["closed"])
         elif kind == INDICATOR:
-            room = timeframe_room(*rest[:-1].split(":", 1)) if rest.count(":") == 2 else ""
+            room = timeframe_room(*names)
             if self.fanout.has_members(room):
-                self._batch(room, "indicators", unstamped(data), closed=bool(data.get("closed")))
+                self._batch(room, "indicators", unstamped(data), closed=data["closed"])
         elif kind == BOOK:
-            room = symbol_room(rest[:-1])
+            room = symbol_room(names[0])
             if self.fanout.has_members(room):
                 self._batch(room, "order_book", unstamped(data))
         elif kind == ACCOUNT:
             self._batch(ALL, "account_update", unstamped(data))
         elif kind == SUMMARY:
             self._batch(ALL, "market_summary", unstamped(data))
-        elif kind == HEALTH:
-            self._on_health(rest[:-1], data)
 
     def _batch(self, room: str, event: str, payload: dict[str, Any], closed: bool = False) -> None:
         for batcher in self.batchers:
@@ -345,19 +394,20 @@ class Bridge:
         if kind == CANDLE:
             self.candles.invalidate(data.get("symbol"), data.get("timeframe"))
         if change == RESTART and kind in (TICK, CANDLE):
-            log.info("bridge: the engine restarted (epoch %s); refreshing caches", data.get("epoch"))
+            self.sequence_breaks(f"the engine restarted (epoch {data['epoch']}); refreshing caches",
+                                 time.monotonic())
             self.candles.invalidate()
             self.symbols.invalidate()
             self.resync_needed = True
-        elif change == GAP:
-            log.warning("bridge: lost bus messages of kind %s (seq gap)", kind)
+        else:
+            self.sequence_breaks(f"{change} on {kind}", time.monotonic())
 
     def _on_health(self, component: str, data: dict[str, Any]) -> None:
         if component == "engine":
             self.engine_seen = time.monotonic()
             self.engine_health = unstamped(data)
         else:
-            self.workers[component] = (time.monotonic(), unstamped(data))
+            self.components.put(component, unstamped(data), time.monotonic())
 
     # Background loops
     async def _flush_loop(self) -> None:
@@ -404,8 +454,8 @@ class Bridge:
             engine = self.engine_status()
             if engine == "down":
                 self.resync_needed = True
-            elif self.resync_needed:
-                await self._resync()
+            elif self.resync_needed and self.symbol_names is not None and now >= self.resync_at:
+                await self._resync_with_backoff(now)
             status = "ok" if engine == "ok" and self.symbol_names is not None else "degraded"
             if status != self.status:
                 self.status = status
@@ -413,19 +463,69 @@ class Bridge:
                 await self.sio.emit("health", self.health())
             await asyncio.sleep(MONITOR_INTERVAL_S)
 
+    async def _resync_with_backoff(self, now: float) -> None:
+        """Resync; after an engine error, wait twice as long as last time before the next try."""
+        try:
+            await self._resync()
+        except RpcError as exc:
+            self.resync_failures += 1
+            self.resync_at = now + self.resync_backoff
+            self.resync_backoff = min(2 * self.resync_backoff, RESYNC_BACKOFF_MAX_S)
+            log.debug("bridge: snapshot not available (next try in %.2f s): %s", self.resync_at - now, exc)
+            return
+        self.resync_needed = False
+        self.resync_backoff = MONITOR_INTERVAL_S
+
     async def _resync(self) -> None:
         """The Clone pattern's snapshot: the engine's last message of every topic the stream has
         not brought yet (after start-up, an outage or a restart), so rooms and the room every
-        client is in (account, summary) have their current state."""
-        try:
-            messages = await self.rpc.call("snapshot", prefix="")  # type: ignore[union-attr]
-        except RpcError as exc:
-            log.debug("bridge: snapshot not available yet: %s", exc)
+        client is in (account, summary) have their current state.
+
+        Asked kind by kind. A prefix the engine refuses as ``too_many``, or whose reply does not
+        come (a reply over the codec's limit never does), is asked again narrower: symbol by
+        symbol, then timeframe by timeframe; a single topic refused is given up (counted), never
+        asked again in a loop. Raises ``RpcError`` for the caller to back off on any other error,
+        or on a timeout at the narrowest level (the engine is away)."""
+        pending = deque(f"{kind}:" for kind in RESYNC_KINDS)
+        while pending:
+            prefix = pending.popleft()
+            try:
+                messages = await self.rpc.call("snapshot", prefix=prefix)  # type: ignore[union-attr]
+            except RpcError as exc:
+                narrower = self._narrower(prefix) if exc.code in NARROWED_ON else []
+                if narrower:
+                    pending.extend(narrower)
+                elif exc.code == ErrorCode.TOO_MANY:
+                    self.resync_refused += 1
+                    log.warning("bridge: the engine's snapshot of %r is too big; its topics come live only", prefix)
+                else:
+                    raise
+                continue
+            self._apply_snapshot(messages)
+
+    def _narrower(self, prefix: str) -> list[str]:
+        """The prefixes one name longer (``ind:`` -> ``ind:EURUSD:`` -> ``ind:EURUSD:M1:``) over
+        the symbols and timeframes the bridge serves; none for a whole topic."""
+        kind, *names = prefix[:-1].split(":")
+        parts = SHAPES[kind].parts if kind in SHAPES else ()
+        if len(names) >= len(parts):
+            return []
+        served = {"symbol": sorted(self.symbol_names or ()), "timeframe": self.config.timeframes}
+        return [f"{prefix}{name}:" for name in served.get(parts[len(names)], ())]
+
+    def _apply_snapshot(self, messages: Any) -> None:
+        """Relay each ``[topic, payload]`` the stream has not brought a newer one of."""
+        if not isinstance(messages, list):
+            self.malformed_drops(f"snapshot reply is {type(messages).__name__}, not a list", time.monotonic())
             return
-        self.resync_needed = False
-        for topic, data in messages:
-            if not topic.startswith(f"{HEALTH}:") and self.tracker.is_newer(topic, data):
-                self.on_bus_message(topic, data)
+        for message in messages:
+            if not (isinstance(message, list) and len(message) == 2):
+                self.malformed_drops("snapshot entry is not [topic, payload]", time.monotonic())
+                continue
+            topic, data = message
+            accepted = self.accept(topic, data)
+            if accepted is not None and accepted[0] != HEALTH and self.tracker.is_newer(topic, data):
+                self.relay(topic, data, *accepted)
 
     # Health
     def engine_status(self) -> str:
@@ -454,8 +554,8 @@ class Bridge:
             "clients": len(self.clients),
             "subscriptions": self.fanout.subscriptions(),
             "engine": {"status": engine, **({"health": self.engine_health} if self.engine_health else {})},
-            "workers": {name: ("down" if now - seen > stale else str(data.get("status", "ok")))
-                        for name, (seen, data) in sorted(self.workers.items())},
+            "workers": {name: ("down" if now - seen > stale else data["status"])
+                        for name, (seen, data) in self.components.items(now)},
             "stats": {
                 "flushes": self.flushes, "updates": self.batchers[0].updates,
                 "conflated": sum(b.conflated for b in self.batchers),
@@ -463,6 +563,10 @@ class Bridge:
                 "slow_disconnects": stats.slow_disconnects, "rate_limited": self.rate_limited,
                 "errors_sent": self.errors_sent, "bus_gaps": self.tracker.gaps,
                 "bus_restarts": self.tracker.restarts,
+                "bus_malformed_dropped": self.malformed_drops.count + (self.bus.malformed if self.bus else 0),
+                "bus_unknown_dropped": self.unknown_drops.count,
+                "components_refused": self.components.refused,
+                "resync_failures": self.resync_failures, "resync_refused": self.resync_refused,
                 "cache_hits": self.candles.hits, "cache_misses": self.candles.misses,
                 "candle_fetches": self.candle_fetches,
                 "rpc_timeouts": self.rpc.timeouts if self.rpc else 0,
