@@ -516,9 +516,9 @@ def test_forged_and_malformed_payloads_reach_no_client_and_health_and_metrics_st
             for chunk in range(0, FORGED, FORGED_CHUNK):
                 for i in range(chunk, chunk + FORGED_CHUNK):
                     name = f"indicators:forged{i}"
-                    worker_like.publish(f"health:{name}:".encode(), {**health, "component": name})
+                    anyone.publish(f"health:{name}:".encode(), {**health, "component": name})
                     forged = f"FAKE{i}"
-                    worker_like.publish(f"ind:{forged}:M1:".encode(), {**VALID[I], "symbol": forged})
+                    anyone.publish(f"ind:{forged}:M1:".encode(), {**VALID[I], "symbol": forged})
                     anyone.publish(f"tick:{forged}:".encode(), {**VALID[T], "symbol": forged, "bid": 999.0})
                 unknown = until_counted(bridge, "bus_unknown_dropped",
                                         before["bus_unknown_dropped"] + 2 * (chunk + FORGED_CHUNK), timeout=10)
