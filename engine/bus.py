@@ -21,8 +21,17 @@ from typing import Any
 import zmq
 import zmq.backend
 
-from engine.protocol import Stamper, decode, encode
+from engine.connections import CLOSING, PeerWatch
+from engine.protocol import (
+    MAX_SUBSCRIPTION_BYTES,
+    MAX_SUBSCRIPTION_BYTES_PER_PEER,
+    MAX_SUBSCRIPTIONS_PER_PEER,
+    Stamper,
+    decode,
+    encode,
+)
 from engine.security import CurveClient, CurveServer, apply_client
+from engine.subscriptions import SubscriptionBudget
 
 _INPROC_CONTROL = "inproc://bus-control"
 # A plain int: pyzmq's send_multipart and enum flags cost several µs per message in Python.
@@ -30,6 +39,10 @@ _SNDMORE = int(zmq.SNDMORE)
 # pyzmq's compiled send, without the pure-Python wrapper that ``zmq.Socket.send`` puts around it
 # for DRAFT routing ids and groups: a third of the cost per frame.
 _compiled_send = zmq.backend.Socket.send
+# Subscription notices read per call: enough to keep up with a connection's queue
+# (SUBSCRIPTION_QUEUE) several times over, few enough (~1 ms) not to hold up ticks.
+SUBSCRIPTION_DRAIN = 1000
+SUBSCRIPTION_QUEUE = 100
 
 
 class BusError(RuntimeError):
@@ -125,9 +138,11 @@ class EmbeddedBus:
                  curve: CurveServer | None = None) -> None:
         self.xsub = ctx.socket(zmq.XSUB)
         self.xpub = ctx.socket(zmq.XPUB)
+        self.subscribers: PeerWatch | None = None
         try:
             self.xsub.rcvhwm = hwm
             self.xpub.sndhwm = hwm
+            bound_subscriptions(self.xpub)
             for sock in (self.xsub, self.xpub):
                 sock.linger = 0
                 if curve is not None:
@@ -137,6 +152,12 @@ class EmbeddedBus:
         except Exception:
             self.close()
             raise
+        # What a subscriber may send unread: its whole subscription budget, with framing.
+        self.subscribers = PeerWatch(self.xpub, "bus subscribers' endpoint",
+                                     MAX_SUBSCRIPTION_BYTES_PER_PEER + 16 * MAX_SUBSCRIPTIONS_PER_PEER,
+                                     curve is not None)
+        self.subscriptions = SubscriptionBudget()
+        self.subscriptions_refused = 0
         # Other publishers send everything: the engine caches their last values for snapshots,
         # and they publish little. Subscribers' own filters still apply at the XPUB side.
         self.xsub.send(b"\x01")
@@ -148,15 +169,62 @@ class EmbeddedBus:
             self.xpub.send_multipart(frames)
         return messages
 
-    def drain_subscriptions(self) -> None:
-        """Discard the (un)subscribe notices XPUB queues: libzmq applies them itself, and an
-        unread queue would only grow."""
-        while self.xpub.poll(0):
-            self.xpub.recv(zmq.NOBLOCK)
+    def drain_subscriptions(self, limit: int = SUBSCRIPTION_DRAIN) -> int:
+        """Account up to ``limit`` of the (un)subscribe notices XPUB queues, closing each
+        connection that goes over the subscription budget; returns how many were read.
+
+        libzmq has applied a subscription by the time its notice is read: a connection over
+        budget is closed, which removes all of its subscriptions.
+        """
+        watch, budget = self.subscribers, self.subscriptions
+        for fd in watch.events():
+            budget.forget(fd)
+        read = 0
+        while read < limit:
+            try:
+                frame = self.xpub.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            read += 1
+            fd = watch.read(frame)
+            if fd == CLOSING:
+                continue
+            notice = frame.bytes
+            if notice[:1] == b"\x01":
+                over = budget.subscribe(fd, notice[1:])
+                if over is not None:
+                    self._refuse(*over)
+            elif notice[:1] == b"\x00":
+                budget.unsubscribe(fd, notice[1:])
+        return read
+
+    def _refuse(self, fd: int | None, why: str) -> None:
+        self.subscriptions_refused += 1
+        if fd is not None:  # a connection without a descriptor is in-process: ours
+            self.subscriptions.forget(fd)
+            self.subscribers.close(fd, f"subscriptions over the budget: {why}")
+
+    def watch_subscribers(self) -> None:
+        """Close subscriber connections that sent more than the budget without it being read
+        (a multipart message libzmq is still assembling)."""
+        self.subscribers.check()
 
     def close(self) -> None:
+        if self.subscribers is not None:
+            self.subscribers.stop()
         self.xsub.close(0)
         self.xpub.close(0)
+
+
+def bound_subscriptions(xpub: zmq.Socket) -> None:
+    """XPUB options that bound what subscribers can make it store: every (un)subscribe is
+    reported (for the budget), a longer frame than a prefix of ``MAX_SUBSCRIPTION_BYTES``
+    closes the connection before libzmq stores it, and each connection's unread notices wait
+    in a short queue (the rest in its TCP buffers)."""
+    xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+    # A ZMTP 3.1 SUBSCRIBE command is the prefix plus 10 bytes ("\x09SUBSCRIBE").
+    xpub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES + 10)
+    xpub.rcvhwm = SUBSCRIPTION_QUEUE
 
 
 def recv_waiting(sock: zmq.Socket, limit: int) -> list[list[bytes]]:

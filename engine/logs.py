@@ -23,3 +23,26 @@ def setup_logging(level: str = "INFO", log_file: str = "") -> None:
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+class RateLimitedLog:
+    """Warnings about bad input, at most one per kind every ``interval_s``, each saying how
+    many of that kind went unlogged since the last: a flood costs a line a second, never a
+    line (or a traceback) per packet."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 1.0) -> None:
+        self._log = logger
+        self._interval = interval_s
+        self._last: dict[str, tuple[float, int]] = {}  # kind -> (logged at, unlogged since)
+
+    def warning(self, kind: str, msg: str, *args: object, exc_info: bool = False) -> bool:
+        """Log ``msg % args`` unless ``kind`` was logged within the interval; True if logged."""
+        now = time.monotonic()
+        logged_at, unlogged = self._last.get(kind, (-self._interval, 0))
+        if now - logged_at < self._interval:
+            self._last[kind] = (logged_at, unlogged + 1)
+            return False
+        self._last[kind] = (now, 0)
+        self._log.warning(msg + (f" (and {unlogged} more since the last report)" if unlogged else ""), *args,
+                          exc_info=exc_info)
+        return True

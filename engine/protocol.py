@@ -175,6 +175,29 @@ class Stamper:
 # ``{"ok": False, "error": {"code": ..., "message": ...}}``.
 RPC_OPS = ("symbols", "tick", "candles", "book", "account", "snapshot", "health")
 MAX_REQUEST_BYTES = 64 * 1024
+# A request is the client's envelope (REQ's empty delimiter, a proxy's routing ids) and a body:
+# more frames, or envelope frames longer than a routing id, are refused with bad_request.
+MAX_REQUEST_FRAMES = 8
+MAX_ENVELOPE_FRAME_BYTES = 255
+# ZMQ_MAXMSGSIZE on the RPC socket: a longer frame closes the connection inside libzmq before it
+# is stored; shorter oversize requests still get a bad_request reply.
+MAX_REQUEST_FRAME_BYTES = 16 * MAX_REQUEST_BYTES
+# Replies queued for one client (ZMQ_SNDHWM): a client that does not read them loses the next
+# ones (counted as rpc_replies_dropped) instead of the engine holding them.
+MAX_QUEUED_REPLIES = 8
+# Bytes a client may have sent that the engine has not yet read as whole requests (libzmq holds
+# a multipart message until its last frame arrives, whatever its frame count); over it, the
+# connection is closed. Linux only (TCP_INFO).
+MAX_UNREAD_BYTES = 16 * 1024 * 1024
+
+# Bus subscriptions, per connection to the subscribers' endpoint. libzmq keeps subscriptions in
+# a trie costing about 47 bytes per prefix byte, so they are bounded in length (ZMQ_MAXMSGSIZE:
+# a longer one closes the connection inside libzmq before it is stored), in number and bytes per
+# connection, and in bytes for all connections together.
+MAX_SUBSCRIPTION_BYTES = 256
+MAX_SUBSCRIPTIONS_PER_PEER = 1000
+MAX_SUBSCRIPTION_BYTES_PER_PEER = 64 * 1024
+MAX_SUBSCRIPTION_BYTES_TOTAL = 2 * 1024 * 1024
 
 
 class ErrorCode:

@@ -58,6 +58,9 @@ DELIVERY_NS = 250_000
 # Topics other publishers put on the bus that the engine caches for `snapshot`.
 FOREIGN_PREFIXES = (f"{INDICATOR}:".encode(), f"{HEALTH}:".encode())
 FOREIGN_DRAIN = 1000
+# How often the RPC's and the bus subscribers' connections are checked for unread bytes over
+# their bound (a multipart message libzmq holds until it is whole).
+PEER_WATCH_MS = 10
 
 
 PR_SET_TIMERSLACK = 29  # <linux/prctl.h>
@@ -229,7 +232,7 @@ class EngineService:
             [0, cfg.account_interval_ms, self._publish_account],
             [0, cfg.summary_interval_ms, self._publish_summary],
         ]
-        next_housekeeping = sent_ns = 0
+        next_housekeeping = next_peer_watch = sent_ns = 0
         while not self._stop.is_set():
             now_ns = time.time_ns()
             now = now_ns // 1_000_000
@@ -243,6 +246,11 @@ class EngineService:
                 if now >= next_housekeeping:
                     next_housekeeping = now + HOUSEKEEPING_MS
                     self._housekeeping(now, periodic)
+                if now >= next_peer_watch:
+                    next_peer_watch = now + PEER_WATCH_MS
+                    self._rpc.watch_clients()
+                    if bus is not None:
+                        bus.watch_subscribers()
                 deadline_ns = min(deadline_ns, next_housekeeping * 1_000_000)
                 if tick_wait and self._prefetch_fits(deadline_ns, now):
                     source.prefetch()
@@ -409,6 +417,20 @@ class EngineService:
             "late_ticks": sum(a.late_ticks for a in self._aggs.values()),
             "rpc_requests": rpc.requests if rpc else 0,
             "rpc_errors": rpc.errors if rpc else 0,
+            **self._peer_health(),
+        }
+
+    def _peer_health(self) -> dict[str, int]:
+        """What hostile or broken clients cost: requests refused, replies dropped, subscriptions
+        refused, connections closed by the engine."""
+        server, bus = self._rpc, self._bus
+        return {
+            "rpc_requests_refused": server.refused if server else 0,
+            "rpc_replies_dropped": server.replies_dropped if server else 0,
+            "rpc_connections_closed": server.clients.closed if server else 0,
+            "bus_subscriptions_refused": bus.subscriptions_refused if bus else 0,
+            "bus_subscription_bytes": bus.subscriptions.total if bus else 0,
+            "bus_connections_closed": bus.subscribers.closed if bus else 0,
         }
 
     def symbol_infos(self) -> list[dict[str, Any]]:

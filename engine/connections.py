@@ -1,0 +1,175 @@
+"""The TCP connections of a bound ZeroMQ socket: which message came from which, what each has
+sent that the engine has not read yet, and closing one.
+
+ZeroMQ has no per-connection limits and no call to close one peer of a bound socket. What libzmq
+4.3 does expose: every received frame carries its connection's socket descriptor (the private
+``__fd`` property behind the deprecated ``ZMQ_SRCFD``), and a monitor reports each connection
+accepted and closed with that descriptor. ``shutdown()`` on the descriptor then makes libzmq drop
+the connection as if the peer had left: its subscriptions, queued messages and half-received
+multipart message are freed.
+
+A multipart message is held by libzmq until its last frame arrives, so the engine cannot refuse
+it frame by frame; instead ``PeerWatch.check`` compares each connection's received bytes
+(``TCP_INFO``, Linux) with the bytes the engine has read from it, and closes a connection
+whose unread bytes pass a bound.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import socket
+import sys
+import time
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+from engine.logs import RateLimitedLog
+
+log = logging.getLogger("engine.connections")
+
+_IPPROTO_TCP, _TCP_INFO = 6, 11
+_BYTES_RECEIVED = slice(128, 136)  # tcpi_bytes_received in struct tcp_info (Linux >= 4.1)
+_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+# Unread bytes allowed per second of a connection's life on top of the bound, for what the
+# engine never reads as messages (the greeting, heartbeats), so a long-lived client never
+# reaches the bound on those alone.
+UNREAD_DRIFT_PER_S = 64
+CLOSING = -1  # PeerWatch.read: the frame came from a connection the engine is closing
+CURVE_FRAME_OVERHEAD = 33  # a CURVE MESSAGE command: name, nonce, MAC and flags
+
+
+def frame_fd(frame: zmq.Frame) -> int | None:
+    """The socket descriptor of the TCP (or IPC) connection ``frame`` came in on; None for
+    frames without one (inproc, or made by the socket itself like a ROUTER's routing id)."""
+    try:
+        fd = frame.get("__fd")
+    except zmq.ZMQError:
+        return None
+    return int(fd) if fd is not None else None
+
+
+def wire_bytes(size: int, curve: bool = False) -> int:
+    """The bytes a ZMTP 3 frame with a ``size``-byte body takes on the wire."""
+    if curve:
+        size += CURVE_FRAME_OVERHEAD
+    return size + (2 if size <= 255 else 9)
+
+
+def tcp_bytes_received(fd: int) -> int | None:
+    """Bytes the kernel has received on ``fd`` (None off Linux or when ``fd`` is no TCP socket)."""
+    if _libc is None:
+        return None
+    buf = ctypes.create_string_buffer(_BYTES_RECEIVED.stop)
+    size = ctypes.c_uint32(_BYTES_RECEIVED.stop)
+    if _libc.getsockopt(fd, _IPPROTO_TCP, _TCP_INFO, buf, ctypes.byref(size)) != 0 \
+            or size.value < _BYTES_RECEIVED.stop:
+        return None
+    return int.from_bytes(buf.raw[_BYTES_RECEIVED], sys.byteorder)
+
+
+def unread_over(received: int, read: int, age_s: float, bound: int) -> bool:
+    """Whether a connection's bytes received but not read as messages pass ``bound``."""
+    return received - read > bound + UNREAD_DRIFT_PER_S * age_s
+
+
+def shutdown_connection(fd: int, local_port: int) -> bool:
+    """Shut down the TCP connection on ``fd`` if it is one accepted on ``local_port``; libzmq,
+    which owns the descriptor, then closes it. Never closes ``fd`` itself."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return False
+    try:
+        if sock.getsockname()[1] != local_port:
+            return False  # the descriptor was closed and reused by something else
+        sock.shutdown(socket.SHUT_RDWR)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.detach()
+
+
+class PeerWatch:
+    """The connections accepted on one bound socket, the bytes read from each, and closing them.
+
+    ``events()`` must run before the socket's messages are read each turn: a descriptor closed
+    and reused by a new connection is then known as new before its first message is read.
+    """
+
+    def __init__(self, sock: zmq.Socket, what: str, max_unread: int, curve: bool = False) -> None:
+        self.what = what
+        self.max_unread = max_unread
+        self._curve = curve
+        self._port = _bound_port(sock)
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self._sock = sock
+        # fd -> [accepted at (monotonic s), bytes read from it]
+        self._open: dict[int, list[float]] = {}
+        self._closing: set[int] = set()  # shut down by the engine, not yet closed by libzmq
+        self.closed = 0  # connections the engine closed
+        self._log = RateLimitedLog(log)
+
+    def events(self) -> list[int]:
+        """Take the monitor's news; returns the descriptors whose connection ended (or whose
+        number now belongs to a new connection), for the caller to forget."""
+        gone = []
+        while True:
+            try:
+                event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
+            except zmq.Again:
+                return gone
+            fd = int(event["value"])
+            gone.append(fd)
+            self._closing.discard(fd)
+            if event["event"] == zmq.EVENT_ACCEPTED:
+                self._open[fd] = [time.monotonic(), 0]
+            else:
+                self._open.pop(fd, None)
+
+    def read(self, frame: zmq.Frame) -> int | None:
+        """Count ``frame`` as read from its connection; returns that connection's descriptor,
+        None when it has none, ``CLOSING`` when the engine is closing it (ignore the frame)."""
+        fd = frame_fd(frame)
+        if fd is None:
+            return None
+        if fd in self._closing:
+            return CLOSING
+        account = self._open.get(fd)
+        if account is None:  # its ACCEPTED event is not in yet
+            account = self._open[fd] = [time.monotonic(), 0]
+        account[1] += wire_bytes(len(frame), self._curve)
+        return fd
+
+    def check(self) -> None:
+        """Close every connection with more than ``max_unread`` bytes received but not read."""
+        if _libc is None:
+            return
+        now = time.monotonic()
+        for fd, (since, read) in list(self._open.items()):
+            received = tcp_bytes_received(fd)
+            if received is not None and unread_over(received, read, now - since, self.max_unread):
+                self.close(fd, f"{received - read} bytes unread (limit {self.max_unread})")
+
+    def close(self, fd: int, why: str) -> None:
+        """Close the connection on ``fd``; logged at most once a second, counted always."""
+        self._open.pop(fd, None)
+        if fd in self._closing or not shutdown_connection(fd, self._port):
+            return
+        self._closing.add(fd)
+        self.closed += 1
+        self._log.warning("closed", "closed a connection to the %s: %s", self.what, why)
+
+    def stop(self) -> None:
+        if not self._sock.closed:  # closing the socket ends its monitor too
+            self._sock.disable_monitor()
+        self._monitor.close(0)
+
+
+def _bound_port(sock: zmq.Socket) -> int:
+    endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    try:
+        return int(endpoint.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return -1  # not TCP: nothing here is ever closed
