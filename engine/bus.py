@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 import zmq.backend
 
-from engine.connections import CLOSING, PeerWatch
+from engine.connections import CLOSING, PeerWatch, copying_socket
 from engine.protocol import (
     MAX_SUBSCRIPTION_BYTES,
     MAX_SUBSCRIPTION_BYTES_PER_PEER,
@@ -137,7 +137,7 @@ class EmbeddedBus:
     def __init__(self, ctx: zmq.Context, sub_endpoint: str, pub_endpoint: str, hwm: int = 100_000,
                  curve: CurveServer | None = None) -> None:
         self.xsub = ctx.socket(zmq.XSUB)
-        self.xpub = ctx.socket(zmq.XPUB)
+        self.xpub = copying_socket(ctx, zmq.XPUB)
         self.subscribers: PeerWatch | None = None
         try:
             self.xsub.rcvhwm = hwm

@@ -191,13 +191,14 @@ MAX_QUEUED_REPLIES = 8
 MAX_UNREAD_BYTES = 16 * 1024 * 1024
 
 # Bus subscriptions, per connection to the subscribers' endpoint. libzmq keeps subscriptions in
-# a trie costing about 47 bytes per prefix byte, so they are bounded in length (ZMQ_MAXMSGSIZE:
-# a longer one closes the connection inside libzmq before it is stored), in number and bytes per
-# connection, and in bytes for all connections together.
-MAX_SUBSCRIPTION_BYTES = 256
+# a trie costing about 47 bytes per prefix byte, and walks all of it each time a subscriber
+# leaves, so they are bounded in length (ZMQ_MAXMSGSIZE: a longer one closes the connection
+# inside libzmq before it is stored), in number and bytes per connection, and in bytes for all
+# connections together (a trie of at most ~12 MB).
+MAX_SUBSCRIPTION_BYTES = 128
 MAX_SUBSCRIPTIONS_PER_PEER = 1000
-MAX_SUBSCRIPTION_BYTES_PER_PEER = 64 * 1024
-MAX_SUBSCRIPTION_BYTES_TOTAL = 2 * 1024 * 1024
+MAX_SUBSCRIPTION_BYTES_PER_PEER = 16 * 1024
+MAX_SUBSCRIPTION_BYTES_TOTAL = 64 * 1024
 
 
 class ErrorCode:

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import zmq
 
-from engine.connections import CLOSING, PeerWatch
+from engine.connections import CLOSING, PeerWatch, copying_socket
 from engine.logs import RateLimitedLog
 from engine.protocol import (
     MAX_ENVELOPE_FRAME_BYTES,
@@ -195,7 +195,7 @@ class RpcServer:
     def __init__(self, ctx: zmq.Context, endpoint: str, handler: RpcHandler,
                  curve: CurveServer | None = None) -> None:
         self.handler = handler
-        self.socket = ctx.socket(zmq.ROUTER)
+        self.socket = copying_socket(ctx, zmq.ROUTER)
         self.socket.linger = 0
         if curve is not None:
             curve.apply(self.socket)
