@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 import zmq.backend
 
-from engine.connections import CLOSING, PeerWatch, copying_socket
+from engine.connections import ENDED, PeerWatch, copying_socket
 from engine.protocol import (
     MAX_SUBSCRIPTION_BYTES,
     MAX_SUBSCRIPTION_BYTES_PER_PEER,
@@ -152,12 +152,12 @@ class EmbeddedBus:
         except Exception:
             self.close()
             raise
+        self.subscriptions = SubscriptionBudget()
+        self.subscriptions_refused = 0
         # What a subscriber may send unread: its whole subscription budget, with framing.
         self.subscribers = PeerWatch(self.xpub, "bus subscribers' endpoint",
                                      MAX_SUBSCRIPTION_BYTES_PER_PEER + 16 * MAX_SUBSCRIPTIONS_PER_PEER,
-                                     curve is not None)
-        self.subscriptions = SubscriptionBudget()
-        self.subscriptions_refused = 0
+                                     curve is not None, on_gone=self.subscriptions.forget)
         # Other publishers send everything: the engine caches their last values for snapshots,
         # and they publish little. Subscribers' own filters still apply at the XPUB side.
         self.xsub.send(b"\x01")
@@ -177,8 +177,7 @@ class EmbeddedBus:
         budget is closed, which removes all of its subscriptions.
         """
         watch, budget = self.subscribers, self.subscriptions
-        for fd in watch.events():
-            budget.forget(fd)
+        watch.events()
         read = 0
         while read < limit:
             try:
@@ -187,7 +186,7 @@ class EmbeddedBus:
                 break
             read += 1
             fd = watch.read(frame)
-            if fd == CLOSING:
+            if fd == ENDED:
                 continue
             notice = frame.bytes
             if notice[:1] == b"\x01":

@@ -6,7 +6,8 @@ ZeroMQ has no per-connection limits and no call to close one peer of a bound soc
 ``__fd`` property behind the deprecated ``ZMQ_SRCFD``), and a monitor reports each connection
 accepted and closed with that descriptor. ``shutdown()`` on the descriptor then makes libzmq drop
 the connection as if the peer had left: its subscriptions, queued messages and half-received
-multipart message are freed.
+multipart message are freed. ``TCP_INFO`` (Linux) tells how many bytes each connection has
+received and sent, against which the engine's own counts of what it read and sent are kept.
 
 A multipart message is held by libzmq until its last frame arrives, so the engine cannot refuse
 it frame by frame; instead ``PeerWatch.check`` compares each connection's received bytes
@@ -20,6 +21,8 @@ import logging
 import socket
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -29,16 +32,19 @@ from engine.logs import RateLimitedLog
 log = logging.getLogger("engine.connections")
 
 _IPPROTO_TCP, _TCP_INFO = 6, 11
-_BYTES_RECEIVED = slice(128, 136)  # tcpi_bytes_received in struct tcp_info (Linux >= 4.1)
+# In struct tcp_info (Linux >= 4.1): tcpi_bytes_acked (what the peer has received of what was
+# sent), then tcpi_bytes_received.
+_BYTES_ACKED, _BYTES_RECEIVED = slice(120, 128), slice(128, 136)
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_tcp_info = ctypes.create_string_buffer(_BYTES_RECEIVED.stop)  # one thread (the engine's) reads it
 # Unread bytes allowed per second of a connection's life on top of the bound, for what the
 # engine never reads as messages (the greeting, heartbeats), so a long-lived client never
 # reaches the bound on those alone.
 UNREAD_DRIFT_PER_S = 64
 _ZERO_COPY_RECV = 10  # zmq.h's ZMQ_ZERO_COPY_RECV; pyzmq does not name it
-CLOSING = -1  # PeerWatch.read: the frame came from a connection the engine is closing
+ENDED = -1  # PeerWatch.read: the frame came from a connection closed by the engine or ended
 CURVE_FRAME_OVERHEAD = 33  # a CURVE MESSAGE command: name, nonce, MAC and flags
-TRIM_INTERVAL_S = 1.0  # release_freed_memory after closing connections, at most this often
+TRIM_INTERVAL_S = 1.0  # release_freed_memory after connections end, at most this often
 
 
 def copying_socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
@@ -82,16 +88,17 @@ def wire_bytes(size: int, curve: bool = False) -> int:
     return size + (2 if size <= 255 else 9)
 
 
-def tcp_bytes_received(fd: int) -> int | None:
-    """Bytes the kernel has received on ``fd`` (None off Linux or when ``fd`` is no TCP socket)."""
+def tcp_bytes(fd: int) -> tuple[int, int] | None:
+    """``(acked, received)``: the bytes the peer on ``fd`` has received from us, and we from it
+    (None off Linux or when ``fd`` is no TCP socket)."""
     if _libc is None:
         return None
-    buf = ctypes.create_string_buffer(_BYTES_RECEIVED.stop)
     size = ctypes.c_uint32(_BYTES_RECEIVED.stop)
-    if _libc.getsockopt(fd, _IPPROTO_TCP, _TCP_INFO, buf, ctypes.byref(size)) != 0 \
+    if _libc.getsockopt(fd, _IPPROTO_TCP, _TCP_INFO, _tcp_info, ctypes.byref(size)) != 0 \
             or size.value < _BYTES_RECEIVED.stop:
         return None
-    return int.from_bytes(buf.raw[_BYTES_RECEIVED], sys.byteorder)
+    raw = _tcp_info.raw
+    return int.from_bytes(raw[_BYTES_ACKED], sys.byteorder), int.from_bytes(raw[_BYTES_RECEIVED], sys.byteorder)
 
 
 def unread_over(received: int, read: int, age_s: float, bound: int) -> bool:
@@ -117,80 +124,105 @@ def shutdown_connection(fd: int, local_port: int) -> bool:
         sock.detach()
 
 
+@dataclass
+class _Connection:
+    since: float  # accepted at (monotonic s)
+    read: int = 0  # bytes of the frames the engine has read from it
+    sent: int = 0  # ... and sent to it
+
+
 class PeerWatch:
     """The connections accepted on one bound socket, the bytes read from each, and closing them.
 
     ``events()`` must run before the socket's messages are read each turn: a descriptor closed
     and reused by a new connection is then known as new before its first message is read.
+    ``on_gone(fd)`` is called for each connection that ended (or whose descriptor now belongs
+    to a new one).
     """
 
-    def __init__(self, sock: zmq.Socket, what: str, max_unread: int, curve: bool = False) -> None:
+    def __init__(self, sock: zmq.Socket, what: str, max_unread: int, curve: bool = False,
+                 on_gone: Callable[[int], None] | None = None) -> None:
         self.what = what
         self.max_unread = max_unread
         self._curve = curve
+        self._on_gone = on_gone
         self._port = _bound_port(sock)
         self._monitor = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
         self._sock = sock
-        # fd -> [accepted at (monotonic s), bytes read from it]
-        self._open: dict[int, list[float]] = {}
-        self._closing: set[int] = set()  # shut down by the engine, not yet closed by libzmq
+        self._open: dict[int, _Connection] = {}
+        # Descriptors of connections the engine closed or that ended: what libzmq still had
+        # queued from them is ignored, until the descriptor is accepted again.
+        self._ended: set[int] = set()
         self._trim_due, self._next_trim = False, 0.0
         self.closed = 0  # connections the engine closed
         self._log = RateLimitedLog(log)
 
-    def events(self) -> list[int]:
-        """Take the monitor's news; returns the descriptors whose connection ended (or whose
-        number now belongs to a new connection), for the caller to forget."""
-        gone = []
+    def events(self) -> None:
+        """Take the monitor's news of connections accepted and ended."""
         while True:
             try:
                 event = parse_monitor_message(self._monitor.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 break
             fd = int(event["value"])
-            gone.append(fd)
-            if fd in self._closing:
-                self._closing.discard(fd)
-                self._trim_due = True
+            if self._on_gone is not None:
+                self._on_gone(fd)
             if event["event"] == zmq.EVENT_ACCEPTED:
-                self._open[fd] = [time.monotonic(), 0]
+                self._ended.discard(fd)
+                self._open[fd] = _Connection(time.monotonic())
             else:
+                self._ended.add(fd)
                 self._open.pop(fd, None)
+                self._trim_due = True  # what libzmq held for it is freed now
         if self._trim_due and time.monotonic() >= self._next_trim:
             self._trim_due, self._next_trim = False, time.monotonic() + TRIM_INTERVAL_S
             release_freed_memory()
-        return gone
 
     def read(self, frame: zmq.Frame) -> int | None:
         """Count ``frame`` as read from its connection; returns that connection's descriptor,
-        None when it has none, ``CLOSING`` when the engine is closing it (ignore the frame)."""
+        None when it has none, ``ENDED`` when the engine closed it or it ended (ignore the frame)."""
         fd = frame_fd(frame)
         if fd is None:
             return None
-        if fd in self._closing:
-            return CLOSING
-        account = self._open.get(fd)
-        if account is None:  # its ACCEPTED event is not in yet
-            account = self._open[fd] = [time.monotonic(), 0]
-        account[1] += wire_bytes(len(frame), self._curve)
+        if fd in self._ended:
+            return ENDED
+        connection = self._open.get(fd)
+        if connection is None:  # its ACCEPTED event is not in yet
+            connection = self._open[fd] = _Connection(time.monotonic())
+        connection.read += wire_bytes(len(frame), self._curve)
         return fd
+
+    def sent(self, fd: int, frames: list[bytes]) -> None:
+        """Count ``frames`` as sent to the connection on ``fd``."""
+        connection = self._open.get(fd)
+        if connection is not None:
+            connection.sent += sum(wire_bytes(len(f), self._curve) for f in frames)
+
+    def unsent(self, fd: int) -> int:
+        """Bytes sent to the connection on ``fd`` that its peer has not received yet (waiting
+        in libzmq and in the kernel); 0 when unknown."""
+        connection = self._open.get(fd)
+        counts = tcp_bytes(fd) if connection is not None else None
+        return 0 if counts is None else max(0, connection.sent - counts[0])
 
     def check(self) -> None:
         """Close every connection with more than ``max_unread`` bytes received but not read."""
+        self.events()  # a connection that never completes a message is known from its ACCEPTED
         if _libc is None:
             return
         now = time.monotonic()
-        for fd, (since, read) in list(self._open.items()):
-            received = tcp_bytes_received(fd)
-            if received is not None and unread_over(received, read, now - since, self.max_unread):
-                self.close(fd, f"{received - read} bytes unread (limit {self.max_unread})")
+        for fd, connection in list(self._open.items()):
+            counts = tcp_bytes(fd)
+            if counts is not None and unread_over(counts[1], connection.read, now - connection.since,
+                                                  self.max_unread):
+                self.close(fd, f"{counts[1] - connection.read} bytes unread (limit {self.max_unread})")
 
     def close(self, fd: int, why: str) -> None:
-        """Close the connection on ``fd``; logged at most once a second, counted always."""
+        """Close the connection on ``fd``: counted always, logged at a bounded rate."""
         self._open.pop(fd, None)
-        if fd in self._closing or not shutdown_connection(fd, self._port):
+        if fd in self._ended or not shutdown_connection(fd, self._port):
             return
-        self._closing.add(fd)
+        self._ended.add(fd)
         self.closed += 1
         self._log.warning("closed", "closed a connection to the %s: %s", self.what, why)
 

@@ -182,9 +182,12 @@ MAX_ENVELOPE_FRAME_BYTES = 255
 # ZMQ_MAXMSGSIZE on the RPC socket: a longer frame closes the connection inside libzmq before it
 # is stored; shorter oversize requests still get a bad_request reply.
 MAX_REQUEST_FRAME_BYTES = 16 * MAX_REQUEST_BYTES
-# Replies queued for one client (ZMQ_SNDHWM): a client that does not read them loses the next
-# ones (counted as rpc_replies_dropped) instead of the engine holding them.
-MAX_QUEUED_REPLIES = 8
+# Replies waiting for one client to read them, in bytes (what the engine has sent that the
+# client's side has not received: in libzmq and in the kernel) and in number (ZMQ_SNDHWM).
+# Over either, its next replies are dropped (counted as rpc_replies_dropped) until it reads;
+# one reply is always sent to a client with nothing waiting, however large.
+MAX_QUEUED_REPLY_BYTES = 4 * 1024 * 1024
+MAX_QUEUED_REPLIES = 1000
 # Bytes a client may have sent that the engine has not yet read as whole requests (libzmq holds
 # a multipart message until its last frame arrives, whatever its frame count); over it, the
 # connection is closed. Linux only (TCP_INFO).

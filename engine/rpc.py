@@ -12,11 +12,12 @@ from typing import Any, Protocol
 
 import zmq
 
-from engine.connections import CLOSING, PeerWatch, copying_socket
+from engine.connections import ENDED, PeerWatch, copying_socket
 from engine.logs import RateLimitedLog
 from engine.protocol import (
     MAX_ENVELOPE_FRAME_BYTES,
     MAX_QUEUED_REPLIES,
+    MAX_QUEUED_REPLY_BYTES,
     MAX_REQUEST_BYTES,
     MAX_REQUEST_FRAME_BYTES,
     MAX_REQUEST_FRAMES,
@@ -39,8 +40,8 @@ MAX_SNAPSHOT_MESSAGES = 50_000
 MAX_REQUESTS_PER_TURN = 64
 TURN_BUDGET_S = 0.005
 # A client whose reply queue was full has its requests dropped unserved for this long (serving
-# them would cost the engine's time for replies that cannot be queued); at most this many such
-# clients are remembered.
+# them would cost the engine's time for replies that cannot be queued, and asking the kernel
+# what it has received costs a system call); at most this many such clients are remembered.
 STALLED_S = 0.1
 MAX_STALLED_CLIENTS = 10_000
 
@@ -188,8 +189,8 @@ class RpcServer:
     the connection inside libzmq), requests of at most ``MAX_REQUEST_FRAMES`` frames and
     ``MAX_REQUEST_BYTES`` of body (else a bad_request reply that echoes none of it), at most
     ``MAX_UNREAD_BYTES`` sent and not yet read (a multipart message still arriving counts; over
-    it the connection is closed), and ``MAX_QUEUED_REPLIES`` replies waiting to be read (the
-    next ones are dropped and counted until the client reads).
+    it the connection is closed), and ``MAX_QUEUED_REPLY_BYTES`` or ``MAX_QUEUED_REPLIES`` of
+    replies waiting to be read (the next ones are dropped and counted until the client reads).
     """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, handler: RpcHandler,
@@ -226,14 +227,16 @@ class RpcServer:
             if request is None:
                 break
             served += 1
-            envelope, body = request
+            envelope, body, fd = request
             if body is not None:
-                self._reply(envelope, self.handler.handle(body) if self._may_serve(envelope[0]) else None)
+                reply = self.handler.handle(body) if self._may_serve(envelope[0], fd) else None
+                self._reply(envelope, reply, fd)
         return served
 
-    def _read_request(self) -> tuple[list[bytes], bytes | None] | None:
-        """The next request as ``(envelope, body)``, its frames read one by one and kept only
-        within the caps; body None for a request already answered (refused) or dropped."""
+    def _read_request(self) -> tuple[list[bytes], bytes | None, int | None] | None:
+        """The next request as ``(envelope, body, connection's descriptor)``, its frames read
+        one by one and kept only within the caps; body None for a request already answered
+        (refused) or to ignore (from a connection being closed)."""
         sock = self.socket
         try:
             frame = sock.recv(zmq.NOBLOCK, copy=False)
@@ -241,17 +244,17 @@ class RpcServer:
             return None
         routing_id = frame.bytes  # made by the ROUTER: not from the wire
         frames: list[zmq.Frame] = []
-        count, size, closing, more = 1, 0, False, frame.more
+        count, size, fd, more = 0, 0, None, frame.more  # count and size: of the frames sent
         while more:
             frame = sock.recv(copy=False)  # the rest of a message is there once its first frame is
             more = frame.more
             count += 1
             size += len(frame)
-            closing = self.clients.read(frame) == CLOSING or closing
+            fd = self.clients.read(frame)
             if count <= MAX_REQUEST_FRAMES:
                 frames.append(frame)
-        if closing or not frames:
-            return [routing_id], None
+        if fd == ENDED or not frames:
+            return [routing_id], None, None
         envelope = [routing_id, *(f.bytes for f in frames[:-1])]
         if count > MAX_REQUEST_FRAMES or any(len(f) > MAX_ENVELOPE_FRAME_BYTES for f in envelope[1:]):
             self.refused += 1
@@ -261,34 +264,42 @@ class RpcServer:
                               MAX_ENVELOPE_FRAME_BYTES)
             error = RpcError(ErrorCode.BAD_REQUEST, f"a request is at most {MAX_REQUEST_FRAMES} frames, "
                                                     f"envelope frames of {MAX_ENVELOPE_FRAME_BYTES} bytes")
-            self._reply([routing_id, b""], encode(error.to_reply()))
-            return [routing_id], None
-        return envelope, frames[-1].bytes
+            self._reply([routing_id, b""], encode(error.to_reply()), fd)
+            return [routing_id], None, None
+        return envelope, frames[-1].bytes, fd
 
-    def _may_serve(self, routing_id: bytes) -> bool:
-        """False while the client's reply queue was lately full: its request is dropped unserved."""
+    def _may_serve(self, routing_id: bytes, fd: int | None) -> bool:
+        """False while the client does not read its replies: its request is dropped unserved."""
         until = self._stalled.get(routing_id)
-        if until is None:
-            return True
-        if time.monotonic() < until:
+        if until is not None:
+            if time.monotonic() < until:
+                return False
+            del self._stalled[routing_id]
+        if fd is not None and self.clients.unsent(fd) > MAX_QUEUED_REPLY_BYTES:
+            self._stall(routing_id)
             return False
-        del self._stalled[routing_id]
         return True
 
-    def _reply(self, envelope: list[bytes], reply: bytes | None) -> None:
+    def _stall(self, routing_id: bytes) -> None:
+        if len(self._stalled) >= MAX_STALLED_CLIENTS:
+            self._stalled.clear()
+        self._stalled[routing_id] = time.monotonic() + STALLED_S
+
+    def _reply(self, envelope: list[bytes], reply: bytes | None, fd: int | None) -> None:
+        """Send ``reply`` (None: it was dropped unserved) unless the client's queue is full."""
         if reply is not None:
             try:
                 self.socket.send_multipart([*envelope, reply], zmq.NOBLOCK)
+                if fd is not None:
+                    self.clients.sent(fd, [*envelope[1:], reply])
                 return
-            except zmq.Again:  # its queue is full: it does not read its replies
-                if len(self._stalled) >= MAX_STALLED_CLIENTS:
-                    self._stalled.clear()
-                self._stalled[envelope[0]] = time.monotonic() + STALLED_S
+            except zmq.Again:  # MAX_QUEUED_REPLIES waiting: it does not read its replies
+                self._stall(envelope[0])
             except zmq.ZMQError:  # EHOSTUNREACH: gone since it asked
                 return
         self.replies_dropped += 1
-        self._log.warning("dropped", "dropped replies to a client that does not read them "
-                          "(queue of %d replies full)", MAX_QUEUED_REPLIES)
+        self._log.warning("dropped", "dropped replies to a client that does not read them (limits: %d "
+                          "bytes, %d replies waiting)", MAX_QUEUED_REPLY_BYTES, MAX_QUEUED_REPLIES)
 
     def watch_clients(self) -> None:
         """Close client connections with more than MAX_UNREAD_BYTES sent and not yet read."""

@@ -65,6 +65,3 @@ class SubscriptionBudget:
         """The peer is gone (libzmq dropped its subscriptions with its connection)."""
         self._held.pop(peer, None)
         self.total -= self._bytes.pop(peer, 0)
-
-    def held(self, peer: Hashable) -> int:
-        return len(self._held.get(peer, ()))
