@@ -23,8 +23,8 @@ import zmq.backend
 
 from engine.connections import ENDED, PeerWatch, copying_socket
 from engine.protocol import (
-    MAX_SUBSCRIPTION_BYTES,
     MAX_SUBSCRIPTION_BYTES_PER_PEER,
+    MAX_SUBSCRIPTION_FRAME_BYTES,
     MAX_SUBSCRIPTIONS_PER_PEER,
     Stamper,
     decode,
@@ -217,12 +217,11 @@ class EmbeddedBus:
 
 def bound_subscriptions(xpub: zmq.Socket) -> None:
     """XPUB options that bound what subscribers can make it store: every (un)subscribe is
-    reported (for the budget), a longer frame than a prefix of ``MAX_SUBSCRIPTION_BYTES``
-    closes the connection before libzmq stores it, and each connection's unread notices wait
-    in a short queue (the rest in its TCP buffers)."""
+    reported (for the budget), a frame over ``MAX_SUBSCRIPTION_FRAME_BYTES`` closes the
+    connection before libzmq stores it, and each connection's unread notices wait in a short
+    queue (the rest in its TCP buffers)."""
     xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
-    # A ZMTP 3.1 SUBSCRIBE command is the prefix plus 10 bytes ("\x09SUBSCRIBE").
-    xpub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES + 10)
+    xpub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_FRAME_BYTES)
     xpub.rcvhwm = SUBSCRIPTION_QUEUE
 
 

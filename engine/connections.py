@@ -6,13 +6,14 @@ ZeroMQ has no per-connection limits and no call to close one peer of a bound soc
 ``__fd`` property behind the deprecated ``ZMQ_SRCFD``), and a monitor reports each connection
 accepted and closed with that descriptor. ``shutdown()`` on the descriptor then makes libzmq drop
 the connection as if the peer had left: its subscriptions, queued messages and half-received
-multipart message are freed. ``TCP_INFO`` (Linux) tells how many bytes each connection has
-received and sent, against which the engine's own counts of what it read and sent are kept.
+multipart message are freed.
 
-A multipart message is held by libzmq until its last frame arrives, so the engine cannot refuse
-it frame by frame; instead ``PeerWatch.check`` compares each connection's received bytes
-(``TCP_INFO``, Linux) with the bytes the engine has read from it, and closes a connection
-whose unread bytes pass a bound.
+``TCP_INFO`` (Linux) tells how many bytes each connection has received and how many its peer
+has received from us; the engine keeps its own counts of what it read and sent beside them. A
+multipart message is held by libzmq until its last frame arrives, so the engine cannot refuse
+it frame by frame: ``PeerWatch.check`` closes a connection whose bytes received but not read
+pass a bound. ``PeerWatch.unsent`` is what waits for a client to read it, in libzmq and in the
+kernel.
 """
 from __future__ import annotations
 
@@ -36,7 +37,6 @@ _IPPROTO_TCP, _TCP_INFO = 6, 11
 # sent), then tcpi_bytes_received.
 _BYTES_ACKED, _BYTES_RECEIVED = slice(120, 128), slice(128, 136)
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-_tcp_info = ctypes.create_string_buffer(_BYTES_RECEIVED.stop)  # one thread (the engine's) reads it
 # Unread bytes allowed per second of a connection's life on top of the bound, for what the
 # engine never reads as messages (the greeting, heartbeats), so a long-lived client never
 # reaches the bound on those alone.
@@ -93,11 +93,12 @@ def tcp_bytes(fd: int) -> tuple[int, int] | None:
     (None off Linux or when ``fd`` is no TCP socket)."""
     if _libc is None:
         return None
+    info = ctypes.create_string_buffer(_BYTES_RECEIVED.stop)
     size = ctypes.c_uint32(_BYTES_RECEIVED.stop)
-    if _libc.getsockopt(fd, _IPPROTO_TCP, _TCP_INFO, _tcp_info, ctypes.byref(size)) != 0 \
+    if _libc.getsockopt(fd, _IPPROTO_TCP, _TCP_INFO, info, ctypes.byref(size)) != 0 \
             or size.value < _BYTES_RECEIVED.stop:
         return None
-    raw = _tcp_info.raw
+    raw = info.raw
     return int.from_bytes(raw[_BYTES_ACKED], sys.byteorder), int.from_bytes(raw[_BYTES_RECEIVED], sys.byteorder)
 
 

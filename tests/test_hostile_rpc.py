@@ -22,6 +22,7 @@ from engine.protocol import (
     MAX_SUBSCRIPTION_BYTES,
     MAX_SUBSCRIPTION_BYTES_PER_PEER,
     MAX_SUBSCRIPTION_BYTES_TOTAL,
+    MAX_SUBSCRIPTION_FRAME_BYTES,
     MAX_SUBSCRIPTIONS_PER_PEER,
     MAX_UNREAD_BYTES,
     decode,
@@ -90,20 +91,26 @@ def run_attack(engine, name: str, attack: Callable[[], dict], peak_mb: float) ->
 
 
 def test_long_subscription_prefixes_close_the_connection_before_they_are_stored(engine):
-    """200 prefixes of 100 KB (the red team's 1,000 took the engine to 4.7 GB)."""
+    """200 prefixes of 100 KB (the red team's 1,000 took the engine to 4.7 GB), closed by libzmq
+    before they are stored, and one of 300 bytes (over the prefix bound, under the frame bound),
+    closed by the engine and counted."""
 
     def attack() -> dict:
         ctx = zmq.Context()
         attackers = [subscriber(ctx, engine.bus, [b"tick:%03d" % i + b"x" * 100_000 for i in range(50)])
                      for _ in range(4)]
+        attackers.append(subscriber(ctx, engine.bus, [b"tick:" + b"y" * 295]))
         time.sleep(3)
         received = sum(1 for sock in attackers if sock.poll(0))
+        during = health(engine.rpc)
         ctx.destroy(0)
-        return {"attacker_messages": received, "subscription_bytes": health(engine.rpc)["bus_subscription_bytes"]}
+        return {"attacker_messages": received, "subscription_bytes": during["bus_subscription_bytes"],
+                "refused": during["bus_subscriptions_refused"]}
 
-    figures = run_attack(engine, "200 SUB prefixes of 100 KB", attack, peak_mb=SETTLE_MB)
+    figures = run_attack(engine, "200 SUB prefixes of 100 KB, one of 300 bytes", attack, peak_mb=SETTLE_MB)
     assert figures["attacker_messages"] == 0  # never subscribed to anything
     assert figures["subscription_bytes"] <= len(b"tick:") * 2  # the normal clients' only
+    assert figures["refused"] >= 1
 
 
 def test_subscriptions_over_the_budget_close_the_connection_and_are_counted(engine):
@@ -265,7 +272,7 @@ def test_the_subscription_budget_names_the_connection_to_close():
 
 def test_the_protocol_bounds_fit_every_valid_topic_and_each_other():
     longest_topic = b"candle:" + b"S" * 64 + b":MN1:"  # MAX_SYMBOL_LEN is 64
-    assert len(longest_topic) <= MAX_SUBSCRIPTION_BYTES
+    assert len(longest_topic) <= MAX_SUBSCRIPTION_BYTES < MAX_SUBSCRIPTION_FRAME_BYTES
     assert MAX_SUBSCRIPTIONS_PER_PEER * MAX_SUBSCRIPTION_BYTES >= MAX_SUBSCRIPTION_BYTES_PER_PEER
     assert MAX_SUBSCRIPTION_BYTES_PER_PEER < MAX_SUBSCRIPTION_BYTES_TOTAL
 
