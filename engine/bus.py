@@ -132,7 +132,8 @@ class BusProxy:
 
 class EmbeddedBus:
     """The bus' two sockets, owned by the engine's thread: publish on ``xpub``; when ``xsub``
-    is readable, ``forward()`` relays the other publishers' messages."""
+    is readable, ``forward()`` relays the other publishers' messages; when ``xpub`` is,
+    ``drain_subscriptions()`` holds each subscriber connection to the subscription budget."""
 
     def __init__(self, ctx: zmq.Context, sub_endpoint: str, pub_endpoint: str, hwm: int = 100_000,
                  curve: CurveServer | None = None) -> None:
