@@ -2,7 +2,8 @@
 
 Request: a msgpack map ``{"op": ..., ...}`` (an optional ``id`` is echoed back, for DEALER
 clients that pipeline). Reply: ``{"ok": true, "data": ...}`` or
-``{"ok": false, "error": {"code": ..., "message": ...}}``. Every request gets a reply.
+``{"ok": false, "error": {"code": ..., "message": ...}}``. Every request gets a reply, except
+from a client that does not read its replies (see ``RpcServer`` for the caps).
 """
 from __future__ import annotations
 
