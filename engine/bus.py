@@ -28,9 +28,18 @@ from typing import Any
 import zmq
 import zmq.backend
 
-from engine.protocol import Stamper, decode, encode
+from engine.connections import ENDED, PeerWatch, copying_socket
+from engine.protocol import (
+    MAX_SUBSCRIPTION_BYTES_PER_PEER,
+    MAX_SUBSCRIPTION_FRAME_BYTES,
+    MAX_SUBSCRIPTIONS_PER_PEER,
+    Stamper,
+    decode,
+    encode,
+)
 from engine.publish_policy import UNKNOWN_KEY, Grant, Refusals
 from engine.security import CurveClient, CurveServer, apply_client
+from engine.subscriptions import SubscriptionBudget
 
 log = logging.getLogger("engine.bus")
 
@@ -45,6 +54,10 @@ _compiled_get = zmq.backend.Socket.get
 _NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
 # Messages relayed per readable wake-up of the keyed forwarder before it looks at the others.
 KEYED_BATCH = 1000
+# Subscription notices read per call: enough to keep up with a connection's queue
+# (SUBSCRIPTION_QUEUE) several times over, few enough (~1 ms) not to hold up ticks.
+SUBSCRIPTION_DRAIN = 1000
+SUBSCRIPTION_QUEUE = 100
 
 
 class BusError(RuntimeError):
@@ -192,7 +205,8 @@ class BusProxy:
 
 class EmbeddedBus:
     """The bus' two sockets, owned by the engine's thread: publish on ``xpub``; when ``xsub``
-    is readable, ``forward()`` relays the other publishers' messages.
+    is readable, ``forward()`` relays the other publishers' messages; when ``xpub`` is,
+    ``drain_subscriptions()`` holds each subscriber connection to the subscription budget.
 
     ``publisher_queue`` (messages) and ``max_frame_bytes`` bound what each publisher's
     connection may hold in this process (default: ``hwm``, no frame limit).
@@ -202,11 +216,13 @@ class EmbeddedBus:
                  curve: CurveServer | None = None, publisher_queue: int | None = None,
                  max_frame_bytes: int = -1) -> None:
         self.xsub = ctx.socket(zmq.XSUB)
-        self.xpub = ctx.socket(zmq.XPUB)
+        self.xpub = copying_socket(ctx, zmq.XPUB)
+        self.subscribers: PeerWatch | None = None
         try:
             self.xsub.rcvhwm = hwm if publisher_queue is None else publisher_queue
             self.xsub.maxmsgsize = max_frame_bytes
             self.xpub.sndhwm = hwm
+            bound_subscriptions(self.xpub)
             for sock in (self.xsub, self.xpub):
                 sock.linger = 0
                 if curve is not None:
@@ -216,6 +232,12 @@ class EmbeddedBus:
         except Exception:
             self.close()
             raise
+        self.subscriptions = SubscriptionBudget()
+        self.subscriptions_refused = 0
+        # What a subscriber may send unread: its whole subscription budget, with framing.
+        self.subscribers = PeerWatch(self.xpub, "bus subscribers' endpoint",
+                                     MAX_SUBSCRIPTION_BYTES_PER_PEER + 16 * MAX_SUBSCRIPTIONS_PER_PEER,
+                                     curve is not None, on_gone=self.subscriptions.forget)
         # Other publishers send everything: the engine caches their last values for snapshots,
         # and they publish little. Subscribers' own filters still apply at the XPUB side.
         self.xsub.send(b"\x01")
@@ -255,15 +277,60 @@ class EmbeddedBus:
                 relayed += 1
         return relayed
 
-    def drain_subscriptions(self) -> None:
-        """Discard the (un)subscribe notices XPUB queues: libzmq applies them itself, and an
-        unread queue would only grow."""
-        while self.xpub.poll(0):
-            self.xpub.recv(zmq.NOBLOCK)
+    def drain_subscriptions(self, limit: int = SUBSCRIPTION_DRAIN) -> int:
+        """Account up to ``limit`` of the (un)subscribe notices XPUB queues, closing each
+        connection that goes over the subscription budget; returns how many were read.
+
+        libzmq has applied a subscription by the time its notice is read: a connection over
+        budget is closed, which removes all of its subscriptions.
+        """
+        watch, budget = self.subscribers, self.subscriptions
+        watch.events()
+        read = 0
+        while read < limit:
+            try:
+                frame = self.xpub.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            read += 1
+            fd = watch.read(frame)
+            if fd == ENDED:
+                continue
+            notice = frame.bytes
+            if notice[:1] == b"\x01":
+                over = budget.subscribe(fd, notice[1:])
+                if over is not None:
+                    self._refuse(*over)
+            elif notice[:1] == b"\x00":
+                budget.unsubscribe(fd, notice[1:])
+        return read
+
+    def _refuse(self, fd: int | None, why: str) -> None:
+        self.subscriptions_refused += 1
+        if fd is not None:  # a connection without a descriptor is in-process: ours
+            self.subscriptions.forget(fd)
+            self.subscribers.close(fd, f"subscriptions over the budget: {why}")
+
+    def watch_subscribers(self) -> None:
+        """Close subscriber connections that sent more than the budget without it being read
+        (a multipart message libzmq is still assembling)."""
+        self.subscribers.check()
 
     def close(self) -> None:
+        if self.subscribers is not None:
+            self.subscribers.stop()
         self.xsub.close(0)
         self.xpub.close(0)
+
+
+def bound_subscriptions(xpub: zmq.Socket) -> None:
+    """XPUB options that bound what subscribers can make it store: every (un)subscribe is
+    reported (for the budget), a frame over ``MAX_SUBSCRIPTION_FRAME_BYTES`` closes the
+    connection before libzmq stores it, and each connection's unread notices wait in a short
+    queue (the rest in its TCP buffers)."""
+    xpub.setsockopt(zmq.XPUB_VERBOSER, 1)
+    xpub.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_FRAME_BYTES)
+    xpub.rcvhwm = SUBSCRIPTION_QUEUE
 
 
 def recv_waiting(sock: zmq.Socket, limit: int) -> list[list[bytes]]:

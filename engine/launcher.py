@@ -6,7 +6,9 @@ dies is restarted with exponential backoff (counted in the launcher's health, wh
 child publishes on ``health:service:``: the launcher writes it into the engine's stdin, see
 ``engine.service_health``).
 SIGINT/SIGTERM stop every child (SIGTERM, then SIGKILL after a grace period) and exit 0; on
-Linux the children are also told to die with the launcher, so none is ever orphaned.
+Linux the children are also told to die with the launcher, so none is ever orphaned. A child
+that exits with 2 cannot start as configured (its one-line reason is relayed like its other
+output): the launcher stops every child and exits 2, naming it.
 """
 from __future__ import annotations
 
@@ -36,6 +38,9 @@ BACKOFF_MAX_S = 10.0
 STABLE_AFTER_S = 30.0  # a child up this long has its backoff reset
 STOP_GRACE_S = 5.0
 HEALTH_INTERVAL_S = 1.0
+# What every component exits with when it cannot start as configured (bad settings, a port in
+# use): restarting it cannot help, so the launcher stops everything and exits with it too.
+EXIT_CANNOT_START = 2
 
 
 def _die_with_parent() -> None:
@@ -77,6 +82,7 @@ class Launcher:
         self._out_lock = threading.Lock()
         self._stop = StopFlag()
         self._started = time.monotonic()
+        self.failed: Child | None = None  # the child that exited with EXIT_CANNOT_START
 
     def stop(self) -> None:
         self._stop.set()
@@ -105,7 +111,8 @@ class Launcher:
                 self._out.flush()
 
     def run(self) -> int:
-        """Supervise until stopped; then stop every child. Returns the exit code (0)."""
+        """Supervise until stopped or a child cannot start; then stop every child. Returns the
+        exit code: 0, or EXIT_CANNOT_START after saying which child could not start."""
         for child in self.children:
             self._start(child)
         next_health = 0.0
@@ -120,7 +127,12 @@ class Launcher:
                     if child.health_feed is not None and child.running:
                         child.health_feed.offer(health)
         self._shutdown()
-        return 0
+        if self.failed is None:
+            return 0
+        # After the children's output (relayed on stdout, whole), so it is the last line.
+        print(f"mt5-service: {self.failed.name} exited with {EXIT_CANNOT_START}: it cannot start as "
+              f"configured (its message is above); stopped everything", file=sys.stderr, flush=True)
+        return EXIT_CANNOT_START
 
     def _watch(self, child: Child, now: float) -> None:
         if child.running:
@@ -129,6 +141,10 @@ class Launcher:
             return
         if child.next_start == 0.0:  # just found dead: schedule the restart
             code = child.proc.returncode if child.proc else None
+            if code == EXIT_CANNOT_START and self.failed is None:
+                self.failed = child
+                self._stop.set()
+                return
             child.next_start = now + child.backoff
             log.warning("%s exited with %s; restarting in %.1f s", child.name, code, child.backoff)
             child.backoff = min(child.backoff * 2, BACKOFF_MAX_S)

@@ -26,24 +26,24 @@ def setup_logging(level: str = "INFO", log_file: str = "") -> None:
     root.setLevel(level.upper())
 
 
-class LogThrottle:
-    """Logs a repeated event (bad input from a peer) at most once per ``every_s``; the next
-    line it lets through says how many were left out, so a flood costs one line, not one each."""
+class RateLimitedLog:
+    """Warnings about bad input, at most one per kind every ``interval_s``, each saying how
+    many of that kind went unlogged since the last: a flood costs a line a second, never a
+    line (or a traceback) per packet."""
 
-    def __init__(self, logger: logging.Logger, every_s: float = 5.0) -> None:
-        self._logger = logger
-        self._every = every_s
-        self._next = 0.0
-        self._left_out = 0
+    def __init__(self, logger: logging.Logger, interval_s: float = 1.0) -> None:
+        self._log = logger
+        self._interval = interval_s
+        self._last: dict[str, tuple[float, int]] = {}  # kind -> (logged at, unlogged since)
 
-    def warning(self, message: str, *args: object) -> None:
+    def warning(self, kind: str, msg: str, *args: object, exc_info: bool = False) -> bool:
+        """Log ``msg % args`` unless ``kind`` was logged within the interval; True if logged."""
         now = time.monotonic()
-        if now < self._next:
-            self._left_out += 1
-            return
-        self._next = now + self._every
-        if self._left_out:
-            message += " (%d more like it not logged)"
-            args = (*args, self._left_out)
-            self._left_out = 0
-        self._logger.warning(message, *args)
+        logged_at, unlogged = self._last.get(kind, (-self._interval, 0))
+        if now - logged_at < self._interval:
+            self._last[kind] = (logged_at, unlogged + 1)
+            return False
+        self._last[kind] = (now, 0)
+        self._log.warning(msg + (f" (and {unlogged} more since the last report)" if unlogged else ""), *args,
+                          exc_info=exc_info)
+        return True

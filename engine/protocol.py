@@ -193,6 +193,36 @@ class Stamper:
 # ``{"ok": False, "error": {"code": ..., "message": ...}}``.
 RPC_OPS = ("symbols", "tick", "candles", "book", "account", "snapshot", "health")
 MAX_REQUEST_BYTES = 64 * 1024
+# A request is the client's envelope (REQ's empty delimiter, a proxy's routing ids) and a body:
+# more frames, or envelope frames longer than a routing id, are refused with bad_request.
+MAX_REQUEST_FRAMES = 8
+MAX_ENVELOPE_FRAME_BYTES = 255
+# ZMQ_MAXMSGSIZE on the RPC socket: a longer frame closes the connection inside libzmq before it
+# is stored; shorter oversize requests still get a bad_request reply.
+MAX_REQUEST_FRAME_BYTES = 16 * MAX_REQUEST_BYTES
+# Replies waiting for one client to read them, in bytes (what the engine has sent that the
+# client's side has not received: in libzmq and in the kernel) and in number (ZMQ_SNDHWM).
+# Over either, its next replies are dropped (counted as rpc_replies_dropped) until it reads;
+# one reply is always sent to a client with nothing waiting, however large.
+MAX_QUEUED_REPLY_BYTES = 4 * 1024 * 1024
+MAX_QUEUED_REPLIES = 1000
+# Bytes a client may have sent that the engine has not yet read as whole requests (libzmq holds
+# a multipart message until its last frame arrives, whatever its frame count); over it, the
+# connection is closed. Linux only (TCP_INFO).
+MAX_UNREAD_BYTES = 16 * 1024 * 1024
+
+# Bus subscriptions, per connection to the subscribers' endpoint. libzmq keeps subscriptions in
+# a trie costing about 47 bytes per prefix byte, and walks all of it each time a subscriber
+# leaves, so they are bounded in length (the longest valid topic is under 128 bytes), in number
+# and bytes per connection, and in bytes for all connections together: a trie of ~12 MB at worst,
+# room for 2,000 bots of a few topics each. A connection over any of these is closed. A frame over
+# MAX_SUBSCRIPTION_FRAME_BYTES (ZMQ_MAXMSGSIZE, room for CURVE's handshake commands) closes the
+# connection inside libzmq before it is stored.
+MAX_SUBSCRIPTION_BYTES = 128
+MAX_SUBSCRIPTION_FRAME_BYTES = 1024
+MAX_SUBSCRIPTIONS_PER_PEER = 1000
+MAX_SUBSCRIPTION_BYTES_PER_PEER = 16 * 1024
+MAX_SUBSCRIPTION_BYTES_TOTAL = 256 * 1024
 
 
 class ErrorCode:

@@ -2,17 +2,27 @@
 
 Request: a msgpack map ``{"op": ..., ...}`` (an optional ``id`` is echoed back, for DEALER
 clients that pipeline). Reply: ``{"ok": true, "data": ...}`` or
-``{"ok": false, "error": {"code": ..., "message": ...}}``. Every request gets a reply.
+``{"ok": false, "error": {"code": ..., "message": ...}}``. Every request gets a reply, except
+from a client that does not read its replies (see ``RpcServer`` for the caps).
 """
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Protocol
 
 import zmq
 
+from engine.connections import ENDED, PeerWatch, copying_socket
+from engine.logs import RateLimitedLog
 from engine.protocol import (
+    MAX_ENVELOPE_FRAME_BYTES,
+    MAX_QUEUED_REPLIES,
+    MAX_QUEUED_REPLY_BYTES,
     MAX_REQUEST_BYTES,
+    MAX_REQUEST_FRAME_BYTES,
+    MAX_REQUEST_FRAMES,
+    MAX_UNREAD_BYTES,
     ErrorCode,
     ProtocolError,
     RpcError,
@@ -26,8 +36,15 @@ log = logging.getLogger("engine.rpc")
 
 MAX_PREFIX_LEN = 256
 MAX_SNAPSHOT_MESSAGES = 50_000
-# Requests served per wake-up before the engine goes back to publishing.
+# Requests served per wake-up before the engine goes back to publishing: at most this many,
+# for at most this long (a candles(1000) reply takes about a millisecond).
 MAX_REQUESTS_PER_TURN = 64
+TURN_BUDGET_S = 0.005
+# A client whose reply queue was full has its requests dropped unserved for this long (serving
+# them would cost the engine's time for replies that cannot be queued, and asking the kernel
+# what it has received costs a system call); at most this many such clients are remembered.
+STALLED_S = 0.1
+MAX_STALLED_CLIENTS = 10_000
 
 
 class MarketState(Protocol):
@@ -54,6 +71,7 @@ class RpcHandler:
         self.state = state
         self.requests = 0
         self.errors = 0
+        self._log = RateLimitedLog(log)
         self._ops = {
             "symbols": self._symbols,
             "tick": self._tick,
@@ -91,7 +109,7 @@ class RpcHandler:
             reply = exc.to_reply()
         except Exception:
             self.errors += 1
-            log.exception("internal error")
+            self._log.warning("internal", "internal error", exc_info=True)
             reply = RpcError(ErrorCode.INTERNAL, "internal error; see the engine log").to_reply()
         if request_id is not None:
             reply["id"] = request_id
@@ -166,44 +184,128 @@ class RpcHandler:
 
 
 class RpcServer:
-    """The ROUTER socket shell: reads requests (REQ or DEALER envelopes) and sends replies."""
+    """The ROUTER socket shell: reads requests (REQ or DEALER envelopes) and sends replies.
+
+    Hard caps per client: frames of at most ``MAX_REQUEST_FRAME_BYTES`` (a longer one closes
+    the connection inside libzmq), requests of at most ``MAX_REQUEST_FRAMES`` frames and
+    ``MAX_REQUEST_BYTES`` of body (else a bad_request reply that echoes none of it), at most
+    ``MAX_UNREAD_BYTES`` sent and not yet read (a multipart message still arriving counts; over
+    it the connection is closed), and ``MAX_QUEUED_REPLY_BYTES`` or ``MAX_QUEUED_REPLIES`` of
+    replies waiting to be read (the next ones are dropped and counted until the client reads).
+    """
 
     def __init__(self, ctx: zmq.Context, endpoint: str, handler: RpcHandler,
                  curve: CurveServer | None = None) -> None:
         self.handler = handler
-        self.socket = ctx.socket(zmq.ROUTER)
+        self.socket = copying_socket(ctx, zmq.ROUTER)
         self.socket.linger = 0
         if curve is not None:
             curve.apply(self.socket)
-        # A hard cap far above MAX_REQUEST_BYTES: ZeroMQ drops peers that send more, so a
-        # hostile client cannot make the engine buffer gigabytes; smaller oversize requests
-        # still get a bad_request reply.
-        self.socket.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_REQUEST_BYTES)
-        self.socket.sndhwm = 10_000
+        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_FRAME_BYTES)
+        self.socket.sndhwm = MAX_QUEUED_REPLIES
+        # A full reply queue raises EAGAIN instead of dropping silently: the drop is counted.
+        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         try:
             self.socket.bind(endpoint)
         except zmq.ZMQError as exc:
             self.socket.close(0)
             raise OSError(f"cannot bind the RPC endpoint {endpoint}: {exc.strerror}") from None
+        self.clients = PeerWatch(self.socket, "RPC endpoint", MAX_UNREAD_BYTES, curve is not None)
+        self.refused = 0  # requests over the frame or byte caps
+        self.replies_dropped = 0  # replies to clients whose queue was full
+        self._log = RateLimitedLog(log)
+        # Clients whose queue was full: their requests wait unserved until this (monotonic s).
+        self._stalled: dict[bytes, float] = {}
 
     def serve_pending(self) -> int:
-        """Answer the requests waiting now (at most MAX_REQUESTS_PER_TURN); returns how many."""
+        """Answer the requests waiting now, for at most MAX_REQUESTS_PER_TURN requests or
+        TURN_BUDGET_S; returns how many were read."""
         served = 0
-        sock = self.socket
-        while served < MAX_REQUESTS_PER_TURN:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+        self.clients.events()
+        deadline = time.monotonic() + TURN_BUDGET_S
+        while served < MAX_REQUESTS_PER_TURN and time.monotonic() < deadline:
+            request = self._read_request()
+            if request is None:
                 break
             served += 1
-            if len(frames) < 2:
-                continue  # no body: nothing to answer
-            reply = self.handler.handle(frames[-1])
-            try:
-                sock.send_multipart([*frames[:-1], reply], zmq.NOBLOCK)
-            except zmq.ZMQError:
-                log.warning("could not reply to a client that went away")
+            envelope, body, fd = request
+            if body is not None:
+                reply = self.handler.handle(body) if self._may_serve(envelope[0], fd) else None
+                self._reply(envelope, reply, fd)
         return served
 
+    def _read_request(self) -> tuple[list[bytes], bytes | None, int | None] | None:
+        """The next request as ``(envelope, body, connection's descriptor)``, its frames read
+        one by one and kept only within the caps; body None for a request already answered
+        (refused) or to ignore (from a connection being closed)."""
+        sock = self.socket
+        try:
+            frame = sock.recv(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        routing_id = frame.bytes  # made by the ROUTER: not from the wire
+        frames: list[zmq.Frame] = []
+        count, size, fd, more = 0, 0, None, frame.more  # count and size: of the frames sent
+        while more:
+            frame = sock.recv(copy=False)  # the rest of a message is there once its first frame is
+            more = frame.more
+            count += 1
+            size += len(frame)
+            fd = self.clients.read(frame)
+            if count <= MAX_REQUEST_FRAMES:
+                frames.append(frame)
+        if fd == ENDED or not frames:
+            return [routing_id], None, None
+        envelope = [routing_id, *(f.bytes for f in frames[:-1])]
+        if count > MAX_REQUEST_FRAMES or any(len(f) > MAX_ENVELOPE_FRAME_BYTES for f in envelope[1:]):
+            self.refused += 1
+            self.handler.errors += 1
+            self._log.warning("refused", "refused a request of %d frames, %d bytes (limits: %d frames, "
+                              "envelope frames of %d bytes)", count, size, MAX_REQUEST_FRAMES,
+                              MAX_ENVELOPE_FRAME_BYTES)
+            error = RpcError(ErrorCode.BAD_REQUEST, f"a request is at most {MAX_REQUEST_FRAMES} frames, "
+                                                    f"envelope frames of {MAX_ENVELOPE_FRAME_BYTES} bytes")
+            self._reply([routing_id, b""], encode(error.to_reply()), fd)
+            return [routing_id], None, None
+        return envelope, frames[-1].bytes, fd
+
+    def _may_serve(self, routing_id: bytes, fd: int | None) -> bool:
+        """False while the client does not read its replies: its request is dropped unserved."""
+        until = self._stalled.get(routing_id)
+        if until is not None:
+            if time.monotonic() < until:
+                return False
+            del self._stalled[routing_id]
+        if fd is not None and self.clients.unsent(fd) > MAX_QUEUED_REPLY_BYTES:
+            self._stall(routing_id)
+            return False
+        return True
+
+    def _stall(self, routing_id: bytes) -> None:
+        if len(self._stalled) >= MAX_STALLED_CLIENTS:
+            self._stalled.clear()
+        self._stalled[routing_id] = time.monotonic() + STALLED_S
+
+    def _reply(self, envelope: list[bytes], reply: bytes | None, fd: int | None) -> None:
+        """Send ``reply`` (None: it was dropped unserved) unless the client's queue is full."""
+        if reply is not None:
+            try:
+                self.socket.send_multipart([*envelope, reply], zmq.NOBLOCK)
+                if fd is not None:
+                    self.clients.sent(fd, [*envelope[1:], reply])
+                return
+            except zmq.Again:  # MAX_QUEUED_REPLIES waiting: it does not read its replies
+                self._stall(envelope[0])
+            except zmq.ZMQError:  # EHOSTUNREACH: gone since it asked
+                return
+        self.replies_dropped += 1
+        self._log.warning("dropped", "dropped replies to a client that does not read them (limits: %d "
+                          "bytes, %d replies waiting)", MAX_QUEUED_REPLY_BYTES, MAX_QUEUED_REPLIES)
+
+    def watch_clients(self) -> None:
+        """Close client connections with more than MAX_UNREAD_BYTES sent and not yet read."""
+        self.clients.check()
+
     def close(self) -> None:
+        self.clients.stop()
         self.socket.close(0)

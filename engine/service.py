@@ -69,6 +69,9 @@ FOREIGN_PREFIXES = (f"{INDICATOR}:".encode(), f"{HEALTH}:".encode())
 FOREIGN_DRAIN = 500
 TOO_MANY_COMPONENTS = "health component over the limit"
 UNDECODABLE = "undecodable payload"
+# How often the RPC's and the bus subscribers' connections are checked for unread bytes over
+# their bound (a multipart message libzmq holds until it is whole).
+PEER_WATCH_MS = 10
 
 
 PR_SET_TIMERSLACK = 29  # <linux/prctl.h>
@@ -247,7 +250,7 @@ class EngineService:
             [0, 1000, self._expire_foreign],
             [0, HOUSEKEEPING_MS, self._publish_service_health],
         ]
-        next_housekeeping = sent_ns = 0
+        next_housekeeping = next_peer_watch = sent_ns = 0
         while not self._stop.is_set():
             now_ns = time.time_ns()
             now = now_ns // 1_000_000
@@ -261,6 +264,11 @@ class EngineService:
                 if now >= next_housekeeping:
                     next_housekeeping = now + HOUSEKEEPING_MS
                     self._housekeeping(now, periodic)
+                if now >= next_peer_watch:
+                    next_peer_watch = now + PEER_WATCH_MS
+                    self._rpc.watch_clients()
+                    if bus is not None:
+                        bus.watch_subscribers()
                 deadline_ns = min(deadline_ns, next_housekeeping * 1_000_000)
                 if tick_wait and self._prefetch_fits(deadline_ns, now):
                     source.prefetch()
@@ -451,6 +459,20 @@ class EngineService:
             "rpc_errors": rpc.errors if rpc else 0,
             "forged_dropped": self._refusals.total,
             "foreign_topics": len(self._foreign),
+            **self._peer_health(),
+        }
+
+    def _peer_health(self) -> dict[str, int]:
+        """What hostile or broken clients cost: requests refused, replies dropped, subscriptions
+        refused, connections closed by the engine."""
+        server, bus = self._rpc, self._bus
+        return {
+            "rpc_requests_refused": server.refused if server else 0,
+            "rpc_replies_dropped": server.replies_dropped if server else 0,
+            "rpc_connections_closed": server.clients.closed if server else 0,
+            "bus_subscriptions_refused": bus.subscriptions_refused if bus else 0,
+            "bus_subscription_bytes": bus.subscriptions.total if bus else 0,
+            "bus_connections_closed": bus.subscribers.closed if bus else 0,
         }
 
     def symbol_infos(self) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from engine.config import (
     setting,
     writable_file,
 )
-from engine.logs import LogThrottle, setup_logging
+from engine.logs import RateLimitedLog, setup_logging
 from engine.protocol import (
     CANDLE,
     ProtocolError,
@@ -202,8 +202,7 @@ class IndicatorWorker:
         self.malformed = 0
         self.rewarms = 0
         self.rewarms_limited = 0
-        self._bad_input = LogThrottle(log)
-        self._limited = LogThrottle(log)
+        self._log = RateLimitedLog(log, interval_s=5.0)
         self._window = (time.monotonic(), 0)
         self._max_lag_us = 0.0
         self._rpc_ok = True
@@ -279,8 +278,8 @@ class IndicatorWorker:
             values = series.on_candle(candle)
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             self.malformed += 1
-            self._bad_input.warning("skipped a malformed message (%d so far): %s topic=%r",
-                                    self.malformed, exc, frames[0][:80])
+            self._log.warning("malformed", "skipped a malformed message (%d so far): %s topic=%r",
+                              self.malformed, exc, frames[0][:80])
             return
         if values is not None:
             self._pub.publish(indicator_topic(series.symbol, series.timeframe), values)
@@ -306,8 +305,9 @@ class IndicatorWorker:
         warmed_at = self._warmed_at.get(candle_topic)
         if warmed_at is not None and now - warmed_at < REWARM_EVERY_S:
             self.rewarms_limited += 1
-            self._limited.warning("dropped a candle: its series warmed up %.1f s ago (%d dropped so far) "
-                                  "topic=%r", now - warmed_at, self.rewarms_limited, candle_topic[:80])
+            self._log.warning("rewarm_limited", "dropped a candle: its series warmed up %.1f s ago "
+                              "(%d dropped so far) topic=%r", now - warmed_at, self.rewarms_limited,
+                              candle_topic[:80])
             return None
         if now < self._rpc_retry_at:
             return None  # the engine just failed to answer: don't queue up more timeouts

@@ -176,3 +176,28 @@ def test_a_child_that_does_not_read_its_health_never_blocks_the_launcher():
     os.close(read_fd)  # the child exits: the writer's thread ends on the broken pipe
     writer.offer({"component": "service", "n": -1})
     writer.close()
+
+
+def test_a_child_that_cannot_start_stops_everything_with_exit_2(started):
+    """The engine's RPC port is taken: restarting cannot help, so mt5-service stops its other
+    children and exits 2, the engine's reason relayed and its own last line naming the engine."""
+    import socket
+
+    service = ServiceProcess(["--no-bridge", "--workers", "1"])
+    started.append(service)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", service.engine.rpc_port))
+        squatter.listen()
+        service.spawn()
+        began = time.monotonic()
+        code = service.proc.wait(20)
+        took = time.monotonic() - began
+    out = service.output()
+    print(f"mt5-service with the RPC port taken: exit {code} after {took:.1f} s")
+    assert code == 2, out
+    assert "[engine] mt5-engine: cannot start: cannot bind the RPC endpoint" in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("mt5-service: engine exited with 2"), out
+    assert len(pids(out, "engine")) == 1, "the engine was restarted"
+    worker = pids(out, "indicators:0")
+    assert worker and wait_until(lambda: not alive(worker[-1]), 5)

@@ -1,0 +1,67 @@
+"""The subscription budget: what each bus connection holds, within the protocol's bounds.
+
+libzmq's XPUB stores every subscription in a trie (about 47 bytes per prefix byte) and offers
+no limit of its own, so the engine keeps this account of the notices it reads (XPUB_VERBOSER
+reports every subscribe and unsubscribe with the connection it came from) and closes a
+connection that goes over. Pure accounting: ``bus.py`` reads the notices and closes connections.
+"""
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+from engine.protocol import (
+    MAX_SUBSCRIPTION_BYTES,
+    MAX_SUBSCRIPTION_BYTES_PER_PEER,
+    MAX_SUBSCRIPTION_BYTES_TOTAL,
+    MAX_SUBSCRIPTIONS_PER_PEER,
+)
+
+
+class SubscriptionBudget:
+    """Each peer's distinct prefixes, their bytes, and the bytes of all peers together."""
+
+    def __init__(self, max_len: int = MAX_SUBSCRIPTION_BYTES, per_peer: int = MAX_SUBSCRIPTIONS_PER_PEER,
+                 per_peer_bytes: int = MAX_SUBSCRIPTION_BYTES_PER_PEER,
+                 total_bytes: int = MAX_SUBSCRIPTION_BYTES_TOTAL) -> None:
+        self.max_len, self.per_peer, self.per_peer_bytes, self.total_bytes = (
+            max_len, per_peer, per_peer_bytes, total_bytes)
+        self._held: dict[Hashable, set[bytes]] = {}
+        self._bytes: dict[Hashable, int] = {}
+        self.total = 0
+
+    def subscribe(self, peer: Hashable, prefix: bytes) -> tuple[Hashable, str] | None:
+        """Count ``prefix`` for ``peer``; ``(peer to close, why)`` when a bound is passed.
+
+        Over the total, the peer holding the most bytes is named, so one client filling the
+        bus cannot lock out the next one.
+        """
+        if len(prefix) > self.max_len:
+            return peer, f"a prefix of {len(prefix)} bytes (limit {self.max_len})"
+        held = self._held.setdefault(peer, set())
+        if prefix in held:
+            return None  # libzmq keeps one entry per connection and prefix
+        if len(held) >= self.per_peer:
+            return peer, f"more than {self.per_peer} prefixes"
+        size = self._bytes.get(peer, 0) + len(prefix)
+        if size > self.per_peer_bytes:
+            return peer, f"prefixes over {self.per_peer_bytes} bytes"
+        held.add(prefix)
+        self._bytes[peer] = size
+        self.total += len(prefix)
+        if self.total > self.total_bytes:
+            largest = max(self._bytes, key=self._bytes.__getitem__)
+            return largest, f"the most subscription bytes ({self._bytes[largest]}) when all " \
+                            f"connections' went over {self.total_bytes}"
+        return None
+
+    def unsubscribe(self, peer: Hashable, prefix: bytes) -> None:
+        held = self._held.get(peer)
+        if held is not None and prefix in held:
+            held.remove(prefix)
+            self._bytes[peer] -= len(prefix)
+            self.total -= len(prefix)
+
+    def forget(self, peer: Hashable) -> None:
+        """The peer is gone (libzmq dropped its subscriptions with its connection)."""
+        self._held.pop(peer, None)
+        self.total -= self._bytes.pop(peer, 0)
