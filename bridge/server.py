@@ -11,7 +11,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from functools import partial
 from importlib import metadata
@@ -26,9 +26,12 @@ from bridge.bus import GAP, RESTART, AsyncRpc, BusReader, SeqTracker
 from bridge.cache import CandleCache, ValueCache
 from bridge.config import BridgeConfig
 from bridge.fanout import ALL, Fanout
+from bridge.hosts import guard_middleware
 from bridge.indicator_history import indicator_history
 from bridge.metrics import BridgeMetrics, TimedRpc
+from bridge.quietlog import LibraryLog, RateLimitedLog
 from bridge.ratelimit import TokenBucket
+from bridge.sessions import Sessions
 from bridge.transport import WireTransport
 from bridge.validation import RATE_LIMITED, ClientError, Request, event_name, parse_request
 from bridge.webui import add_dashboard
@@ -88,12 +91,21 @@ class Bridge:
         """Raises ``engine.security.SecurityError`` when the CURVE key files cannot be used."""
         self.config = config
         self.curve = CurveClient.load(config.curve_client_secret, config.curve_server_key)
+        rule = config.host_rule
+        self.bad_input = RateLimitedLog(log)
+        self.library_log = LibraryLog(logging.getLogger("bridge.socketio"), self.bad_input)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
-            cors_allowed_origins=config.cors_allowed,
+            # The middleware refused other origins already; this gives the allowed ones their
+            # Access-Control-Allow-Origin.
+            cors_allowed_origins=lambda origin, environ: rule.origin_ok(origin, environ.get("HTTP_HOST")),
             max_http_buffer_size=config.max_message_bytes,
+            logger=self.library_log,
+            engineio_logger=self.library_log,
         )
-        self.app = web.Application()
+        self.refused: Counter[str] = Counter({"host": 0, "origin": 0})
+        # Host and Origin are checked before anything else sees a request, Socket.IO included.
+        self.app = web.Application(middlewares=[guard_middleware(rule, self.refused, self.bad_input)])
         self.sio.attach(self.app)
         self.app.router.add_get("/health", self.http_health)
         self.metrics = BridgeMetrics(self)
@@ -104,7 +116,9 @@ class Bridge:
         self.sio.on("connect", self.on_connect)
         self.sio.on("disconnect", self.on_disconnect)
         self.sio.on("*", self._on_any_event)
-        self.transport = WireTransport(self.sio)
+        self.sessions = Sessions(self.sio, config.client_buffer_hard, config.session_join_timeout_ms / 1000.0,
+                                 self.bad_input)
+        self.transport = WireTransport(self.sio, self.sessions)
         self.fanout = Fanout(self.transport, config.client_buffer_soft, config.client_buffer_hard,
                              config.batch_phases)
         # One batcher per phase: each client group is flushed every BATCH_INTERVAL_MS, the groups
@@ -143,7 +157,8 @@ class Bridge:
         self.bus = BusReader(self._ctx, self.config.bus_endpoint, SUBSCRIBED_PREFIXES, curve=self.curve)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(coro) for coro in
-                       (self.rpc.run(), self._read_bus(), self._flush_loop(), self._monitor())]
+                       (self.rpc.run(), self._read_bus(), self._flush_loop(), self._monitor(),
+                        self.sessions.run())]
 
     async def _stop(self, app: web.Application) -> None:
         for task in self._tasks:
@@ -452,6 +467,7 @@ class Bridge:
             "version": VERSION,
             "uptime": round(now - self.started, 1),
             "clients": len(self.clients),
+            "sessions_pending": len(self.sessions.pending),
             "subscriptions": self.fanout.subscriptions(),
             "engine": {"status": engine, **({"health": self.engine_health} if self.engine_health else {})},
             "workers": {name: ("down" if now - seen > stale else str(data.get("status", "ok")))
@@ -470,6 +486,8 @@ class Bridge:
                 "flush_ms": _percentiles(self.flush_ms),
                 "flush_late_ms": _percentiles(self.flush_late_ms),
                 "raw_writes": self.transport.raw_writes, "queued_writes": self.transport.queued_writes,
+                "refused": dict(self.refused), "disconnected": dict(self.sessions.disconnects),
+                "library_errors": self.library_log.errors,
             },
         }
 

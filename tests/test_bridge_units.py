@@ -208,7 +208,7 @@ class FakeTransport:
     def connection(self, sid):
         return FakeConnection(self, sid)
 
-    def disconnect(self, sid, reason):
+    def disconnect(self, sid):
         self.disconnected.append(sid)
 
 
@@ -284,7 +284,8 @@ def test_leaving_a_room_stops_its_updates():
 def test_config_defaults_bind_loopback_and_same_origin_cors():
     cfg = BridgeConfig.load(environ={}, dotenv=None)
     assert (cfg.ws_host, cfg.ws_port, cfg.batch_interval_ms) == ("127.0.0.1", 8765, 50)
-    assert cfg.cors_allowed is None and cfg.token == ""
+    assert cfg.cors_origins == () and cfg.token == ""
+    assert cfg.host_rule.hosts == {"127.0.0.1:8765", "localhost:8765"}
     assert cfg.bus_endpoint == "tcp://127.0.0.1:5555" and cfg.rpc_endpoint == "tcp://127.0.0.1:5556"
 
 
@@ -293,9 +294,9 @@ def test_config_layers_and_keeps_the_token_secret(tmp_path):
     dotenv.write_text("BRIDGE_TOKEN=s3cret\nWS_PORT=9000\nCORS_ORIGINS=http://a.example, http://b.example\n")
     cfg = BridgeConfig.load({"ws_port": "9100"}, environ={"BATCH_INTERVAL_MS": "20"}, dotenv=dotenv)
     assert (cfg.ws_port, cfg.batch_interval_ms, cfg.token) == (9100, 20, "s3cret")
-    assert cfg.cors_allowed == ["http://a.example", "http://b.example"]
+    assert cfg.host_rule.origins == {"http://a.example", "http://b.example"}
     assert "s3cret" not in repr(cfg)
-    assert BridgeConfig.load(environ={"CORS_ORIGINS": "*"}, dotenv=None).cors_allowed == "*"
+    assert BridgeConfig.load(environ={"CORS_ORIGINS": "*"}, dotenv=None).host_rule.origin_ok("http://x.example", "localhost:8765")
 
 
 def test_config_takes_the_indicator_periods_from_the_workers_variables():

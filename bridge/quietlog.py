@@ -1,0 +1,73 @@
+"""Logging of bad client input at a bounded rate, never a traceback per packet.
+
+A client can send thousands of bad packets a second; each must not cost a log line, let alone a
+traceback. ``RateLimitedLog`` logs the first occurrence of each kind, then at most one line per
+``interval_s`` with how many were not logged meanwhile. ``LibraryLog`` is what python-socketio
+and python-engineio log through: their per-packet chatter goes to DEBUG and their errors, which
+bad input triggers (``logger.exception(...)`` from inside their handlers), become one short
+rate-limited warning without the traceback.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+INTERVAL_S = 10.0
+
+
+class RateLimitedLog:
+    """At most one warning per kind every ``interval_s``, counting the ones held back."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = INTERVAL_S) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warning(self, kind: str, message: str, *args: Any) -> bool:
+        """Log ``message % args`` unless ``kind`` was logged within ``interval_s``; ``True`` if logged."""
+        now = time.monotonic()
+        if now - self._last.get(kind, -self.interval_s - 1.0) < self.interval_s:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return False
+        self._last[kind] = now
+        held = self._held.pop(kind, 0)
+        if held:
+            message += f" (and {held} more of this kind in the last {self.interval_s:g} s)"
+        self.logger.warning(message, *args)
+        return True
+
+
+class LibraryLog:
+    """A ``logging.Logger`` stand-in for python-socketio/engineio (they call these five methods)."""
+
+    def __init__(self, logger: logging.Logger, bad_input: RateLimitedLog) -> None:
+        self.logger = logger
+        self.bad_input = bad_input
+        self.errors = 0
+
+    def debug(self, message: str, *args: Any, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug(message, *args)
+
+    info = debug  # they log every packet at INFO: detail, not news
+
+    def warning(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._error(message, args)
+
+    def error(self, message: str, *args: Any, **kwargs: Any) -> None:
+        self._error(message, args)
+
+    def exception(self, message: str, *args: Any, **kwargs: Any) -> None:
+        exc = sys.exc_info()[1]
+        self._error(f"{message}: {type(exc).__name__}: {str(exc)[:200]}" if exc is not None else message, args)
+
+    def _error(self, message: str, args: tuple[Any, ...]) -> None:
+        self.errors += 1
+        try:
+            text = message % args if args else message
+        except (TypeError, ValueError):
+            text = message
+        self.bad_input.warning("library", "bridge: Socket.IO: %s", text[:300])
