@@ -32,7 +32,7 @@ from bridge.metrics import BridgeMetrics, TimedRpc
 from bridge.quietlog import LibraryLog, RateLimitedLog
 from bridge.ratelimit import TokenBucket
 from bridge.sessions import Sessions
-from bridge.transport import WireTransport
+from bridge.transport import TextPacket, WireTransport
 from bridge.validation import RATE_LIMITED, ClientError, Request, event_name, parse_request
 from bridge.webui import add_dashboard
 from engine.protocol import ACCOUNT, BOOK, CANDLE, HEALTH, INDICATOR, SUMMARY, TICK, ErrorCode, RpcError
@@ -53,6 +53,7 @@ SYMBOLS_RETRY_S = 0.25
 # Engine errors a client may see as they are; anything else becomes ``unavailable``.
 PASSED_CODES = {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_SYMBOL, ErrorCode.UNKNOWN_TIMEFRAME, ErrorCode.TOO_MANY}
 STAMP_FIELDS = ("seq", "epoch")
+LARGE_REPLIES = frozenset({"get_candles", "get_indicators"})  # up to MAX_CANDLES bars each
 
 
 def symbol_room(symbol: str) -> str:
@@ -98,8 +99,10 @@ class Bridge:
             async_mode="aiohttp",
             # The middleware refused other origins already; this gives the allowed ones their
             # Access-Control-Allow-Origin.
-            cors_allowed_origins=lambda origin, environ: rule.origin_ok(origin, environ.get("HTTP_HOST")),
+            cors_allowed_origins=lambda origin, environ: (
+                origin is not None and rule.origin_ok(origin, environ.get("HTTP_HOST"))),
             max_http_buffer_size=config.max_message_bytes,
+            serializer=TextPacket,
             logger=self.library_log,
             engineio_logger=self.library_log,
         )
@@ -141,6 +144,10 @@ class Bridge:
         self.flush_ms: deque[int] = deque(maxlen=FLUSH_WINDOW)  # how long each recent flush took
         self.flush_late_ms: deque[int] = deque(maxlen=FLUSH_WINDOW)  # and how late it started
         self.rate_limited = 0
+        # Large replies are encoded one at a time (a get_candles(1000) reply takes milliseconds):
+        # many clients' requests arriving together then take turns with the flush instead of all
+        # running in one pass of the event loop ahead of it.
+        self._reply_turn = asyncio.Semaphore(1)
         self.errors_sent = 0
         self.candle_fetches = 0
         self._fetching: dict[tuple[str, str], tuple[int, asyncio.Task[list[dict[str, Any]]]]] = {}
@@ -221,7 +228,13 @@ class Bridge:
         except ClientError as error:
             await self._send_error(sid, error)
             return error.payload()
-        await self.sio.emit(reply_event, payload, to=sid)
+        if request.event in LARGE_REPLIES:
+            async with self._reply_turn:
+                if sid not in self.clients:
+                    return None  # gone meanwhile (disconnected over its budget, say): no work for it
+                await self.sio.emit(reply_event, payload, to=sid)
+        else:
+            await self.sio.emit(reply_event, payload, to=sid)
         return payload
 
     async def _send_error(self, sid: str, error: ClientError) -> None:

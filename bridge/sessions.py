@@ -24,6 +24,7 @@ from typing import Any
 import socketio
 
 from bridge.budget import OVER_BUDGET, BudgetQueue
+from bridge.heap import release_free_memory
 from bridge.inbound import REASONS, sio_refusal
 from bridge.quietlog import RateLimitedLog
 from bridge.transport import ws_close_frame, ws_text_frame
@@ -36,6 +37,8 @@ SWEEP_INTERVAL_S = 1.0
 # How long an evicted websocket client has to read its error and close frames before the TCP
 # connection is cut (its buffered bytes are freed then at the latest).
 CLOSE_GRACE_S = 1.0
+# When the heap is trimmed after an eviction: once the cut connections have let go of their buffers.
+TRIM_AFTER_S = CLOSE_GRACE_S + 1.0
 # The WebSocket close code sent with an eviction: the client broke the bridge's policy.
 POLICY_VIOLATION = 1008
 MESSAGES = {
@@ -87,6 +90,7 @@ class Sessions:
         self.bad_input = bad_input
         self.disconnects: Counter[str] = Counter({kind: 0 for kind in DISCONNECT_KINDS})
         self._evicting: set[asyncio.Task[None]] = set()
+        self._trim: asyncio.TimerHandle | None = None
         # Instance attributes shadow the engine.io server's method and python-socketio's handlers.
         self.eio.create_queue = self._create_queue
         self.eio.on("connect", self._on_open)
@@ -154,7 +158,13 @@ class Sessions:
         await sock.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
         queue.put_nowait(None)  # ends a waiting long-poll or the websocket writer
         self.eio.sockets.pop(eio_sid, None)
+        if self._trim is None:
+            self._trim = asyncio.get_running_loop().call_later(TRIM_AFTER_S, self._release_memory)
         return True
+
+    def _release_memory(self) -> None:
+        self._trim = None
+        release_free_memory()
 
     async def run(self) -> None:
         """Close the sessions that did not join the namespace in time."""
