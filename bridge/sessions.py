@@ -35,7 +35,7 @@ UNJOINED = "unjoined"
 DISCONNECT_KINDS = (OVER_BUDGET, UNJOINED, *REASONS)
 SWEEP_INTERVAL_S = 1.0
 # How long an evicted websocket client has to read its error and close frames before the TCP
-# connection is cut (its buffered bytes are freed then at the latest).
+# connection is cut (what waits in its buffer is freed then at the latest).
 CLOSE_GRACE_S = 1.0
 # When the heap is trimmed after an eviction: once the cut connections have let go of their buffers.
 TRIM_AFTER_S = CLOSE_GRACE_S + 1.0
@@ -110,22 +110,23 @@ class Sessions:
     async def _on_message(self, eio_sid: str, data: Any) -> None:
         refusal = sio_refusal(data)
         if refusal is not None:
-            self.refuse(eio_sid, refusal)
+            await self.refuse(eio_sid, refusal)
             return
         await self.sio._handle_eio_message(eio_sid, data)
 
     async def _on_close(self, eio_sid: str, reason: Any) -> None:
         self.pending.settle(eio_sid)
+        self._release_memory_later()
         await self.sio._handle_eio_disconnect(eio_sid, reason)
 
     def joined(self, eio_sid: str) -> None:
         """The session's client joined the namespace (it was let in)."""
         self.pending.settle(eio_sid)
 
-    def refuse(self, eio_sid: str, kind: str) -> None:
+    async def refuse(self, eio_sid: str, kind: str) -> None:
         """Disconnect a session for ``kind`` of bad input (counted, logged at a bounded rate)."""
         self.bad_input.warning(kind, "bridge: disconnecting a client: %s", MESSAGES[kind])
-        self.evict_soon(eio_sid, kind)
+        await self.evict(eio_sid, kind)
 
     def _over_budget(self, queue: BudgetQueue) -> None:
         if queue.eio_sid is not None:
@@ -152,15 +153,21 @@ class Sessions:
         tcp = queue.tcp
         if tcp is not None and not tcp.is_closing():
             tcp.write(error_frame(kind) + ws_close_frame(POLICY_VIOLATION))
-            tcp.close()
+            # Half-close: closing outright with the client's frames unread would answer them
+            # with a reset, which makes its kernel drop the error before the client reads it.
+            tcp.write_eof()
             asyncio.get_running_loop().call_later(CLOSE_GRACE_S, tcp.abort)
         # Runs the disconnect handlers (the client leaves the fan-out) without queueing a CLOSE.
         await sock.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
-        queue.put_nowait(None)  # ends a waiting long-poll or the websocket writer
+        if tcp is None:
+            queue.put_nowait(None)  # ends a waiting long-poll (a websocket's ends with its connection)
         self.eio.sockets.pop(eio_sid, None)
+        return True
+
+    def _release_memory_later(self) -> None:
+        """Trim the heap once the sessions closing now have let go of their buffers."""
         if self._trim is None:
             self._trim = asyncio.get_running_loop().call_later(TRIM_AFTER_S, self._release_memory)
-        return True
 
     def _release_memory(self) -> None:
         self._trim = None

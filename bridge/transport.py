@@ -136,14 +136,20 @@ class WireTransport:
                 return self._sock
 
             async def wait(self) -> str | bytes:
-                frame = await super().wait()
-                refusal = eio_refusal(frame)
-                if refusal is not None:
-                    eio_sid = getattr(getattr(self.handler, "__self__", None), "sid", None)
-                    if eio_sid is not None:
-                        sessions.refuse(eio_sid, refusal)
-                    raise OSError(refusal)  # engineio ends the session's receive loop on OSError
-                return frame
+                """The next frame the session may act on. Once the session is cut, frames are read
+                and dropped until the client closes or the connection is cut (an ``OSError``):
+                leaving them unread would make the close a reset that loses the error sent."""
+                session = getattr(self.handler, "__self__", None)
+                while True:
+                    frame = await super().wait()
+                    if session is not None and session.queue.over:
+                        continue
+                    refusal = eio_refusal(frame)
+                    if refusal is None:
+                        return frame
+                    if session is None:
+                        raise OSError(refusal)  # engineio ends the receive loop on OSError
+                    await sessions.refuse(session.sid, refusal)
 
         eio = self.sio.eio
         eio._async = {**eio._async, "websocket": NoCompressWebSocket}

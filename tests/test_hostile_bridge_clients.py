@@ -16,15 +16,18 @@ import json
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import pytest
-import socketio
 
+from bridge.budget import OVER_BUDGET
 from tests.bridge_procs import BridgeProcess
 from tests.hostile import ClientFigures, RssWatch, report
 from tests.procs import EngineProcess, running
@@ -33,6 +36,7 @@ BATCH_INTERVAL_MS = 50
 GAP_BOUND_MS = BATCH_INTERVAL_MS + 100  # one flush late at most, plus scheduling noise
 JOIN_TIMEOUT_MS = 2000  # SESSION_JOIN_TIMEOUT_MS for this bridge (default 10 s): a short test
 SETTLE_MB, SETTLE_S = 50, 30
+TRIMMED_MB, TRIM_WAIT_S = 10, 5  # the bridge gives freed memory back about 2 s after clients leave
 SYMBOL = "EURUSD"
 SIO_PATH = "/socket.io/?EIO=4"
 CANDLES_1000 = json.dumps(["get_candles", {"symbol": SYMBOL, "timeframe": "M1", "count": 1000}])
@@ -50,72 +54,122 @@ def bridge(fast_engine):
         yield proc
 
 
-# A normal client beside the attacker
+# A normal client beside the attacker, in its own process (the attack's Python work here must not
+# delay its reading)
+NORMAL_CLIENT = """
+import asyncio, json, sys, threading, time
+import socketio
+
+async def main(url, symbol, ping_every_s):
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)), daemon=True).start()
+    figures = {"ticks": 0, "longest_tick_gap_ms": 0.0, "rtts_ms": [], "rpc_calls": 0, "rpc_failures": 0}
+    last = []
+    client = socketio.AsyncClient(reconnection=False)
+
+    @client.on("tick")
+    async def on_tick(data):
+        now = time.perf_counter()
+        if last:
+            figures["longest_tick_gap_ms"] = max(figures["longest_tick_gap_ms"], (now - last[0]) * 1000)
+            last[0] = now
+        else:
+            last.append(now)
+            print("ready", flush=True)
+        figures["ticks"] += 1
+
+    await client.connect(url, transports=["websocket"], wait_timeout=5)
+    await client.call("subscribe", {"symbol": symbol}, timeout=5)
+    while not stop.is_set():
+        started = time.perf_counter()
+        figures["rpc_calls"] += 1
+        try:
+            await client.call("ping", timeout=2)
+            figures["rtts_ms"].append((time.perf_counter() - started) * 1000)
+        except socketio.exceptions.TimeoutError:
+            figures["rpc_failures"] += 1
+        try:
+            await asyncio.wait_for(stop.wait(), ping_every_s)
+        except asyncio.TimeoutError:
+            pass
+    await client.disconnect()
+    print(json.dumps(figures), flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+"""
+
+
 class SioNormalClient:
-    """A python-socketio client on its own thread and loop: subscribed to ``SYMBOL``, it records the
+    """A python-socketio client in a child process: subscribed to ``SYMBOL``, it records the
     longest gap between tick events and the round trip of a ``ping`` every ``ping_every_s``."""
 
     def __init__(self, url: str, ping_every_s: float = 0.1) -> None:
-        self.url = url
-        self.ping_every_s = ping_every_s
         self.figures = ClientFigures()
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self._proc = subprocess.Popen([sys.executable, "-c", NORMAL_CLIENT, url, SYMBOL, str(ping_every_s)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
     def __enter__(self) -> SioNormalClient:
-        self._thread.start()
-        if not self._ready.wait(15):
-            raise TimeoutError(f"the normal client got no tick within 15 s ({self._error!r})")
+        ready = threading.Event()
+        threading.Thread(target=lambda: (self._proc.stdout.readline(), ready.set()), daemon=True).start()
+        if not ready.wait(15):
+            self._proc.kill()
+            raise TimeoutError("the normal client got no tick within 15 s")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(15)
-        rtts = sorted(self.figures.rtts_ms)
+        try:
+            out, _ = self._proc.communicate("", timeout=15)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            raise
+        seen = json.loads(out.strip().splitlines()[-1])
+        rtts = sorted(seen.pop("rtts_ms"))
+        self.figures = ClientFigures(**seen, rtts_ms=rtts)
         if rtts:
             self.figures.rpc_p99_ms = rtts[min(len(rtts) - 1, int(0.99 * len(rtts)))]
 
-    async def _main(self) -> None:
-        client = socketio.AsyncClient(reconnection=False)
-        last: list[float] = []
 
-        @client.on("tick")
-        async def on_tick(data: object) -> None:
-            now = time.perf_counter()
-            if last:
-                self.figures.longest_tick_gap_ms = max(self.figures.longest_tick_gap_ms, (now - last[0]) * 1000)
-                last[0] = now
-            else:
-                last.append(now)
-                self._ready.set()
-            self.figures.ticks += 1
+@dataclass
+class Outcome:
+    """What one run of an attack left: the bridge's RSS, the normal client's figures, the attack's own."""
 
-        try:
-            await client.connect(self.url, transports=["websocket"], wait_timeout=5)
-            await client.call("subscribe", {"symbol": SYMBOL}, timeout=5)
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                self.figures.rpc_calls += 1
-                try:
-                    await client.call("ping", timeout=2)
-                    self.figures.rtts_ms.append((time.perf_counter() - started) * 1000)
-                except socketio.exceptions.TimeoutError:
-                    self.figures.rpc_failures += 1
-                await asyncio.sleep(self.ping_every_s)
-        except BaseException as exc:  # shown by __enter__ if it never got going
-            self._error = exc
-            raise
-        finally:
-            await client.disconnect()
+    rss: RssWatch
+    normal: ClientFigures
+    seen: dict[str, Any]
 
 
-@contextmanager
-def watched(bridge: BridgeProcess) -> Iterator[tuple[RssWatch, SioNormalClient]]:
-    """RSS of the bridge and a normal client around an attack."""
-    with RssWatch(bridge.proc.pid) as rss, SioNormalClient(bridge.url) as normal:
-        yield rss, normal
+def attack_beside_a_normal_client(bridge: BridgeProcess, attack: Callable[[], dict[str, Any]]) -> Outcome:
+    """Run ``attack()`` while a normal client reads ticks and the bridge's RSS is watched, then let
+    the bridge settle. Once more if the normal client saw a stall: on a busy shared machine another
+    process can cause one; a stall in the second run too fails the test."""
+    for attempt in (1, 2):
+        with RssWatch(bridge.proc.pid) as rss, SioNormalClient(bridge.url) as normal:
+            seen = attack()
+        # The bridge's own view: how late its flushes started over the last 8 s or so.
+        seen["bridge_flush_late_max_ms"] = stats(bridge)["stats"]["flush_late_ms"]["max"]
+        settle(rss)
+        if normal.figures.longest_tick_gap_ms < GAP_BOUND_MS or attempt == 2:
+            return Outcome(rss, normal.figures, seen)
+        print(f"[hostile] the normal client saw a {normal.figures.longest_tick_gap_ms:.0f} ms gap; "
+              "running the attack once more", flush=True)
+    raise AssertionError("unreachable")
+
+
+def settle(rss: RssWatch) -> None:
+    """RSS once the bridge has given back what the attack took (or the issue's bound after 30 s)."""
+    if rss.settle(TRIMMED_MB, TRIM_WAIT_S) - rss.before > SETTLE_MB:
+        rss.settle(SETTLE_MB, SETTLE_S)
+
+
+def held(outcome: Outcome) -> None:
+    """The issue's bounds: no stall for the normal client, memory back within 50 MB."""
+    assert outcome.normal.longest_tick_gap_ms < GAP_BOUND_MS
+    assert outcome.rss.after - outcome.rss.before <= SETTLE_MB
+
+
+def delta(before: dict, after: dict, group: str, *keys: str) -> dict[str, int]:
+    return {k: after["stats"][group][k] - before["stats"][group][k] for k in keys}
 
 
 def stats(bridge: BridgeProcess) -> dict:
@@ -162,7 +216,7 @@ def request(port: int, method: str, path: str, body: str = "", host: str | None 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        conn.putheader("Host", host or f"127.0.0.1:{port}")
+        conn.putheader("Host", host if host is not None else f"127.0.0.1:{port}")
         if origin is not None:
             conn.putheader("Origin", origin)
         if body:
@@ -193,11 +247,12 @@ def post(port: int, sid: str, *packets: str) -> int:
 # 1. Socket.IO clients that never read, asking for the largest reply at the rate limit
 def test_clients_that_never_read_their_replies_are_disconnected_and_their_memory_returns(bridge):
     attackers, seconds, burst, rate = 10, 3.0, 40, 20
-    with watched(bridge) as (rss, normal):
+
+    def attack() -> dict[str, Any]:
         before = stats(bridge)
         socks = [raw_websocket(bridge.port)[0] for _ in range(attackers)]
         sent = [0] * attackers
-        cut: set[int] = set()
+        cut: set[int] = set()  # seen cut from this side (a write failed)
         for sock in socks:
             sock.sendall(ws_frame("40"))
         started = time.monotonic()
@@ -208,98 +263,108 @@ def test_clients_that_never_read_their_replies_are_disconnected_and_their_memory
                     while i not in cut and sent[i] < allowed:
                         sock.sendall(ws_frame(f"42{CANDLES_1000}"))
                         sent[i] += 1
-                except OSError:  # the bridge cut it
+                except OSError:
                     cut.add(i)
             time.sleep(0.01)
-        after_attack = stats(bridge)
+        deadline = time.monotonic() + 10  # the last replies may still be on their way
+        while delta(before, after := stats(bridge), "disconnected", OVER_BUDGET)[OVER_BUDGET] < attackers \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
         for sock in socks:
             sock.close()
-    rss.settle(SETTLE_MB, SETTLE_S)
-    over = after_attack["stats"]["disconnected"]["over_budget"] - before["stats"]["disconnected"]["over_budget"]
-    report("Socket.IO clients that never read, get_candles(1000) at the rate limit", rss, normal.figures,
-           attackers=attackers, requests=sum(sent), disconnected_over_budget=over, cut_seen=len(cut))
-    assert over == attackers
-    assert after_attack["clients"] == before["clients"]
-    assert normal.figures.longest_tick_gap_ms < GAP_BOUND_MS and normal.figures.rpc_failures == 0
-    assert rss.after - rss.before <= SETTLE_MB
+        return {"attackers": attackers, "requests": sum(sent), "write_failed": len(cut),
+                "cut": delta(before, after, "disconnected", OVER_BUDGET)[OVER_BUDGET],
+                "clients_left": after["clients"] - before["clients"]}
+
+    outcome = attack_beside_a_normal_client(bridge, attack)
+    report("Socket.IO clients that never read, get_candles(1000) at the rate limit", outcome.rss, outcome.normal,
+           **outcome.seen)
+    assert outcome.seen["cut"] == attackers and outcome.seen["clients_left"] == 0
+    assert outcome.normal.rpc_failures == 0
+    held(outcome)
 
 
 # 2. Long-polling sessions that never GET
 def test_polling_sessions_that_never_get_are_bounded_by_the_same_budget(bridge):
     sessions, requests = 10, 30
-    with watched(bridge) as (rss, normal):
+
+    def attack() -> dict[str, Any]:
         before = stats(bridge)
         sids = [polling_session(bridge.port) for _ in range(sessions)]
-        statuses = {sid: [] for sid in sids}
+        refused_posts = 0
         for _ in range(requests):
             for sid in sids:
-                statuses[sid].append(post(bridge.port, sid, f"42{CANDLES_1000}"))
+                refused_posts += post(bridge.port, sid, f"42{CANDLES_1000}") == 400
         time.sleep(0.5)
-        after_attack = stats(bridge)
-        gone = [sid for sid in sids if post(bridge.port, sid, "3") == 400]
-    rss.settle(SETTLE_MB, SETTLE_S)
-    over = after_attack["stats"]["disconnected"]["over_budget"] - before["stats"]["disconnected"]["over_budget"]
-    report("long-polling sessions that never GET, get_candles(1000) each", rss, normal.figures,
-           sessions=sessions, posts=sessions * requests, disconnected_over_budget=over, sessions_gone=len(gone))
-    assert over == sessions and len(gone) == sessions
-    assert all(400 in codes for codes in statuses.values())  # refused once it was cut
-    assert after_attack["clients"] == before["clients"]
-    assert normal.figures.longest_tick_gap_ms < GAP_BOUND_MS and normal.figures.rpc_failures == 0
-    assert rss.after - rss.before <= SETTLE_MB
+        after = stats(bridge)
+        return {"sessions": sessions, "posts": sessions * requests, "refused_posts": refused_posts,
+                "cut": delta(before, after, "disconnected", OVER_BUDGET)[OVER_BUDGET],
+                "gone": sum(post(bridge.port, sid, "3") == 400 for sid in sids),
+                "clients_left": after["clients"] - before["clients"]}
+
+    outcome = attack_beside_a_normal_client(bridge, attack)
+    report("long-polling sessions that never GET, get_candles(1000) each", outcome.rss, outcome.normal,
+           **outcome.seen)
+    seen = outcome.seen
+    assert seen["cut"] == sessions and seen["gone"] == sessions and seen["refused_posts"] >= sessions
+    assert seen["clients_left"] == 0 and outcome.normal.rpc_failures == 0
+    held(outcome)
 
 
 # 3. A binary event announcing a million attachments
-def test_packets_announcing_attachments_are_refused_before_anything_is_kept(bridge):
-    announce = '451000000-["get_symbols",{"_placeholder":true,"num":0}]'
-    before = stats(bridge)
+ANNOUNCE = '451000000-["get_symbols",{"_placeholder":true,"num":0}]'
 
-    async def over_websocket(session: aiohttp.ClientSession) -> tuple[list[str], bool]:
-        async with session.ws_connect(f"{bridge.url}/socket.io/?EIO=4&transport=websocket") as ws:
+
+async def announce_over_websocket(url: str) -> tuple[list[str], bool]:
+    """Join, announce a million attachments, send a few: every text frame the bridge sent back, and
+    whether it closed the connection."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{url}/socket.io/?EIO=4&transport=websocket") as ws:
             await ws.receive()  # OPEN
             await ws.send_str("40")
-            await ws.send_str(announce)
-            try:  # the attachments it announced (a few: the bridge must not wait for them)
+            await ws.send_str(ANNOUNCE)
+            try:  # a few of the attachments it announced: the bridge must not wait for them
                 for _ in range(100):
                     await ws.send_bytes(b"\0" * 1024)
             except (ConnectionError, aiohttp.ClientError):
                 pass
-            texts = []
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    texts.append(msg.data)
+            texts = [msg.data async for msg in ws if msg.type == aiohttp.WSMsgType.TEXT]
             return texts, ws.closed
 
-    async def attack() -> list[tuple[list[str], bool]]:
-        async with aiohttp.ClientSession() as session:
-            return [await asyncio.wait_for(over_websocket(session), 10) for _ in range(20)]
 
-    with watched(bridge) as (rss, normal):
-        results = asyncio.run(attack())
+def test_packets_announcing_attachments_are_refused_before_anything_is_kept(bridge):
+    def attack() -> dict[str, Any]:
+        before = stats(bridge)
+        results = [asyncio.run(asyncio.wait_for(announce_over_websocket(bridge.url), 10)) for _ in range(20)]
         sid = polling_session(bridge.port)
-        polled = [post(bridge.port, sid, announce), post(bridge.port, sid, "3")]
-        after_attack = stats(bridge)
-    rss.settle(SETTLE_MB, SETTLE_S)
-    # A websocket is cut for the announcement or, if the bridge read on first, the binary frame after it.
-    refused = sum(after_attack["stats"]["disconnected"][k] - before["stats"]["disconnected"][k]
-                  for k in ("attachments", "binary"))
-    report("binary events announcing 1,000,000 attachments (20 websocket, 1 polling)", rss, normal.figures,
-           refused=refused)
-    assert refused == 21
-    for texts, closed in results:
+        polled = [post(bridge.port, sid, ANNOUNCE), post(bridge.port, sid, "3")]
+        # A websocket is cut for the announcement or, if the bridge read on first, for the binary
+        # frame after it.
+        return {"results": results, "polled": polled,
+                "cut": sum(delta(before, stats(bridge), "disconnected", "attachments", "binary").values())}
+
+    outcome = attack_beside_a_normal_client(bridge, attack)
+    seen = outcome.seen
+    report("binary events announcing 1,000,000 attachments (20 websocket, 1 polling)", outcome.rss, outcome.normal,
+           cut=seen["cut"])
+    assert seen["cut"] == 21
+    for texts, closed in seen["results"]:
         errors = [json.loads(t[2:])[1] for t in texts if t.startswith('42["error"')]
         assert closed and errors and errors[-1]["code"] == "bad_request", texts
         assert "attachments" in errors[-1]["message"] or "binary" in errors[-1]["message"]
-    assert polled[1] == 400  # the polling session was closed
-    assert normal.figures.longest_tick_gap_ms < GAP_BOUND_MS
-    assert rss.peak - rss.before < SETTLE_MB and rss.after - rss.before <= SETTLE_MB
+    assert seen["polled"][1] == 400  # the polling session was closed
+    assert outcome.rss.peak - outcome.rss.before < SETTLE_MB
+    held(outcome)
 
 
 # 4. Malformed packets: a bounded log, no tracebacks
+GARBAGE = ['42["ping",', "49", "4", '42{"not":"a list"}', "42[17]", "43[1]", "x", b"\x00binary"]
+
+
 def test_malformed_packets_disconnect_or_are_dropped_and_the_log_stays_short(bridge):
-    log_before = len(bridge.output())
-    before = stats(bridge)
-    garbage = ['42["ping",', "49", "4", '42{"not":"a list"}', "42[17]", "43[1]", "x", ""]
-    with watched(bridge) as (rss, normal):
+    def attack() -> dict[str, Any]:
+        log_from = len(bridge.output())
+        before = stats(bridge)
         ws_sent = 0
         for i in range(100):  # each connection: one kind of garbage, over and over
             sock, status = raw_websocket(bridge.port, rcvbuf=65536)
@@ -307,8 +372,7 @@ def test_malformed_packets_disconnect_or_are_dropped_and_the_log_stays_short(bri
             try:
                 sock.sendall(ws_frame("40"))
                 for _ in range(20):
-                    frame = garbage[i % len(garbage)]
-                    sock.sendall(ws_frame(frame if frame else b"\x00binary"))
+                    sock.sendall(ws_frame(GARBAGE[i % len(GARBAGE)]))
                     ws_sent += 1
                 while sock.recv(65536):  # until the bridge closes it
                     pass
@@ -318,51 +382,58 @@ def test_malformed_packets_disconnect_or_are_dropped_and_the_log_stays_short(bri
         sid = polling_session(bridge.port)
         polled = [post(bridge.port, sid, "x{garbage") for _ in range(1000)]  # Engine.IO-level garbage
         time.sleep(0.5)
-        after_attack = stats(bridge)
-    rss.settle(SETTLE_MB, SETTLE_S)
-    log = bridge.output()[log_before:]
-    cut = {k: after_attack["stats"]["disconnected"][k] - before["stats"]["disconnected"][k]
-           for k in ("malformed", "binary")}
-    report("malformed packets", rss, normal.figures, websocket_packets=ws_sent, polling_posts=len(polled),
-           disconnected=cut, log_bytes=len(log), log_lines=log.count("\n"), flush_late=after_attack["stats"]["flush_late_ms"], flush=after_attack["stats"]["flush_ms"])
-    assert sum(cut.values()) == 100  # every connection that sent garbage was cut
-    assert after_attack["stats"]["library_errors"] - before["stats"]["library_errors"] >= len(polled)
+        after = stats(bridge)
+        log = bridge.output()[log_from:]
+        return {"websocket_packets": ws_sent, "polling_posts": len(polled),
+                "cut": delta(before, after, "disconnected", "malformed", "binary"),
+                "library_errors": after["stats"]["library_errors"] - before["stats"]["library_errors"],
+                "log_bytes": len(log), "log": log}
+
+    outcome = attack_beside_a_normal_client(bridge, attack)
+    seen = outcome.seen
+    log = seen.pop("log")
+    report("malformed packets", outcome.rss, outcome.normal, **seen)
+    assert sum(seen["cut"].values()) == 100  # every connection that sent garbage was cut
+    assert seen["library_errors"] >= seen["polling_posts"]  # counted, though not cut (engineio drops them)
     assert "Traceback" not in log and len(log) < 8000, log[-3000:]
-    assert normal.figures.longest_tick_gap_ms < GAP_BOUND_MS
-    assert rss.after - rss.before <= SETTLE_MB
+    held(outcome)
 
 
 # 5. Hosts and origins (DNS rebinding)
 def test_a_foreign_host_or_origin_is_refused_on_every_path_and_transport(bridge):
     port = bridge.port
     evil_host, evil_origin = f"evil.example:{port}", f"http://evil.example:{port}"
-    before = stats(bridge)
-    with watched(bridge) as (rss, normal):
-        rebinding = {path: request(port, "GET", path, host=evil_host, origin=evil_origin)
-                     for path in ("/", "/health", "/metrics", f"{SIO_PATH}&transport=polling")}
-        ws_rebinding = raw_websocket(port, host=evil_host, origin=evil_origin)
-        ws_foreign_origin = raw_websocket(port, origin=evil_origin)
-        polling_foreign_origin = request(port, "GET", f"{SIO_PATH}&transport=polling", origin=evil_origin)
-        no_host = request(port, "GET", "/health", host="")
-        own = request(port, "GET", f"{SIO_PATH}&transport=polling", host=f"localhost:{port}",
-                   origin=f"http://localhost:{port}")
-        ws_own = raw_websocket(port, host=f"localhost:{port}", origin=f"http://localhost:{port}")
-        after_attack = stats(bridge)
-    for sock, _ in (ws_rebinding, ws_foreign_origin, ws_own):
-        sock.close()
-    rss.settle(SETTLE_MB, SETTLE_S)
-    refused = {k: after_attack["stats"]["refused"][k] - before["stats"]["refused"][k] for k in ("host", "origin")}
-    report("DNS rebinding and foreign origins", rss, normal.figures, refused=refused,
-           rebinding_statuses=sorted({r[0] for r in rebinding.values()}), websocket_rebinding=ws_rebinding[1])
-    for status, headers, _ in rebinding.values():
+    own_host, own_origin = f"localhost:{port}", f"http://localhost:{port}"
+
+    def attack() -> dict[str, Any]:
+        before = stats(bridge)
+        seen = {
+            "rebinding": [request(port, "GET", path, host=evil_host, origin=evil_origin)
+                          for path in ("/", "/health", "/metrics", f"{SIO_PATH}&transport=polling")],
+            "no_host": request(port, "GET", "/health", host=""),
+            "polling_foreign_origin": request(port, "GET", f"{SIO_PATH}&transport=polling", origin=evil_origin),
+            "own": request(port, "GET", f"{SIO_PATH}&transport=polling", host=own_host, origin=own_origin),
+        }
+        for name, host, origin in (("ws_rebinding", evil_host, evil_origin), ("ws_foreign_origin", None, evil_origin),
+                                   ("ws_own", own_host, own_origin)):
+            sock, seen[name] = raw_websocket(port, host=host, origin=origin)
+            sock.close()
+        seen["refused"] = delta(before, stats(bridge), "refused", "host", "origin")
+        return seen
+
+    outcome = attack_beside_a_normal_client(bridge, attack)
+    seen = outcome.seen
+    report("DNS rebinding and foreign origins", outcome.rss, outcome.normal, refused=seen["refused"],
+           rebinding=sorted({r[0] for r in seen["rebinding"]}), websocket_rebinding=seen["ws_rebinding"])
+    for status, headers, _ in seen["rebinding"]:
         assert status == 421 and "access-control-allow-origin" not in headers
-    assert ws_rebinding[1] == 421 and no_host[0] == 421
-    assert ws_foreign_origin[1] == 403 and polling_foreign_origin[0] == 403
-    assert "access-control-allow-origin" not in polling_foreign_origin[1]
-    assert own[0] == 200 and own[1]["access-control-allow-origin"] == f"http://localhost:{port}"
-    assert ws_own[1] == 101
-    assert refused == {"host": 6, "origin": 2}
-    assert normal.figures.longest_tick_gap_ms < GAP_BOUND_MS
+    assert seen["ws_rebinding"] == 421 and seen["no_host"][0] == 421
+    assert seen["ws_foreign_origin"] == 403 and seen["polling_foreign_origin"][0] == 403
+    assert "access-control-allow-origin" not in seen["polling_foreign_origin"][1]
+    assert seen["own"][0] == 200 and seen["own"][1]["access-control-allow-origin"] == own_origin
+    assert seen["ws_own"] == 101
+    assert seen["refused"] == {"host": 6, "origin": 2}
+    held(outcome)
 
 
 def test_a_configured_host_and_origin_are_let_in(fast_engine, started):
@@ -372,7 +443,7 @@ def test_a_configured_host_and_origin_are_let_in(fast_engine, started):
     started.append(bridge)
     bridge.start()
     port = bridge.port
-    assert request(port, "GET", "/health", host="md.example")[0] == 421  # port defaults to WS_PORT
+    assert request(port, "GET", "/health", host="md.example")[0] == 421  # the port defaults to WS_PORT's
     assert request(port, "GET", "/health", host=f"md.example:{port}")[0] == 200
     assert request(port, "GET", "/health", host=f"localhost:{port}")[0] == 421  # not listed any more
     status, headers, _ = request(port, "GET", f"{SIO_PATH}&transport=polling", host=f"md.example:{port}", origin=app)
@@ -383,29 +454,35 @@ def test_a_configured_host_and_origin_are_let_in(fast_engine, started):
 # 6. Engine.IO sessions that never join the namespace
 def test_sessions_that_never_join_are_shown_apart_and_closed_after_the_timeout(bridge):
     polling, websockets = 100, 20
-    deadline = time.monotonic() + JOIN_TIMEOUT_MS / 1000 + 5
-    while (before := stats(bridge))["sessions_pending"] and time.monotonic() < deadline:
-        time.sleep(0.2)  # earlier tests' leftovers
-    with watched(bridge) as (rss, normal):
+
+    def pending_gone(within_s: float) -> dict:
+        deadline = time.monotonic() + within_s
+        while (body := stats(bridge))["sessions_pending"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return body
+
+    def attack() -> dict[str, Any]:
+        before = pending_gone(JOIN_TIMEOUT_MS / 1000 + 5)  # earlier tests' leftovers
         opened = time.monotonic()
         sids = [polling_session(bridge.port, join=False) for _ in range(polling)]
         socks = [raw_websocket(bridge.port)[0] for _ in range(websockets)]
         during = stats(bridge)
-        deadline = opened + JOIN_TIMEOUT_MS / 1000 + 5
-        while (now := stats(bridge))["sessions_pending"] and time.monotonic() < deadline:
-            time.sleep(0.2)
+        after = pending_gone(JOIN_TIMEOUT_MS / 1000 + 5)
         closed_after = time.monotonic() - opened
-        gone = [sid for sid in sids if post(bridge.port, sid, "40") == 400]
-    for sock in socks:
-        sock.close()
-    rss.settle(SETTLE_MB, SETTLE_S)
-    unjoined = now["stats"]["disconnected"]["unjoined"] - before["stats"]["disconnected"]["unjoined"]
-    report("Engine.IO sessions that never join the namespace", rss, normal.figures,
-           sessions=polling + websockets, pending_seen=during["sessions_pending"], closed=unjoined,
-           closed_within_s=round(closed_after, 1))
-    assert before["sessions_pending"] == 0
-    assert during["sessions_pending"] == polling + websockets and during["clients"] == before["clients"]
-    assert now["sessions_pending"] == 0 and unjoined == polling + websockets and len(gone) == polling
-    assert closed_after >= JOIN_TIMEOUT_MS / 1000
-    assert normal.figures.longest_tick_gap_ms < GAP_BOUND_MS
-    assert rss.after - rss.before <= SETTLE_MB
+        gone = sum(post(bridge.port, sid, "40") == 400 for sid in sids)
+        for sock in socks:
+            sock.close()
+        return {"sessions": polling + websockets, "pending_before": before["sessions_pending"],
+                "pending_seen": during["sessions_pending"], "pending_after": after["sessions_pending"],
+                "clients_added": during["clients"] - before["clients"],
+                "closed": delta(before, after, "disconnected", "unjoined")["unjoined"], "polling_gone": gone,
+                "closed_within_s": round(closed_after, 1)}
+
+    outcome = attack_beside_a_normal_client(bridge, attack)
+    seen = outcome.seen
+    report("Engine.IO sessions that never join the namespace", outcome.rss, outcome.normal, **seen)
+    assert seen["pending_before"] == 0 and seen["pending_seen"] == polling + websockets
+    assert seen["clients_added"] == 0  # shown apart from the clients
+    assert seen["pending_after"] == 0 and seen["closed"] == polling + websockets and seen["polling_gone"] == polling
+    assert seen["closed_within_s"] >= JOIN_TIMEOUT_MS / 1000
+    held(outcome)
