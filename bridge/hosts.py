@@ -83,11 +83,12 @@ class HostRule:
         return host is not None and host_key(host, DEFAULT_PORTS["http"]) in self.hosts
 
     def origin_ok(self, origin: str, host: str | None) -> bool:
-        """An ``Origin`` is allowed when it is the request's own host or listed (``*``: any)."""
+        """An ``Origin`` is allowed when it is listed (``*``: any) or the request's own host, that
+        host being one the bridge is served under."""
         if ANY in self.origins or origin in self.origins:
             return True
         own = host_key(host, DEFAULT_PORTS["http"]) if host is not None else None
-        return own is not None and origin_host(origin) == own
+        return own is not None and self.host_ok(host) and origin_host(origin) == own
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
