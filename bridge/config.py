@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from bridge.hosts import HostRule, default_hosts
 from engine.config import DEFAULT_TIMEFRAMES, ConfigError, Settings
 from engine.config import add_cli_arguments as add_settings_arguments
-from bridge.hosts import HostRule, default_hosts
 from engine.timeframes import TIMEFRAMES
 from indicators.series import Periods
 

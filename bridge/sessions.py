@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections import Counter
 from typing import Any
 
 import socketio
+from socketio import packet as sio_packet
 
 from bridge.budget import OVER_BUDGET, BudgetQueue
 from bridge.heap import release_free_memory
-from bridge.inbound import REASONS, sio_refusal
+from bridge.inbound import ATTACHMENTS, BINARY, MALFORMED, REASONS, sio_refusal
 from bridge.quietlog import RateLimitedLog
-from bridge.transport import ws_close_frame, ws_text_frame
-
-log = logging.getLogger("bridge")
+from bridge.transport import Wire, ws_close_frame
+from bridge.validation import SLOW_CONSUMER
+from engine.protocol import ErrorCode
 
 UNJOINED = "unjoined"
 DISCONNECT_KINDS = (OVER_BUDGET, UNJOINED, *REASONS)
@@ -44,17 +44,17 @@ POLICY_VIOLATION = 1008
 MESSAGES = {
     OVER_BUDGET: "more than CLIENT_BUFFER_HARD_BYTES waited to reach this client: it does not read",
     UNJOINED: "the session did not join the Socket.IO namespace in time",
-    "binary": "binary packets are not part of the API",
-    "attachments": "packets with attachments are not part of the API",
-    "malformed": "a packet could not be decoded",
+    BINARY: "binary packets are not part of the API",
+    ATTACHMENTS: "packets with attachments are not part of the API",
+    MALFORMED: "a packet could not be decoded",
 }
-ERROR_CODES = {OVER_BUDGET: "slow_consumer"}
+ERROR_CODES = {OVER_BUDGET: SLOW_CONSUMER}  # the others are bad requests
 
 
 def error_frame(kind: str) -> bytes:
     """The WebSocket frame of the ``error`` event an evicted client is sent."""
-    payload = {"code": ERROR_CODES.get(kind, "bad_request"), "message": MESSAGES[kind], "event": ""}
-    return ws_text_frame(b"42" + json.dumps(["error", payload], separators=(",", ":")).encode())
+    payload = {"code": ERROR_CODES.get(kind, ErrorCode.BAD_REQUEST), "message": MESSAGES[kind], "event": ""}
+    return Wire(f"{sio_packet.EVENT}{json.dumps(['error', payload], separators=(',', ':'))}").frame
 
 
 class PendingSessions:

@@ -36,6 +36,7 @@ BATCH_INTERVAL_MS = 50
 GAP_BOUND_MS = BATCH_INTERVAL_MS + 100  # one flush late at most, plus scheduling noise
 JOIN_TIMEOUT_MS = 2000  # SESSION_JOIN_TIMEOUT_MS for this bridge (default 10 s): a short test
 SETTLE_MB, SETTLE_S = 50, 30
+MIN_WATCH_S = 1.0  # the normal client watches at least this long: some twenty flushes
 TRIMMED_MB, TRIM_WAIT_S = 10, 5  # the bridge gives freed memory back about 2 s after clients leave
 SYMBOL = "EURUSD"
 SIO_PATH = "/socket.io/?EIO=4"
@@ -145,7 +146,9 @@ def attack_beside_a_normal_client(bridge: BridgeProcess, attack: Callable[[], di
     process can cause one; a stall in the second run too fails the test."""
     for attempt in (1, 2):
         with RssWatch(bridge.proc.pid) as rss, SioNormalClient(bridge.url) as normal:
+            started = time.monotonic()
             seen = attack()
+            time.sleep(max(0.0, MIN_WATCH_S - (time.monotonic() - started)))
         # The bridge's own view: how late its flushes started over the last 8 s or so.
         seen["bridge_flush_late_max_ms"] = stats(bridge)["stats"]["flush_late_ms"]["max"]
         settle(rss)
@@ -195,7 +198,7 @@ def raw_websocket(port: int, rcvbuf: int = 4096, host: str | None = None, origin
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(5)
     sock.connect(("127.0.0.1", port))
-    headers = [f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}",
+    headers = ["GET /socket.io/?EIO=4&transport=websocket HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}",
                "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Version: 13",
                f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}"]
     if origin is not None:
@@ -313,29 +316,33 @@ def test_polling_sessions_that_never_get_are_bounded_by_the_same_budget(bridge):
 
 # 3. A binary event announcing a million attachments
 ANNOUNCE = '451000000-["get_symbols",{"_placeholder":true,"num":0}]'
+ATTACHMENT, ATTACHMENTS_SENT = b"\0" * 16000, 500  # each under MAX_MESSAGE_BYTES
+ANNOUNCERS = 10
 
 
-async def announce_over_websocket(url: str) -> tuple[list[str], bool]:
-    """Join, announce a million attachments, send a few: every text frame the bridge sent back, and
-    whether it closed the connection."""
+async def announce_over_websocket(url: str) -> tuple[list[str], bool, int]:
+    """Join, announce a million attachments, send some: every text frame the bridge sent back,
+    whether it closed the connection, and the attachment bytes sent."""
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"{url}/socket.io/?EIO=4&transport=websocket") as ws:
             await ws.receive()  # OPEN
             await ws.send_str("40")
             await ws.send_str(ANNOUNCE)
-            try:  # a few of the attachments it announced: the bridge must not wait for them
-                for _ in range(100):
-                    await ws.send_bytes(b"\0" * 1024)
+            sent = 0
+            try:  # some of the attachments it announced (8 MB): the bridge must keep none of them
+                for _ in range(ATTACHMENTS_SENT):
+                    await ws.send_bytes(ATTACHMENT)
+                    sent += len(ATTACHMENT)
             except (ConnectionError, aiohttp.ClientError):
                 pass
             texts = [msg.data async for msg in ws if msg.type == aiohttp.WSMsgType.TEXT]
-            return texts, ws.closed
+            return texts, ws.closed, sent
 
 
 def test_packets_announcing_attachments_are_refused_before_anything_is_kept(bridge):
     def attack() -> dict[str, Any]:
         before = stats(bridge)
-        results = [asyncio.run(asyncio.wait_for(announce_over_websocket(bridge.url), 10)) for _ in range(20)]
+        results = [asyncio.run(asyncio.wait_for(announce_over_websocket(bridge.url), 10)) for _ in range(ANNOUNCERS)]
         sid = polling_session(bridge.port)
         polled = [post(bridge.port, sid, ANNOUNCE), post(bridge.port, sid, "3")]
         # A websocket is cut for the announcement or, if the bridge read on first, for the binary
@@ -345,10 +352,10 @@ def test_packets_announcing_attachments_are_refused_before_anything_is_kept(brid
 
     outcome = attack_beside_a_normal_client(bridge, attack)
     seen = outcome.seen
-    report("binary events announcing 1,000,000 attachments (20 websocket, 1 polling)", outcome.rss, outcome.normal,
-           cut=seen["cut"])
-    assert seen["cut"] == 21
-    for texts, closed in seen["results"]:
+    report("binary events announcing 1,000,000 attachments", outcome.rss, outcome.normal, websockets=ANNOUNCERS,
+           attachment_mb_sent=sum(r[2] for r in seen["results"]) // 10**6, polling=1, cut=seen["cut"])
+    assert seen["cut"] == ANNOUNCERS + 1
+    for texts, closed, _ in seen["results"]:
         errors = [json.loads(t[2:])[1] for t in texts if t.startswith('42["error"')]
         assert closed and errors and errors[-1]["code"] == "bad_request", texts
         assert "attachments" in errors[-1]["message"] or "binary" in errors[-1]["message"]
