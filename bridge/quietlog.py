@@ -5,7 +5,8 @@ traceback. ``RateLimitedLog`` logs the first occurrence of each kind, then at mo
 ``interval_s`` with how many were not logged meanwhile. ``LibraryLog`` is what python-socketio
 and python-engineio log through: their per-packet chatter goes to DEBUG and their errors, which
 bad input triggers (``logger.exception(...)`` from inside their handlers), become one short
-rate-limited warning without the traceback.
+rate-limited warning, the traceback going to DEBUG. As a ``logging`` filter it does the same to
+aiohttp's records (a traceback for every malformed HTTP request).
 """
 from __future__ import annotations
 
@@ -62,12 +63,28 @@ class LibraryLog:
 
     def exception(self, message: str, *args: Any, **kwargs: Any) -> None:
         exc = sys.exc_info()[1]
-        self._error(f"{message}: {type(exc).__name__}: {str(exc)[:200]}" if exc is not None else message, args)
+        if exc is not None and self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug(message, *args, exc_info=True)
+        self._error(f"{message}: {_one_line(exc)}" if exc is not None else message, args)
 
-    def _error(self, message: str, args: tuple[Any, ...]) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
+        """As a ``logging`` filter: a record with a traceback becomes one rate-limited line."""
+        if not record.exc_info or record.levelno < logging.WARNING:
+            return True
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.debug("%s", record.getMessage(), exc_info=record.exc_info)
+        self._error(f"{record.getMessage()}: {_one_line(record.exc_info[1])}", (), "http")
+        return False
+
+    def _error(self, message: str, args: tuple[Any, ...], kind: str = "Socket.IO") -> None:
         self.errors += 1
         try:
             text = message % args if args else message
         except (TypeError, ValueError):
             text = message
-        self.bad_input.warning("library", "bridge: Socket.IO: %s", text[:300])
+        self.bad_input.warning(kind, "bridge: %s: %s", kind, text[:300])
+
+
+def _one_line(exc: BaseException | None) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"

@@ -106,6 +106,8 @@ class Bridge:
             logger=self.library_log,
             engineio_logger=self.library_log,
         )
+        # aiohttp logs a traceback for every malformed HTTP request: one rate-limited line instead.
+        logging.getLogger("aiohttp.server").addFilter(self.library_log)
         self.refused: Counter[str] = Counter({"host": 0, "origin": 0})
         # Host and Origin are checked before anything else sees a request, Socket.IO included.
         self.app = web.Application(middlewares=[guard_middleware(rule, self.refused, self.bad_input)])
@@ -168,6 +170,7 @@ class Bridge:
                         self.sessions.run())]
 
     async def _stop(self, app: web.Application) -> None:
+        logging.getLogger("aiohttp.server").removeFilter(self.library_log)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -486,7 +486,18 @@ def test_bad_input_is_logged_once_per_kind_per_interval_with_a_count_of_the_rest
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert [r.getMessage() for r in warnings][:2] == ["bad 0", "other"]
     assert len(warnings) == 3 and "ValueError: not a packet" in warnings[2].getMessage()
-    assert not any(r.exc_info for r in caplog.records) and library.errors == 100
+    assert not any(r.exc_info for r in warnings) and library.errors == 100
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.exc_info)  # tracebacks at DEBUG only
+    try:
+        raise ValueError("400, message:\n  Invalid character")
+    except ValueError as exc:
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, "", 0, "Error handling request", (),
+                                   (type(exc), exc, exc.__traceback__))
+    plain = logging.LogRecord("aiohttp.server", logging.ERROR, "", 0, "no traceback", (), None)
+    with caplog.at_level(logging.WARNING, logger="bridge.test"):
+        assert library.filter(plain) and not library.filter(record)  # dropped: one line logged instead
+    assert caplog.records[-1].getMessage() == \
+        "bridge: http: Error handling request: ValueError: 400, message: Invalid character"
     limited._last["bad"] -= 61  # as if the interval had passed
     with caplog.at_level(logging.WARNING, logger="bridge.test"):
         limited.warning("bad", "bad again")
