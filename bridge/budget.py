@@ -5,7 +5,9 @@ websocket writer or the client's next long-polling GET takes them, so a client t
 would hold every reply it asked for. ``BudgetQueue`` takes that queue's place: it counts the bytes
 it holds and, together with what waits in the client's TCP buffer (the bundles the fan-out writes
 there directly), refuses to grow past the budget. The first packet that would is dropped and
-reported once through ``over_budget``; the owner then disconnects the client.
+reported once through ``over_budget``; the owner then disconnects the client. (What engineio's
+websocket writer has already taken from the queue but not yet written, at most one queue's worth,
+is not counted: a client that stops reading holds at most about twice its budget.)
 """
 from __future__ import annotations
 

@@ -94,7 +94,8 @@ class HostRule:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def guard_middleware(rule: HostRule, refused: Counter[str], bad_input: RateLimitedLog) -> Callable[..., Awaitable[web.StreamResponse]]:
+def guard_middleware(rule: HostRule, refused: Counter[str],
+                     bad_input: RateLimitedLog) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """An aiohttp middleware refusing a foreign ``Host`` (421) or ``Origin`` (403), counted in ``refused``."""
 
     @web.middleware
