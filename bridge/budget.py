@@ -5,9 +5,11 @@ websocket writer or the client's next long-polling GET takes them, so a client t
 would hold every reply it asked for. ``BudgetQueue`` takes that queue's place: it counts the bytes
 it holds and, together with what waits in the client's TCP buffer (the bundles the fan-out writes
 there directly), refuses to grow past the budget. The first packet that would is dropped and
-reported once through ``over_budget``; the owner then disconnects the client. (What engineio's
-websocket writer has already taken from the queue but not yet written, at most one queue's worth,
-is not counted: a client that stops reading holds at most about twice its budget.)
+reported once through ``over_budget``; the owner then disconnects the client.
+
+engineio's writer (and a long-poll) takes everything queued at once and then writes it out; what
+it has taken is no longer counted. So one take is cut at ``TAKE_BYTES``: the rest stays queued,
+and counted, for the next one.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any
 OVER_BUDGET = "over_budget"  # why a client over its budget is disconnected (a counter's key)
 # What an Engine.IO packet without text or bytes data (OPEN, PING, NOOP...) is counted as.
 CONTROL_PACKET_BYTES = 64
+TAKE_BYTES = 64 * 1024  # the most a writer or a long-poll takes from the queue at once (and one packet)
 
 
 def packet_bytes(pkt: Any) -> int:
@@ -36,6 +39,7 @@ class BudgetQueue(asyncio.Queue):  # type: ignore[type-arg]
         super().__init__()
         self.budget = budget
         self.bytes = 0
+        self._taken = 0  # bytes taken since the current take began
         self.over = False
         self.eio_sid: str | None = None  # set when the session opens
         self.tcp: asyncio.Transport | None = None  # set while the session is on websocket
@@ -60,10 +64,19 @@ class BudgetQueue(asyncio.Queue):  # type: ignore[type-arg]
         self.bytes += size
         super().put_nowait(item)
 
+    async def get(self) -> Any:
+        """The first packet of a take (engineio then takes more with ``get_nowait``)."""
+        self._taken = 0
+        return await super().get()
+
     def get_nowait(self) -> Any:
+        if self._taken >= TAKE_BYTES:
+            raise asyncio.QueueEmpty  # this take is full: the rest waits, counted, for the next
         item = super().get_nowait()
         if item is not None:
-            self.bytes -= packet_bytes(item)
+            size = packet_bytes(item)
+            self.bytes -= size
+            self._taken += size
         return item
 
     def discard(self) -> None:

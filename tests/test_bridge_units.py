@@ -457,6 +457,31 @@ def test_the_budget_queue_counts_bytes_and_refuses_once_past_its_budget():
     asyncio.run(scenario())
 
 
+def test_a_take_from_the_budget_queue_stops_at_take_bytes_and_the_rest_stays_counted():
+    import asyncio
+
+    from bridge.budget import TAKE_BYTES, BudgetQueue
+    from engineio import packet as eio_packet
+
+    async def poll(q):  # what engineio's AsyncSocket.poll does
+        packets = [await q.get()]
+        while True:
+            try:
+                packets.append(q.get_nowait())
+            except asyncio.QueueEmpty:
+                return packets
+
+    async def scenario():
+        q = BudgetQueue(10 * TAKE_BYTES, lambda _: None)
+        size = TAKE_BYTES // 2
+        for _ in range(5):
+            q.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, "x" * (size - 1)))
+        assert (len(await poll(q)), q.bytes) == (2, 3 * size)  # the rest still counts in the budget
+        assert [len(await poll(q)) for _ in range(2)] == [2, 1] and q.bytes == 0
+
+    asyncio.run(scenario())
+
+
 def test_pending_sessions_expire_after_the_timeout_unless_they_joined_or_closed():
     from bridge.sessions import PendingSessions
 
