@@ -58,7 +58,7 @@ class CountingTransport:
         self.writes += 1
         self.bytes += len(bundle.frames)
 
-    def disconnect(self, sid: str, reason: str) -> None:
+    def disconnect(self, sid: str) -> None:
         raise AssertionError("no client is slow here")
 
 

@@ -8,6 +8,7 @@ import sys
 from aiohttp import web
 
 from bridge.config import BridgeConfig, add_cli_arguments
+from bridge.hosts import WILDCARD_BINDS
 from bridge.server import Bridge
 from engine.config import ConfigError
 from engine.logs import setup_logging
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except SecurityError as exc:
         print(f"mt5-bridge: configuration error: {exc}", file=sys.stderr)
         return 2
+    if config.ws_host in WILDCARD_BINDS and not config.ws_allowed_hosts:
+        log.warning("bridge: WS_HOST=%s listens on every interface but answers only under localhost "
+                    "and 127.0.0.1: list the names clients use in WS_ALLOWED_HOSTS", config.ws_host)
     print(f"mt5-bridge: http://{config.ws_host}:{config.ws_port} (Socket.IO, GET /health)\n"
           f"  bus: {config.bus_endpoint}  rpc: {config.rpc_endpoint}  "
           f"auth: {'token' if config.token else 'none'}  batch: {config.batch_interval_ms} ms", flush=True)

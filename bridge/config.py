@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from bridge.hosts import HostRule, default_hosts
 from engine.config import (
     CANDLE_COUNT,
     DEFAULT_TIMEFRAMES,
@@ -48,13 +49,21 @@ class BridgeConfig(Settings):
     ind_rsi: int = field(default=_PERIODS.rsi, metadata=setting("IND_RSI"))
     ind_macd: str = field(default=_PERIODS.macd_text, metadata=setting("IND_MACD"))
     token: str = field(default="", repr=False, metadata=setting("BRIDGE_TOKEN"))
-    # Comma-separated origins allowed to connect; empty = the bridge's own host only; '*' = any.
+    # Comma-separated origins allowed to connect besides the bridge's own host; '*' = any.
     cors_origins: tuple[str, ...] = field(default=(), metadata=setting("CORS_ORIGINS"))
+    # The names (name[:port], port defaulting to WS_PORT) clients may reach the bridge under, as
+    # the Host header says: a DNS-rebinding page's own name is refused. Empty = WS_HOST,
+    # localhost and 127.0.0.1; '*' = any (only behind a proxy that checks Host itself).
+    ws_allowed_hosts: tuple[str, ...] = field(default=(), metadata=setting("WS_ALLOWED_HOSTS"))
+    # An Engine.IO session that has not joined the Socket.IO namespace this long is closed.
+    session_join_timeout_ms: int = field(default=10_000,
+                                         metadata=setting("SESSION_JOIN_TIMEOUT_MS", between(100, 600_000)))
     # Token bucket per client: sustained requests per second and burst size.
     rate_limit_per_s: float = field(default=20.0, metadata=setting("RATE_LIMIT_PER_S", above(0)))
     rate_limit_burst: int = field(default=40, metadata=setting("RATE_LIMIT_BURST", at_least(1)))
     # Bytes waiting to reach one client: above soft, its stream updates are conflated (it gets the
-    # latest state once it catches up); above hard, it is disconnected as a slow consumer.
+    # latest state once it catches up); above hard, it is disconnected as a slow consumer. The hard
+    # bound is the client's whole budget: replies and acknowledgements count in it as pushes do.
     client_buffer_soft: int = field(default=256 * 1024, metadata=setting("CLIENT_BUFFER_SOFT_BYTES", at_least(1)))
     client_buffer_hard: int = field(default=4 * 1024 * 1024, metadata=setting("CLIENT_BUFFER_HARD_BYTES", at_least(1)))
     max_message_bytes: int = field(default=16384, metadata=setting("MAX_MESSAGE_BYTES", at_least(256)))
@@ -74,6 +83,7 @@ class BridgeConfig(Settings):
             raise ConfigError("CLIENT_BUFFER_SOFT_BYTES: must be <= CLIENT_BUFFER_HARD_BYTES, got "
                               f"{self.client_buffer_soft} > {self.client_buffer_hard}")
         _ = self.periods  # refuses bad IND_* values at start-up
+        _ = self.host_rule  # refuses WS_ALLOWED_HOSTS entries that are not hosts
 
     @property
     def periods(self) -> Periods:
@@ -84,11 +94,13 @@ class BridgeConfig(Settings):
             raise ConfigError(f"IND_SMA/IND_EMA/IND_RSI/IND_MACD: {exc}") from None
 
     @property
-    def cors_allowed(self) -> str | list[str] | None:
-        """``cors_allowed_origins`` for python-socketio: ``None`` means same host only."""
-        if not self.cors_origins:
-            return None
-        return "*" if "*" in self.cors_origins else list(self.cors_origins)
+    def host_rule(self) -> HostRule:
+        """The ``Host`` and ``Origin`` rule; ``ConfigError`` for a ``WS_ALLOWED_HOSTS`` entry that is not a host."""
+        try:
+            return HostRule.build(self.ws_allowed_hosts or default_hosts(self.ws_host), self.ws_port,
+                                  self.cors_origins)
+        except ValueError as exc:
+            raise ConfigError(f"WS_ALLOWED_HOSTS: {exc}") from None
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,6 @@ from typing import Any, Protocol
 from bridge.batching import Packet
 
 ALL = "*"  # the room every client is in (account_update, market_summary)
-SLOW_CONSUMER = "slow consumer: the client did not read its updates"
 ROTATION_STRIDE = 397  # members to advance the starting point by, per flush
 
 
@@ -28,7 +27,7 @@ class Transport(Protocol):
     def wrap(self, text: str) -> Any: ...
     def bundle(self, wires: list[Any]) -> Any: ...
     def connection(self, sid: str) -> Connection | None: ...
-    def disconnect(self, sid: str, reason: str) -> None: ...
+    def disconnect(self, sid: str) -> None: ...
 
 
 @dataclass(slots=True)
@@ -151,7 +150,7 @@ class Fanout:
         if backlog > self.hard:
             self.stats.slow_disconnects += 1
             self.remove_client(sid)
-            self.transport.disconnect(sid, SLOW_CONSUMER)
+            self.transport.disconnect(sid)
             return
         if backlog > self.soft:
             wires = []

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from functools import partial
 from importlib import metadata
@@ -29,14 +29,18 @@ from bridge.cache import CandleCache, ValueCache
 from bridge.components import ComponentTable
 from bridge.config import BridgeConfig
 from bridge.fanout import ALL, Fanout
+from bridge.hosts import guard_middleware
 from bridge.indicator_history import indicator_history
 from bridge.metrics import BridgeMetrics, TimedRpc
 from bridge.payloads import SHAPES, SYMBOL, Malformed
 from bridge.payloads import check as check_payload
+from bridge.quietlog import INTERVAL_S, LibraryLog
 from bridge.ratelimit import TokenBucket
-from bridge.transport import WireTransport
+from bridge.sessions import Sessions
+from bridge.transport import TextPacket, WireTransport
 from bridge.validation import RATE_LIMITED, ClientError, Request, event_name, parse_request
 from bridge.webui import add_dashboard
+from engine.logs import RateLimitedLog
 from engine.protocol import ACCOUNT, BOOK, CANDLE, HEALTH, INDICATOR, SUMMARY, TICK, ErrorCode, RpcError
 from engine.security import CurveClient
 
@@ -61,6 +65,7 @@ SYMBOLS_RETRY_S = 0.25
 # Engine errors a client may see as they are; anything else becomes ``unavailable``.
 PASSED_CODES = {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_SYMBOL, ErrorCode.UNKNOWN_TIMEFRAME, ErrorCode.TOO_MANY}
 STAMP_FIELDS = ("seq", "epoch")
+LARGE_REPLIES = frozenset({"get_candles", "get_indicators"})  # up to MAX_CANDLES bars each
 
 
 def symbol_room(symbol: str) -> str:
@@ -99,12 +104,25 @@ class Bridge:
         """Raises ``engine.security.SecurityError`` when the CURVE key files cannot be used."""
         self.config = config
         self.curve = CurveClient.load(config.curve_client_secret, config.curve_server_key)
+        rule = config.host_rule
+        self.bad_input = RateLimitedLog(log, INTERVAL_S)
+        self.library_log = LibraryLog(logging.getLogger("bridge.socketio"), self.bad_input)
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
-            cors_allowed_origins=config.cors_allowed,
+            # The middleware refused other origins already; this gives the allowed ones their
+            # Access-Control-Allow-Origin.
+            cors_allowed_origins=lambda origin, environ: (
+                origin is not None and rule.origin_ok(origin, environ.get("HTTP_HOST"))),
             max_http_buffer_size=config.max_message_bytes,
+            serializer=TextPacket,
+            logger=self.library_log,
+            engineio_logger=self.library_log,
         )
-        self.app = web.Application()
+        # aiohttp logs a traceback for every malformed HTTP request: one rate-limited line instead.
+        logging.getLogger("aiohttp.server").addFilter(self.library_log)
+        self.refused: Counter[str] = Counter({"host": 0, "origin": 0})
+        # Host and Origin are checked before anything else sees a request, Socket.IO included.
+        self.app = web.Application(middlewares=[guard_middleware(rule, self.refused, self.bad_input)])
         self.sio.attach(self.app)
         self.app.router.add_get("/health", self.http_health)
         self.metrics = BridgeMetrics(self)
@@ -115,7 +133,9 @@ class Bridge:
         self.sio.on("connect", self.on_connect)
         self.sio.on("disconnect", self.on_disconnect)
         self.sio.on("*", self._on_any_event)
-        self.transport = WireTransport(self.sio)
+        self.sessions = Sessions(self.sio, config.client_buffer_hard, config.session_join_timeout_ms / 1000.0,
+                                 self.bad_input)
+        self.transport = WireTransport(self.sio, self.sessions)
         self.fanout = Fanout(self.transport, config.client_buffer_soft, config.client_buffer_hard,
                              config.batch_phases)
         # One batcher per phase: each client group is flushed every BATCH_INTERVAL_MS, the groups
@@ -146,6 +166,10 @@ class Bridge:
         self.flush_ms: deque[int] = deque(maxlen=FLUSH_WINDOW)  # how long each recent flush took
         self.flush_late_ms: deque[int] = deque(maxlen=FLUSH_WINDOW)  # and how late it started
         self.rate_limited = 0
+        # Large replies are encoded one at a time (a get_candles(1000) reply takes milliseconds):
+        # many clients' requests arriving together then take turns with the flush instead of all
+        # running in one pass of the event loop ahead of it.
+        self._reply_turn = asyncio.Semaphore(1)
         self.errors_sent = 0
         self.candle_fetches = 0
         self._fetching: dict[tuple[str, str], tuple[int, asyncio.Task[list[dict[str, Any]]]]] = {}
@@ -162,9 +186,11 @@ class Bridge:
         self.bus = BusReader(self._ctx, self.config.bus_endpoint, SUBSCRIBED_PREFIXES, curve=self.curve)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(coro) for coro in
-                       (self.rpc.run(), self._read_bus(), self._flush_loop(), self._monitor())]
+                       (self.rpc.run(), self._read_bus(), self._flush_loop(), self._monitor(),
+                        self.sessions.run())]
 
     async def _stop(self, app: web.Application) -> None:
+        logging.getLogger("aiohttp.server").removeFilter(self.library_log)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -225,7 +251,13 @@ class Bridge:
         except ClientError as error:
             await self._send_error(sid, error)
             return error.payload()
-        await self.sio.emit(reply_event, payload, to=sid)
+        if request.event in LARGE_REPLIES:
+            async with self._reply_turn:
+                if sid not in self.clients:
+                    return None  # gone meanwhile (disconnected over its budget, say): no work for it
+                await self.sio.emit(reply_event, payload, to=sid)
+        else:
+            await self.sio.emit(reply_event, payload, to=sid)
         return payload
 
     async def _send_error(self, sid: str, error: ClientError) -> None:
@@ -552,6 +584,7 @@ class Bridge:
             "version": VERSION,
             "uptime": round(now - self.started, 1),
             "clients": len(self.clients),
+            "sessions_pending": len(self.sessions.pending),
             "subscriptions": self.fanout.subscriptions(),
             "engine": {"status": engine, **({"health": self.engine_health} if self.engine_health else {})},
             "workers": {name: ("down" if now - seen > stale else data["status"])
@@ -574,6 +607,8 @@ class Bridge:
                 "flush_ms": _percentiles(self.flush_ms),
                 "flush_late_ms": _percentiles(self.flush_late_ms),
                 "raw_writes": self.transport.raw_writes, "queued_writes": self.transport.queued_writes,
+                "refused": dict(self.refused), "disconnected": dict(self.sessions.disconnects),
+                "library_errors": self.library_log.errors,
             },
         }
 

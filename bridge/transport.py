@@ -12,22 +12,29 @@ flush that reaches a thousand clients this module instead:
   go out as they are (an uncompressed frame is valid on a deflate connection too);
 * falls back to the client's Engine.IO queue (in order) for polling clients, or while that
   queue still holds packets, so a reply emitted earlier is never overtaken.
+
+What waits for a client, in that queue and in its TCP buffer, is one budget
+(``budget.BudgetQueue``); ``sessions.Sessions`` disconnects a client over it.
 """
 from __future__ import annotations
 
-import asyncio
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import socketio
 from aiohttp.web import WebSocketResponse
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
+from socketio import packet as sio_packet
+
+from bridge.budget import OVER_BUDGET
+from bridge.inbound import eio_refusal
+
+if TYPE_CHECKING:
+    from bridge.sessions import Sessions
 
 # The Engine.IO MESSAGE type prefix of every Socket.IO packet on the wire.
 _MESSAGE = str(eio_packet.MESSAGE)
-# Bytes a polling client's queued packet is counted as, for its backlog.
-_QUEUED_PACKET_BYTES = 256
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -40,6 +47,18 @@ def ws_text_frame(payload: bytes) -> bytes:
     else:
         header = struct.pack("!BBQ", 0x81, 127, n)
     return header + payload
+
+
+def ws_close_frame(code: int) -> bytes:
+    """An unmasked WebSocket close frame with status ``code``."""
+    return struct.pack("!BBH", 0x88, 2, code)
+
+
+class TextPacket(sio_packet.Packet):
+    """python-socketio's packet without binary support: the API has none, and looking for bytes
+    in every outgoing payload (a recursive walk in Python) costs four times its JSON encoding."""
+
+    uses_binary_events = False
 
 
 class Wire:
@@ -84,34 +103,53 @@ class Bundle:
 class WireTransport:
     """The ``fanout.Transport`` over a python-socketio ``AsyncServer`` (aiohttp mode)."""
 
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: socketio.AsyncServer, sessions: Sessions) -> None:
         self.sio = sio
+        self.sessions = sessions
         self.eio_sids: dict[str, str] = {}
         self._connections: dict[str, Connection] = {}
-        self.websockets: dict[str, asyncio.Transport] = {}  # eio sid -> its TCP transport
         self.raw_writes = 0
         self.queued_writes = 0
         self._install()
 
     def _install(self) -> None:
-        websockets = self.websockets
+        sessions = self.sessions
 
         class NoCompressWebSocket(eio_aiohttp.WebSocket):
-            """engineio's aiohttp websocket without compression, registering its transport."""
+            """engineio's aiohttp websocket without compression, with its TCP transport on the
+            session's queue (for the budget and the direct writes) and every frame checked."""
 
             async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
                 request = environ["aiohttp.request"]
                 self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
                 await self._sock.prepare(request)
                 self.environ = environ
-                eio_sid = getattr(getattr(self.handler, "__self__", None), "sid", None)
-                if eio_sid is not None and request.transport is not None:
-                    websockets[eio_sid] = request.transport
+                session = getattr(self.handler, "__self__", None)
+                queue = getattr(session, "queue", None)
+                if queue is not None and request.transport is not None:
+                    queue.tcp = request.transport
                 try:
                     await self.handler(self)
                 finally:
-                    websockets.pop(eio_sid, None)
+                    if queue is not None:
+                        queue.tcp = None
                 return self._sock
+
+            async def wait(self) -> str | bytes:
+                """The next frame the session may act on. Once the session is cut, frames are read
+                and dropped until the client closes or the connection is cut (an ``OSError``):
+                leaving them unread would make the close a reset that loses the error sent."""
+                session = getattr(self.handler, "__self__", None)
+                while True:
+                    frame = await super().wait()
+                    if session is not None and session.queue.over:
+                        continue
+                    refusal = eio_refusal(frame)
+                    if refusal is None:
+                        return frame
+                    if session is None:
+                        raise OSError(refusal)  # engineio ends the receive loop on OSError
+                    await sessions.refuse(session.sid, refusal)
 
         eio = self.sio.eio
         eio._async = {**eio._async, "websocket": NoCompressWebSocket}
@@ -124,7 +162,8 @@ class WireTransport:
 
     def register(self, sid: str) -> None:
         """A client in its connect handler: it is served once the connect packet is queued."""
-        self.eio_sids[sid] = self.sio.manager.eio_sid_from_sid(sid, "/")
+        eio_sid = self.eio_sids[sid] = self.sio.manager.eio_sid_from_sid(sid, "/")
+        self.sessions.joined(eio_sid)
 
     def forget(self, sid: str) -> None:
         self.eio_sids.pop(sid, None)
@@ -142,35 +181,32 @@ class WireTransport:
             sock = self.sio.eio.sockets.get(eio_sid)
             if sock is None:
                 return None
-            conn = self._connections[sid] = Connection(self, eio_sid, sock)
-        return None if conn.sock.closed else conn
+            conn = self._connections[sid] = Connection(self, sock)
+        return None if conn.sock.closed or conn.sock.closing else conn
 
-    def disconnect(self, sid: str, reason: str) -> None:
-        async def close() -> None:
-            await self.sio.emit("error", {"code": "slow_consumer", "message": reason, "event": ""}, to=sid)
-            await self.sio.disconnect(sid)
-        asyncio.get_running_loop().create_task(close())
+    def disconnect(self, sid: str) -> None:
+        """Disconnect a client over its budget."""
+        eio_sid = self.eio_sids.get(sid)
+        if eio_sid is not None:
+            self.sessions.evict_soon(eio_sid, OVER_BUDGET)
 
 
 class Connection:
-    """One client's Engine.IO socket and, once it is on websocket, its TCP transport."""
+    """One client's Engine.IO socket; its queue knows its TCP transport once it is on websocket."""
 
-    __slots__ = ("owner", "eio_sid", "sock")
+    __slots__ = ("owner", "sock")
 
-    def __init__(self, owner: WireTransport, eio_sid: str, sock: Any) -> None:
+    def __init__(self, owner: WireTransport, sock: Any) -> None:
         self.owner = owner
-        self.eio_sid = eio_sid
         self.sock = sock
 
     def backlog(self) -> int:
         """Bytes waiting to reach the client."""
-        tcp = self.owner.websockets.get(self.eio_sid)
-        queued = self.sock.queue.qsize() * _QUEUED_PACKET_BYTES
-        return queued + (tcp.get_write_buffer_size() if tcp is not None else 0)
+        return self.sock.queue.backlog()
 
     def send(self, bundle: Bundle) -> None:
         sock = self.sock
-        tcp = self.owner.websockets.get(self.eio_sid)
+        tcp = sock.queue.tcp
         if tcp is not None and sock.upgraded and sock.queue.empty() and not tcp.is_closing():
             self.owner.raw_writes += 1
             tcp.write(bundle.frames)

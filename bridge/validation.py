@@ -8,6 +8,7 @@ from typing import Any
 from engine.protocol import MAX_SYMBOL_LEN, ErrorCode
 
 RATE_LIMITED = "rate_limited"
+SLOW_CONSUMER = "slow_consumer"  # sent to a client just before it is disconnected over its budget
 MAX_TIMEFRAME_LEN = 8
 MAX_EVENT_NAME_LEN = 64
 DEFAULT_COUNT = 100

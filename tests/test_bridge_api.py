@@ -266,15 +266,20 @@ def test_bad_input_gets_an_error_to_its_sender_only_and_the_connection_stays_usa
     assert "error" not in bystander_events
 
 
-def test_malformed_frames_and_extra_arguments_are_refused_not_fatal(bridge):
-    async def scenario(c):
-        await c.sio.emit("get_symbols", ({"a": 1}, 2))  # two arguments
+def test_extra_arguments_are_refused_and_a_malformed_packet_disconnects_with_an_error(bridge):
+    async def scenario(c, other):
+        await c.sio.emit("get_symbols", ({"a": 1}, 2))  # two arguments: a request error
         first = await c.wait_for("error")
-        await c.sio.eio.send('2["ping",')  # not JSON: python-socketio drops it
-        await c.sio.eio.send("2[]")  # no event name
-        return first, await c.call("ping")
-    error, pong = run(scenario, bridge)
+        assert (await c.call("ping"))["status"] == "ok"  # still connected
+        await c.sio.eio.send('2["ping",')  # not JSON: no client library sends that
+        refused = await c.wait_for("error", after=len(c.events))
+        deadline = time.monotonic() + 5
+        while c.sio.connected and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return first, refused, c.sio.connected, await other.call("ping")
+    error, refused, connected, pong = run(scenario, bridge, clients=2)
     assert error["code"] == "bad_request" and error["event"] == "get_symbols"
+    assert refused["code"] == "bad_request" and "decoded" in refused["message"] and not connected
     assert pong["status"] == "ok"
 
 

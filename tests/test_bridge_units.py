@@ -208,7 +208,7 @@ class FakeTransport:
     def connection(self, sid):
         return FakeConnection(self, sid)
 
-    def disconnect(self, sid, reason):
+    def disconnect(self, sid):
         self.disconnected.append(sid)
 
 
@@ -284,7 +284,8 @@ def test_leaving_a_room_stops_its_updates():
 def test_config_defaults_bind_loopback_and_same_origin_cors():
     cfg = BridgeConfig.load(environ={}, dotenv=None)
     assert (cfg.ws_host, cfg.ws_port, cfg.batch_interval_ms) == ("127.0.0.1", 8765, 50)
-    assert cfg.cors_allowed is None and cfg.token == ""
+    assert cfg.cors_origins == () and cfg.token == ""
+    assert cfg.host_rule.hosts == {"127.0.0.1:8765", "localhost:8765"}
     assert cfg.bus_endpoint == "tcp://127.0.0.1:5555" and cfg.rpc_endpoint == "tcp://127.0.0.1:5556"
 
 
@@ -293,9 +294,9 @@ def test_config_layers_and_keeps_the_token_secret(tmp_path):
     dotenv.write_text("BRIDGE_TOKEN=s3cret\nWS_PORT=9000\nCORS_ORIGINS=http://a.example, http://b.example\n")
     cfg = BridgeConfig.load({"ws_port": "9100"}, environ={"BATCH_INTERVAL_MS": "20"}, dotenv=dotenv)
     assert (cfg.ws_port, cfg.batch_interval_ms, cfg.token) == (9100, 20, "s3cret")
-    assert cfg.cors_allowed == ["http://a.example", "http://b.example"]
+    assert cfg.host_rule.origins == {"http://a.example", "http://b.example"}
     assert "s3cret" not in repr(cfg)
-    assert BridgeConfig.load(environ={"CORS_ORIGINS": "*"}, dotenv=None).cors_allowed == "*"
+    assert BridgeConfig.load(environ={"CORS_ORIGINS": "*"}, dotenv=None).host_rule.origin_ok("http://x.example", "localhost:8765")
 
 
 def test_config_takes_the_indicator_periods_from_the_workers_variables():
@@ -358,3 +359,171 @@ def test_each_flush_serves_one_group_and_clients_are_spread_over_the_groups():
     assert set(t.sent) == {"b"}
     f.remove_client("b")
     assert [len(g) for g in f.groups] == [2, 0]
+
+
+# Hosts and origins
+def test_host_keys_normalise_names_ports_and_ipv6_and_refuse_what_is_not_a_host():
+    from bridge.hosts import host_key, origin_host
+
+    assert host_key("LocalHost:8765", 80) == "localhost:8765"
+    assert host_key("localhost", 8765) == "localhost:8765"
+    assert host_key("[::1]:9000", 80) == "[::1]:9000"
+    assert [host_key(v, 80) for v in ("", "a b", "http://x", "x/y", "u@x", "x:99999", "x:port")] == [None] * 7
+    assert origin_host("http://localhost:8765") == "localhost:8765"
+    assert origin_host("https://app.example") == "app.example:443"
+    assert [origin_host(v) for v in ("null", "file://", "ftp://x", "http://x/path")] == [None] * 4
+
+
+def test_the_host_rule_lets_in_its_own_names_and_same_host_or_listed_origins_only():
+    from bridge.hosts import HostRule, default_hosts
+
+    rule = HostRule.build(default_hosts("127.0.0.1"), 8765, ["http://app.example:3000"])
+    assert rule.host_ok("127.0.0.1:8765") and rule.host_ok("localhost:8765")
+    assert not rule.host_ok("evil.example:8765") and not rule.host_ok("localhost:9999")
+    assert not rule.host_ok(None) and not rule.host_ok("")
+    assert rule.origin_ok("http://localhost:8765", "localhost:8765")
+    assert rule.origin_ok("http://app.example:3000", "localhost:8765")
+    assert not rule.origin_ok("http://evil.example:8765", "evil.example:8765")  # same host, but not ours
+    assert not rule.origin_ok("http://localhost:8765", "127.0.0.1:8765")  # another of our names
+    assert default_hosts("0.0.0.0") == ("localhost", "127.0.0.1") and default_hosts("::1")[0] == "[::1]"
+    anything = HostRule.build(["*"], 8765, ["*"])
+    assert anything.host_ok("whatever.example") and anything.origin_ok("http://x.example", "y")
+    with pytest.raises(ValueError, match="not a host"):
+        HostRule.build(["http://x.example"], 8765, [])
+
+
+def test_ws_allowed_hosts_is_checked_at_load():
+    cfg = BridgeConfig.load(environ={"WS_ALLOWED_HOSTS": "md.example, 10.0.0.5:9000", "WS_PORT": "8000"},
+                            dotenv=None)
+    assert cfg.host_rule.hosts == {"md.example:8000", "10.0.0.5:9000"}
+    with pytest.raises(ConfigError, match="WS_ALLOWED_HOSTS"):
+        BridgeConfig.load(environ={"WS_ALLOWED_HOSTS": "https://md.example/"}, dotenv=None)
+    with pytest.raises(ConfigError, match="SESSION_JOIN_TIMEOUT_MS"):
+        BridgeConfig.load(environ={"SESSION_JOIN_TIMEOUT_MS": "0"}, dotenv=None)
+
+
+# What a client may send
+@pytest.mark.parametrize("data, reason", [
+    ('2["ping"]', None), ("0", None), ('0{"token":"x"}', None), ("1", None),
+    ('51-["x",{"_placeholder":true,"num":0}]', "attachments"), ("61-0[]", "attachments"),
+    (b"\x00", "binary"), ('2["ping",', "malformed"), ("2", "malformed"), ("2[17]", "malformed"),
+    ('2{"a":1}', "malformed"), ("3[1]", "malformed"), ("4", "malformed"), ("9", "malformed"), ("", "malformed"),
+    ("2" + "[" * 100_000, "malformed"),
+])
+def test_socketio_packets_are_refused_by_kind_before_they_are_decoded(data, reason):
+    from bridge.inbound import sio_refusal
+
+    assert sio_refusal(data) == reason
+
+
+def test_engineio_frames_must_be_text_with_a_known_type():
+    from bridge.inbound import eio_refusal
+
+    assert [eio_refusal(f) for f in ("42[]", "2", "3probe", "x", "", "9", b"\x04")] == \
+        [None, None, None, "malformed", "malformed", "malformed", "binary"]
+
+
+# The byte budget
+def test_the_budget_queue_counts_bytes_and_refuses_once_past_its_budget():
+    import asyncio
+
+    from bridge.budget import BudgetQueue
+    from engineio import packet as eio_packet
+
+    over: list[BudgetQueue] = []
+
+    class Tcp:
+        def get_write_buffer_size(self):
+            return 30
+
+    async def scenario():
+        q = BudgetQueue(100, over.append)
+        q.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, "a" * 39))  # 40 bytes
+        q.tcp = Tcp()
+        assert q.backlog() == 70
+        q.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, "b" * 29))  # 70 + 30 = 100: fits
+        assert (q.qsize(), q.bytes, over) == (2, 70, [])
+        q.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, "c"))  # one byte too many
+        assert (q.qsize(), over) == (2, [q]) and q.over
+        q.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, "d"))  # dropped, reported once
+        assert (q.qsize(), len(over)) == (2, 1)
+        assert (await q.get()).data == "a" * 39 and q.bytes == 30
+        q.task_done()  # as engineio does after each get
+        q.put_nowait(None)  # the end-of-stream mark always goes in
+        q.discard()
+        assert (q.qsize(), q.bytes) == (0, 0)
+        await asyncio.wait_for(q.join(), 1)  # nothing left unfinished: engineio's close never hangs
+
+    asyncio.run(scenario())
+
+
+def test_a_take_from_the_budget_queue_stops_at_take_bytes_and_the_rest_stays_counted():
+    import asyncio
+
+    from bridge.budget import TAKE_BYTES, BudgetQueue
+    from engineio import packet as eio_packet
+
+    async def poll(q):  # what engineio's AsyncSocket.poll does
+        packets = [await q.get()]
+        while True:
+            try:
+                packets.append(q.get_nowait())
+            except asyncio.QueueEmpty:
+                return packets
+
+    async def scenario():
+        q = BudgetQueue(10 * TAKE_BYTES, lambda _: None)
+        size = TAKE_BYTES // 2
+        for _ in range(5):
+            q.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, "x" * (size - 1)))
+        assert (len(await poll(q)), q.bytes) == (2, 3 * size)  # the rest still counts in the budget
+        assert [len(await poll(q)) for _ in range(2)] == [2, 1] and q.bytes == 0
+
+    asyncio.run(scenario())
+
+
+def test_pending_sessions_expire_after_the_timeout_unless_they_joined_or_closed():
+    from bridge.sessions import PendingSessions
+
+    p = PendingSessions(10.0)
+    for sid, t in (("a", 0.0), ("b", 1.0), ("c", 5.0)):
+        p.open(sid, t)
+    p.settle("b")
+    assert (len(p), p.expired(9.9), p.expired(10.0), p.expired(15.0)) == (2, [], ["a"], ["a", "c"])
+
+
+def test_bad_input_is_logged_once_per_kind_per_interval_with_a_count_of_the_rest(caplog):
+    import logging
+
+    from bridge.quietlog import LibraryLog, RateLimitedLog
+
+    limited = RateLimitedLog(logging.getLogger("bridge.test"), interval_s=60)
+    library = LibraryLog(logging.getLogger("bridge.test.lib"), limited)
+    with caplog.at_level(logging.DEBUG, logger="bridge.test"):
+        assert [limited.warning("bad", "bad %s", i) for i in range(3)] == [True, False, False]
+        assert limited.warning("other", "other")
+        for _ in range(100):
+            try:
+                raise ValueError("not a packet")
+            except ValueError:
+                library.exception("post request handler error")
+        library.info("Received packet %s", "MESSAGE")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings][:2] == ["bad 0", "other"]
+    assert len(warnings) == 3 and "ValueError: not a packet" in warnings[2].getMessage()
+    assert not any(r.exc_info for r in warnings) and library.errors == 100
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.exc_info)  # tracebacks at DEBUG only
+    try:
+        raise ValueError("400, message:\n  Invalid character")
+    except ValueError as exc:
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, "", 0, "Error handling request", (),
+                                   (type(exc), exc, exc.__traceback__))
+    plain = logging.LogRecord("aiohttp.server", logging.ERROR, "", 0, "no traceback", (), None)
+    with caplog.at_level(logging.WARNING, logger="bridge.test"):
+        assert library.filter(plain) and not library.filter(record)  # dropped: one line logged instead
+    assert caplog.records[-1].getMessage() == \
+        "bridge: http: Error handling request: ValueError: 400, message: Invalid character"
+    limited._last["bad"] -= 61  # as if the interval had passed
+    with caplog.at_level(logging.WARNING, logger="bridge.test"):
+        limited.warning("bad", "bad again")
+    assert caplog.records[-1].getMessage() == "bad again (and 2 more since the last report)"

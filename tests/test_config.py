@@ -14,8 +14,8 @@ def test_defaults_bind_to_loopback_and_serve_the_five_symbols():
     assert cfg.source == "sim"
     assert cfg.symbols == ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD")
     assert cfg.timeframes == ("M1", "M5", "M15", "H1")
-    for endpoint in (cfg.bus_endpoint, cfg.bus_pub_endpoint, cfg.rpc_endpoint):
-        assert endpoint.startswith("tcp://127.0.0.1:")
+    for address in (cfg.bus_endpoint, cfg.bus_pub_endpoint, cfg.rpc_endpoint):
+        assert address.startswith("tcp://127.0.0.1:")
 
 
 def test_cli_beats_environment_beats_dotenv_beats_defaults(tmp_path):

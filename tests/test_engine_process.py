@@ -1,7 +1,5 @@
 """The engine as a real process, spoken to with plain pyzmq + msgpack (not our client)."""
 import signal
-import subprocess
-import sys
 import time
 
 import msgpack

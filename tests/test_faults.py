@@ -9,9 +9,7 @@ import signal
 import time
 
 import numpy as np
-import pytest
 import talib
-import zmq
 
 from engine.client import Gap, RpcClient, Subscriber
 from engine.service import EngineService
