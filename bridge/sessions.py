@@ -24,7 +24,7 @@ import socketio
 from socketio import packet as sio_packet
 
 from bridge.budget import OVER_BUDGET, BudgetQueue
-from bridge.heap import release_free_memory
+from engine.heap import release_free_memory
 from bridge.inbound import ATTACHMENTS, BINARY, MALFORMED, REASONS, sio_refusal
 from engine.logs import RateLimitedLog
 from bridge.transport import Wire, ws_close_frame

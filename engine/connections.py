@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from engine.heap import release_free_memory
 from engine.logs import RateLimitedLog
 
 log = logging.getLogger("engine.connections")
@@ -44,7 +45,7 @@ UNREAD_DRIFT_PER_S = 64
 _ZERO_COPY_RECV = 10  # zmq.h's ZMQ_ZERO_COPY_RECV; pyzmq does not name it
 ENDED = -1  # PeerWatch.read: the frame came from a connection closed by the engine or ended
 CURVE_FRAME_OVERHEAD = 33  # a CURVE MESSAGE command: name, nonce, MAC and flags
-TRIM_INTERVAL_S = 1.0  # release_freed_memory after connections end, at most this often
+TRIM_INTERVAL_S = 1.0  # release_free_memory after connections end, at most this often
 
 
 def copying_socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
@@ -61,14 +62,6 @@ def copying_socket(ctx: zmq.Context, kind: int) -> zmq.Socket:
         return ctx.socket(kind)
     finally:
         ctx.set(_ZERO_COPY_RECV, zero_copy)
-
-
-def release_freed_memory() -> None:
-    """Hand the heap's free pages back to the system (glibc ``malloc_trim``): what libzmq freed
-    with a closed connection (a subscription trie is many small blocks) otherwise stays in the
-    process' RSS."""
-    if _libc is not None and hasattr(_libc, "malloc_trim"):
-        _libc.malloc_trim(0)
 
 
 def frame_fd(frame: zmq.Frame) -> int | None:
@@ -177,7 +170,7 @@ class PeerWatch:
                 self._trim_due = True  # what libzmq held for it is freed now
         if self._trim_due and time.monotonic() >= self._next_trim:
             self._trim_due, self._next_trim = False, time.monotonic() + TRIM_INTERVAL_S
-            release_freed_memory()
+            release_free_memory()
 
     def read(self, frame: zmq.Frame) -> int | None:
         """Count ``frame`` as read from its connection; returns that connection's descriptor,

@@ -1,6 +1,6 @@
-"""Giving freed heap memory back to the operating system after a client is disconnected.
+"""Giving freed heap memory back to the operating system after peers are disconnected.
 
-A disconnected client's replies (strings of tens of kilobytes) are freed, but glibc's allocator
+A disconnected peer's buffers (replies, a subscription trie) are freed, but glibc's allocator
 keeps the pages of a fragmented heap, so the process would stay as large as at the attack's peak.
 ``malloc_trim(0)`` releases every free page; it is called once things settle after evictions.
 Elsewhere than glibc it does nothing.
