@@ -495,7 +495,8 @@ def test_pending_sessions_expire_after_the_timeout_unless_they_joined_or_closed(
 def test_bad_input_is_logged_once_per_kind_per_interval_with_a_count_of_the_rest(caplog):
     import logging
 
-    from bridge.quietlog import LibraryLog, RateLimitedLog
+    from bridge.quietlog import LibraryLog
+    from engine.logs import RateLimitedLog
 
     limited = RateLimitedLog(logging.getLogger("bridge.test"), interval_s=60)
     library = LibraryLog(logging.getLogger("bridge.test.lib"), limited)
@@ -523,7 +524,8 @@ def test_bad_input_is_logged_once_per_kind_per_interval_with_a_count_of_the_rest
         assert library.filter(plain) and not library.filter(record)  # dropped: one line logged instead
     assert caplog.records[-1].getMessage() == \
         "bridge: http: Error handling request: ValueError: 400, message: Invalid character"
-    limited._last["bad"] -= 61  # as if the interval had passed
+    logged_at, unlogged = limited._last["bad"]
+    limited._last["bad"] = (logged_at - 61, unlogged)  # as if the interval had passed
     with caplog.at_level(logging.WARNING, logger="bridge.test"):
         limited.warning("bad", "bad again")
     assert caplog.records[-1].getMessage() == "bad again (and 2 more since the last report)"
