@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run_bus(config, ctx)
     try:
         source = create_source(config)
-        service_health = HealthReader(sys.stdin.buffer).start() if args.service_health_stdin else None
+        service_health = HealthReader(sys.stdin.fileno()).start() if args.service_health_stdin else None
         service = EngineService(config, source, ctx, service_health=service_health)
         service.open()
     except (SourceError, BusError, OSError, ConfigError, SecurityError) as exc:

@@ -214,15 +214,15 @@ MAX_UNREAD_BYTES = 16 * 1024 * 1024
 # Bus subscriptions, per connection to the subscribers' endpoint. libzmq keeps subscriptions in
 # a trie costing about 47 bytes per prefix byte, and walks all of it each time a subscriber
 # leaves, so they are bounded in length (the longest valid topic is under 128 bytes), in number
-# and bytes per connection, and in bytes for all connections together: a trie of ~12 MB at worst,
-# room for 2,000 bots of a few topics each. A connection over any of these is closed. A frame over
-# MAX_SUBSCRIPTION_FRAME_BYTES (ZMQ_MAXMSGSIZE, room for CURVE's handshake commands) closes the
-# connection inside libzmq before it is stored.
+# and bytes per connection, and in distinct bytes for all connections together (a trie of ~3 MB;
+# a prefix many connections share is stored, and counted, once). A connection over any of these
+# is closed. A frame over MAX_SUBSCRIPTION_FRAME_BYTES (ZMQ_MAXMSGSIZE, room for CURVE's
+# handshake commands) closes the connection inside libzmq before it is stored.
 MAX_SUBSCRIPTION_BYTES = 128
 MAX_SUBSCRIPTION_FRAME_BYTES = 1024
 MAX_SUBSCRIPTIONS_PER_PEER = 1000
 MAX_SUBSCRIPTION_BYTES_PER_PEER = 16 * 1024
-MAX_SUBSCRIPTION_BYTES_TOTAL = 256 * 1024
+MAX_SUBSCRIPTION_BYTES_TOTAL = 64 * 1024
 
 
 class ErrorCode:

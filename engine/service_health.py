@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from typing import IO, Any
 
@@ -35,11 +36,16 @@ def parse_line(line: bytes) -> dict[str, Any] | None:
 
 
 class HealthReader:
-    """Reads health lines from ``stream`` on a daemon thread; ``take()`` hands over the newest
-    one not taken yet (older unread ones are superseded)."""
+    """Reads health lines from the file descriptor ``fd`` on a daemon thread; ``take()`` hands
+    over the newest one not taken yet (older unread ones are superseded).
 
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
+    It reads with ``os.read``, not through ``sys.stdin``'s buffered reader: a daemon thread
+    blocked inside that reader holds its lock, and the interpreter aborts when it finds the lock
+    taken at exit ("could not acquire lock for <stdin> at interpreter shutdown").
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
         self._lock = threading.Lock()
         self._latest: dict[str, Any] | None = None
         self._thread = threading.Thread(target=self._run, name="service-health", daemon=True)
@@ -54,17 +60,25 @@ class HealthReader:
         return health
 
     def _run(self) -> None:
-        while line := self._stream.readline(MAX_LINE_BYTES):
-            if not line.endswith(b"\n") and len(line) == MAX_LINE_BYTES:
-                while (rest := self._stream.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
-                    pass  # the tail of an over-long line: skipped with it
-                continue
-            health = parse_line(line)
-            if health is None:
-                continue
-            with self._lock:
-                self._latest = health
+        pending = b""
+        skipping = False  # inside a line over MAX_LINE_BYTES: dropped whole
+        while chunk := self._read():
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if skipping:
+                    skipping = False
+                elif (health := parse_line(line)) is not None:
+                    with self._lock:
+                        self._latest = health
+            if len(pending) > MAX_LINE_BYTES:
+                pending, skipping = b"", True
         log.info("service health: stdin closed")
+
+    def _read(self) -> bytes:
+        try:
+            return os.read(self._fd, MAX_LINE_BYTES)
+        except OSError:
+            return b""
 
 
 class HealthWriter:

@@ -3,7 +3,10 @@
 libzmq's XPUB stores every subscription in a trie (about 47 bytes per prefix byte) and offers
 no limit of its own, so the engine keeps this account of the notices it reads (XPUB_VERBOSER
 reports every subscribe and unsubscribe with the connection it came from) and closes a
-connection that goes over. Pure accounting: ``bus.py`` reads the notices and closes connections.
+connection that goes over. The bus-wide bound counts each distinct prefix once, as the trie
+stores it: 2,000 bots subscribed to the same few topics cost what one does, while distinct
+prefixes made up to fill the trie are bounded. Pure accounting: ``bus.py`` reads the notices
+and closes connections.
 """
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from engine.protocol import (
 
 
 class SubscriptionBudget:
-    """Each peer's distinct prefixes, their bytes, and the bytes of all peers together."""
+    """Each peer's distinct prefixes and their bytes, and the bytes of the distinct prefixes of
+    all peers together (``total``)."""
 
     def __init__(self, max_len: int = MAX_SUBSCRIPTION_BYTES, per_peer: int = MAX_SUBSCRIPTIONS_PER_PEER,
                  per_peer_bytes: int = MAX_SUBSCRIPTION_BYTES_PER_PEER,
@@ -27,12 +31,13 @@ class SubscriptionBudget:
             max_len, per_peer, per_peer_bytes, total_bytes)
         self._held: dict[Hashable, set[bytes]] = {}
         self._bytes: dict[Hashable, int] = {}
+        self._holders: dict[bytes, int] = {}  # prefix -> how many peers hold it
         self.total = 0
 
     def subscribe(self, peer: Hashable, prefix: bytes) -> tuple[Hashable, str] | None:
         """Count ``prefix`` for ``peer``; ``(peer to close, why)`` when a bound is passed.
 
-        Over the total, the peer holding the most bytes is named, so one client filling the
+        Over the bus-wide total, the peer holding the most bytes is named, so one client filling the
         bus cannot lock out the next one.
         """
         if len(prefix) > self.max_len:
@@ -47,7 +52,7 @@ class SubscriptionBudget:
             return peer, f"prefixes over {self.per_peer_bytes} bytes"
         held.add(prefix)
         self._bytes[peer] = size
-        self.total += len(prefix)
+        self._hold(prefix)
         if self.total > self.total_bytes:
             largest = max(self._bytes, key=self._bytes.__getitem__)
             return largest, f"the most subscription bytes ({self._bytes[largest]}) when all " \
@@ -59,9 +64,23 @@ class SubscriptionBudget:
         if held is not None and prefix in held:
             held.remove(prefix)
             self._bytes[peer] -= len(prefix)
-            self.total -= len(prefix)
+            self._release(prefix)
 
     def forget(self, peer: Hashable) -> None:
         """The peer is gone (libzmq dropped its subscriptions with its connection)."""
-        self._held.pop(peer, None)
-        self.total -= self._bytes.pop(peer, 0)
+        for prefix in self._held.pop(peer, ()):
+            self._release(prefix)
+        self._bytes.pop(peer, None)
+
+    def _hold(self, prefix: bytes) -> None:
+        holders = self._holders.get(prefix, 0)
+        self._holders[prefix] = holders + 1
+        if not holders:
+            self.total += len(prefix)
+
+    def _release(self, prefix: bytes) -> None:
+        holders = self._holders.pop(prefix) - 1
+        if holders:
+            self._holders[prefix] = holders
+        else:
+            self.total -= len(prefix)

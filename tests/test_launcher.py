@@ -1,12 +1,16 @@
 """mt5-service: children as separate processes, prefixed logs, restarts, clean stop."""
+import json
 import os
 import re
 import signal
+import socket
+import threading
 import time
 
 import msgpack
 import zmq
 
+from engine.service_health import MAX_LINE_BYTES, HealthReader, HealthWriter
 from tests.procs import ServiceProcess
 
 
@@ -130,13 +134,9 @@ def test_any_killed_child_is_back_and_serving_within_five_seconds(started):
 
 
 def test_the_engine_takes_the_newest_health_line_and_skips_junk_and_over_long_lines():
-    import json
-
-    from engine.service_health import MAX_LINE_BYTES, HealthReader
-
     read_fd, write_fd = os.pipe()
-    with os.fdopen(read_fd, "rb") as stream:
-        reader = HealthReader(stream).start()
+    try:
+        reader = HealthReader(read_fd).start()
         assert reader.take() is None
         with os.fdopen(write_fd, "wb") as pipe:
             pipe.write(b"".join([
@@ -151,6 +151,8 @@ def test_the_engine_takes_the_newest_health_line_and_skips_junk_and_over_long_li
             if health is not None:
                 taken.append(health)
             time.sleep(0.01)
+    finally:
+        os.close(read_fd)
     # Only the launcher's health lines count, in order; a newer one supersedes an unread one.
     assert taken in ([{"component": "service", "n": 2}],
                      [{"component": "service", "n": 1}, {"component": "service", "n": 2}])
@@ -158,10 +160,6 @@ def test_the_engine_takes_the_newest_health_line_and_skips_junk_and_over_long_li
 
 
 def test_a_child_that_does_not_read_its_health_never_blocks_the_launcher():
-    from engine.service_health import HealthWriter
-
-    import threading
-
     read_fd, write_fd = os.pipe()
     writer = HealthWriter(os.fdopen(write_fd, "w"))
 
@@ -181,8 +179,6 @@ def test_a_child_that_does_not_read_its_health_never_blocks_the_launcher():
 def test_a_child_that_cannot_start_stops_everything_with_exit_2(started):
     """The engine's RPC port is taken: restarting cannot help, so mt5-service stops its other
     children and exits 2, the engine's reason relayed and its own last line naming the engine."""
-    import socket
-
     service = ServiceProcess(["--no-bridge", "--workers", "1"])
     started.append(service)
     with socket.socket() as squatter:
