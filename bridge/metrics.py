@@ -226,6 +226,18 @@ class _BridgeCollector:
         ):
             if isinstance(stats.get(key), (int, float)):
                 yield _counter(f"mt5_bridge_{key}", doc, stats[key])
+        yield _gauge("mt5_bridge_sessions_pending", "Engine.IO sessions that have not joined the namespace yet",
+                     health["sessions_pending"])
+        for key, name, doc in (
+            ("refused", "mt5_bridge_requests_refused", "HTTP requests refused, by reason (host, origin)"),
+            ("disconnected", "mt5_bridge_clients_disconnected", "Clients disconnected by the bridge, by reason"),
+        ):
+            family = CounterMetricFamily(name, doc, labels=["reason"])
+            for reason, count in sorted(stats[key].items()):
+                family.add_metric([reason], count)
+            yield family
+        yield _counter("mt5_bridge_library_errors", "Errors python-socketio, python-engineio or aiohttp reported "
+                       "for bad client input", stats["library_errors"])
         malformed = getattr(b.bus, "malformed", None)
         if isinstance(malformed, int):
             yield _counter("mt5_bridge_bus_malformed", "Bus frames that could not be decoded", malformed)
@@ -259,6 +271,20 @@ class _BridgeCollector:
             ("symbols", "mt5_engine_symbols", "Symbols the engine serves", "g"),
             ("uptime_s", "mt5_engine_uptime_seconds", "Seconds since the engine started", "g"),
             ("source_connected", "mt5_engine_source_connected", "1 while the market source is connected", "g"),
+            ("forged_dropped", "mt5_engine_forged_dropped", "Messages of other publishers dropped: topics only "
+             "the engine may publish, malformed or undecodable", "c"),
+            ("foreign_topics", "mt5_engine_foreign_topics", "Other publishers' topics cached for snapshot", "g"),
+            ("rpc_requests_refused", "mt5_engine_rpc_requests_refused", "RPC requests refused as over a bound", "c"),
+            ("rpc_replies_dropped", "mt5_engine_rpc_replies_dropped", "RPC replies dropped for clients that do not "
+             "read theirs", "c"),
+            ("rpc_connections_closed", "mt5_engine_rpc_connections_closed", "RPC connections closed by the engine "
+             "for sending more than it could hold", "c"),
+            ("bus_subscriptions_refused", "mt5_engine_bus_subscriptions_refused", "Bus subscriptions over the "
+             "budget (their connection is closed)", "c"),
+            ("bus_subscription_bytes", "mt5_engine_bus_subscription_bytes", "Distinct subscription prefix bytes "
+             "held for all bus subscribers", "g"),
+            ("bus_connections_closed", "mt5_engine_bus_connections_closed", "Bus subscriber connections closed by "
+             "the engine", "c"),
         ):
             value = h.get(key)
             if isinstance(value, (bool, int, float)):
@@ -284,6 +310,7 @@ class _BridgeCollector:
             ("mt5_indicators_updates", "Indicator updates the worker published"),
             ("mt5_indicators_rewarms", "Series the worker warmed up again from history"),
             ("mt5_indicators_malformed", "Bus messages the worker could not decode"),
+            ("mt5_indicators_rewarms_limited", "Candles dropped because their series warmed up too recently"),
         )}
         children = GaugeMetricFamily("mt5_service_child_running", "1 while mt5-service's child runs",
                                      labels=["child"])
@@ -303,7 +330,8 @@ class _BridgeCollector:
                     if isinstance(h.get(key), (int, float)):
                         ind[name].add_metric(labels, h[key] * scale)
                 for key, name in (("updates_total", "mt5_indicators_updates"), ("rewarms", "mt5_indicators_rewarms"),
-                                  ("malformed", "mt5_indicators_malformed")):
+                                  ("malformed", "mt5_indicators_malformed"),
+                                  ("rewarms_limited", "mt5_indicators_rewarms_limited")):
                     if isinstance(h.get(key), (int, float)):
                         ind_counters[name].add_metric(labels, h[key])
             elif component == "service" and isinstance(h.get("children"), dict):

@@ -103,10 +103,18 @@ def test_metrics_follow_a_client_ticks_lag_and_the_engine(bridge):
     assert value(joined, "mt5_engine_up") == 1 and value(joined, "mt5_engine_status", status="ok") == 1
     assert value(joined, "mt5_engine_ticks_per_second") > 0
     assert value(joined, "mt5_engine_ticks_total") > 0 and value(joined, "mt5_engine_symbols") == 5
+    # What hostile peers cost, from the engine's health: none here.
+    for name in ("forged_dropped", "rpc_replies_dropped", "bus_subscriptions_refused", "bus_connections_closed"):
+        assert value(joined, f"mt5_engine_{name}_total") == 0, name
+    assert value(joined, "mt5_engine_bus_subscription_bytes") > 0
+    assert value(joined, "mt5_bridge_clients_disconnected_total", reason="over_budget") == 0
+    assert value(joined, "mt5_bridge_requests_refused_total", reason="host") == 0
+    assert value(joined, "mt5_bridge_sessions_pending") == 0
     shard = {"component": "indicators:0", "shard": "0/1"}
     assert value(joined, "mt5_indicators_up", **shard) == 1
     assert value(joined, "mt5_indicators_updates_total", **shard) > 0
     assert value(joined, "mt5_indicators_updates_per_second", **shard) is not None
+    assert value(joined, "mt5_indicators_rewarms_limited_total", **shard) == 0
     assert value(joined, "mt5_component_up", component="indicators:0") == 1
     assert value(joined, "mt5_bridge_healthy") == 1
 
