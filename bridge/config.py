@@ -10,7 +10,6 @@ from engine.config import (
     DEFAULT_TIMEFRAMES,
     INTERVAL_MS,
     ConfigError,
-    Settings,
     above,
     at_least,
     between,
@@ -22,13 +21,11 @@ from engine.config import (
     writable_file,
 )
 from engine.config import add_cli_arguments as add_settings_arguments
-from indicators.series import Periods
-
-_PERIODS = Periods()
+from indicators.series import PeriodSettings
 
 
 @dataclass(frozen=True)
-class BridgeConfig(Settings):
+class BridgeConfig(PeriodSettings):
     """Every bridge setting; each field's metadata names its variable and the rules it follows."""
 
     ws_host: str = field(default="127.0.0.1", metadata=setting("WS_HOST", host_name))
@@ -43,11 +40,6 @@ class BridgeConfig(Settings):
     batch_phases: int = field(default=4, metadata=setting("BATCH_PHASES", between(1, 32)))
     cache_ttl_seconds: float = field(default=30.0, metadata=setting("CACHE_TTL_SECONDS", at_least(0)))
     max_candles: int = field(default=1000, metadata=setting("MAX_CANDLES", CANDLE_COUNT))
-    # The indicator workers' periods (same variables as theirs): what get_indicators computes.
-    ind_sma: int = field(default=_PERIODS.sma, metadata=setting("IND_SMA"))
-    ind_ema: int = field(default=_PERIODS.ema, metadata=setting("IND_EMA"))
-    ind_rsi: int = field(default=_PERIODS.rsi, metadata=setting("IND_RSI"))
-    ind_macd: str = field(default=_PERIODS.macd_text, metadata=setting("IND_MACD"))
     token: str = field(default="", repr=False, metadata=setting("BRIDGE_TOKEN"))
     # Comma-separated origins allowed to connect besides the bridge's own host; '*' = any.
     cors_origins: tuple[str, ...] = field(default=(), metadata=setting("CORS_ORIGINS"))
@@ -82,16 +74,7 @@ class BridgeConfig(Settings):
         if self.client_buffer_soft > self.client_buffer_hard:
             raise ConfigError("CLIENT_BUFFER_SOFT_BYTES: must be <= CLIENT_BUFFER_HARD_BYTES, got "
                               f"{self.client_buffer_soft} > {self.client_buffer_hard}")
-        _ = self.periods  # refuses bad IND_* values at start-up
         _ = self.host_rule  # refuses WS_ALLOWED_HOSTS entries that are not hosts
-
-    @property
-    def periods(self) -> Periods:
-        """The indicator periods; ``ConfigError`` when they are not valid ones."""
-        try:
-            return Periods.parse(self.ind_sma, self.ind_ema, self.ind_rsi, self.ind_macd)
-        except ValueError as exc:
-            raise ConfigError(f"IND_SMA/IND_EMA/IND_RSI/IND_MACD: {exc}") from None
 
     @property
     def host_rule(self) -> HostRule:

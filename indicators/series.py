@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from engine.config import ConfigError, Settings, setting
 from indicators._core import EMA, MACD, RSI, SMA
 
 
@@ -34,6 +35,32 @@ class Periods:
     @property
     def macd_text(self) -> str:
         return ",".join(map(str, self.macd))
+
+
+_DEFAULT_PERIODS = Periods()
+
+
+@dataclass(frozen=True)
+class PeriodSettings(Settings):
+    """The indicator periods as settings (``IND_SMA``, ...): the workers compute with them and
+    the bridge's ``get_indicators`` does too, so both read the same variables this way."""
+
+    ind_sma: int = field(default=_DEFAULT_PERIODS.sma, metadata=setting("IND_SMA"))
+    ind_ema: int = field(default=_DEFAULT_PERIODS.ema, metadata=setting("IND_EMA"))
+    ind_rsi: int = field(default=_DEFAULT_PERIODS.rsi, metadata=setting("IND_RSI"))
+    ind_macd: str = field(default=_DEFAULT_PERIODS.macd_text, metadata=setting("IND_MACD"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _ = self.periods  # refuses bad IND_* values at start-up
+
+    @property
+    def periods(self) -> Periods:
+        """The indicator periods; ``ConfigError`` when they are not valid ones."""
+        try:
+            return Periods.parse(self.ind_sma, self.ind_ema, self.ind_rsi, self.ind_macd)
+        except ValueError as exc:
+            raise ConfigError(f"IND_SMA/IND_EMA/IND_RSI/IND_MACD: {exc}") from None
 
 
 def closed_bars(candles: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

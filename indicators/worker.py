@@ -27,7 +27,6 @@ from engine.config import (
     CANDLE_COUNT,
     HWM,
     ConfigError,
-    Settings,
     endpoint,
     log_level,
     setting,
@@ -48,7 +47,7 @@ from engine.protocol import (
 from engine.security import CurveClient, SecurityError, apply_client
 from engine.signals import StopFlag, stop_on_signals
 from engine.timeframes import TIMEFRAMES
-from indicators.series import IndicatorSeries, Periods
+from indicators.series import IndicatorSeries, PeriodSettings
 
 log = logging.getLogger("indicators")
 
@@ -104,11 +103,8 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-_PERIODS = Periods()
-
-
 @dataclass(frozen=True)
-class WorkerConfig(Settings):
+class WorkerConfig(PeriodSettings):
     """Every worker setting; each field's metadata names its variable and the rules it follows."""
 
     bus_endpoint: str = field(default="tcp://127.0.0.1:5555", metadata=setting("BUS_ENDPOINT", endpoint))
@@ -117,10 +113,6 @@ class WorkerConfig(Settings):
     rpc_endpoint: str = field(default="tcp://127.0.0.1:5556", metadata=setting("RPC_ENDPOINT", endpoint))
     # i/n: this worker serves the symbols whose stable hash mod n is i.
     ind_shard: str = field(default="0/1", metadata=setting("IND_SHARD", parse_shard))
-    ind_sma: int = field(default=_PERIODS.sma, metadata=setting("IND_SMA"))
-    ind_ema: int = field(default=_PERIODS.ema, metadata=setting("IND_EMA"))
-    ind_rsi: int = field(default=_PERIODS.rsi, metadata=setting("IND_RSI"))
-    ind_macd: str = field(default=_PERIODS.macd_text, metadata=setting("IND_MACD"))
     # History bars asked for at each warm-up.
     max_candles: int = field(default=1000, metadata=setting("MAX_CANDLES", CANDLE_COUNT))
     hwm: int = field(default=100_000, metadata=setting("BUS_HWM", HWM))
@@ -129,10 +121,6 @@ class WorkerConfig(Settings):
     log_level: str = field(default="INFO", metadata=setting("LOG_LEVEL", log_level))
     log_file: str = field(default="", metadata=setting("LOG_FILE", writable_file))
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _ = self.periods  # refuses bad IND_* values at start-up
-
     @property
     def shard(self) -> int:
         return parse_shard(self.ind_shard)[0]
@@ -140,14 +128,6 @@ class WorkerConfig(Settings):
     @property
     def shards(self) -> int:
         return parse_shard(self.ind_shard)[1]
-
-    @property
-    def periods(self) -> Periods:
-        """The indicator periods; ``ConfigError`` when they are not valid ones."""
-        try:
-            return Periods.parse(self.ind_sma, self.ind_ema, self.ind_rsi, self.ind_macd)
-        except ValueError as exc:
-            raise ConfigError(f"IND_SMA/IND_EMA/IND_RSI/IND_MACD: {exc}") from None
 
     @cached_property
     def curve(self) -> CurveClient | None:
