@@ -448,6 +448,7 @@ class EngineService:
             "source_connected": source_health.connected,
             "source_detail": detail,
             "source_finished": self.source.finished,
+            "server_utc_offset_s": self.source.server_utc_offset_s(),
             "epoch": self._pub.epoch if self._pub else 0,
             "uptime_s": round((now - self._started_ms) / 1000.0, 1),
             "symbols": len(self._aggs),

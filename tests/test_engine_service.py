@@ -38,7 +38,9 @@ def running(zmq_ctx):
 
 def test_a_failing_source_degrades_health_and_the_engine_keeps_serving(running):
     service, rpc = running
-    assert rpc.health()["status"] == "ok"
+    health = rpc.health()
+    assert health["status"] == "ok"
+    assert health["server_utc_offset_s"] == 0  # the sim's clock is UTC
     FlakySim.broken.set()
     health = _wait_health(rpc, "degraded")
     assert "malformed row" in health["source_detail"]

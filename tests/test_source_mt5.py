@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from engine.aggregation import CandleAggregator
 from engine.config import EngineConfig
 from engine.models import Tick
 from engine.sources.base import SourceError
@@ -20,7 +21,9 @@ from engine.sources.mt5 import (
     advance,
     book_from_entries,
     cursor_at_second,
+    next_clock_offset,
     ticks_from_array,
+    utc_offset_s,
 )
 from engine.timeframes import timeframe
 from tests import mt5_standin
@@ -418,3 +421,53 @@ def test_market_clock_follows_the_server_and_freezes_while_the_terminal_is_lost(
     mt5.restore_ipc()
     assert wait_for(lambda: source.health().status == "ok", timeout=2.0)
     assert source.market_time(local_now + 60_000) == T0 + 59_960
+
+
+# Broker time across a daylight-saving switch: most brokers run UTC+3 in summer and UTC+2 in
+# winter, switching over a weekend, and stamp ticks in that clock.
+HOUR_MS = 3600_000
+
+
+def test_the_clock_offset_follows_the_server_down_and_up_but_not_delivery_delays() -> None:
+    summer = 3 * HOUR_MS - 40  # a tick received 40 ms after it happened, on UTC+3
+    assert next_clock_offset(None, summer) == summer
+    assert next_clock_offset(summer, summer - 900) == summer  # a slower delivery is not a change
+    assert next_clock_offset(summer, summer + 15) == summer + 15  # a faster one sharpens it
+    winter = 2 * HOUR_MS - 55
+    assert next_clock_offset(summer, winter) == winter  # autumn: an hour down, taken at once
+    assert next_clock_offset(winter, summer) == summer  # spring: an hour up
+    assert [utc_offset_s(o) for o in (None, summer, winter, -5 * HOUR_MS + 30, 5 * HOUR_MS + 45 * 60_000)] == \
+        [0, 10_800, 7_200, -18_000, 20_700]  # Nepal's UTC+5:45 is whole quarter hours too
+
+
+@pytest.mark.parametrize(("before_h", "after_h"), [(3, 2), (2, 3)], ids=["autumn", "spring"])
+def test_a_weekend_dst_switch_closes_no_bar_early_and_drops_no_tick(mt5, make_source, before_h, after_h) -> None:
+    """Friday's ticks on one offset, Monday's on the other: the engine's loop (poll, aggregate,
+    close bars by the market clock) keeps every tick of Monday's first minute in its M1 bar."""
+    source = make_source(mt5)
+    source.start()
+    agg = CandleAggregator("EURUSD", 0.00001, [timeframe("M1"), timeframe("H1")])
+    friday_local = T0  # this machine's clock (UTC), Friday 10:00
+    monday_local = friday_local + 3 * 24 * HOUR_MS
+
+    def run_minute(local_start: int, offset_h: int) -> list[int]:
+        """Six ticks, 10 s apart, stamped in the server's clock and seen 30 ms later."""
+        stamps = [local_start + offset_h * HOUR_MS + 10_000 * i + 5 for i in range(6)]
+        closed = []
+        for stamp in stamps:
+            feed(mt5, "EURUSD", [stamp])
+            assert wait_for(lambda: bool(source._out))
+            received = stamp - offset_h * HOUR_MS + 30
+            events = [e for tick in source.poll(received) for e in agg.on_tick(tick)]
+            events += agg.on_time(source.market_time(received + 5))
+            closed += [c.time for c, is_closed in events if is_closed and c.timeframe == "M1"]
+        return closed
+
+    assert run_minute(friday_local, before_h) == []
+    assert source.server_utc_offset_s() == before_h * 3600
+    closed_early = run_minute(monday_local, after_h)
+    assert closed_early == [(friday_local + before_h * HOUR_MS) // 1000]  # only Friday's bar closes
+    assert agg.late_ticks == 0
+    assert source.server_utc_offset_s() == after_h * 3600
+    monday_bar = agg.candles("M1", 1)[-1]
+    assert monday_bar.time == (monday_local + after_h * HOUR_MS) // 1000 and monday_bar.tick_volume == 6

@@ -63,6 +63,11 @@ class MarketSource(ABC):
         """
         return now_ms
 
+    def server_utc_offset_s(self) -> int:
+        """How far the market clock (every published timestamp) is ahead of UTC, in seconds:
+        the trade server's offset for mt5, 0 where the clock is UTC (sim, replay)."""
+        return 0
+
     def book(self, symbol: str, now_ms: int) -> Book | None:
         """Current depth of market, or ``None`` where the source has none."""
         return None

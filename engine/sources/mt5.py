@@ -122,6 +122,35 @@ def candles_from_rates(symbol: str, timeframe: str, arr: np.ndarray) -> list[Can
     ]
 
 
+# Real UTC offsets are whole quarter hours; a server clock estimate that drops by more than half
+# of one has changed offset (daylight saving ends), not drifted.
+OFFSET_QUANTUM_MS = 15 * 60 * 1000
+
+
+def next_clock_offset(current: int | None, observed: int) -> int:
+    """The trade server's clock minus the local clock (ms), given the last estimate and one
+    tick's (tick time - receipt time).
+
+    A tick is seen after it happened, so the largest observation is the closest estimate that
+    never runs ahead of the server, and smaller ones are delivery delays. One smaller by more
+    than half a quarter hour is the server's offset from UTC going down (the autumn switch,
+    usually UTC+3 -> UTC+2 over a weekend): the estimate starts again from it, or the market
+    clock would run an hour ahead, closing bars at their first tick and dropping the rest as
+    late. A switch up is simply a larger observation.
+    """
+    if current is None or observed > current or observed < current - OFFSET_QUANTUM_MS // 2:
+        return observed
+    return current
+
+
+def utc_offset_s(clock_offset_ms: int | None) -> int:
+    """The server's offset from UTC in seconds, rounded to the quarter hour (0 while unknown):
+    this machine's clock is taken as UTC, to within the rounding."""
+    if clock_offset_ms is None:
+        return 0
+    return round(clock_offset_ms / OFFSET_QUANTUM_MS) * OFFSET_QUANTUM_MS // 1000
+
+
 def book_from_entries(symbol: str, time_msc: int, entries: Any) -> Book | None:
     """``market_book_get`` entries as a Book, best price first; ``None`` when there is no depth."""
     if not entries:
@@ -252,12 +281,12 @@ class MT5Source(MarketSource):
         if out:
             newest = max(t.time_msc for t in out)
             self._newest_ms = max(self._newest_ms, newest)
-            # A tick is seen after it happened, so the largest (tick time - receipt time) is
-            # the closest estimate of the server's clock offset that never runs ahead of it.
-            offset = newest - now_ms
-            if self._clock_offset is None or offset > self._clock_offset:
-                self._clock_offset = offset
+            self._clock_offset = next_clock_offset(self._clock_offset, newest - now_ms)
         return out
+
+    def server_utc_offset_s(self) -> int:
+        """The trade server's offset from UTC, in the whole quarter hours offsets are made of."""
+        return utc_offset_s(self._clock_offset)
 
     def market_time(self, now_ms: int) -> int:
         """The trade server's clock (ticks carry it; it is often hours off UTC).
@@ -382,12 +411,13 @@ class MT5Source(MarketSource):
             self._health = SourceHealth("ok", True)
 
     def _refresh_books(self) -> None:
-        wall_ms = time.time_ns() // 1_000_000
+        # Stamped in the trade server's clock, as ticks and bars are (UTC until a tick tells).
+        server_ms = time.time_ns() // 1_000_000 + (self._clock_offset or 0)
         for symbol, has_book in self._has_book.items():
             if not has_book:
                 continue
             entries = self._optional("market_book_get", symbol)
-            book = book_from_entries(symbol, wall_ms, entries)
+            book = book_from_entries(symbol, server_ms, entries)
             if book is None:
                 self._books.pop(symbol, None)
             else:
