@@ -100,7 +100,7 @@ class BridgeMetrics:
         if kind == TICK:
             sent = data.get("time_msc")
             if isinstance(sent, int):
-                lag = time.time_ns() / 1e9 - sent / 1e3
+                lag = (time.time_ns() // 1_000_000 + self.bridge.server_offset_ms() - sent) / 1e3
                 self.engine_lag.observe(lag if lag > 0.0 else 0.0)
 
     def on_flush(self, phase: int, rooms: dict[str, list[tuple[str, dict[str, Any], bool]]],
@@ -119,9 +119,9 @@ class BridgeMetrics:
                         ticks.append(sent)
         self.flush_events.observe(events)
         if ticks:
-            now = time.time_ns() / 1e9
+            now = time.time_ns() // 1_000_000 + self.bridge.server_offset_ms()
             for sent in ticks:
-                lag = now - sent / 1e3
+                lag = (now - sent) / 1e3
                 self.tick_to_write.observe(lag if lag > 0.0 else 0.0)
 
     def _members(self, room: str, phase: int) -> int:

@@ -467,11 +467,16 @@ class Bridge:
         self.fanout.deliver({room: encode_room(events) for room, events in rooms.items()}, phase)
         self.flush_ms.append(round((time.perf_counter() - started) * 1000))
         self.metrics.on_flush(phase, rooms, time.perf_counter() - started)
-        done = now_ms()
+        done = now_ms() + self.server_offset_ms()
         for events in rooms.values():
             for event, payload, _ in events:
                 if event == "tick" and isinstance(payload.get("time_msc"), int):
                     self.tick_latency.append(done - payload["time_msc"])
+
+    def server_offset_ms(self) -> int:
+        """How far the engine's market clock is ahead of UTC (the trade server's offset for the
+        mt5 source, from the engine's health), so latencies compare like with like."""
+        return 1000 * self.engine_health.get("server_utc_offset_s", 0)
 
     async def _monitor(self) -> None:
         next_symbols = 0.0

@@ -570,3 +570,17 @@ def test_forged_and_malformed_payloads_reach_no_client_and_health_and_metrics_st
     assert ticks[-1] - ticks[0] > 1.0 and longest_gap_ms < 1000  # ticks kept flowing during the attack
     log = bridge.output()
     assert "Traceback" not in log and log.count("malformed bus messages dropped") <= 4
+
+
+def test_tick_lag_is_measured_in_utc_whatever_the_engine_clock(unit_bridge):
+    """A broker on UTC+2 stamps ticks two hours ahead of UTC: the bridge's lag figures take the
+    engine's ``server_utc_offset_s`` off, instead of reading -7.2e6 ms (clamped to 0)."""
+    offset_s = 2 * 3600
+    assert unit_bridge.on_bus_message("health:engine:", {**VALID["health:engine:"], "server_utc_offset_s": offset_s})
+    assert unit_bridge.server_offset_ms() == offset_s * 1000
+    happened = time.time_ns() // 1_000_000 - 250  # 250 ms ago, UTC
+    tick = {**VALID[T], "time_msc": happened + offset_s * 1000}
+    assert unit_bridge.on_bus_message(T, tick)
+    unit_bridge.metrics.on_bus(T, tick)  # as the bus reader does for each accepted message
+    lag = unit_bridge.metrics.engine_lag
+    assert sum(lag.counts) == 1 and 0.25 <= lag.total < 5.0
