@@ -255,6 +255,11 @@ class EngineConfig(Settings):
     mt5_server: str = field(default="", metadata=setting("MT5_SERVER"))
     mt5_path: str = field(default="", metadata=setting("MT5_PATH"))
     mt5_poll_ms: int = field(default=5, metadata=setting("MT5_POLL_MS", INTERVAL_MS))
+    # How long initialize() may take: the package's own default, as starting a terminal and
+    # logging in takes tens of seconds when cold.
+    mt5_timeout_ms: int = field(default=60_000, metadata=setting("MT5_TIMEOUT_MS", between(1_000, 600_000)))
+    # Start the terminal in portable mode (its data folder beside terminal64.exe).
+    mt5_portable: bool = field(default=False, metadata=setting("MT5_PORTABLE"))
     log_level: str = field(default="INFO", metadata=setting("LOG_LEVEL", log_level))
     log_file: str = field(default="", metadata=setting("LOG_FILE", writable_file))
     # Optional CURVE (engine.security): as a server for the bus and RPC ...
@@ -270,7 +275,7 @@ class EngineConfig(Settings):
             raise ConfigError("REPLAY_FILE: the replay source needs a file (or --replay-file)")
 
 
-_TYPE_WORDS = {"int": "an integer", "float": "a number"}
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "a flag (1/0, true/false, yes/no, on/off)"}
 
 
 def _convert(name: str, type_name: object, raw: object) -> object:
@@ -282,9 +287,24 @@ def _convert(name: str, type_name: object, raw: object) -> object:
             return int(raw)  # type: ignore[arg-type]
         if type_name == "float":
             return float(raw)  # type: ignore[arg-type]
+        if type_name == "bool":
+            return _flag(raw)
         return str(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{name}: cannot use {raw!r} as {_TYPE_WORDS.get(str(type_name), type_name)}") from None
+
+
+_FLAG_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+               "off": False}
+
+
+def _flag(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word not in _FLAG_WORDS:
+        raise ValueError(word)
+    return _FLAG_WORDS[word]
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser, cls: type = EngineConfig) -> None:

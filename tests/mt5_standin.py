@@ -267,8 +267,8 @@ class MT5StandIn:
         with self._lock:
             return self._last_error
 
-    def initialize(  # path is unnamed in the package's documentation: positional only here
-        self, path: str | None = None, /, *, login: int | None = None, password: str | None = None,
+    def initialize(  # path by position or keyword, as the package takes it
+        self, path: str | None = None, *, login: int | None = None, password: str | None = None,
         server: str | None = None, timeout: int | None = None, portable: bool = False,
     ) -> bool:
         self._delay()

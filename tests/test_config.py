@@ -169,3 +169,13 @@ def test_a_dotenv_that_is_not_utf8_is_refused_naming_the_file(tmp_path):
     dotenv.write_bytes(b"SYMBOLS=EUR\xff\n")
     with pytest.raises(ConfigError, match=r"\.env: cannot read it"):
         read_dotenv(dotenv)
+
+
+def test_mt5_flags_and_the_initialize_timeout_are_checked():
+    assert EngineConfig.load(environ={"MT5_PORTABLE": "yes"}, dotenv=None).mt5_portable is True
+    assert EngineConfig.load(environ={"MT5_PORTABLE": "0"}, dotenv=None).mt5_portable is False
+    assert EngineConfig.load(environ={}, dotenv=None).mt5_timeout_ms == 60_000
+    with pytest.raises(ConfigError, match="^MT5_PORTABLE: cannot use 'maybe' as a flag"):
+        EngineConfig.load(environ={"MT5_PORTABLE": "maybe"}, dotenv=None)
+    with pytest.raises(ConfigError, match="^MT5_TIMEOUT_MS: must be between 1000 and 600000"):
+        EngineConfig.load(environ={"MT5_TIMEOUT_MS": "10"}, dotenv=None)

@@ -175,18 +175,18 @@ def test_start_selects_symbols_and_reports_their_info(mt5, make_source) -> None:
     assert infos["USDJPY"].digits == 3
     assert mt5.init_calls[0] == {
         "path": None, "login": 5001234, "password": PASSWORD, "server": "Demo-Server",
-        "timeout": 10_000, "portable": False,
+        "timeout": 60_000, "portable": False,
     }
     assert source.health().status == "ok" and source.health().connected
 
 
 def test_initialize_gets_only_the_settings_that_are_set(mt5, make_source) -> None:
-    source = make_source(
-        mt5, mt5_login=0, mt5_password="", mt5_server="", mt5_path=r"C:\MT5\terminal64.exe")
+    source = make_source(mt5, mt5_login=0, mt5_password="", mt5_server="", mt5_path=r"C:\MT5\terminal64.exe",
+                         mt5_timeout_ms=90_000, mt5_portable=True)
     source.start()
     assert mt5.init_calls[0] == {
         "path": r"C:\MT5\terminal64.exe", "login": None, "password": None, "server": None,
-        "timeout": 10_000, "portable": False,
+        "timeout": 90_000, "portable": True,
     }
 
 
@@ -471,3 +471,18 @@ def test_a_weekend_dst_switch_closes_no_bar_early_and_drops_no_tick(mt5, make_so
     assert source.server_utc_offset_s() == after_h * 3600
     monday_bar = agg.candles("M1", 1)[-1]
     assert monday_bar.time == (monday_local + after_h * HOUR_MS) // 1000 and monday_bar.tick_volume == 6
+
+
+@pytest.mark.parametrize(("error", "session_lost"), [((-10000, "IPC call failed"), True),
+                                                   ((-1, "Terminal: Call failed"), False)])
+def test_only_the_ipc_family_ends_the_session(mt5, make_source, error, session_lost) -> None:
+    """A failed order book read is normal (no depth right now) unless the code is of the IPC
+    family, -10000 ("IPC call failed") included: then the session is initialized again."""
+    source = make_source(mt5, book_interval_ms=10)
+    source.start()
+    inits = mt5.calls["initialize"]
+    reads = mt5.calls["market_book_get"]
+    mt5.fail_next("market_book_get", times=1, error=error)
+    assert wait_for(lambda: mt5.calls["market_book_get"] > reads + 2, timeout=2.0)
+    assert wait_for(lambda: source.health().status == "ok", timeout=3.0)
+    assert (mt5.calls["initialize"] > inits) is session_lost

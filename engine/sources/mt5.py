@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 COPY_TICKS_ALL = -1
 BOOK_ASK_TYPES = (1, 3)  # BOOK_TYPE_SELL, BOOK_TYPE_SELL_MARKET
 BOOK_BID_TYPES = (2, 4)  # BOOK_TYPE_BUY, BOOK_TYPE_BUY_MARKET
-# last_error codes of a broken link to the terminal (send, receive, init, connect, timeout).
-IPC_ERRORS = frozenset({-10001, -10002, -10003, -10004, -10005})
+# last_error codes of a broken link to the terminal (internal, send, receive, init, connect,
+# timeout): only these end the session; other codes concern one call.
+IPC_ERRORS = frozenset({-10000, -10001, -10002, -10003, -10004, -10005})
 
 MISSING_PACKAGE = (
     "the mt5 source needs the MetaTrader5 package, which exists for Windows only and talks to a "
@@ -197,7 +198,6 @@ class MT5Source(MarketSource):
         backoff_initial_s: float = 0.1,
         backoff_max_s: float = 5.0,
         terminal_check_s: float = 0.5,
-        init_timeout_ms: int = 10_000,
         batch: int = 10_000,
     ) -> None:
         self._config = config
@@ -209,7 +209,6 @@ class MT5Source(MarketSource):
         self._check_s = terminal_check_s
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
-        self._init_timeout_ms = init_timeout_ms
         self._batch = batch
         # One lock around every package call: the package is one global connection, and
         # last_error() must be read right after the call it explains.
@@ -450,9 +449,9 @@ class MT5Source(MarketSource):
 
     def _initialize(self) -> tuple[bool, tuple[int, str]]:
         cfg = self._config
-        # The package documents path as an unnamed (positional) parameter, the rest as named.
-        args = (cfg.mt5_path,) if cfg.mt5_path else ()
-        kwargs: dict[str, Any] = {"timeout": self._init_timeout_ms}
+        kwargs: dict[str, Any] = {"timeout": cfg.mt5_timeout_ms, "portable": cfg.mt5_portable}
+        if cfg.mt5_path:
+            kwargs["path"] = cfg.mt5_path
         if cfg.mt5_login:
             kwargs["login"] = cfg.mt5_login
         if cfg.mt5_password:
@@ -460,7 +459,7 @@ class MT5Source(MarketSource):
         if cfg.mt5_server:
             kwargs["server"] = cfg.mt5_server
         with self._api:
-            ok = bool(self._mt5.initialize(*args, **kwargs))
+            ok = bool(self._mt5.initialize(**kwargs))
             error = tuple(self._mt5.last_error())
         return ok, error
 
