@@ -93,6 +93,10 @@ class BusReader:
         for prefix in prefixes:
             self.sock.subscribe(prefix)
         self.sock.connect(endpoint)
+        # The same socket, read without a Future per message: what is already queued is taken
+        # with plain non-blocking reads, a fraction of an awaited read's cost (the asyncio socket
+        # looks at the socket's events again before its next wait, so none is missed).
+        self._queued = zmq.Socket.shadow(self.sock.underlying)
         self.undecodable = EveryLog("undecodable bus frames dropped")
 
     @property
@@ -102,23 +106,26 @@ class BusReader:
 
     async def messages(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Decoded messages, forever; malformed frames are counted and skipped."""
-        sock = self.sock
-        burst = 0
+        sock, queued = self.sock, self._queued
         while True:
-            frames = await sock.recv_multipart()
-            burst += 1
-            if burst == READ_BURST:  # a queued message is read without yielding: let the others run
-                burst = 0
+            burst = [await sock.recv_multipart()]
+            while len(burst) < READ_BURST:
+                try:
+                    burst.append(queued.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+            for frames in burst:
+                if len(frames) != 2:
+                    self.undecodable(f"{len(frames)} frames", time.monotonic())
+                    continue
+                try:
+                    topic, payload = frames[0].decode(), decode(frames[1])
+                except (UnicodeDecodeError, ProtocolError) as exc:
+                    self.undecodable(str(exc)[:200], time.monotonic())
+                    continue
+                yield topic, payload
+            if len(burst) == READ_BURST:  # queued messages are read without yielding: let the others run
                 await asyncio.sleep(0)
-            if len(frames) != 2:
-                self.undecodable(f"{len(frames)} frames", time.monotonic())
-                continue
-            try:
-                topic, payload = frames[0].decode(), decode(frames[1])
-            except (UnicodeDecodeError, ProtocolError) as exc:
-                self.undecodable(str(exc)[:200], time.monotonic())
-                continue
-            yield topic, payload
 
     def close(self) -> None:
         self.sock.close(0)
