@@ -7,7 +7,8 @@ Every hostile test measures the same figures, so they are comparable across atta
   ``rpc_every_s``, both on their own threads, giving the longest gap between ticks and the
   RPC round trip's p99 while the attack runs.
 
-``report(name, ...)`` prints one line per attack (run the tests with ``-s`` to read them).
+``report(name, ...)`` prints one line per attack (run the tests with ``-s`` to read them), and
+``OpenBus`` stands for a bus that relays anyone's topics (``--bus-only`` without CURVE).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 import zmq
+
+from tests.procs import free_port
 
 
 def rss_mb(pid: int) -> float:
@@ -160,3 +163,47 @@ def report(name: str, rss: RssWatch | None = None, client: ClientFigures | None 
     line = " ".join(parts)
     print(line, flush=True)
     return line
+
+
+class OpenBus:
+    """A bus that lets anyone's topics through: an XSUB connected to the engine's bus
+    (``engine_bus``) and open to injectors (``inject``), relaying both, on a thread, to an XPUB
+    that workers or a bridge read (``endpoint``, port ``port``); subscriptions go upstream."""
+
+    def __init__(self, engine_bus: str) -> None:
+        self.port = free_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.inject = f"tcp://127.0.0.1:{free_port()}"
+        self._ctx = zmq.Context()
+        self._xsub = self._ctx.socket(zmq.XSUB)
+        self._xpub = self._ctx.socket(zmq.XPUB)
+        for sock in (self._xsub, self._xpub):
+            sock.linger = 0
+            sock.sndhwm = sock.rcvhwm = 200_000
+        self._xsub.connect(engine_bus)
+        self._xsub.bind(self.inject)
+        self._xpub.bind(self.endpoint)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._relay, daemon=True)
+        self._thread.start()
+
+    def _relay(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._xsub, zmq.POLLIN)
+        poller.register(self._xpub, zmq.POLLIN)
+        other = {self._xsub: self._xpub, self._xpub: self._xsub}  # messages down, subscriptions up
+        while not self._stop.is_set():
+            for sock, _ in poller.poll(50):
+                while sock.poll(0):
+                    other[sock].send_multipart(sock.recv_multipart())
+
+    def __enter__(self) -> OpenBus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._ctx.destroy(linger=0)

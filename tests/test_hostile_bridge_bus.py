@@ -13,7 +13,6 @@ import asyncio
 import copy
 import json
 import math
-import threading
 import time
 import urllib.request
 from types import SimpleNamespace
@@ -38,7 +37,7 @@ from engine.sources.sim import SimSource, demo_account
 from indicators.series import IndicatorSeries
 from indicators.worker import IndicatorWorker, WorkerConfig
 from tests.bridge_procs import BridgeProcess, BusInjector, Recorder
-from tests.hostile import RssWatch, report
+from tests.hostile import OpenBus, RssWatch, report
 from tests.procs import EngineProcess, engine_config, free_port, running
 
 SYMBOL = "EURUSD"
@@ -387,47 +386,11 @@ def test_a_flood_of_queued_messages_lets_the_other_tasks_run(zmq_ctx):
 
 
 # The attack against a real bridge.
-class OpenBus:
-    """A bus that lets anyone's topics through: an XSUB connected to the engine's bus and open to
-    injectors (``inject``), forwarding both to an XPUB the bridge reads (``endpoint``)."""
-
-    def __init__(self, engine: EngineProcess) -> None:
-        self.ctx = zmq.Context()
-        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
-        self.inject = f"tcp://127.0.0.1:{free_port()}"
-        self.xsub = self.ctx.socket(zmq.XSUB)
-        self.xpub = self.ctx.socket(zmq.XPUB)
-        for sock in (self.xsub, self.xpub):
-            sock.linger = 0
-            sock.sndhwm = sock.rcvhwm = 200_000
-        self.xsub.connect(engine.bus)
-        self.xsub.bind(self.inject)
-        self.xpub.bind(self.endpoint)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._forward, daemon=True)
-        self._thread.start()
-
-    def _forward(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.xsub, zmq.POLLIN)
-        poller.register(self.xpub, zmq.POLLIN)
-        while not self._stop.is_set():
-            for sock, _ in poller.poll(50):
-                other = self.xpub if sock is self.xsub else self.xsub
-                while sock.poll(0):
-                    other.send_multipart(sock.recv_multipart())
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.ctx.destroy(linger=0)
-
-
 @pytest.fixture(scope="module")
 def attacked():
     """An engine at 1000 ticks/s, an ``OpenBus`` on it, and a bridge reading the open bus."""
     with running(EngineProcess(["--rate", "1000"])) as engine:
-        bus = OpenBus(engine)
+        bus = OpenBus(engine.bus)
         try:
             with running(BridgeProcess(engine=SimpleNamespace(bus=bus.endpoint, rpc=engine.rpc))) as bridge:
                 yield engine, bus, bridge

@@ -2,13 +2,12 @@
 foreign epochs, each of which would ask the engine for a warm-up's history.
 
 The engine's own bus drops candles from other publishers, so the forged ones come in through a
-bus of the test's own (``RelayBus``) that carries the engine's stream to the worker as well, or
+bus of the test's own (``OpenBus``) that carries the engine's stream to the worker as well, or
 straight through the worker's handler.
 """
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import msgpack
@@ -21,8 +20,8 @@ from engine.protocol import ProtocolError, candle_topic, encode
 from engine.service import EngineService
 from engine.sources import create_source
 from indicators.worker import IndicatorWorker, WorkerConfig, read_candle
-from tests.hostile import RssWatch, report
-from tests.procs import EngineProcess, engine_config, engine_thread, free_port, subscriber
+from tests.hostile import OpenBus, RssWatch, report
+from tests.procs import EngineProcess, engine_config, engine_thread, subscriber
 from tests.test_faults import check_indicator_values
 
 GOOD = {"symbol": "EURUSD", "timeframe": "M1", "time": 1_790_000_040, "open": 1.1, "high": 1.2, "low": 1.0,
@@ -120,42 +119,6 @@ def test_candles_for_series_the_engine_does_not_serve_cost_one_request_and_no_he
     assert health["status"] == "ok"
 
 
-class RelayBus:
-    """A bus of the test's own in front of a worker: an XSUB/XPUB pair carrying the engine's
-    stream (its XSUB is connected to the engine's bus) and whatever is published to ``inject``."""
-
-    def __init__(self, engine_bus: str) -> None:
-        self.inject = f"tcp://127.0.0.1:{free_port()}"
-        self.port = free_port()
-        self._ctx = zmq.Context()
-        self._xsub = self._ctx.socket(zmq.XSUB)
-        self._xsub.bind(self.inject)
-        self._xsub.connect(engine_bus)
-        self._xpub = self._ctx.socket(zmq.XPUB)
-        self._xpub.sndhwm = 100_000
-        self._xpub.bind(f"tcp://127.0.0.1:{self.port}")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._relay, daemon=True)
-
-    def _relay(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._xsub, zmq.POLLIN)
-        poller.register(self._xpub, zmq.POLLIN)
-        other = {self._xsub: self._xpub, self._xpub: self._xsub}  # messages down, subscriptions up
-        while not self._stop.is_set():
-            for sock, _ in poller.poll(50):
-                other[sock].send_multipart(sock.recv_multipart())
-
-    def __enter__(self) -> RelayBus:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._ctx.destroy(linger=0)
-
-
 def cpu_s(pid: int) -> float:
     """CPU seconds (user + system) ``pid`` has used so far."""
     with open(f"/proc/{pid}/stat") as f:
@@ -176,11 +139,11 @@ def latest_health(sock: zmq.Socket, seconds: float) -> dict:
 
 @pytest.fixture
 def relayed_worker(start_engine, start_worker, zmq_ctx):
-    """An engine serving EURUSD M1, a ``RelayBus`` on its bus and a worker reading the relay
+    """An engine serving EURUSD M1, an ``OpenBus`` on its bus and a worker reading the relay
     (publishing to and asking the engine); yields ``(engine, relay, worker, health_sub)``."""
     engine = start_engine("--symbols", "EURUSD", "--timeframes", "M1")
     health = subscriber(zmq_ctx, engine.bus, b"health:indicators:0:")
-    with RelayBus(engine.bus) as relay:
+    with OpenBus(engine.bus) as relay:
         via_relay = EngineProcess(bus_port=relay.port, rpc_port=engine.rpc_port, pub_port=engine.pub_port)
         worker = start_worker(via_relay)
         deadline = time.monotonic() + 15
