@@ -11,6 +11,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from engine.logs import RateLimitedLog
 from engine.protocol import ErrorCode, ProtocolError, RpcError, decode, encode
 from engine.security import CurveClient, apply_client
 
@@ -24,26 +25,18 @@ READ_BURST = 100
 
 
 class EveryLog:
-    """A warning at most once per ``every_s`` for something that may happen per message (bad
-    input, a sequence break): the first at once, then how many came since, with the latest."""
+    """Counts something that may happen per message (bad input, a sequence break) and warns about
+    it at most once per ``every_s`` (``engine.logs.RateLimitedLog``), with the latest example."""
 
     def __init__(self, what: str, every_s: float = 10.0) -> None:
         self.what = what
-        self.every_s = every_s
         self.count = 0
-        self._held = 0
-        self._logged_at = float("-inf")
+        self._log = RateLimitedLog(log, every_s)
 
-    def __call__(self, detail: str, now: float, exc_info: bool = False) -> None:
-        """Count one; log it unless one was logged within ``every_s``."""
+    def __call__(self, detail: str, exc_info: bool = False) -> None:
         self.count += 1
-        self._held += 1
-        if now - self._logged_at < self.every_s:
-            return
-        log.warning("bridge: %d %s (%d in all); latest: %s", self._held, self.what, self.count, detail,
-                    exc_info=exc_info)
-        self._held = 0
-        self._logged_at = now
+        self._log.warning(self.what, "bridge: %s (%d in all); latest: %s", self.what, self.count, detail,
+                          exc_info=exc_info)
 
 
 class SeqTracker:
@@ -116,12 +109,12 @@ class BusReader:
                     break
             for frames in burst:
                 if len(frames) != 2:
-                    self.undecodable(f"{len(frames)} frames", time.monotonic())
+                    self.undecodable(f"{len(frames)} frames")
                     continue
                 try:
                     topic, payload = frames[0].decode(), decode(frames[1])
                 except (UnicodeDecodeError, ProtocolError) as exc:
-                    self.undecodable(str(exc)[:200], time.monotonic())
+                    self.undecodable(str(exc)[:200])
                     continue
                 yield topic, payload
             if len(burst) == READ_BURST:  # queued messages are read without yielding: let the others run

@@ -367,17 +367,16 @@ class Bridge:
     def accept(self, topic: Any, data: Any) -> tuple[str, tuple[str, ...]] | None:
         """The kind and topic names of a message of the declared shape for a symbol the engine
         serves; ``None`` (counted, logged at a bounded rate) for anything else."""
-        now = time.monotonic()
         try:
             kind, names = check_payload(topic, data)
         except Malformed as exc:
-            self.malformed_drops(str(exc), now)
+            self.malformed_drops(str(exc))
             return None
         if SHAPES[kind].parts[:1] == ("symbol",):
             if self.symbol_names is None:  # just started: no client can be in a symbol's room yet
                 return None
             if names[0] not in self.symbol_names:
-                self.unknown_drops(f"{kind} of {names[0]!r}", now)
+                self.unknown_drops(f"{kind} of {names[0]!r}")
                 return None
         return kind, names
 
@@ -386,7 +385,7 @@ class Bridge:
         try:
             self._relay(topic, data, kind, names)
         except Exception as exc:  # a bug, not bad input (that was refused): keep reading the bus
-            self.relay_errors(f"{kind}: {exc!r}", time.monotonic(), exc_info=True)
+            self.relay_errors(f"{kind}: {exc!r}", exc_info=True)
 
     def _relay(self, topic: str, data: dict[str, Any], kind: str, names: tuple[str, ...]) -> None:
         if kind == HEALTH:  # health topics have no sequence to keep: each is the whole state
@@ -426,13 +425,12 @@ class Bridge:
         if kind == CANDLE:
             self.candles.invalidate(data.get("symbol"), data.get("timeframe"))
         if change == RESTART and kind in (TICK, CANDLE):
-            self.sequence_breaks(f"the engine restarted (epoch {data['epoch']}); refreshing caches",
-                                 time.monotonic())
+            self.sequence_breaks(f"the engine restarted (epoch {data['epoch']}); refreshing caches")
             self.candles.invalidate()
             self.symbols.invalidate()
             self.resync_needed = True
         else:
-            self.sequence_breaks(f"{change} on {kind}", time.monotonic())
+            self.sequence_breaks(f"{change} on {kind}")
 
     def _on_health(self, component: str, data: dict[str, Any]) -> None:
         if component == "engine":
@@ -553,11 +551,11 @@ class Bridge:
     def _apply_snapshot(self, messages: Any) -> None:
         """Relay each ``[topic, payload]`` the stream has not brought a newer one of."""
         if not isinstance(messages, list):
-            self.malformed_drops(f"snapshot reply is {type(messages).__name__}, not a list", time.monotonic())
+            self.malformed_drops(f"snapshot reply is {type(messages).__name__}, not a list")
             return
         for message in messages:
             if not (isinstance(message, list) and len(message) == 2):
-                self.malformed_drops("snapshot entry is not [topic, payload]", time.monotonic())
+                self.malformed_drops("snapshot entry is not [topic, payload]")
                 continue
             topic, data = message
             accepted = self.accept(topic, data)
