@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from engine.logs import LOG_LEVELS
 from engine.protocol import validate_symbol
+from engine.symbol_masks import is_group_mask, validate_entry
 from engine.timeframes import TIMEFRAMES
 
 DEFAULT_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD")
@@ -137,7 +138,7 @@ def symbol_list(value: tuple[str, ...]) -> None:
     if not value:
         raise ValueError("must name at least one symbol")
     for symbol in value:
-        validate_symbol(symbol)
+        validate_entry(symbol)
     if len(set(value)) != len(value):
         raise ValueError("lists a symbol twice")
 
@@ -273,6 +274,10 @@ class EngineConfig(Settings):
         super().__post_init__()
         if self.source == "replay" and not self.replay_file:
             raise ConfigError("REPLAY_FILE: the replay source needs a file (or --replay-file)")
+        masks = [s for s in self.symbols if is_group_mask(s)]
+        if masks and self.source != "mt5":
+            raise ConfigError(f"SYMBOLS: group masks ({masks[0]}) are resolved by an MT5 terminal; "
+                              f"the {self.source} source needs plain names")
 
 
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "a flag (1/0, true/false, yes/no, on/off)"}

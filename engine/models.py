@@ -88,8 +88,19 @@ class Candle:
         )
 
 
+# symbol_info().chart_mode: the price a symbol's bars are built from.
+CHART_MODE_BID = 0
+CHART_MODE_LAST = 1  # exchange symbols: bars from trades, volumes in volume_real
+
+
 @dataclass(frozen=True, slots=True)
 class SymbolInfo:
+    """MT5's ``symbol_info`` fields a bot needs to read prices and size orders.
+
+    ``trade_tick_value`` is the account-currency value of one ``trade_tick_size`` move of one
+    lot; ``trade_mode`` is MT5's SYMBOL_TRADE_MODE (4: full access).
+    """
+
     name: str
     digits: int
     point: float
@@ -97,6 +108,21 @@ class SymbolInfo:
     currency_base: str = ""
     currency_profit: str = ""
     trade_contract_size: float = 100000.0
+    currency_margin: str = ""
+    volume_min: float = 0.01
+    volume_max: float = 100.0
+    volume_step: float = 0.01
+    trade_tick_size: float = 0.0  # 0: one point
+    trade_tick_value: float = 0.0
+    trade_mode: int = 4
+    chart_mode: int = CHART_MODE_BID
+
+    def __post_init__(self) -> None:
+        # Where a source does not say, MT5's own defaults for a currency pair.
+        if not self.trade_tick_size:
+            object.__setattr__(self, "trade_tick_size", self.point)
+        if not self.currency_margin:
+            object.__setattr__(self, "currency_margin", self.currency_base)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

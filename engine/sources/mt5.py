@@ -173,7 +173,10 @@ def book_from_entries(symbol: str, time_msc: int, entries: Any) -> Book | None:
 def symbol_from_info(info: Any) -> SymbolInfo:
     return SymbolInfo(
         info.name, int(info.digits), float(info.point), info.description, info.currency_base,
-        info.currency_profit, float(info.trade_contract_size),
+        info.currency_profit, float(info.trade_contract_size), info.currency_margin,
+        float(info.volume_min), float(info.volume_max), float(info.volume_step),
+        float(info.trade_tick_size), float(info.trade_tick_value), int(info.trade_mode),
+        int(info.chart_mode),
     )
 
 

@@ -64,7 +64,11 @@ class SimSymbol:
 def _fx(name: str, desc: str, price: float, digits: int, vol: float, spread: tuple[int, int],
         weight: float, contract: float = 100_000.0) -> SimSymbol:
     base, profit = (name[:3], name[3:6]) if len(name) >= 6 else (name, "USD")
-    info = SymbolInfo(name, digits, 10.0 ** -digits, desc, base, profit, contract)
+    point = 10.0 ** -digits
+    # The demo account is in USD: a point of a USD-quoted pair is worth point x contract.
+    tick_value = point * contract / (price if base == "USD" else 1.0)
+    info = SymbolInfo(name, digits, point, desc, base, profit, contract,
+                      trade_tick_value=round(tick_value, 8))
     return SimSymbol(info, price, vol, spread, weight)
 
 
