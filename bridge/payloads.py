@@ -210,6 +210,8 @@ SHAPES: dict[str, TopicShape] = {
                                       "bus_connections_closed")},
         "source_connected": FLAG, "source_finished": FLAG, "source": text(), "source_detail": text(MAX_DETAIL),
         "shard": text(),
+        **{name: list_of(SYMBOL, MAX_SUMMARY_SYMBOLS) for name in ("missing_symbols", "stale_symbols")},
+        "history_incomplete": list_of(text(), MAX_SUMMARY_SYMBOLS),
         "children": map_of(COMPONENT, Record({"running": FLAG, "pid": nullable(INTEGER),
                                               "restarts": INTEGER}).check(), MAX_FIELDS),
     }, extra=FIGURE)),

@@ -143,7 +143,7 @@ class EngineService:
         self._tick_out: dict[str, tuple[bytes, TickEncoder]] = {}
         self._candle_topics: dict[tuple[str, str], bytes] = {}
         self._booked: dict[str, int] = {}
-        self._policy = ForeignPolicy(config.symbols)
+        self._policy = ForeignPolicy(())  # the source's symbols, once it has started
         self._foreign = ForeignCache()
         self._refusals = Refusals()
         self._service_health = service_health
@@ -206,6 +206,7 @@ class EngineService:
                 agg.seed(tf.name, history[tf.name])
                 self._candle_topics[(name, tf.name)] = candle_topic(name, tf.name)
             self._aggs[name] = agg
+        self._policy = ForeignPolicy(self._aggs)
         log.info("%d symbols, timeframes %s, history loaded", len(self._aggs),
                  ",".join(self.config.timeframes))
 
@@ -449,6 +450,7 @@ class EngineService:
             "source_detail": detail,
             "source_finished": self.source.finished,
             "server_utc_offset_s": self.source.server_utc_offset_s(),
+            **self.source.report(),
             "epoch": self._pub.epoch if self._pub else 0,
             "uptime_s": round((now - self._started_ms) / 1000.0, 1),
             "symbols": len(self._aggs),

@@ -8,6 +8,10 @@ says why), over an in-memory terminal that a test scripts:
 * ``add_symbol`` / ``add_tick`` / ``set_rates`` / ``set_book`` / ``account`` fields feed the market
   (several ticks may share one millisecond);
 * ``drop_ipc`` / ``restore_ipc``, ``fail_auth``, ``fail_next``, ``set_connected`` inject faults;
+  a restored terminal may answer from its local ticks first and fill the outage in later, and
+  ``fail_next`` may concern one symbol only;
+* ``set_rates(..., ready=, per_call=)`` models history the terminal is still downloading, and
+  ``max_bars`` its "Max bars in chart";
 * ``call_delay`` makes every call take time, so ticks land while a call is in progress.
 
 ``copy_ticks_*`` read ``date_from`` with whole-second resolution (a ``datetime``, aware or naive
@@ -123,11 +127,14 @@ class _Symbol:
     currency_profit: str
     contract_size: float
     depth: bool
+    chart_mode: int = 0
     selected: bool = False
     book_subscribed: bool = False
     ticks: list[tuple] = field(default_factory=list)  # rows in TICK_DTYPE order
     times: list[int] = field(default_factory=list)  # time_msc of each row, for bisect
     rates: dict[int, list[tuple]] = field(default_factory=dict)
+    rates_ready: dict[int, tuple[int, int]] = field(default_factory=dict)  # (ready, per call)
+    hidden: tuple[int, int, float] = (0, 0, 0.0)  # tick rows [lo, hi) unseen until a deadline
     book: list[tuple[int, float, float]] = field(default_factory=list)
 
 
@@ -154,6 +161,7 @@ class MT5StandIn:
         self.password = password
         self.server = server
         self.call_delay = 0.0  # seconds each API call takes, half before and half after its read
+        self.max_bars = 100_000  # the terminal's "Max bars in chart"
         self.init_calls: list[dict[str, Any]] = []
         self.calls: dict[str, int] = {}
         self.account_fields: dict[str, Any] = {
@@ -170,9 +178,10 @@ class MT5StandIn:
         self._symbols: dict[str, _Symbol] = {}
         self._initialized = False
         self._ipc_down_until: float | None = None  # monotonic deadline; inf = until restored
+        self._ticks_at_drop: dict[str, int] = {}
         self._trade_server_connected = True
         self._auth_fails = False
-        self._scripted: dict[str, list[tuple[int, str]]] = {}
+        self._scripted: dict[tuple[str, str | None], list[tuple[int, str]]] = {}
         self._last_error: tuple[int, str] = OK
 
     # -- scripting the market -------------------------------------------------------------
@@ -180,12 +189,15 @@ class MT5StandIn:
     def add_symbol(
         self, name: str, digits: int = 5, *, description: str = "", currency_base: str = "",
         currency_profit: str = "", contract_size: float = 100000.0, depth: bool = True,
+        chart_mode: int = 0,
     ) -> None:
-        """Make ``name`` exist on the trade server (not yet selected in Market Watch)."""
+        """Make ``name`` exist on the trade server (not yet selected in Market Watch);
+        ``chart_mode`` 1 is an exchange symbol whose bars come from ``last``."""
         with self._lock:
             self._symbols[name] = _Symbol(
                 name, digits, description or f"{name} description",
                 currency_base or name[:3], currency_profit or name[3:6], contract_size, depth,
+                chart_mode,
             )
 
     def add_tick(
@@ -213,10 +225,22 @@ class MT5StandIn:
             sym.ticks.append(row)
             sym.times.append(time_msc)
 
-    def set_rates(self, symbol: str, timeframe: int, rows: list[tuple]) -> None:
-        """Bars in RATES_DTYPE field order, oldest first; the last one is the forming bar."""
+    def set_rates(
+        self, symbol: str, timeframe: int, rows: list[tuple], *, ready: int | None = None,
+        per_call: int = 0,
+    ) -> None:
+        """Bars in RATES_DTYPE field order, oldest first; the last one is the forming bar.
+
+        With ``ready``, only the newest ``ready`` bars are downloaded yet, and each
+        ``copy_rates_*`` call downloads ``per_call`` more (0: the rest never comes).
+        """
         with self._lock:
-            self._symbols[symbol].rates[timeframe] = list(rows)
+            sym = self._symbols[symbol]
+            sym.rates[timeframe] = list(rows)
+            if ready is None:
+                sym.rates_ready.pop(timeframe, None)
+            else:
+                sym.rates_ready[timeframe] = (ready, per_call)
 
     def set_book(self, symbol: str, entries: list[tuple[int, float, float]]) -> None:
         """Depth of market as ``(type, price, volume)``, in the terminal's order."""
@@ -239,10 +263,19 @@ class MT5StandIn:
         with self._lock:
             self._initialized = False
             self._ipc_down_until = math.inf if seconds is None else time.monotonic() + seconds
+            self._ticks_at_drop = {name: len(sym.ticks) for name, sym in self._symbols.items()}
 
-    def restore_ipc(self) -> None:
+    def restore_ipc(self, fill_in_after_s: float = 0.0) -> None:
+        """End the outage. With ``fill_in_after_s``, the terminal answers from its local ticks
+        first: ticks recorded during the outage appear in ``copy_ticks_*`` only that long
+        after, while ticks from now on are seen at once (a terminal that was down catching up
+        from the server)."""
         with self._lock:
             self._ipc_down_until = None
+            if fill_in_after_s > 0:
+                visible_at = time.monotonic() + fill_in_after_s
+                for name, sym in self._symbols.items():
+                    sym.hidden = (self._ticks_at_drop.get(name, 0), len(sym.ticks), visible_at)
 
     def fail_auth(self, fails: bool = True) -> None:
         """Make every login fail (as after a password change on the server)."""
@@ -251,10 +284,12 @@ class MT5StandIn:
 
     def fail_next(
         self, function: str, times: int = 1, error: tuple[int, str] = CALL_FAILED,
+        symbol: str | None = None,
     ) -> None:
-        """Make the next ``times`` calls of ``function`` fail with ``error``."""
+        """Make the next ``times`` calls of ``function`` (for ``symbol`` only, if given) fail
+        with ``error``."""
         with self._lock:
-            self._scripted.setdefault(function, []).extend([error] * times)
+            self._scripted.setdefault((function, symbol), []).extend([error] * times)
 
     def set_connected(self, connected: bool) -> None:
         """The terminal's link to the trade server (``terminal_info().connected``)."""
@@ -278,7 +313,7 @@ class MT5StandIn:
                 "path": path, "login": login, "password": password, "server": server,
                 "timeout": timeout, "portable": portable,
             })
-            scripted = self._scripted.get("initialize")
+            scripted = self._scripted.get(("initialize", None))
             if scripted:
                 return self._fail(scripted.pop(0), False)
             if not self._ipc_up():
@@ -323,7 +358,7 @@ class MT5StandIn:
                 return self._fail(err, None)
             return self._ok(TerminalInfo(
                 False, False, self._trade_server_connected, False, True, False, False, False,
-                False, False, 4410, 100000, 0, 25000, 0.0, 0.0, "MetaQuotes Ltd.",
+                False, False, 4410, self.max_bars, 0, 25000, 0.0, 0.0, "MetaQuotes Ltd.",
                 "MetaTrader 5", "English", r"C:\MT5", r"C:\MT5", r"C:\Common",
             ))
 
@@ -360,7 +395,7 @@ class MT5StandIn:
             if err:
                 return self._fail(err, None)
             ticks = self._symbols[symbol].ticks
-            return self._ok(Tick(*ticks[-1]) if ticks else Tick(0, 0.0, 0.0, 0.0, 0, 0, 0, 0.0))
+            return self._ok(Tick(*ticks[-1])) if ticks else self._fail(CALL_FAILED, None)
 
     def symbol_select(self, symbol: str, enable: bool = True) -> bool:
         with self._lock:
@@ -389,7 +424,7 @@ class MT5StandIn:
                    or self._check_rates(timeframe, count))
             if err:
                 return self._fail(err, None)
-            rows = self._symbols[symbol].rates.get(timeframe, [])
+            rows = self._ready_rates(self._symbols[symbol], timeframe)
             end = max(0, len(rows) - start_pos)
             return self._ok(np.array(rows[max(0, end - count):end], dtype=RATES_DTYPE))
 
@@ -400,7 +435,7 @@ class MT5StandIn:
             err = self._precheck("copy_rates_from", symbol) or self._check_rates(timeframe, count)
             if err:
                 return self._fail(err, None)
-            rows = self._symbols[symbol].rates.get(timeframe, [])
+            rows = self._ready_rates(self._symbols[symbol], timeframe)
             # Bars opening at or before date_from, the last ``count`` of them.
             end = bisect.bisect_right([r[0] for r in rows], _seconds(date_from))
             return self._ok(np.array(rows[max(0, end - count):end], dtype=RATES_DTYPE))
@@ -413,7 +448,7 @@ class MT5StandIn:
             if err:
                 return self._fail(err, None)
             lo, hi = _seconds(date_from), _seconds(date_to)
-            rows = [r for r in self._symbols[symbol].rates.get(timeframe, []) if lo <= r[0] <= hi]
+            rows = [r for r in self._ready_rates(self._symbols[symbol], timeframe) if lo <= r[0] <= hi]
             return self._ok(np.array(rows, dtype=RATES_DTYPE))
 
     def market_book_add(self, symbol: str) -> bool:
@@ -467,6 +502,9 @@ class MT5StandIn:
                 hi = (len(sym.times) if date_to is None
                       else bisect.bisect_right(sym.times, _seconds(date_to) * 1000))
                 rows = sym.ticks[lo:hi]
+                hidden_lo, hidden_hi, visible_at = sym.hidden
+                if hidden_hi > hidden_lo and time.monotonic() < visible_at:
+                    rows = [r for i, r in enumerate(rows, lo) if not hidden_lo <= i < hidden_hi]
                 if flags == COPY_TICKS_INFO:
                     rows = [r for r in rows if r[6] & _INFO_BITS]
                 elif flags == COPY_TICKS_TRADE:
@@ -477,6 +515,16 @@ class MT5StandIn:
         self._delay(0.5)
         return result
 
+    def _ready_rates(self, sym: _Symbol, timeframe: int) -> list[tuple]:
+        """The bars downloaded so far (newest ones first), at most ``max_bars``; a call
+        downloads the next ``per_call``."""
+        rows = sym.rates.get(timeframe, [])
+        if timeframe in sym.rates_ready:
+            ready, per_call = sym.rates_ready[timeframe]
+            sym.rates_ready[timeframe] = (ready + per_call, per_call)
+            rows = rows[max(0, len(rows) - ready):]
+        return rows[-self.max_bars:]
+
     def _check_rates(self, timeframe: int, count: int) -> tuple[int, str] | None:
         if timeframe not in _TIMEFRAMES or count <= 0:
             return INVALID_PARAMS
@@ -485,12 +533,16 @@ class MT5StandIn:
     def _info(self, s: _Symbol) -> SymbolInfo:
         last = s.ticks[-1] if s.ticks else (0, 0.0, 0.0, 0.0, 0, 0, 0, 0.0)
         point = 10.0 ** -s.digits
+        # Account in USD: a point of a USD-quoted symbol is worth point x contract per lot.
+        quote = last[1] or 1.0
+        tick_value = point * s.contract_size / (quote if s.currency_base == "USD" else 1.0)
         values: dict[str, Any] = dict.fromkeys(SymbolInfo._fields, 0)
         values.update(
             custom=False, select=s.selected, visible=s.selected, time=last[0], digits=s.digits,
             spread=round((last[2] - last[1]) / point), spread_float=True,
             ticks_bookdepth=10 if s.depth else 0, trade_mode=4, bid=last[1], ask=last[2],
-            last=last[3], point=point, trade_tick_size=point,
+            last=last[3], point=point, trade_tick_size=point, trade_tick_value=tick_value,
+            chart_mode=s.chart_mode,
             trade_contract_size=s.contract_size, volume_min=0.01, volume_max=500.0,
             volume_step=0.01, margin_hedged_use_leg=False, basis="", category="",
             currency_base=s.currency_base, currency_profit=s.currency_profit,
@@ -511,9 +563,10 @@ class MT5StandIn:
     def _precheck(self, name: str, symbol: str | None = None) -> tuple[int, str] | None:
         """The error this call fails with, if any: scripted faults, the IPC link, the symbol."""
         self._count(name)
-        scripted = self._scripted.get(name)
-        if scripted:
-            return scripted.pop(0)
+        for key in ((name, symbol), (name, None)):
+            scripted = self._scripted.get(key)
+            if scripted:
+                return scripted.pop(0)
         if not self._ipc_up() or not self._initialized:
             return NO_IPC
         if symbol is not None and symbol not in self._symbols:

@@ -16,6 +16,7 @@ from engine.config import EngineConfig
 from engine.models import Tick
 from engine.sources.base import SourceError
 from engine.sources.mt5 import (
+    MAX_MASK_SYMBOLS,
     MT5Source,
     TickCursor,
     advance,
@@ -91,7 +92,8 @@ def make_source() -> Callable[..., MT5Source]:
             book_interval_ms=10, account_interval_ms=10,
         )
         tuning = {k: overrides.pop(k) for k in list(overrides)
-                  if k in ("batch", "backoff_initial_s", "backoff_max_s", "terminal_check_s")}
+                  if k in ("batch", "backoff_initial_s", "backoff_max_s", "terminal_check_s",
+                           "history_wait_s", "fill_in_settle_s")}
         settings.update(overrides)
         source = MT5Source(
             EngineConfig(**settings), module,  # type: ignore[arg-type]
@@ -362,10 +364,188 @@ def test_missing_package_names_the_sim_source(monkeypatch, make_source) -> None:
     assert "Windows" in str(err.value)
 
 
-def test_unknown_symbol_at_start_is_named(mt5, make_source) -> None:
-    source = make_source(mt5, symbols=("EURUSD", "EURUSDx"))
-    with pytest.raises(SourceError, match="'EURUSDx' is unknown"):
+def test_symbols_the_broker_lacks_are_reported_with_its_similar_names(mt5, make_source, caplog) -> None:
+    mt5.add_symbol("GBPUSDm", 5)
+    mt5.add_symbol("GBPUSD.pro", 5)
+    source = make_source(mt5, symbols=("EURUSD", "GBPUSD", "USDJPY"))
+    with caplog.at_level(logging.WARNING, logger="engine.sources.mt5"):
         source.start()
+    assert [s.name for s in source.symbols()] == ["EURUSD", "USDJPY"]
+    assert source.report()["missing_symbols"] == ["GBPUSD"]
+    warning = next(r.getMessage() for r in caplog.records if "GBPUSD" in r.getMessage())
+    assert "'GBPUSD' is not on this trade server (it has GBPUSDm, GBPUSD.pro)" in warning
+    eur = feed(mt5, "EURUSD", [T0, T0 + 1])
+    assert collect(source, len(eur)) == eur
+
+
+def test_no_symbol_on_the_server_is_a_clear_error(mt5, make_source) -> None:
+    source = make_source(mt5, symbols=("EURUSDx", "XAUUSD"))
+    with pytest.raises(SourceError, match="none of EURUSDx,XAUUSD is on this trade server"):
+        source.start()
+    assert mt5.calls["shutdown"] == 1
+
+
+def test_group_masks_are_resolved_by_the_terminal_in_order(mt5, make_source) -> None:
+    for name in ("EURUSDm", "EURUSD.pro", "GBPUSD.pro", "GBPUSDm", "XAUUSD"):
+        mt5.add_symbol(name, 5)
+    source = make_source(mt5, symbols=("XAUUSD", "EURUSD*", "GBPUSD*", "!*.pro"))
+    source.start()
+    # Plain names first, then the group's matches in the terminal's order, each once.
+    assert [s.name for s in source.symbols()] == ["XAUUSD", "EURUSD", "EURUSDm", "GBPUSDm"]
+    assert source.report()["missing_symbols"] == []
+    assert all(mt5.symbol_info(s.name).select for s in source.symbols())
+    gbp = feed(mt5, "GBPUSDm", [T0, T0 + 5], base=1.27)
+    assert collect(source, len(gbp)) == gbp
+
+
+def test_a_mask_matching_more_than_one_connection_can_poll_is_refused(mt5, make_source) -> None:
+    for i in range(MAX_MASK_SYMBOLS):
+        mt5.add_symbol(f"S{i:04d}", 2)
+    source = make_source(mt5, symbols=("*",))
+    with pytest.raises(SourceError, match=rf"matches {MAX_MASK_SYMBOLS + 2} symbols, more than the {MAX_MASK_SYMBOLS}"):
+        source.start()
+
+
+def test_the_symbols_reply_has_what_a_bot_needs_to_size_orders(mt5, make_source) -> None:
+    mt5.add_symbol("SBER", 2, currency_base="RUB", currency_profit="RUB", contract_size=10.0,
+                   chart_mode=1)
+    source = make_source(mt5, symbols=("EURUSD", "USDJPY", "SBER"))
+    source.start()
+    infos = {s.name: s.to_dict() for s in source.symbols()}
+    eur, jpy = infos["EURUSD"], infos["USDJPY"]
+    assert {k: eur[k] for k in ("volume_min", "volume_max", "volume_step", "trade_tick_size",
+                                "currency_margin", "trade_mode", "chart_mode")} == {
+        "volume_min": 0.01, "volume_max": 500.0, "volume_step": 0.01, "trade_tick_size": 1e-05,
+        "currency_margin": "EUR", "trade_mode": 4, "chart_mode": 0}
+    assert eur["trade_tick_value"] == pytest.approx(1.0)  # 1e-5 x 100,000 USD per lot
+    assert jpy["trade_tick_value"] == pytest.approx(1e-3 * 100_000 / 150.0)  # in USD at 150.000
+    assert infos["SBER"]["chart_mode"] == 1
+
+
+# -- failures stay local ------------------------------------------------------------------------
+
+
+def test_a_symbol_failing_alone_goes_stale_and_the_others_keep_flowing(mt5, make_source) -> None:
+    source = make_source(mt5, backoff_initial_s=0.05, backoff_max_s=0.2)
+    source.start()
+    inits = mt5.calls["initialize"]
+    mt5.fail_next("copy_ticks_from", times=4, symbol="USDJPY")
+    jpy = feed(mt5, "USDJPY", [T0, T0 + 1], base=150.0)
+    eur = feed(mt5, "EURUSD", [T0, T0 + 2])
+    assert wait_for(lambda: source.report()["stale_symbols"] == ["USDJPY"])
+    health = source.health()
+    assert (health.status, health.connected) == ("degraded", True)
+    assert "USDJPY" in health.detail
+    got = collect(source, len(eur) + len(jpy), timeout=5.0)
+    assert [t for t in got if t.symbol == "EURUSD"] == eur
+    assert [t for t in got if t.symbol == "USDJPY"] == jpy  # retried, then delivered once
+    assert wait_for(lambda: source.report()["stale_symbols"] == [] and source.health().status == "ok")
+    assert mt5.calls["initialize"] == inits  # the session was never given up
+
+
+def test_backoff_of_a_stale_symbol_grows(mt5, make_source) -> None:
+    source = make_source(mt5, backoff_initial_s=0.02, backoff_max_s=0.16)
+    source.start()
+    mt5.fail_next("copy_ticks_from", times=10_000, symbol="USDJPY")
+    time.sleep(1.0)
+    # About 0.02+0.04+0.08 then every 0.16 s: a handful of tries in a second, not hundreds.
+    tries = 10_000 - len(mt5._scripted[("copy_ticks_from", "USDJPY")])
+    assert 4 <= tries <= 12, tries
+    assert mt5.calls["copy_ticks_from"] - tries > 100  # EURUSD polled all along
+
+
+def test_a_failing_terminal_info_ends_the_session(mt5, make_source) -> None:
+    source = make_source(mt5)
+    source.start()
+    inits = mt5.calls["initialize"]
+    mt5.fail_next("terminal_info", error=mt5_standin.CALL_FAILED)
+    assert wait_for(lambda: mt5.calls["initialize"] > inits)
+    assert wait_for(lambda: source.health().status == "ok")
+    ticks = feed(mt5, "EURUSD", [T0, T0 + 7])
+    assert collect(source, len(ticks)) == ticks
+
+
+# -- history that is really there ----------------------------------------------------------------
+
+
+def m1_rows(count: int, end_s: int) -> list[tuple]:
+    return [(end_s - (count - 1 - i) * 60, 1.1, 1.2, 1.0, 1.15, 10 + i, 5, 0) for i in range(count)]
+
+
+@pytest.mark.parametrize(("ready", "per_call", "max_bars", "got", "short"), [
+    (200, 300, 100_000, 1000, []),  # downloads while we wait
+    (200, 0, 100_000, 200, ["EURUSD M1 200/1000"]),  # the terminal has no more
+    (1000, 0, 500, 500, ["EURUSD M1 500/1000"]),  # its "Max bars in chart"
+], ids=["downloading", "no-more", "max-bars"])
+def test_history_waits_for_the_download_and_reports_what_it_got(
+    mt5, make_source, ready, per_call, max_bars, got, short,
+) -> None:
+    rows = m1_rows(1200, T0 // 1000)
+    mt5.set_rates("EURUSD", mt5_standin.TIMEFRAME_M1, rows, ready=ready, per_call=per_call)
+    mt5.max_bars = max_bars
+    source = make_source(mt5)
+    source.start()
+    bars = source.history("EURUSD", timeframe("M1"), 1000)
+    assert [b.time for b in bars] == [r[0] for r in rows[-got:]]
+    assert source.report()["history_incomplete"] == short
+
+
+def test_history_asks_again_while_the_terminal_is_not_synchronized(mt5, make_source) -> None:
+    rows = m1_rows(50, T0 // 1000)
+    mt5.set_rates("EURUSD", mt5_standin.TIMEFRAME_M1, rows)
+    source = make_source(mt5)
+    source.start()
+    mt5.fail_next("copy_rates_from_pos", times=3, symbol="EURUSD")
+    assert [b.time for b in source.history("EURUSD", timeframe("M1"), 50)] == [r[0] for r in rows]
+    assert source.report()["history_incomplete"] == []
+
+
+def test_history_gives_up_in_bounded_time(mt5, make_source) -> None:
+    source = make_source(mt5, history_wait_s=0.3)
+    source.start()
+    mt5.fail_next("copy_rates_from_pos", times=10_000, symbol="EURUSD")
+    started = time.monotonic()
+    assert source.history("EURUSD", timeframe("M1"), 10) == []
+    assert time.monotonic() - started < 2.0
+    assert source.report()["history_incomplete"] == ["EURUSD M1 0/10"]
+
+
+def test_history_says_which_ticks_its_forming_bar_holds(mt5, make_source) -> None:
+    """Ticks arriving after the stream started are in the terminal's forming bar already:
+    ``history_covers`` names the newest, so the engine folds only later ones."""
+    source = make_source(mt5)
+    source.start()
+    early = feed(mt5, "EURUSD", [T0, T0 + 10])
+    mt5.set_rates("EURUSD", mt5_standin.TIMEFRAME_M1, m1_rows(3, T0 // 1000))
+    bars = source.history("EURUSD", timeframe("M1"), 3)
+    assert len(bars) == 3
+    assert source.history_covers("EURUSD", timeframe("M1")) == T0 + 10
+    assert collect(source, len(early)) == early  # still published as ticks
+
+
+# -- outages --------------------------------------------------------------------------------------
+
+
+def test_ticks_the_terminal_fills_in_after_a_restart_are_not_skipped(mt5, make_source) -> None:
+    """A restarted terminal answers from its local ticks first: the outage's ticks appear a
+    little after the live ones, and the source must not move past them meanwhile."""
+    source = make_source(mt5)
+    source.start()
+    agg = CandleAggregator("EURUSD", 0.00001, [timeframe("M1")])
+    minute = T0 - T0 % 60_000
+    before = feed(mt5, "EURUSD", [minute + 1_000, minute + 2_000])
+    got = collect(source, len(before))
+    mt5.drop_ipc()
+    assert wait_for(lambda: not source.health().connected)
+    during = feed(mt5, "EURUSD", [minute + 30_000, minute + 61_000, minute + 62_000, minute + 125_000])
+    mt5.restore_ipc(fill_in_after_s=0.4)
+    after = feed(mt5, "EURUSD", [minute + 181_000, minute + 182_000])
+    got += collect(source, len(during) + len(after), timeout=8.0)
+    assert got == before + during + after
+    closed = [c for tick in got for c, is_closed in agg.on_tick(tick) if is_closed]
+    assert [(c.time * 1000 - minute) // 60_000 for c in closed] == [0, 1, 2]  # no hole
+    assert [c.tick_volume for c in closed] == [3, 2, 1]
+    assert agg.late_ticks == 0
 
 
 # -- book and account -------------------------------------------------------------------------

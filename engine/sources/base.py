@@ -56,6 +56,12 @@ class MarketSource(ABC):
         delay ticks.
         """
 
+    def history_covers(self, symbol: str, timeframe: Timeframe) -> int | None:
+        """The newest tick time (ms, the ticks' clock) that the forming bar of the last
+        ``history`` already holds, when later ``poll`` ticks may repeat ticks before it (a live
+        terminal's bars keep growing while the stream starts); ``None`` when none repeat."""
+        return None
+
     def market_time(self, now_ms: int) -> int:
         """The market's clock in ms: wall time for live sources, the replayed time for a replay.
 
@@ -78,6 +84,11 @@ class MarketSource(ABC):
 
     def health(self) -> SourceHealth:
         return SourceHealth("ok", True)
+
+    def report(self) -> dict[str, Any]:
+        """Figures for the engine's health: ``missing_symbols`` (asked for, not on the market)
+        and ``stale_symbols`` (served, not flowing now), and any the source adds."""
+        return {"missing_symbols": [], "stale_symbols": []}
 
     @property
     def finished(self) -> bool:

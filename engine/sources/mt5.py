@@ -29,6 +29,7 @@ import numpy as np
 from engine.config import EngineConfig
 from engine.models import Book, Candle, SourceHealth, SymbolInfo, Tick
 from engine.sources.base import MarketSource, SourceError
+from engine.symbol_masks import SymbolRequest, served_symbols
 from engine.timeframes import Timeframe
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,21 @@ BOOK_BID_TYPES = (2, 4)  # BOOK_TYPE_BUY, BOOK_TYPE_BUY_MARKET
 # timeout): only these end the session; other codes concern one call.
 IPC_ERRORS = frozenset({-10000, -10001, -10002, -10003, -10004, -10005})
 
+# A group mask that selects more symbols than one source thread can poll is a mistake.
+MAX_MASK_SYMBOLS = 256
+# History: how long the terminal may take to download what was asked, how often to look, and
+# how many looks without a new bar mean it has no more.
+HISTORY_WAIT_S = 10.0
+HISTORY_RETRY_S = 0.25
+HISTORY_SETTLED_LOOKS = 3
+# After a reconnect the terminal answers from its local ticks first and fills the outage in
+# from the server later: re-read until the outage's tick count holds still for this many looks
+# this far apart.
+FILL_IN_SETTLE_S = 0.3
+FILL_IN_SETTLED_LOOKS = 3
+FILL_IN_WAIT_S = 5.0
+MAX_FILL_IN_TICKS = 1_000_000
+
 MISSING_PACKAGE = (
     "the mt5 source needs the MetaTrader5 package, which exists for Windows only and talks to a "
     "running MetaTrader 5 terminal (pip install 'mt5-market-data[mt5]' on Windows). "
@@ -47,13 +63,22 @@ MISSING_PACKAGE = (
 )
 
 
-class TerminalLost(Exception):
-    """A call failed in a way that means the terminal session is gone."""
+class CallFailed(Exception):
+    """A call returned nothing for one request (a symbol, a date range); the session is fine."""
 
     def __init__(self, call: str, error: tuple[int, str]) -> None:
         super().__init__(f"{call} failed: {error[0]} {error[1]}")
         self.call = call
         self.error = error
+
+
+class TerminalLost(CallFailed):
+    """A call failed in a way that means the terminal session is gone."""
+
+
+def call_failure(call: str, error: tuple[int, str]) -> CallFailed:
+    """The exception for a failed call: only the IPC family means the session is gone."""
+    return (TerminalLost if error[0] in IPC_ERRORS else CallFailed)(call, tuple(error))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +213,21 @@ def import_mt5() -> Any:
         raise SourceError(MISSING_PACKAGE) from None
 
 
+@dataclass(slots=True)
+class SymbolFeed:
+    """One served symbol's state on the source thread.
+
+    A call failing for this symbol alone (not the IPC family) makes it stale: it is retried
+    with backoff while the other symbols flow.
+    """
+
+    cursor: TickCursor | None = None
+    has_book: bool = False
+    failure: str = ""  # why the symbol is stale; "" while it flows
+    retry_at: float = 0.0  # monotonic time of the next try while stale
+    backoff_s: float = 0.0
+
+
 class MT5Source(MarketSource):
     """A MarketSource on a live MT5 terminal; ``module`` stands in for ``MetaTrader5`` in tests."""
 
@@ -202,6 +242,8 @@ class MT5Source(MarketSource):
         backoff_max_s: float = 5.0,
         terminal_check_s: float = 0.5,
         batch: int = 10_000,
+        history_wait_s: float = HISTORY_WAIT_S,
+        fill_in_settle_s: float = FILL_IN_SETTLE_S,
     ) -> None:
         self._config = config
         self._module = module
@@ -213,14 +255,20 @@ class MT5Source(MarketSource):
         self._backoff_initial = backoff_initial_s
         self._backoff_max = backoff_max_s
         self._batch = batch
+        self._history_wait_s = history_wait_s
+        self._fill_in_settle_s = fill_in_settle_s
         # One lock around every package call: the package is one global connection, and
         # last_error() must be read right after the call it explains.
         self._api = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._infos: list[SymbolInfo] = []
-        self._cursors: dict[str, TickCursor | None] = {}
-        self._has_book: dict[str, bool] = {}
+        self._feeds: dict[str, SymbolFeed] = {}
+        self._missing: list[str] = []
+        self._stale: list[str] = []  # replaced whole by the source thread, read by the engine's
+        self._history_short: dict[str, str] = {}
+        self._covered: dict[tuple[str, str], int] = {}
+        self._max_bars = 0
         self._out_lock = threading.Lock()
         self._out: list[Tick] = []
         self._books: dict[str, Book] = {}
@@ -238,15 +286,17 @@ class MT5Source(MarketSource):
         if not ok:
             raise SourceError(self._init_failure(error))
         try:
-            self._infos = [self._select(s) for s in self._config.symbols]
+            self._max_bars = int(self._call("terminal_info").maxbars)
+            self._infos = self._resolve_symbols()
+            self._feeds = {info.name: SymbolFeed() for info in self._infos}
             self._subscribe_books()
-            for symbol in self._config.symbols:
-                self._cursors[symbol] = self._start_cursor(symbol)
+            for symbol, feed in self._feeds.items():
+                feed.cursor = self._start_cursor(symbol)
             self._refresh_books()
             self._refresh_account()
-        except TerminalLost as exc:
+        except CallFailed as exc:
             self._shutdown()
-            raise SourceError(f"MT5 terminal lost during start: {exc}") from None
+            raise SourceError(f"MT5 terminal failed during start: {exc}") from None
         except SourceError:
             self._shutdown()
             raise
@@ -269,13 +319,46 @@ class MT5Source(MarketSource):
         return list(self._infos)
 
     def history(self, symbol: str, timeframe: Timeframe, count: int) -> list[Candle]:
-        with self._api:
-            arr = self._mt5.copy_rates_from_pos(symbol, timeframe.code, 0, count)
-            error = None if arr is not None else self._mt5.last_error()
+        """Up to ``count`` bars (the terminal's "Max bars in chart" at most), waiting a bounded
+        time while the terminal downloads them; what fell short is logged and in ``report``."""
+        target = min(count, self._max_bars) if self._max_bars else count
+        key = f"{symbol} {timeframe.name}"
+        deadline = time.monotonic() + self._history_wait_s
+        arr, covered, why = None, None, f"still downloading after {self._history_wait_s:g} s"
+        sizes: list[int] = []
+        while True:
+            try:
+                arr, covered = self._rates_with_cutoff(symbol, timeframe, target)
+            except TerminalLost as exc:
+                why = str(exc)
+                break
+            except CallFailed as exc:  # not synchronized yet: the terminal is downloading
+                why = str(exc)
+            else:
+                sizes.append(len(arr))
+                if len(arr) >= target:
+                    why = f"the terminal keeps at most {self._max_bars} bars (Max bars in chart)"
+                    break
+                if sizes[-HISTORY_SETTLED_LOOKS:].count(len(arr)) == HISTORY_SETTLED_LOOKS:
+                    why = "the terminal has no more"
+                    break
+            if time.monotonic() >= deadline or self._stop.wait(HISTORY_RETRY_S):
+                break
+        got = 0 if arr is None else len(arr)
+        if got < count:
+            self._history_short[key] = f"{got}/{count}"
+            log.warning("history %s: %d of %d bars (%s)", key, got, count, why)
+        else:
+            self._history_short.pop(key, None)
         if arr is None:
-            log.warning("no history: %s symbol=%s timeframe=%s", error, symbol, timeframe.name)
             return []
+        if covered is not None:
+            self._covered[(symbol, timeframe.name)] = covered
         return candles_from_rates(symbol, timeframe.name, arr)
+
+    def history_covers(self, symbol: str, timeframe: Timeframe) -> int | None:
+        """The newest tick time (server ms) the last ``history`` bars of this series hold."""
+        return self._covered.get((symbol, timeframe.name))
 
     def poll(self, now_ms: int) -> list[Tick]:
         with self._out_lock:
@@ -311,7 +394,17 @@ class MT5Source(MarketSource):
         return dict(account) if account is not None else None
 
     def health(self) -> SourceHealth:
-        return self._health
+        health, stale = self._health, self._stale
+        if health.status == "ok" and stale:
+            return SourceHealth("degraded", True, f"stale symbols: {', '.join(stale)}")
+        return health
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "missing_symbols": list(self._missing),
+            "stale_symbols": list(self._stale),
+            "history_incomplete": sorted(f"{k} {v}" for k, v in self._history_short.items()),
+        }
 
     # -- the source thread --------------------------------------------------------------------
 
@@ -361,10 +454,11 @@ class MT5Source(MarketSource):
                 f"{self._lost}; reconnect failed: initialize: {error[0]} {error[1]}")
             return False
         try:
-            for symbol in self._config.symbols:
+            for symbol in self._feeds:
                 self._select(symbol)
             self._subscribe_books()
-        except (TerminalLost, SourceError) as exc:
+            self._await_fill_in()
+        except CallFailed as exc:
             self._health = SourceHealth("degraded", False, f"{self._lost}; reconnect failed: {exc}")
             self._shutdown()
             return False
@@ -372,40 +466,125 @@ class MT5Source(MarketSource):
         self._health = SourceHealth("ok", True)
         return True
 
-    def _poll_ticks(self) -> None:
-        for symbol in self._config.symbols:
-            cursor = self._cursors.get(symbol)
-            if cursor is None:
-                cursor = self._first_tick_cursor(symbol)
-                if cursor is None:
-                    continue
-            self._cursors[symbol] = self._fetch(symbol, cursor, deliver=True)
+    def _await_fill_in(self) -> None:
+        """Wait (bounded) until the ticks of the outage stop arriving in the terminal.
 
-    def _fetch(self, symbol: str, cursor: TickCursor, deliver: bool) -> TickCursor:
-        """Read every tick after ``cursor``; hand them to the engine if ``deliver``."""
+        A restarted terminal answers from its local ticks and fills the gap from the server a
+        little later; a cursor advanced past the gap meanwhile would skip that window for good.
+        Each symbol's count of ticks after its cursor, up to the newest tick seen at the first
+        look, is read every ``fill_in_settle_s`` until ``FILL_IN_SETTLED_LOOKS`` looks agree.
+        A heuristic: a terminal whose fill-in pauses longer than that is not waited for.
+        """
+        probes: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        unchanged = 0
+        deadline = time.monotonic() + FILL_IN_WAIT_S
         while True:
+            changed = False
+            for symbol, feed in self._feeds.items():
+                if feed.cursor is None:
+                    continue
+                try:
+                    arr = self._call("copy_ticks_from", symbol, feed.cursor.request_from,
+                                     MAX_FILL_IN_TICKS, COPY_TICKS_ALL)
+                except TerminalLost:
+                    raise
+                except CallFailed:
+                    continue  # the tick loop makes it stale if it keeps failing
+                times = arr["time_msc"]
+                probe = probes.setdefault(symbol, int(times[-1]) if len(times) else feed.cursor.time_msc)
+                count = int(np.searchsorted(times, probe, "right"))
+                changed |= counts.get(symbol) != count
+                counts[symbol] = count
+            unchanged = 0 if changed else unchanged + 1
+            if (unchanged >= FILL_IN_SETTLED_LOOKS - 1 or time.monotonic() >= deadline
+                    or self._stop.wait(self._fill_in_settle_s)):
+                return
+
+    def _poll_ticks(self) -> None:
+        now = time.monotonic()
+        for symbol, feed in self._feeds.items():
+            if feed.failure and now < feed.retry_at:
+                continue
+            try:
+                if feed.cursor is None:
+                    feed.cursor = self._first_tick_cursor(symbol)
+                if feed.cursor is not None:
+                    self._fetch(symbol, feed, deliver=True)
+            except TerminalLost:
+                raise
+            except CallFailed as exc:
+                self._symbol_failed(symbol, feed, exc, now)
+                continue
+            if feed.failure:
+                log.info("symbol %s flows again after: %s", symbol, feed.failure)
+                feed.failure, feed.backoff_s = "", 0.0
+                self._stale = [s for s in self._stale if s != symbol]
+
+    def _symbol_failed(self, symbol: str, feed: SymbolFeed, exc: CallFailed, now: float) -> None:
+        """One symbol's call failed: keep it local, retry it with backoff."""
+        if not feed.failure:
+            log.warning("symbol %s is stale: %s; retrying with backoff", symbol, exc)
+            self._stale = sorted({*self._stale, symbol})
+        feed.failure = str(exc)
+        feed.backoff_s = min(max(feed.backoff_s * 2, self._backoff_initial), self._backoff_max)
+        feed.retry_at = now + feed.backoff_s
+
+    def _fetch(self, symbol: str, feed: SymbolFeed, deliver: bool) -> None:
+        """Read every tick after the feed's cursor; hand them to the engine if ``deliver``.
+
+        The cursor moves with each batch handed over, so a call failing halfway never makes
+        the next one deliver a batch twice.
+        """
+        while True:
+            cursor = feed.cursor
             count = cursor.in_second + self._batch
             arr = self._call("copy_ticks_from", symbol, cursor.request_from, count, COPY_TICKS_ALL)
-            start, cursor = advance(arr["time_msc"], cursor)
+            start, feed.cursor = advance(arr["time_msc"], cursor)
             if deliver and start < len(arr):
                 ticks = ticks_from_array(symbol, arr[start:])
                 with self._out_lock:
                     self._out.extend(ticks)
             if len(arr) < count:  # a full answer means more ticks wait
-                return cursor
+                return
 
     def _start_cursor(self, symbol: str) -> TickCursor | None:
         """Skip what the terminal holds now: the stream starts after the current last tick."""
-        cursor = self._first_tick_cursor(symbol)
-        return None if cursor is None else self._fetch(symbol, cursor, deliver=False)
+        feed = SymbolFeed(self._first_tick_cursor(symbol))
+        if feed.cursor is not None:
+            self._fetch(symbol, feed, deliver=False)
+        return feed.cursor
 
     def _first_tick_cursor(self, symbol: str) -> TickCursor | None:
         """A cursor from the symbol's latest tick, or ``None`` while it has never ticked."""
         tick = self._optional("symbol_info_tick", symbol)
         return cursor_at_second(tick.time_msc) if tick is not None and tick.time_msc > 0 else None
 
+    def _rates_with_cutoff(self, symbol: str, timeframe: Timeframe,
+                           count: int) -> tuple[np.ndarray, int | None]:
+        """``copy_rates_from_pos`` and the newest tick time its forming bar holds.
+
+        The latest tick is read before and after the rates; when they agree no tick arrived
+        during the call, so the bars hold exactly the ticks up to it, and the engine folds
+        only later ones (the stream started earlier and delivers those ticks too).
+        """
+        for _ in range(3):
+            with self._api:
+                before = self._mt5.symbol_info_tick(symbol)
+                arr = self._mt5.copy_rates_from_pos(symbol, timeframe.code, 0, count)
+                error = tuple(self._mt5.last_error()) if arr is None else None
+                after = self._mt5.symbol_info_tick(symbol)
+            if error is not None:
+                raise call_failure("copy_rates_from_pos", error)
+            if before == after:
+                return arr, (after.time_msc if after is not None and after.time_msc > 0 else None)
+        return arr, None
+
     def _check_terminal(self) -> None:
-        info = self._call("terminal_info")
+        try:
+            info = self._call("terminal_info")
+        except CallFailed as exc:  # the terminal itself failing: the session is gone
+            raise TerminalLost(exc.call, exc.error) from None
         if not info.connected:
             self._health = SourceHealth(
                 "degraded", False, "terminal is not connected to the trade server")
@@ -415,8 +594,8 @@ class MT5Source(MarketSource):
     def _refresh_books(self) -> None:
         # Stamped in the trade server's clock, as ticks and bars are (UTC until a tick tells).
         server_ms = time.time_ns() // 1_000_000 + (self._clock_offset or 0)
-        for symbol, has_book in self._has_book.items():
-            if not has_book:
+        for symbol, feed in self._feeds.items():
+            if not feed.has_book:
                 continue
             entries = self._optional("market_book_get", symbol)
             book = book_from_entries(symbol, server_ms, entries)
@@ -432,12 +611,13 @@ class MT5Source(MarketSource):
 
     # -- calls -------------------------------------------------------------------------------
 
-    def _call(self, name: str, *args: Any) -> Any:
-        """Call the package; any failure here means the session is unusable."""
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the package; ``None`` raises ``TerminalLost`` (the IPC family) or ``CallFailed``."""
         with self._api:
-            result = getattr(self._mt5, name)(*args)
-            if result is None:
-                raise TerminalLost(name, tuple(self._mt5.last_error()))
+            result = getattr(self._mt5, name)(*args, **kwargs)
+            error = tuple(self._mt5.last_error()) if result is None else None
+        if error is not None:
+            raise call_failure(name, error)
         return result
 
     def _optional(self, name: str, *args: Any) -> Any:
@@ -474,23 +654,57 @@ class MT5Source(MarketSource):
                 else "is the MetaTrader 5 terminal installed and running? (MT5_PATH)")
         return f"MT5 initialize failed{who}: {error[0]} {error[1]}; {hint}"
 
-    def _select(self, symbol: str) -> SymbolInfo:
+    def _resolve_symbols(self) -> list[SymbolInfo]:
+        """The ``SYMBOLS`` the broker has (names and group masks), each selected in Market
+        Watch; the names it lacks are logged and kept for ``report``, not fatal."""
+        request = SymbolRequest.parse(self._config.symbols)
+        present = [name for name in request.names if self._select(name)]
+        matched: list[str] = []
+        if request.includes_masks:
+            matched = [info.name for info in self._call("symbols_get", group=request.group)]
+            if len(matched) > MAX_MASK_SYMBOLS:
+                raise SourceError(
+                    f"SYMBOLS: the group {request.group!r} matches {len(matched)} symbols, more "
+                    f"than the {MAX_MASK_SYMBOLS} one terminal connection can poll; narrow it")
+            matched = [name for name in matched if self._select(name)]
+        served, self._missing = served_symbols(request, present, matched)
+        for name in self._missing:
+            log.warning("SYMBOLS: %r is not on this trade server%s; serving the others",
+                        name, self._similar(name))
+        if not served:
+            raise SourceError(
+                f"SYMBOLS: none of {','.join(self._config.symbols)} is on this trade server; "
+                "use the broker's names, suffixes included (EURUSDm, EURUSD.m), or a group "
+                "mask such as EURUSD*")
+        return [symbol_from_info(self._call("symbol_info", name)) for name in served]
+
+    def _similar(self, name: str) -> str:
+        """A hint naming the broker's symbols that start like ``name`` (EURUSD: EURUSDm)."""
+        try:
+            found = self._call("symbols_get", group=f"{name}*")
+        except TerminalLost:
+            raise
+        except CallFailed:
+            return ""
+        names = [info.name for info in found[:5]]
+        return f" (it has {', '.join(names)})" if names else ""
+
+    def _select(self, symbol: str) -> bool:
+        """Select ``symbol`` in Market Watch; False when the broker does not have it."""
         with self._api:
             selected = self._mt5.symbol_select(symbol, True)
             error = None if selected else tuple(self._mt5.last_error())
         if error is not None:
             if error[0] in IPC_ERRORS:
                 raise TerminalLost("symbol_select", error)
-            raise SourceError(
-                f"symbol {symbol!r} is unknown to the MT5 terminal ({error[0]} {error[1]}); "
-                "SYMBOLS must use the broker's names, suffixes included (EURUSDm, EURUSD.m)")
-        return symbol_from_info(self._call("symbol_info", symbol))
+            log.debug("symbol_select(%r) failed: %s %s", symbol, *error)
+            return False
+        return True
 
     def _subscribe_books(self) -> None:
-        for symbol in self._config.symbols:
-            added = self._optional("market_book_add", symbol)
-            self._has_book[symbol] = bool(added)
-            if not added:
+        for symbol, feed in self._feeds.items():
+            feed.has_book = bool(self._optional("market_book_add", symbol))
+            if not feed.has_book:
                 log.info("no depth of market symbol=%s", symbol)
 
     def _shutdown(self) -> None:
