@@ -600,6 +600,10 @@ def test_market_clock_follows_the_server_and_freezes_while_the_terminal_is_lost(
     assert source.market_time(local_now + 60_000) == T0  # outage bars stay open
     mt5.restore_ipc()
     assert wait_for(lambda: source.health().status == "ok", timeout=2.0)
+    # Still held until the engine has taken what was read after the reconnect.
+    assert source.market_time(local_now + 60_000) == T0
+    assert wait_for(lambda: source._resumed, timeout=2.0)
+    source.poll(local_now + 60_000)
     assert source.market_time(local_now + 60_000) == T0 + 59_960
 
 

@@ -277,6 +277,10 @@ class MT5Source(MarketSource):
         self._lost = ""  # why the session was lost, kept in health while reconnecting
         self._clock_offset: int | None = None  # trade-server clock minus local clock, in ms
         self._newest_ms = 0
+        # From a loss until the engine has taken the first ticks read after the reconnect, the
+        # market clock stands still: no bar of the outage may close before its ticks are in.
+        self._clock_held = False
+        self._resumed = False  # set with the first ticks after a reconnect, under _out_lock
 
     # -- engine side ----------------------------------------------------------------------
 
@@ -363,6 +367,8 @@ class MT5Source(MarketSource):
     def poll(self, now_ms: int) -> list[Tick]:
         with self._out_lock:
             out, self._out = self._out, []
+            if self._resumed:
+                self._resumed = self._clock_held = False
         if out:
             newest = max(t.time_msc for t in out)
             self._newest_ms = max(self._newest_ms, newest)
@@ -377,9 +383,9 @@ class MT5Source(MarketSource):
         """The trade server's clock (ticks carry it; it is often hours off UTC).
 
         Frozen at the newest tick while the terminal is lost, so the bars of the outage stay
-        open until its ticks are fetched after reconnecting.
+        open until its ticks are fetched after reconnecting and taken by the engine.
         """
-        if self._clock_offset is None or not self._health.connected:
+        if self._clock_offset is None or self._clock_held or not self._health.connected:
             return self._newest_ms
         return now_ms + self._clock_offset
 
@@ -410,7 +416,7 @@ class MT5Source(MarketSource):
 
     def _run(self) -> None:
         delay = self._backoff_initial
-        online = True
+        online, resuming = True, False
         next_check = next_book = next_account = 0.0
         while not self._stop.is_set():
             if not online:
@@ -421,8 +427,13 @@ class MT5Source(MarketSource):
                     continue
                 delay = self._backoff_initial
                 next_check = 0.0
+                resuming = True
             try:
                 self._poll_ticks()
+                if resuming:
+                    with self._out_lock:
+                        self._resumed = True
+                    resuming = False
                 now = time.monotonic()
                 if now >= next_check:
                     self._check_terminal()
@@ -442,6 +453,7 @@ class MT5Source(MarketSource):
             else:
                 self._stop.wait(self._poll_s)
                 continue
+            self._clock_held = True
             self._health = SourceHealth("degraded", False, f"{self._lost}; reconnecting")
             self._shutdown()
             online = False
