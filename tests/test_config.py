@@ -95,6 +95,10 @@ def test_endpoints_zeromq_would_refuse_or_misread_are_refused(value, why):
     ({"TIMEFRAMES": "M1,M1"}, "TIMEFRAMES: lists a timeframe twice"),
     ({"REPLAY_SYMBOL": "EUR:USD"}, "REPLAY_SYMBOL: symbol 'EUR:USD' contains ':'"),
     ({"HEALTH_INTERVAL_MS": "1.5"}, "HEALTH_INTERVAL_MS: cannot use '1.5' as an integer"),
+    ({"SYMBOLS": "EURUSD*"}, "SYMBOLS: group masks (EURUSD*) are resolved by an MT5 terminal; the sim"),
+    ({"SOURCE": "mt5", "SYMBOLS": "EUR!USD"}, "SYMBOLS: group mask 'EUR!USD': '!' comes once, in front"),
+    ({"SOURCE": "mt5", "SYMBOLS": "!"}, "SYMBOLS: group mask '!': '!' comes once, in front"),
+    ({"SOURCE": "mt5", "SYMBOLS": "EUR:*"}, "SYMBOLS: symbol 'EUR:' contains ':'"),
 ])
 def test_engine_settings_name_their_variable_and_the_rule(env, message):
     with pytest.raises(ConfigError) as refused:
@@ -169,6 +173,12 @@ def test_a_dotenv_that_is_not_utf8_is_refused_naming_the_file(tmp_path):
     dotenv.write_bytes(b"SYMBOLS=EUR\xff\n")
     with pytest.raises(ConfigError, match=r"\.env: cannot read it"):
         read_dotenv(dotenv)
+
+
+def test_mt5_symbols_may_be_group_masks():
+    cfg = EngineConfig.load(environ={"SOURCE": "mt5", "SYMBOLS": "EURUSD*, GBPUSD* ,!*.pro,XAUUSD.pro"},
+                            dotenv=None)
+    assert cfg.symbols == ("EURUSD*", "GBPUSD*", "!*.pro", "XAUUSD.pro")
 
 
 def test_mt5_flags_and_the_initialize_timeout_are_checked():

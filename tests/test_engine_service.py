@@ -41,6 +41,7 @@ def test_a_failing_source_degrades_health_and_the_engine_keeps_serving(running):
     health = rpc.health()
     assert health["status"] == "ok"
     assert health["server_utc_offset_s"] == 0  # the sim's clock is UTC
+    assert (health["missing_symbols"], health["stale_symbols"]) == ([], [])
     FlakySim.broken.set()
     health = _wait_health(rpc, "degraded")
     assert "malformed row" in health["source_detail"]
