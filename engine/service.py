@@ -418,7 +418,11 @@ class EngineService:
                 "change_pct": round(100.0 * change / reference, 4) if reference else 0.0,
                 "day": today.time,
             }
-        self._pub.publish(SUMMARY_TOPIC, {"time_msc": now, "symbols": symbols})
+        self._pub.publish(SUMMARY_TOPIC, {"time_msc": self._market_stamp(now), "symbols": symbols})
+
+    def _market_stamp(self, now: int) -> int:
+        """``now`` (UTC ms) in the clock of everything the engine publishes: the market's."""
+        return now + 1000 * self.source.server_utc_offset_s()
 
     def _publish_health(self, now: int) -> None:
         self._pub.publish(health_topic(ENGINE_COMPONENT), self.health(now))
@@ -444,7 +448,7 @@ class EngineService:
         return {
             "component": "engine",
             "status": status,
-            "time_msc": now,
+            "time_msc": self._market_stamp(now),
             "source": self.source.name,
             "source_connected": source_health.connected,
             "source_detail": detail,

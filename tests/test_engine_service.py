@@ -190,3 +190,28 @@ def test_the_engine_thread_asks_for_no_timer_slack():
     thread.join()
     assert ours > 1 and seen == {"set": True, "slack": 1}
     assert get_slack() == ours  # other threads keep theirs
+
+
+class EastOfUtcSim(SimSource):
+    """A sim whose clock reads like a broker's on UTC+3."""
+
+    def server_utc_offset_s(self):
+        return 10_800
+
+
+def test_health_and_summary_are_stamped_in_the_market_clock(zmq_ctx):
+    cfg = engine_config(symbols="EURUSD", timeframes="M1", summary_interval_ms="50")
+    service = EngineService(cfg, EastOfUtcSim(cfg.symbols, rate=200), zmq_ctx)
+    with engine_thread(service):
+        with RpcClient(cfg.rpc_endpoint, timeout_ms=3000, ctx=zmq_ctx) as rpc:
+            before = now_ms()
+            health = rpc.health()
+            deadline = time.monotonic() + 3
+            summary = []
+            while not summary and time.monotonic() < deadline:
+                summary = rpc.snapshot("summary")
+                time.sleep(0.05)
+            after = now_ms()
+    assert health["server_utc_offset_s"] == 10_800
+    assert before + 10_800_000 <= health["time_msc"] <= after + 10_800_000
+    assert before - 1000 + 10_800_000 <= summary[0][1]["time_msc"] <= after + 10_800_000
