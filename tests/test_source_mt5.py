@@ -378,6 +378,14 @@ def test_symbols_the_broker_lacks_are_reported_with_its_similar_names(mt5, make_
     assert collect(source, len(eur)) == eur
 
 
+def test_a_symbol_without_info_is_missing_not_fatal(mt5, make_source) -> None:
+    mt5.fail_next("symbol_info", symbol="USDJPY")
+    source = make_source(mt5)
+    source.start()
+    assert [s.name for s in source.symbols()] == ["EURUSD"]
+    assert source.report()["missing_symbols"] == ["USDJPY"]
+
+
 def test_no_symbol_on_the_server_is_a_clear_error(mt5, make_source) -> None:
     source = make_source(mt5, symbols=("EURUSDx", "XAUUSD"))
     with pytest.raises(SourceError, match="none of EURUSDx,XAUUSD is on this trade server"):

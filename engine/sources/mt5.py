@@ -683,12 +683,21 @@ class MT5Source(MarketSource):
         for name in self._missing:
             log.warning("SYMBOLS: %r is not on this trade server%s; serving the others",
                         name, self._similar(name))
-        if not served:
+        infos = []
+        for name in served:
+            try:
+                infos.append(symbol_from_info(self._call("symbol_info", name)))
+            except TerminalLost:
+                raise
+            except CallFailed as exc:
+                log.warning("SYMBOLS: %r has no symbol_info (%s); serving the others", name, exc)
+                self._missing.append(name)
+        if not infos:
             raise SourceError(
                 f"SYMBOLS: none of {','.join(self._config.symbols)} is on this trade server; "
                 "use the broker's names, suffixes included (EURUSDm, EURUSD.m), or a group "
                 "mask such as EURUSD*")
-        return [symbol_from_info(self._call("symbol_info", name)) for name in served]
+        return infos
 
     def _similar(self, name: str) -> str:
         """A hint naming the broker's symbols that start like ``name`` (EURUSD: EURUSDm)."""
