@@ -29,6 +29,7 @@ import numpy as np
 from engine.config import EngineConfig
 from engine.models import Book, Candle, SourceHealth, SymbolInfo, Tick
 from engine.sources.base import MarketSource, SourceError
+from engine.sources.mt5_remote import remote_module
 from engine.timeframes import Timeframe
 
 log = logging.getLogger(__name__)
@@ -185,6 +186,14 @@ def import_mt5() -> Any:
         raise SourceError(MISSING_PACKAGE) from None
 
 
+def mt5_module(config: EngineConfig) -> Any:
+    """The ``MetaTrader5`` interface ``MT5_BACKEND`` names: the package in this process, or
+    the one in an RPyC classic server's Python (a terminal under Wine)."""
+    if config.mt5_backend == "rpyc":
+        return remote_module(config)
+    return import_mt5()
+
+
 class MT5Source(MarketSource):
     """A MarketSource on a live MT5 terminal; ``module`` stands in for ``MetaTrader5`` in tests."""
 
@@ -230,7 +239,7 @@ class MT5Source(MarketSource):
     # -- engine side ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._mt5 = self._module if self._module is not None else import_mt5()
+        self._mt5 = self._module if self._module is not None else mt5_module(self._config)
         ok, error = self._initialize()
         if not ok:
             raise SourceError(self._init_failure(error))
