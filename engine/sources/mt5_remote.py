@@ -148,7 +148,11 @@ SERVER_SOURCE = "\n".join([
     "from collections import namedtuple",
     "from typing import Any",
     "import numpy as np",
+    "import sys",
     "import MetaTrader5",
+    # A module may replace itself in sys.modules (the tests' stand-in does); an import that
+    # waited for another thread's hands back the object it replaced.
+    "MetaTrader5 = sys.modules['MetaTrader5']",
     *(inspect.getsource(f) for f in (encode, decode, descr_tuple, descr_list, struct_type, serve_call, describe)),
     "def call(name, args, kwargs):\n    return serve_call(MetaTrader5, name, args, kwargs)",
     "def describe_module():\n    return describe(MetaTrader5)",
@@ -193,7 +197,11 @@ class RemoteMT5:
         with self._lock:
             if self._conn is None and not self._connect():
                 return False
-            return bool(self._remote("initialize", args, kwargs))
+            try:
+                return bool(self._remote("initialize", args, kwargs))
+            except Exception as exc:  # raised in the server's Python: no session either
+                self._init_failed(exc)
+                return False
 
     def shutdown(self) -> None:
         """The package's ``shutdown``, then the connection is closed (``initialize`` reopens it)."""
@@ -247,16 +255,20 @@ class RemoteMT5:
             self._call = conn.namespace["call"]
         except Exception as exc:  # the link, or the server's Python (no MetaTrader5 there, an
             # error in it): either way initialize fails, saying why, as the package's would
-            if conn is not None:
-                _close(conn)
-            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            self._error = (IPC_INIT_FAILED, f"IPC initialize failed: cannot use the RPyC server at "
-                                            f"{self.host}:{self.port}: {type(exc).__name__}: {why}")
+            self._conn = conn
+            self._init_failed(exc)
             return False
         self.__dict__.update(constants)
         self._functions = frozenset(functions)
         self._conn = conn
         return True
+
+    def _init_failed(self, exc: BaseException) -> None:
+        """``initialize`` fails with ``exc``: -10003 saying why in one line, the link dropped."""
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
+        self._error = (IPC_INIT_FAILED, f"IPC initialize failed: cannot use the RPyC server at "
+                                        f"{self.host}:{self.port}: {type(exc).__name__}: {why}")
+        self._disconnect()
 
     def _disconnect(self) -> None:
         conn, self._conn, self._call = self._conn, None, None
