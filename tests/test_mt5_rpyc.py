@@ -239,6 +239,19 @@ def test_remote_results_equal_the_in_process_standins(start_server, terminal_of,
     assert remote.last_error()[0] == -10004 and remote.last_error()[0] in IPC_ERRORS
 
 
+def test_the_server_gets_no_hold_on_the_engines_python(start_server, terminal_of, remotes) -> None:
+    server = start_server()
+    remote = RemoteMT5("127.0.0.1", server.port, timeout_s=5)
+    remotes.append(remote)
+    assert remote.initialize()
+    # The server's connection back to this process (rpyc.classic.connect would expose
+    # getmodule, eval and execute on it: the engine's Python to the server).
+    back = remote._conn.root.getconn()
+    for name in ("getmodule", "eval", "execute", "namespace"):
+        with pytest.raises(AttributeError):
+            getattr(back.root, name)
+
+
 def structs(value: object) -> list:
     """The package's struct values in a result (one, or a tuple of them)."""
     if hasattr(value, "_fields"):
