@@ -18,12 +18,15 @@ from dataclasses import dataclass
 import msgpack
 
 from engine.protocol import SERVICE_COMPONENT
-from tests.procs import _SCRUBBED, ROOT, EngineProcess, subscriber
+from tests.procs import _SCRUBBED, ROOT, EngineProcess, ServiceProcess, subscriber
 
 BREAK = 21  # stands for Windows' SIGBREAK: on Linux SIGTTIN, which stops a process that has no handler
 
+# Run first in the child: this Python then looks like Windows to every module imported after it.
+# The standard and third-party modules are imported before (their own platform choices are not
+# what is tested); the engine's modules after.
 WINDOWS_LIKE = f"""
-import ctypes, os, select, signal, sys, threading, time
+import ctypes, os, select, signal, subprocess, sys, threading, time
 import ctypes.util, logging.handlers, json, importlib, calendar, gc, heapq, zlib
 import msgpack, numpy, zmq, zmq.auth.thread, zmq.utils.monitor
 import rpyc.core.service, rpyc.core.stream, rpyc.utils.factory
@@ -47,9 +50,18 @@ for name in ("fcntl", "resource", "termios", "pwd", "grp", "tty", "pty"):
 def no_libc(*args, **kwargs):
     raise OSError("Windows: there is no C library to load")
 ctypes.CDLL = no_libc
+popen_init = subprocess.Popen.__init__
+def windows_popen(self, *args, preexec_fn=None, **kwargs):
+    if preexec_fn is not None:
+        raise ValueError("preexec_fn is not supported on Windows platforms")  # as CPython's
+    popen_init(self, *args, **kwargs)
+subprocess.Popen.__init__ = windows_popen
 sys.platform = "win32"
+"""
 
-import MetaTrader5  # the stand-in (PYTHONPATH), one terminal in this process
+# mt5-engine on the stand-in terminal, in this process, which ticks every 5 ms.
+ENGINE = WINDOWS_LIKE + """
+import MetaTrader5  # the stand-in (PYTHONPATH)
 terminal = sys.modules["MetaTrader5"]
 terminal.add_symbol("EURUSD", 5)
 def market():
@@ -62,9 +74,14 @@ def market():
 threading.Thread(target=market, daemon=True).start()
 
 from engine import cli, connections, heap, service
-print(f"windows-like: platform={{sys.platform}} timer_slack={{service.tighten_timer_slack()}} "
-      f"malloc_trim={{heap._TRIM}} tcp_info={{connections._libc}}", flush=True)
+print(f"windows-like: platform={sys.platform} timer_slack={service.tighten_timer_slack()} "
+      f"malloc_trim={heap._TRIM} tcp_info={connections._libc}", flush=True)
 sys.exit(cli.main(sys.argv[1:]))
+"""
+
+LAUNCHER = WINDOWS_LIKE + """
+from engine import launcher
+sys.exit(launcher.main(sys.argv[1:]))
 """
 
 
@@ -75,7 +92,7 @@ class WindowsLikeEngine(EngineProcess):
 
     def command(self) -> list[str]:
         python, _, _, *rest = super().command()  # python -m engine.cli ...
-        return [python, "-c", WINDOWS_LIKE, *rest]
+        return [python, "-c", ENGINE, *rest]
 
     def spawn(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
@@ -112,3 +129,25 @@ def test_the_mt5_engine_runs_and_stops_on_a_windows_like_python(started, zmq_ctx
     output = engine.output()
     print(f"\n{len(ticks)} ticks; output:\n{output}")
     assert "Traceback" not in output and "stopped" in log_file.read_text()
+
+
+@dataclass
+class WindowsLikeService(ServiceProcess):
+    """``mt5-service`` on a Python that looks like Windows to the launcher (its children are
+    ordinary engines: they are started with ``sys.executable -m``)."""
+
+    def command(self) -> list[str]:
+        python, _, _, *rest = super().command()  # python -m engine.launcher ...
+        return [python, "-c", LAUNCHER, *rest]
+
+
+def test_the_launcher_runs_and_stops_its_engine_on_a_windows_like_python(started) -> None:
+    service = WindowsLikeService(["--no-bridge", "--workers", "0"])
+    started.append(service)
+    service.start()  # no preexec_fn (Windows refuses it), the engine child answers
+    os.kill(service.proc.pid, BREAK)  # Ctrl+Break
+    assert service.proc.wait(15) == 0
+    output = service.output()
+    print(f"\noutput:\n{output}")
+    assert "[engine] mt5-engine: source=sim" in output and "all stopped" in output
+    assert "Traceback" not in output
