@@ -239,6 +239,44 @@ def test_remote_results_equal_the_in_process_standins(start_server, terminal_of,
     assert remote.last_error()[0] == -10004 and remote.last_error()[0] in IPC_ERRORS
 
 
+def test_each_call_is_one_round_trip_and_constants_none(start_server, terminal_of, remotes) -> None:
+    server = start_server()
+    script_market(terminal_of(server))
+    local = MT5StandIn()
+    script_market(local)
+    remote = RemoteMT5("127.0.0.1", server.port, timeout_s=10)
+    remotes.append(remote)
+    assert remote.initialize() and local.initialize()
+    conn = remote._conn  # its requests are numbered: count them
+
+    def requests(call: Callable[[], object]) -> int:
+        before = next(conn._seqcounter)
+        call()
+        return next(conn._seqcounter) - before - 1
+
+    assert requests(lambda: remote.copy_ticks_from("EURUSD", T0 // 1000, 100, -1)) == 1
+    assert requests(lambda: remote.symbols_get()) == 1  # a tuple of structs
+    assert requests(lambda: remote.account_info()._asdict()) == 1
+    assert requests(lambda: (remote.symbol_info("GBPUSD"), remote.last_error())) == 1
+    assert requests(lambda: remote.TIMEFRAME_H1 + remote.COPY_TICKS_ALL) == 0
+    figures: dict[str, tuple[float, float]] = {}
+
+    def timed(module: object) -> None:
+        took = []
+        for _ in range(300):
+            began = time.perf_counter()
+            module.copy_ticks_from("EURUSD", T0 // 1000, 100, -1)
+            took.append(time.perf_counter() - began)
+        took.sort()
+        figures["in-process" if module is local else "over RPyC"] = (took[150] * 1e3, took[296] * 1e3)
+
+    timed(local)
+    # 300 requests, no more: results come by value, so no proxy is ever released (a request too).
+    assert requests(lambda: timed(remote)) == 300
+    print("\ncopy_ticks_from (20 ticks), p50 / p99 ms: "
+          + "; ".join(f"{name} {p50:.3f} / {p99:.3f}" for name, (p50, p99) in figures.items()))
+
+
 def test_the_server_gets_no_hold_on_the_engines_python(start_server, terminal_of, remotes) -> None:
     server = start_server()
     remote = RemoteMT5("127.0.0.1", server.port, timeout_s=5)

@@ -3,7 +3,8 @@ guarded. A child process makes this Linux Python look like Windows to the engine
 (``sys.platform`` is ``win32``; the POSIX-only signals, ``signal.pthread_sigmask``, ``os`` and
 ``select`` functions and modules are gone; no C library can be loaded with ctypes) before it
 imports the engine, then runs ``mt5-engine --source mt5 --service-health-stdin`` on the stand-in
-``MetaTrader5``, as the engine runs under ``mt5-service`` on Windows. It stops on its SIGBREAK
+``MetaTrader5``, as the engine runs under ``mt5-service`` on Windows, or the launcher itself
+(``subprocess`` refuses ``preexec_fn`` there, as on Windows). Each stops on its SIGBREAK
 (Ctrl+Break), here signal 21, which the Linux kernel can deliver."""
 from __future__ import annotations
 
