@@ -44,6 +44,10 @@ SUCCESS = (1, "Success")
 FAILED_VALUE: dict[str, Any] = dict.fromkeys(
     ("initialize", "login", "symbol_select", "market_book_add", "market_book_release"), False)
 CONNECT_TIMEOUT_S = 3.0
+# TCP keepalive idle time and probe interval (Linux; 5 probes): a server host that vanished
+# mid-message, which no request timeout sees (rpyc reads a started message to its end), is
+# found within about a minute.
+KEEPALIVE_S = 10
 # The package gives up by itself after initialize's ``timeout`` (MT5_TIMEOUT_MS); a call that
 # has not returned this much later is stuck in the server or on the network.
 TIMEOUT_MARGIN_S = 5.0
@@ -246,7 +250,7 @@ class RemoteMT5:
         conn = None
         try:
             stream = SocketStream.connect(self.host, self.port, timeout=self._connect_timeout_s,
-                                          attempts=1, nodelay=True, keepalive=True)
+                                          attempts=1, nodelay=True, keepalive=KEEPALIVE_S)
             # ClassicClient: this side controls the server's Python; the server gets no
             # access to the engine's (rpyc.classic.connect would grant it).
             conn = connect_stream(stream, ClassicClient, {"sync_request_timeout": self._timeout_s})
