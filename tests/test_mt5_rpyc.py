@@ -334,11 +334,30 @@ def test_a_hung_call_times_out_as_ipc_timeout_and_initialize_reconnects(start_se
     waited = time.monotonic() - began
     code, message = remote.last_error()
     print(f"\nhung terminal_info returned after {waited:.2f} s: {code} {message}")
-    assert waited < 2.5
+    assert waited < 2
     assert code == -10005 and code in IPC_ERRORS and "did not answer terminal_info within 0.5 s" in message
     assert remote.account_info() is None and remote.last_error()[0] == -10004  # the link was dropped
     terminal.call_delay = 0.0
     assert remote.initialize() and remote.terminal_info().connected is True
+
+
+def test_shutdown_does_not_wait_long_for_a_stopped_server(start_server, remotes) -> None:
+    server = start_server()
+    remote = RemoteMT5("127.0.0.1", server.port, timeout_s=30)
+    remotes.append(remote)
+    assert remote.initialize()
+    server.proc.send_signal(signal.SIGSTOP)  # hung: the connection stays up, nothing answers
+    try:
+        began = time.monotonic()
+        remote.shutdown()
+        waited = time.monotonic() - began
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    print(f"\nshutdown on a stopped server returned after {waited:.2f} s: {remote.last_error()}")
+    assert waited < 3.5
+    assert remote.last_error() == (-10005, f"IPC timeout: the RPyC server at 127.0.0.1:{server.port} did not "
+                                            "answer shutdown within 2 s")
+    assert remote.initialize() and remote.terminal_info() is not None  # the server is back
 
 
 # -- MT5Source over RPyC ----------------------------------------------------------------------

@@ -44,6 +44,9 @@ SUCCESS = (1, "Success")
 FAILED_VALUE: dict[str, Any] = dict.fromkeys(
     ("initialize", "login", "symbol_select", "market_book_add", "market_book_release"), False)
 CONNECT_TIMEOUT_S = 3.0
+# shutdown only says goodbye before the connection is closed: a stuck server is not waited
+# for longer than this (the engine's stop waits on it).
+SHUTDOWN_TIMEOUT_S = 2.0
 # TCP keepalive idle time and probe interval (Linux; 5 probes): a server host that vanished
 # mid-message, which no request timeout sees (rpyc reads a started message to its end), is
 # found within about a minute.
@@ -211,6 +214,7 @@ class RemoteMT5:
         """The package's ``shutdown``, then the connection is closed (``initialize`` reopens it)."""
         with self._lock:
             if self._conn is not None:
+                self._conn._config["sync_request_timeout"] = min(self._timeout_s, SHUTDOWN_TIMEOUT_S)
                 self._remote("shutdown", (), {})
             self._disconnect()
 
@@ -241,7 +245,8 @@ class RemoteMT5:
     def _lose(self, name: str, exc: BaseException) -> None:
         where = f"the RPyC server at {self.host}:{self.port}"
         if isinstance(exc, TimeoutError):
-            self._error = (IPC_TIMEOUT, f"IPC timeout: {where} did not answer {name} within {self._timeout_s:g} s")
+            waited = self._conn._config["sync_request_timeout"]
+            self._error = (IPC_TIMEOUT, f"IPC timeout: {where} did not answer {name} within {waited:g} s")
         else:
             self._error = (NO_IPC, f"No IPC connection: lost {where} ({type(exc).__name__}: {exc})")
         self._disconnect()
@@ -281,6 +286,9 @@ class RemoteMT5:
 
 
 def _close(conn: Any) -> None:
+    """Close ``conn`` without waiting for the server's reply to the goodbye (rpyc would wait a
+    whole request timeout for it, and a stuck server never sends it)."""
+    conn._config["sync_request_timeout"] = 0
     try:
         conn.close()
     except (EOFError, OSError):  # the link is already gone
