@@ -17,6 +17,9 @@ from engine.timeframes import TIMEFRAMES
 DEFAULT_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD")
 DEFAULT_TIMEFRAMES = ("M1", "M5", "M15", "H1")
 SOURCES = ("sim", "replay", "mt5")
+# Where the mt5 source finds the MetaTrader5 package: imported in this process (Windows), or
+# in the Python of an RPyC classic server (a terminal under Wine, engine.sources.mt5_remote).
+MT5_BACKENDS = ("local", "rpyc")
 SECRET_KEYS = frozenset({"MT5_PASSWORD", "BRIDGE_TOKEN"})
 T = TypeVar("T")
 
@@ -132,6 +135,11 @@ def endpoint(value: str) -> None:
 def host_name(value: str) -> None:
     if len(value) > 253 or not value.isprintable() or any(c.isspace() for c in value):
         raise ValueError(f"must be a host name or address, got {value!r}")
+
+
+def non_empty(value: str) -> None:
+    if not value:
+        raise ValueError("must not be empty")
 
 
 def symbol_list(value: tuple[str, ...]) -> None:
@@ -261,6 +269,10 @@ class EngineConfig(Settings):
     mt5_timeout_ms: int = field(default=60_000, metadata=setting("MT5_TIMEOUT_MS", between(1_000, 600_000)))
     # Start the terminal in portable mode (its data folder beside terminal64.exe).
     mt5_portable: bool = field(default=False, metadata=setting("MT5_PORTABLE"))
+    mt5_backend: str = field(default="local", metadata=setting("MT5_BACKEND", one_of(*MT5_BACKENDS)))
+    # The RPyC classic server of MT5_BACKEND=rpyc (18812 is rpyc's and mt5linux's default port).
+    mt5_host: str = field(default="127.0.0.1", metadata=setting("MT5_HOST", non_empty, host_name))
+    mt5_port: int = field(default=18812, metadata=setting("MT5_PORT", between(1, 65535)))
     log_level: str = field(default="INFO", metadata=setting("LOG_LEVEL", log_level))
     log_file: str = field(default="", metadata=setting("LOG_FILE", writable_file))
     # Optional CURVE (engine.security): as a server for the bus and RPC ...

@@ -103,7 +103,8 @@ class SocketWaiter:
     ``zmq.Poller`` takes whole milliseconds, so a tick stamped for the next ms could go out up
     to 1 ms late; ``select`` on the sockets' notification FDs takes any timeout. Each FD only
     signals that the socket's events may have changed, so ``ZMQ_EVENTS`` is asked before
-    every wait (the pattern pyzmq's own event-loop integrations use).
+    every wait (the pattern pyzmq's own event-loop integrations use). On Windows the FD is a
+    SOCKET, which ``select`` takes there (zmq.asyncio waits on it through a selector there too).
     """
 
     def __init__(self, sockets: list[zmq.Socket]) -> None:

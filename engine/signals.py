@@ -1,4 +1,5 @@
-"""Stopping a process's main loop on SIGINT/SIGTERM, safely from a signal handler."""
+"""Stopping a process's main loop on SIGINT/SIGTERM (and Ctrl+Break on Windows), safely from a
+signal handler."""
 from __future__ import annotations
 
 import signal
@@ -33,7 +34,15 @@ class StopFlag:
         return self._set
 
 
+def stop_signals() -> list[int]:
+    """The signals that ask this process to stop: Ctrl+C (SIGINT); SIGTERM, which supervisors
+    send on POSIX (Windows has the name, but ends a process without any signal); and on Windows
+    Ctrl+Break (SIGBREAK), which a console sends to a process group and POSIX does not have."""
+    return [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGBREAK") if hasattr(signal, name)]
+
+
 def stop_on_signals(stop: Callable[[], None]) -> None:
-    """Call ``stop`` on SIGINT and SIGTERM; it must only set a ``StopFlag`` (call from the main thread)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    """Call ``stop`` on each of ``stop_signals()``; it must only set a ``StopFlag`` (call from the
+    main thread)."""
+    for sig in stop_signals():
         signal.signal(sig, lambda *_: stop())

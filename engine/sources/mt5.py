@@ -29,6 +29,7 @@ import numpy as np
 from engine.config import EngineConfig
 from engine.models import Book, Candle, SourceHealth, SymbolInfo, Tick
 from engine.sources.base import MarketSource, SourceError
+from engine.sources.mt5_remote import remote_module
 from engine.symbol_masks import SymbolRequest, served_symbols
 from engine.timeframes import Timeframe
 
@@ -58,7 +59,8 @@ MAX_FILL_IN_TICKS = 1_000_000
 
 MISSING_PACKAGE = (
     "the mt5 source needs the MetaTrader5 package, which exists for Windows only and talks to a "
-    "running MetaTrader 5 terminal (pip install 'mt5-market-data[mt5]' on Windows). "
+    "running MetaTrader 5 terminal (pip install 'mt5-market-data[mt5]' on Windows); from Linux, "
+    "reach a terminal under Wine with MT5_BACKEND=rpyc (see the README's Live MT5). "
     "Use --source sim (the default simulated market), which works everywhere."
 )
 
@@ -213,6 +215,14 @@ def import_mt5() -> Any:
         raise SourceError(MISSING_PACKAGE) from None
 
 
+def mt5_module(config: EngineConfig) -> Any:
+    """The ``MetaTrader5`` interface ``MT5_BACKEND`` names: the package in this process, or
+    the one in an RPyC classic server's Python (a terminal under Wine)."""
+    if config.mt5_backend == "rpyc":
+        return remote_module(config)
+    return import_mt5()
+
+
 @dataclass(slots=True)
 class SymbolFeed:
     """One served symbol's state on the source thread.
@@ -285,7 +295,7 @@ class MT5Source(MarketSource):
     # -- engine side ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._mt5 = self._module if self._module is not None else import_mt5()
+        self._mt5 = self._module if self._module is not None else mt5_module(self._config)
         ok, error = self._initialize()
         if not ok:
             raise SourceError(self._init_failure(error))
