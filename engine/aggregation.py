@@ -5,10 +5,11 @@ the symbol's chart price (MT5's ``chart_mode``): the bid, or for exchange symbol
 ``last`` the trades, so there only ticks with ``TICK_FLAG_LAST`` count. ``tick_volume`` counts
 the ticks that count, ``real_volume`` adds up their ``volume``, ``spread`` is the bar's smallest
 spread in points (as MT5 stores it) among ticks with both quotes. A tick without a positive
-chart price (a one-sided quote) never touches a bar, so no low is ever 0. A bar closes on the first tick of a later bar, or when the market clock passes its
-end by ``close_grace_ms`` (so quiet markets still close bars); each closed bar is emitted once.
-Forming-bar updates are throttled per timeframe by market time. Closed bars are kept in compact
-numpy ring buffers (``engine.candle_store``); only the forming bar is a Python object.
+chart price (a one-sided quote) never touches a bar, so no low is ever 0. A bar closes on the
+first tick of a later bar, or when the market clock passes its end by ``close_grace_ms`` (so
+quiet markets still close bars); each closed bar is emitted once. Forming-bar updates are
+throttled per timeframe by market time. Closed bars are kept in compact numpy ring buffers
+(``engine.candle_store``); only the forming bar is a Python object.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class _Series:
 
 
 class CandleAggregator:
-    """Bars of one symbol for several timeframes."""
+    """Bars of one symbol for several timeframes, from its chart price (``chart_mode``)."""
 
     def __init__(
         self,

@@ -128,7 +128,8 @@ def decode(data: bytes) -> dict[str, Any]:
 
 
 # A tick's keys after "symbol", each with the msgpack type code of its value: float64 for
-# prices and volume_real, uint64 for integers (msgpack's widest; every decoder reads them as the same numbers).
+# prices and volume_real, uint64 for integers (msgpack's widest; every decoder reads them as
+# the same numbers).
 _TICK_FLOATS = ("bid", "ask", "last", "volume_real")
 _TICK_KEYS = tuple(_packer.pack(k) + bytes([0xCB if k in _TICK_FLOATS else 0xCF])
                    for k in (*TICK_FIELDS[1:], "seq", "epoch"))

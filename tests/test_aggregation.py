@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from engine.aggregation import CandleAggregator
 from engine.candle_store import COLUMNS, Bars, CandleRing
 from engine.models import (
-    CHART_MODE_BID, CHART_MODE_LAST, TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Candle, Tick,
+    CHART_MODE_BID, CHART_MODE_LAST, TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Candle,
+    Tick,
 )
 from engine.timeframes import TIMEFRAMES, timeframe
 
@@ -354,7 +355,8 @@ _quote_price = st.sampled_from([0.0, -1.0, 1.1, 1.1001, 1.1003, 1.0998, 1.1005])
 @given(
     chart_mode=st.sampled_from([CHART_MODE_BID, CHART_MODE_LAST]),
     ticks=st.lists(st.tuples(st.integers(0, 5_000), _quote_price, _quote_price, _quote_price,
-                             st.integers(0, 3), st.sampled_from([QUOTE, TRADE, QUOTE | TRADE, TICK_FLAG_BID])),
+                             st.integers(0, 3),
+                             st.sampled_from([QUOTE, TRADE, QUOTE | TRADE, TICK_FLAG_BID])),
                    max_size=60),
 )
 def test_bars_equal_a_plain_model_of_the_chart_price(chart_mode, ticks):
@@ -396,7 +398,8 @@ def seeded(m1_cutoff_ms: int | None, m5_cutoff_ms: int | None = None) -> CandleA
     a = agg("M1", "M5", throttle=0)
     a.seed("M1", [Candle("EURUSD", "M1", T0 + 60 * i, 1.0, 1.1, 0.9, 1.05, 10, 8, 10) for i in range(3)],
            covered_through_ms=m1_cutoff_ms)
-    a.seed("M5", [Candle("EURUSD", "M5", T0, 1.0, 1.1, 0.9, 1.05, 50, 8, 50)], covered_through_ms=m5_cutoff_ms)
+    a.seed("M5", [Candle("EURUSD", "M5", T0, 1.0, 1.1, 0.9, 1.05, 50, 8, 50)],
+           covered_through_ms=m5_cutoff_ms)
     return a
 
 

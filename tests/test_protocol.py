@@ -87,7 +87,8 @@ def test_tick_encoder_gives_the_map_encode_gives(symbol, bid, ask, last, volume_
     fields = dict(bid=bid, ask=ask, last=last, volume=volume, time_msc=time_msc, flags=flags,
                   volume_real=volume_real)
     frame = TickEncoder(symbol).encode(**fields, seq=seq, epoch=epoch)
-    expected = {"symbol": symbol, **{k: fields[k] for k in protocol.TICK_FIELDS[1:]}, "seq": seq, "epoch": epoch}
+    expected = {"symbol": symbol, **{k: fields[k] for k in protocol.TICK_FIELDS[1:]},
+                "seq": seq, "epoch": epoch}
     decoded = msgpack.unpackb(frame, raw=False)
     assert decoded == expected and list(decoded) == list(expected)
     assert list(decoded) == [*protocol.TICK_FIELDS, "seq", "epoch"]
