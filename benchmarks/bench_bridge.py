@@ -30,7 +30,8 @@ def updates() -> list[tuple[str, str, dict]]:
     out = []
     for k, symbol in enumerate(SYMBOLS):
         out.append((f"s:{symbol}", "tick", {"symbol": symbol, "bid": 1.08 + k, "ask": 1.0801 + k, "last": 0.0,
-                                            "volume": 0, "time_msc": 1_700_000_000_000 + k, "flags": 6}))
+                                            "volume": 0, "time_msc": 1_700_000_000_000 + k, "flags": 6,
+                                            "volume_real": 0.0}))
         out.append((f"s:{symbol}", "order_book", {"symbol": symbol, "time_msc": 1_700_000_000_000, **BOOK}))
     return out
 

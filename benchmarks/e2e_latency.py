@@ -70,7 +70,7 @@ while True:
         bid += 0.00001
         send(topics[k], more)
         send(packb({"symbol": symbols[k], "bid": bid, "ask": bid + 0.0001, "last": 0.0, "volume": 0,
-                    "time_msc": due_ms, "flags": 6, "seq": seqs[k], "epoch": epoch}))
+                    "time_msc": due_ms, "flags": 6, "volume_real": 0.0, "seq": seqs[k], "epoch": epoch}))
 """
 
 

@@ -61,7 +61,7 @@ while True:
     seqs[k] += 1
     bid += 0.00001
     send((topics[k], packb({"symbol": symbols[k], "bid": bid, "ask": bid + 0.0001, "last": 0.0,
-                            "volume": 0, "time_msc": time.time_ns() // 1_000_000, "flags": 6,
+                            "volume": 0, "time_msc": time.time_ns() // 1_000_000, "flags": 6, "volume_real": 0.0,
                             "seq": seqs[k], "epoch": epoch})))
     i += 1
 """

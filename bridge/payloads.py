@@ -173,7 +173,7 @@ INDICATOR_VALUES = ("sma", "ema", "rsi", "macd", "macd_signal", "macd_hist")
 SHAPES: dict[str, TopicShape] = {
     TICK: TopicShape(("symbol",), Record({
         "symbol": SYMBOL, "bid": NUMBER, "ask": NUMBER, "last": NUMBER, "volume": INTEGER,
-        "time_msc": INTEGER, "flags": INTEGER, **STAMP})),
+        "time_msc": INTEGER, "flags": INTEGER, "volume_real": NUMBER, **STAMP})),
     CANDLE: TopicShape(("symbol", "timeframe"), Record({
         "symbol": SYMBOL, "timeframe": TIMEFRAME, "time": INTEGER, "open": NUMBER, "high": NUMBER,
         "low": NUMBER, "close": NUMBER, "tick_volume": INTEGER, "spread": INTEGER, "real_volume": INTEGER,

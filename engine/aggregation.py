@@ -1,11 +1,15 @@
 """Candle aggregation: ticks in, MT5-style bars out. Pure: time comes from the ticks and callers.
 
 A bar covers ``[open, next_open)`` of its timeframe, aligned to UTC boundaries. OHLC come from
-the bid, ``tick_volume`` counts ticks, ``spread`` is the bar's smallest spread in points (as MT5
-stores it). A bar closes on the first tick of a later bar, or when the market clock passes its
-end by ``close_grace_ms`` (so quiet markets still close bars); each closed bar is emitted once.
-Forming-bar updates are throttled per timeframe by market time. Closed bars are kept in compact
-numpy ring buffers (``engine.candle_store``); only the forming bar is a Python object.
+the symbol's chart price (MT5's ``chart_mode``): the bid, or for exchange symbols charted by
+``last`` the trades, so there only ticks with ``TICK_FLAG_LAST`` count. ``tick_volume`` counts
+the ticks that count, ``real_volume`` adds up their ``volume``, ``spread`` is the bar's smallest
+spread in points (as MT5 stores it) among ticks with both quotes. A tick without a positive
+chart price (a one-sided quote) never touches a bar, so no low is ever 0. A bar closes on the
+first tick of a later bar, or when the market clock passes its end by ``close_grace_ms`` (so
+quiet markets still close bars); each closed bar is emitted once. Forming-bar updates are
+throttled per timeframe by market time. Closed bars are kept in compact numpy ring buffers
+(``engine.candle_store``); only the forming bar is a Python object.
 """
 from __future__ import annotations
 
@@ -13,30 +17,44 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from engine.candle_store import Bars, CandleRing
-from engine.models import Candle, Tick
+from engine.models import CHART_MODE_BID, CHART_MODE_LAST, TICK_FLAG_LAST, Candle, Tick
 from engine.timeframes import Timeframe
 
 # (candle, closed). A forming candle is the live object: encode it before the next tick.
 CandleEvent = tuple[Candle, bool]
 
+# The spread of a tick without both quotes: above any real one, so never a bar's smallest.
+NO_SPREAD = 1 << 62
+
 
 class _Series:
-    __slots__ = ("tf", "forming", "start_ms", "end_ms", "closed", "newest", "last_emit_ms", "dirty")
+    __slots__ = ("tf", "forming", "open_ms", "start_ms", "end_ms", "min_spread", "closed", "newest",
+                 "next_emit_ms", "emitted_volume")
 
     def __init__(self, tf: Timeframe, max_candles: int, point: float) -> None:
         self.tf = tf
         self.forming: Candle | None = None
+        self.open_ms = 0  # the forming bar's open
+        # Ticks in [start_ms, end_ms) fold on the fast path; the window is empty while no bar is
+        # forming. start_ms is open_ms, or just after the time a seeded forming bar already
+        # covers (its earlier ticks are in it).
         self.start_ms = 0
         self.end_ms = 0
+        # The forming bar's smallest spread so far; NO_SPREAD (and the bar's spread 0) until a
+        # tick with both quotes.
+        self.min_spread = NO_SPREAD
         self.closed = CandleRing(max_candles, point)
         # The newest closed bar as an object too: the daily summary reads it for every symbol.
         self.newest: Candle | None = None
-        self.last_emit_ms = -(1 << 62)
-        self.dirty = False
+        # Throttled forming updates: the market time the next may go out, and the forming bar's
+        # tick_volume when it last did (every tick counted changes it, so "changed since" is a
+        # comparison at flush time, not a flag written per tick).
+        self.next_emit_ms = -(1 << 62)
+        self.emitted_volume = 0
 
 
 class CandleAggregator:
-    """Bars of one symbol for several timeframes."""
+    """Bars of one symbol for several timeframes, from its chart price (``chart_mode``)."""
 
     def __init__(
         self,
@@ -46,12 +64,20 @@ class CandleAggregator:
         max_candles: int = 1000,
         forming_throttle_ms: int = 250,
         close_grace_ms: int = 1000,
+        chart_mode: int = CHART_MODE_BID,
     ) -> None:
+        if chart_mode not in (CHART_MODE_BID, CHART_MODE_LAST):
+            raise ValueError(f"chart_mode must be {CHART_MODE_BID} (bid) or {CHART_MODE_LAST} (last), "
+                             f"got {chart_mode!r}")
         self.symbol = symbol
         self.point = point
         self.max_candles = max_candles
         self.forming_throttle_ms = forming_throttle_ms
         self.close_grace_ms = close_grace_ms
+        self._price_at = Tick._fields.index("last" if chart_mode == CHART_MODE_LAST else "bid")
+        if chart_mode == CHART_MODE_LAST:
+            # Bound per instance so that bid charts, nearly every symbol, pay no test per tick.
+            self.on_tick = self._on_trade_tick  # type: ignore[method-assign]
         self._series = {tf.name: _Series(tf, max_candles, point) for tf in timeframes}
         self._ordered = tuple(self._series.values())
         self.late_ticks = 0
@@ -60,8 +86,13 @@ class CandleAggregator:
     def timeframes(self) -> tuple[str, ...]:
         return tuple(self._series)
 
-    def seed(self, timeframe: str, history: Bars | Sequence[Candle]) -> None:
-        """Load history (oldest first, the forming bar last) before the first tick."""
+    def seed(self, timeframe: str, history: Bars | Sequence[Candle],
+             covered_through_ms: int | None = None) -> None:
+        """Load history (oldest first, the forming bar last) before the first tick.
+
+        ``covered_through_ms``: the forming bar already holds every tick up to this market time
+        (the terminal built it), so ``on_tick`` skips that bar's ticks at or before it.
+        """
         if not isinstance(history, Bars):
             history = Bars.from_candles(history)
         s = self._series[timeframe]
@@ -69,46 +100,67 @@ class CandleAggregator:
         s.newest = Candle(self.symbol, timeframe, *s.closed.row(-1)) if len(s.closed) else None
         s.forming = Candle(self.symbol, timeframe, *history[-1:].rows()[0]) if len(history) else None
         if s.forming is not None:
-            s.start_ms = s.forming.time * 1000
+            s.open_ms = s.start_ms = s.forming.time * 1000
             s.end_ms = s.tf.next_open(s.forming.time) * 1000
+            if covered_through_ms is not None:
+                s.start_ms = min(max(covered_through_ms + 1, s.open_ms), s.end_ms)
+            s.min_spread = s.forming.spread
+            s.emitted_volume = s.forming.tick_volume
+        else:
+            s.start_ms = s.end_ms
 
     def on_tick(self, tick: Tick) -> list[CandleEvent]:
         """Fold one tick into every timeframe; returns the closed and forming bars to publish."""
+        bid = tick.bid
+        ask = tick.ask
+        price = tick[self._price_at]
+        # Float constants: 3.11 specialises float-float comparisons only.
+        if bid > 0.0 < ask:
+            spread = round((ask - bid) / self.point)
+        elif price > 0.0:
+            spread = NO_SPREAD
+        else:  # a one-sided quote: no price for the bar
+            return []
         events: list[CandleEvent] = []
         t = tick.time_msc
-        bid = tick.bid
         volume = tick.volume
-        spread = round((tick.ask - bid) / self.point)
         throttle = self.forming_throttle_ms
         for s in self._ordered:
-            c = s.forming
-            if c is None or not s.start_ms <= t < s.end_ms:  # rare: a new, stale or first bar
-                self._roll(s, tick, spread, events)
+            if not s.start_ms <= t < s.end_ms:  # rare: a new, stale or first bar (or none forming)
+                self._roll(s, tick, price, spread, events)
                 continue
-            if bid > c.high:
-                c.high = bid
-            elif bid < c.low:
-                c.low = bid
-            c.close = bid
+            c = s.forming
+            if price > c.high:
+                c.high = price
+            elif price < c.low:
+                c.low = price
+            c.close = price
             c.tick_volume += 1
             if volume:
                 c.real_volume += volume
-            if spread < c.spread:
-                c.spread = spread
-            if t - s.last_emit_ms >= throttle:
-                s.last_emit_ms = t
-                s.dirty = False
+            if spread < s.min_spread:
+                s.min_spread = c.spread = spread
+            if t >= s.next_emit_ms:
+                s.next_emit_ms = t + throttle
+                s.emitted_volume = c.tick_volume
                 events.append((c, False))
-            else:
-                s.dirty = True
         return events
 
-    def _roll(self, s: _Series, tick: Tick, spread: int, events: list[CandleEvent]) -> None:
-        """A tick outside the forming bar: close it and open the tick's bar, or count it late."""
+    def _on_trade_tick(self, tick: Tick) -> list[CandleEvent]:
+        """``on_tick`` of a Last chart: only trades (a positive ``last``) make its bars."""
+        if tick.flags & TICK_FLAG_LAST and tick.last > 0.0:
+            return CandleAggregator.on_tick(self, tick)
+        return []
+
+    def _roll(self, s: _Series, tick: Tick, price: float, spread: int, events: list[CandleEvent]) -> None:
+        """A tick outside the fast-path window: close the forming bar and open the tick's, or
+        skip a tick the seeded bar already holds, or count it late."""
         t = tick.time_msc
         if s.forming is not None:
             if t < s.start_ms:
-                self.late_ticks += 1
+                if t < s.open_ms:
+                    self.late_ticks += 1
+                # else the seeded bar holds it already
                 return
             self._close(s, events)
         if s.end_ms and t < s.end_ms:
@@ -116,12 +168,13 @@ class CandleAggregator:
             self.late_ticks += 1
             return
         opened = s.tf.bar_open(t // 1000)
-        bid = tick.bid
-        s.forming = Candle(self.symbol, s.tf.name, opened, bid, bid, bid, bid, 1, spread, tick.volume)
-        s.start_ms = opened * 1000
+        s.forming = Candle(self.symbol, s.tf.name, opened, price, price, price, price, 1,
+                           0 if spread == NO_SPREAD else spread, tick.volume)
+        s.open_ms = s.start_ms = opened * 1000
         s.end_ms = s.tf.next_open(opened) * 1000
-        s.last_emit_ms = t
-        s.dirty = False
+        s.min_spread = spread
+        s.next_emit_ms = t + self.forming_throttle_ms
+        s.emitted_volume = 1
         events.append((s.forming, False))
 
     def on_time(self, market_ms: int) -> list[CandleEvent]:
@@ -133,9 +186,9 @@ class CandleAggregator:
                 continue
             if market_ms >= s.end_ms + self.close_grace_ms:
                 self._close(s, events)
-            elif s.dirty and market_ms - s.last_emit_ms >= self.forming_throttle_ms:
-                s.last_emit_ms = market_ms
-                s.dirty = False
+            elif c.tick_volume != s.emitted_volume and market_ms >= s.next_emit_ms:
+                s.next_emit_ms = market_ms + self.forming_throttle_ms
+                s.emitted_volume = c.tick_volume
                 events.append((c, False))
         return events
 
@@ -144,7 +197,7 @@ class CandleAggregator:
         s.closed.append(c)
         s.newest = c
         s.forming = None
-        s.dirty = False
+        s.start_ms = s.end_ms
         events.append((c, True))
 
     def candles(self, timeframe: str, count: int) -> list[Candle]:

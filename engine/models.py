@@ -12,6 +12,9 @@ TICK_FLAG_VOLUME = 16
 
 
 class Tick(NamedTuple):
+    """One MT5 tick (``MqlTick``'s fields). ``volume`` is the integer volume, ``volume_real`` the
+    exact one (fractional lots on exchange symbols); both 0 where the market reports none."""
+
     symbol: str
     time_msc: int
     bid: float
@@ -19,6 +22,7 @@ class Tick(NamedTuple):
     last: float = 0.0
     volume: int = 0
     flags: int = TICK_FLAG_BID | TICK_FLAG_ASK
+    volume_real: float = 0.0
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -29,6 +33,7 @@ class Tick(NamedTuple):
             "volume": self.volume,
             "time_msc": self.time_msc,
             "flags": self.flags,
+            "volume_real": self.volume_real,
         }
 
 

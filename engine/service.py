@@ -200,11 +200,12 @@ class EngineService:
             self._infos[name] = info.to_dict()
             self._tick_out[name] = (tick_topic(name), TickEncoder(name))
             agg = CandleAggregator(name, info.point, self._tfs, self.max_candles,
-                                   self.config.forming_throttle_ms)
+                                   self.config.forming_throttle_ms, chart_mode=info.chart_mode)
             history = arrays(name, counts) if arrays else {
                 tf.name: self.source.history(name, tf, count) for tf, count in counts.items()}
             for tf in self._tfs:
-                agg.seed(tf.name, history[tf.name])
+                # A live terminal's forming bar may already hold ticks the stream delivers.
+                agg.seed(tf.name, history[tf.name], self.source.history_covers(name, tf))
                 self._candle_topics[(name, tf.name)] = candle_topic(name, tf.name)
             self._aggs[name] = agg
         self._policy = ForeignPolicy(self._aggs)
@@ -337,9 +338,10 @@ class EngineService:
         """
         pub = self._pub
         publish, next_seq, epoch, tick_out = pub.publish_frame, pub.stamper.next_seq, pub.epoch, self._tick_out
-        for symbol, time_msc, bid, ask, last, volume, flags in ticks:
+        for symbol, time_msc, bid, ask, last, volume, flags, volume_real in ticks:
             topic, encoder = tick_out[symbol]
-            publish(topic, encoder.encode(bid, ask, last, volume, time_msc, flags, next_seq(topic), epoch))
+            publish(topic, encoder.encode(bid, ask, last, volume, time_msc, flags, volume_real,
+                                          next_seq(topic), epoch))
         self._ticks_in += len(ticks)
         self._unaggregated += ticks
 

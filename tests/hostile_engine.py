@@ -76,7 +76,7 @@ def rpc_data(request: dict[str, Any], now: float) -> Any:
                 "margin": MARKUP[0], "margin_free": MARKUP[1], "margin_level": MARKUP[2], "leverage": MARKUP[3]}
     if op == "tick":
         return {"symbol": symbol, "bid": MARKUP[0], "ask": MARKUP[1], "last": 0.0, "volume": 0,
-                "time_msc": int(now * 1000), "flags": 0}
+                "time_msc": int(now * 1000), "flags": 0, "volume_real": 0.0}
     if op == "snapshot":  # the stream brings every other topic within PUBLISH_EVERY_S
         return [[ACCOUNT_TOPIC.decode(), {**bus_account(), "seq": 1, "epoch": 1}]]
     return engine_health(now)
@@ -102,7 +102,7 @@ def bus_messages(now: float) -> list[tuple[bytes, dict[str, Any]]]:
     for symbol in SYMBOLS:
         messages += [
             (tick_topic(symbol), {"symbol": symbol, "bid": 1.1, "ask": 1.1002, "last": 0.0, "volume": 0,
-                                  "time_msc": ms, "flags": 6}),
+                                  "time_msc": ms, "flags": 6, "volume_real": 0.0}),
             (candle_topic(symbol, TIMEFRAME), candle(symbol, bar_time(now), False)),
             (indicator_topic(symbol, TIMEFRAME), {"symbol": symbol, "timeframe": TIMEFRAME, "time": bar_time(now),
                                                   "closed": False, "sma": 1.1, "ema": 1.1, "rsi": 50.0, "macd": 0.0001,

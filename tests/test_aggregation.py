@@ -7,7 +7,10 @@ from hypothesis import strategies as st
 
 from engine.aggregation import CandleAggregator
 from engine.candle_store import COLUMNS, Bars, CandleRing
-from engine.models import Candle, Tick
+from engine.models import (
+    CHART_MODE_BID, CHART_MODE_LAST, TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Candle,
+    Tick,
+)
 from engine.timeframes import TIMEFRAMES, timeframe
 
 POINT = 0.00001
@@ -271,3 +274,189 @@ def test_seed_takes_arrays_or_candles_alike():
     assert from_candles.payloads("M1", 10) == from_arrays.payloads("M1", 10)
     assert from_arrays.candles("M1", 10) == history
     assert from_arrays.forming("M1") == history[-1]
+
+
+# Chart modes, volumes and one-sided quotes.
+TRADE = TICK_FLAG_LAST | TICK_FLAG_VOLUME
+QUOTE = TICK_FLAG_BID | TICK_FLAG_ASK
+
+
+def test_real_volume_adds_up_the_ticks_volume_and_a_bid_chart_ignores_last():
+    a = agg("M1")
+    t0 = ts(2026, 3, 5, 10, 0, 0) * 1000
+    for i, (bid, last, volume) in enumerate([(1.1, 0.0, 0), (1.2, 9.9, 3), (1.15, 0.1, 2)]):
+        a.on_tick(Tick("EURUSD", t0 + i * 1000, bid, round(bid + 10 * POINT, 5), last, volume,
+                       TRADE if last else QUOTE, float(volume)))
+    bar = a.forming("M1")
+    assert (bar.open, bar.high, bar.low, bar.close) == (1.1, 1.2, 1.1, 1.15)
+    assert (bar.tick_volume, bar.real_volume, bar.spread) == (3, 5, 10)
+
+
+def test_one_sided_quotes_never_open_a_bar_nor_touch_its_prices_or_spread():
+    a = agg("M1", throttle=0)
+    t0 = ts(2026, 3, 5, 10, 0, 0) * 1000
+
+    def quote(dt_ms: int, bid: float, ask: float) -> list:
+        return a.on_tick(Tick("EURUSD", t0 + dt_ms, bid, ask))
+
+    assert quote(0, 0.0, 1.1001) == [] and a.forming("M1") is None  # no bid yet
+    assert quote(100, -1.0, 1.1001) == [] and a.forming("M1") is None
+    assert quote(200, math.nan, 1.1001) == [] and a.forming("M1") is None
+    opened = quote(300, 1.1, 0.0)  # a bid without an ask: a price, but no spread
+    assert [(c.open, c.low, c.spread, done) for c, done in opened] == [(1.1, 1.1, 0, False)]
+    assert quote(400, 0.0, 1.0999) == []
+    assert quote(500, 1.1002, 1.1004) != []  # the first spread, 20 points, however large
+    assert quote(600, 1.0999, 0.0) != []
+    assert quote(700, 1.1001, 1.1004) != []  # 30 points: not the smallest
+    assert quote(60_500, 0.0, 1.2) == []  # in the next bar, but without a price: closes nothing
+    bar = a.forming("M1")
+    assert (bar.time, bar.open, bar.high, bar.low, bar.close) == (t0 // 1000, 1.1, 1.1002, 1.0999, 1.1001)
+    assert (bar.tick_volume, bar.spread, a.late_ticks) == (4, 20, 0)
+    assert [(c.time, c.low, done) for c, done in quote(61_000, 1.2, 1.2001)] == [
+        (t0 // 1000, 1.0999, True), (t0 // 1000 + 60, 1.2, False)]
+
+
+def test_a_last_chart_builds_bars_from_trades_only():
+    a = CandleAggregator("SBER", 0.01, [TIMEFRAMES["M1"], TIMEFRAMES["M5"]], 100, 0,
+                         chart_mode=CHART_MODE_LAST)
+    t0 = ts(2026, 3, 5, 10, 0, 0) * 1000
+
+    def send(dt_ms: int, bid: float, ask: float, last: float, volume: int, flags: int) -> list:
+        return a.on_tick(Tick("SBER", t0 + dt_ms, bid, ask, last, volume, flags, float(volume)))
+
+    assert send(0, 250.05, 250.15, 0.0, 0, QUOTE) == []  # quotes before any trade
+    assert send(10, 250.05, 250.15, 249.0, 0, QUOTE) == []  # a quote carries the last trade's price
+    assert a.forming("M1") is None and a.forming("M5") is None
+    opened = send(1000, 250.05, 250.15, 250.10, 5, TRADE)
+    assert [(c.timeframe, c.open, c.spread) for c, _ in opened] == [("M1", 250.10, 10), ("M5", 250.10, 10)]
+    assert send(2000, 240.0, 240.02, 250.10, 0, QUOTE) == []  # a quote far off: not a trade
+    send(3000, 0.0, 0.0, 250.30, 2, TRADE)  # a trade without quotes: price, no spread
+    assert send(4000, 250.2, 250.21, 0.0, 1, TRADE) == []  # flagged as a trade, but no price
+    send(5000, 249.85, 249.9, 249.90, 1, TRADE | QUOTE)  # 5 points
+    bar = a.forming("M1")
+    assert (bar.open, bar.high, bar.low, bar.close) == (250.10, 250.30, 249.90, 249.90)
+    assert (bar.tick_volume, bar.real_volume, bar.spread) == (3, 8, 5)
+    rolled = send(60_000, 250.0, 250.02, 250.01, 4, TRADE)
+    assert [(c.timeframe, c.time, c.close, c.tick_volume, c.real_volume, done) for c, done in rolled] == [
+        ("M1", t0 // 1000, 249.90, 3, 8, True), ("M1", t0 // 1000 + 60, 250.01, 1, 4, False),
+        ("M5", t0 // 1000, 250.01, 4, 12, False)]
+    assert a.late_ticks == 0
+
+
+def test_chart_mode_must_be_bid_or_last():
+    with pytest.raises(ValueError, match="chart_mode"):
+        CandleAggregator("X", POINT, [TIMEFRAMES["M1"]], chart_mode=2)
+
+
+_quote_price = st.sampled_from([0.0, -1.0, 1.1, 1.1001, 1.1003, 1.0998, 1.1005])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    chart_mode=st.sampled_from([CHART_MODE_BID, CHART_MODE_LAST]),
+    ticks=st.lists(st.tuples(st.integers(0, 5_000), _quote_price, _quote_price, _quote_price,
+                             st.integers(0, 3),
+                             st.sampled_from([QUOTE, TRADE, QUOTE | TRADE, TICK_FLAG_BID])),
+                   max_size=60),
+)
+def test_bars_equal_a_plain_model_of_the_chart_price(chart_mode, ticks):
+    """Closed and forming M1 bars against bars built by hand from the ticks that count."""
+    a = CandleAggregator("EURUSD", POINT, [TIMEFRAMES["M1"]], 100, 0, chart_mode=chart_mode)
+    t0 = ts(2026, 3, 5, 10, 0, 0) * 1000
+    t, model, emitted = t0, {}, []
+    for step, bid, ask, last, volume, flags in ticks:
+        t += step * 50  # up to 250 s apart: bars roll, some minutes stay empty
+        if chart_mode == CHART_MODE_LAST:
+            price = last if flags & TICK_FLAG_LAST else 0.0
+        else:
+            price = bid
+        emitted += [c.to_payload(True) for c, done in a.on_tick(
+            Tick("EURUSD", t, bid, ask, last, volume, flags, float(volume))) if done]
+        if price <= 0:
+            continue
+        spread = round((ask - bid) / POINT) if bid > 0 and ask > 0 else None
+        opened = t // 60_000 * 60
+        bar = model.setdefault(opened, [price, price, price, price, 0, None, 0])
+        bar[1], bar[2], bar[3] = max(bar[1], price), min(bar[2], price), price
+        bar[4] += 1
+        if spread is not None:
+            bar[5] = spread if bar[5] is None else min(bar[5], spread)
+        bar[6] += volume
+    expected = [Candle("EURUSD", "M1", opened, o, h, lo, c, n, sp or 0, rv).to_payload(True)
+                for opened, (o, h, lo, c, n, sp, rv) in model.items()]
+    forming = a.forming("M1")
+    assert emitted + ([forming.to_payload(True)] if forming else []) == expected
+    assert all(bar["low"] > 0 for bar in expected) and a.late_ticks == 0
+
+
+# seed(covered_through_ms): the terminal's forming bar already holds the ticks up to that time.
+T0 = ts(2026, 3, 5, 10, 0, 0)  # 10:00 server time
+
+
+def seeded(m1_cutoff_ms: int | None, m5_cutoff_ms: int | None = None) -> CandleAggregator:
+    """M1 bars 10:00-10:02 (10:02 forming, 10 ticks) and the forming M5 bar of 10:00 (50 ticks)."""
+    a = agg("M1", "M5", throttle=0)
+    a.seed("M1", [Candle("EURUSD", "M1", T0 + 60 * i, 1.0, 1.1, 0.9, 1.05, 10, 8, 10) for i in range(3)],
+           covered_through_ms=m1_cutoff_ms)
+    a.seed("M5", [Candle("EURUSD", "M5", T0, 1.0, 1.1, 0.9, 1.05, 50, 8, 50)],
+           covered_through_ms=m5_cutoff_ms)
+    return a
+
+
+def ohlcv(c: Candle) -> tuple:
+    return c.open, c.high, c.low, c.close, c.tick_volume, c.real_volume
+
+
+def test_seeded_forming_bar_skips_ticks_at_or_before_its_cutoff_and_folds_later_ones():
+    cutoff = (T0 + 150) * 1000  # 10:02:30.000
+    a = agg("M1", throttle=0)
+    a.seed("M1", [Candle("EURUSD", "M1", T0 + 60 * i, 1.0, 1.1, 0.9, 1.05, 10, 8, 10) for i in range(3)],
+           covered_through_ms=cutoff)
+    assert a.on_tick(tick(cutoff - 20_000, 1.5)) == []  # before the cutoff: already in the bar
+    assert a.on_tick(tick(cutoff, 0.5)) == []  # at it: too
+    assert ohlcv(a.forming("M1")) == (1.0, 1.1, 0.9, 1.05, 10, 10)
+    events = a.on_tick(Tick("EURUSD", cutoff + 1, 1.2, 1.2001, 0.0, 2))
+    assert [(ohlcv(c), done) for c, done in events] == [((1.0, 1.2, 0.9, 1.2, 11, 12), False)]
+    assert a.on_tick(tick(cutoff - 1, 1.7)) == []  # a covered tick arriving late is still covered
+    assert a.late_ticks == 0
+    assert a.on_tick(tick((T0 + 119) * 1000, 1.3)) == []  # before the forming bar: late
+    assert a.late_ticks == 1
+    events = a.on_tick(tick((T0 + 180) * 1000, 1.15))
+    assert [(c.time, ohlcv(c), done) for c, done in events] == [
+        (T0 + 120, (1.0, 1.2, 0.9, 1.2, 11, 12), True), (T0 + 180, (1.15, 1.15, 1.15, 1.15, 1, 0), False)]
+
+
+def test_each_timeframe_skips_up_to_its_own_cutoff():
+    a = seeded(m1_cutoff_ms=(T0 + 150) * 1000, m5_cutoff_ms=(T0 + 130) * 1000)
+    assert a.on_tick(tick((T0 + 125) * 1000, 1.11)) == []  # covered in both
+    assert [(c.timeframe, c.tick_volume) for c, _ in a.on_tick(tick((T0 + 140) * 1000, 1.12))] == [("M5", 51)]
+    assert [(c.timeframe, c.tick_volume) for c, _ in a.on_tick(tick((T0 + 160) * 1000, 1.13))] == [
+        ("M1", 11), ("M5", 52)]
+    assert (a.forming("M1").high, a.forming("M5").high) == (1.13, 1.13)
+    assert a.late_ticks == 0
+
+
+def test_without_a_cutoff_every_tick_of_the_seeded_bar_folds():
+    a = seeded(m1_cutoff_ms=(T0 + 150) * 1000, m5_cutoff_ms=None)
+    assert [(c.timeframe, c.tick_volume) for c, _ in a.on_tick(tick((T0 + 125) * 1000, 1.11))] == [("M5", 51)]
+    a = seeded(m1_cutoff_ms=(T0 + 100) * 1000)  # a cutoff before the forming bar covers none of it
+    assert [(c.timeframe, c.tick_volume) for c, _ in a.on_tick(tick((T0 + 120) * 1000, 1.11))] == [
+        ("M1", 11), ("M5", 51)]
+
+
+def test_a_cutoff_past_the_forming_bar_still_rolls_into_the_next_bar():
+    a = seeded(m1_cutoff_ms=(T0 + 190) * 1000)  # the terminal's clock is past the bar's end
+    assert a.on_tick(tick((T0 + 170) * 1000, 1.11)) != []  # M5 folds it, M1 holds it already
+    assert a.forming("M1").tick_volume == 10
+    events = a.on_tick(tick((T0 + 185) * 1000, 1.12))  # a later bar than the seeded one: rolls
+    assert [(c.timeframe, c.time, c.tick_volume, done) for c, done in events] == [
+        ("M1", T0 + 120, 10, True), ("M1", T0 + 180, 1, False), ("M5", T0, 52, False)]
+    assert a.late_ticks == 0
+
+
+def test_a_cutoff_without_a_forming_bar_covers_nothing():
+    a = agg("M1", throttle=0)
+    a.seed("M1", [], covered_through_ms=(T0 + 150) * 1000)
+    events = a.on_tick(tick((T0 + 130) * 1000, 1.1))
+    assert [(c.time, c.tick_volume, done) for c, done in events] == [(T0 + 120, 1, False)]
+    assert a.late_ticks == 0

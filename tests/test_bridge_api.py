@@ -143,7 +143,7 @@ def test_subscribed_client_gets_ticks_candles_books_and_indicators_of_its_symbol
         return tick, candles, book, values, c.events
     tick, candles, book, values, events = run(scenario, bridge)
     assert tick["symbol"] == SYMBOL and tick["ask"] >= tick["bid"] > 0 and "seq" not in tick
-    assert set(tick) >= {"bid", "ask", "last", "volume", "time_msc", "flags"}
+    assert set(tick) >= {"bid", "ask", "last", "volume", "time_msc", "flags", "volume_real"}
     assert candles["symbol"] == SYMBOL and candles["candles"][-1]["symbol"] == SYMBOL
     assert book["symbol"] == SYMBOL and book["bids"] and book["asks"]
     assert values["symbol"] == SYMBOL and values["timeframe"] == "M1"

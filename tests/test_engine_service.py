@@ -3,10 +3,12 @@ import ctypes
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from engine.client import RpcClient
+from engine.models import CHART_MODE_LAST, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Tick
 from engine.service import DELIVERY_NS, PR_SET_TIMERSLACK, EngineService, now_ms, tighten_timer_slack
 from engine.sources.base import SourceError
 from engine.sources.sim import SimSource
@@ -215,3 +217,30 @@ def test_health_and_summary_are_stamped_in_the_market_clock(zmq_ctx):
     assert health["server_utc_offset_s"] == 10_800
     assert before + 10_800_000 <= health["time_msc"] <= after + 10_800_000
     assert before - 1000 + 10_800_000 <= summary[0][1]["time_msc"] <= after + 10_800_000
+
+
+class LastChartSim(SimSource):
+    """The sim with its symbols charted by trades, as exchange symbols are (``chart_mode`` 1)."""
+
+    def symbols(self):
+        return [replace(info, chart_mode=CHART_MODE_LAST) for info in super().symbols()]
+
+
+def test_a_last_chart_symbols_candles_come_from_its_trades(zmq_ctx):
+    cfg = engine_config(symbols="EURUSD", timeframes="M1")
+    service = EngineService(cfg, LastChartSim(cfg.symbols, rate=0), zmq_ctx)
+    service.open()
+    try:
+        t = (now_ms() // 60_000 + 2) * 60_000  # a minute of its own, after the seeded bars
+        service.on_ticks([
+            Tick("EURUSD", t + 100, 1.1, 1.1002, 1.1001, 3, TICK_FLAG_LAST | TICK_FLAG_VOLUME, 3.0),
+            Tick("EURUSD", t + 200, 1.2, 1.2002, 1.1001),  # a quote: not on a Last chart
+            Tick("EURUSD", t + 300, 0.0, 0.0, 1.0999, 1, TICK_FLAG_LAST, 1.0),  # a trade without quotes
+        ])
+        service.aggregate_pending()
+        bar = service.candles("EURUSD", "M1", 1)[-1]
+    finally:
+        service.close()
+    assert (bar["time"], bar["open"], bar["high"], bar["low"], bar["close"]) == (t // 1000, 1.1001, 1.1001,
+                                                                                  1.0999, 1.0999)
+    assert (bar["tick_volume"], bar["real_volume"], bar["spread"]) == (2, 4, 20)

@@ -206,3 +206,41 @@ def test_candles_have_no_hole_after_an_outage_the_terminal_fills_in_late(zmq_ctx
     assert health["late_ticks"] == 0
     print(f"outage with late fill-in: bars {[b['tick_volume'] for b in bars]} ticks per minute, "
           f"{len(closed)} closed once and in order, late_ticks 0")
+
+
+def test_ticks_between_the_stream_start_and_the_history_load_are_counted_once(zmq_ctx):
+    """The stream starts before history loads; a tick arriving in between is in the terminal's
+    forming bar and is delivered by the stream too. It is published as a tick, and the forming
+    bar counts it once."""
+    terminal = MT5StandIn()
+    terminal.add_symbol("EURUSD", 5)
+    minute_s = int(time.time()) // 60 * 60 - 120
+    terminal.add_tick("EURUSD", minute_s * 1000 + 500, 1.1, 1.1001)  # before the start
+
+    class LateHistory(MT5Source):
+        """Ticks land after ``start`` and before the history is read, as on a busy terminal."""
+
+        def history(self, symbol, timeframe, count):
+            if not terminal.calls.get("copy_rates_from_pos"):
+                for k in (1, 2):
+                    terminal.add_tick("EURUSD", minute_s * 1000 + 500 + k, 1.1 + k * 1e-5, 1.1002)
+                # The terminal's own M1 bar holds all three ticks by now.
+                terminal.set_rates("EURUSD", terminal.TIMEFRAME_M1,
+                                   [(minute_s, 1.1, 1.10002, 1.1, 1.10002, 3, 10, 0)])
+                time.sleep(0.05)  # the stream delivers the two new ticks meanwhile
+            return super().history(symbol, timeframe, count)
+
+    cfg = engine_config(environ={"MT5_PASSWORD": terminal.password}, source="mt5", symbols="EURUSD",
+                        timeframes="M1", mt5_login="5001234", mt5_poll_ms="2")
+    source = LateHistory(cfg, terminal, backoff_initial_s=0.05, backoff_max_s=0.2, terminal_check_s=0.05,
+                         history_wait_s=0.5)
+    with engine_thread(EngineService(cfg, source, zmq_ctx), open_timeout=10):
+        with RpcClient(cfg.rpc_endpoint, ctx=zmq_ctx) as rpc:
+            deadline = time.monotonic() + 5
+            while rpc.health()["ticks_total"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            health = rpc.health()
+            forming = [b for b in rpc.candles("EURUSD", "M1", 5) if b["time"] == minute_s]
+    assert health["ticks_total"] == 2  # both published as ticks
+    assert forming and forming[0]["tick_volume"] == 3  # and counted once in the bar
+    assert health["late_ticks"] == 0

@@ -40,7 +40,8 @@ def forged(payload: dict) -> bytes:
 # One forged message of each kind a publisher other than the engine may not send.
 FORGERIES = {
     "tick": [b"tick:EURUSD:", forged({"symbol": "EURUSD", "bid": 999.0, "ask": 999.1, "last": 0.0,
-                                      "volume": 0, "time_msc": YEAR_2100 * 1000, "flags": 6})],
+                                      "volume": 0, "time_msc": YEAR_2100 * 1000, "flags": 6,
+                                      "volume_real": 0.0})],
     "candle dated 2100": [b"candle:EURUSD:M1:", forged({
         "symbol": "EURUSD", "timeframe": "M1", "time": YEAR_2100, "open": 999.0, "high": 999.0,
         "low": 999.0, "close": 999.0, "tick_volume": 1, "spread": 0, "real_volume": 0, "closed": True})],

@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import protocol
+from engine.models import Tick
 from engine.protocol import ProtocolError, Stamper, TickEncoder, decode, encode, topic_parts, validate_symbol
 
 
@@ -75,19 +76,42 @@ def test_a_new_publisher_gets_a_later_epoch():
 _uint64 = st.integers(0, 2**64 - 1)
 
 
+_floats = st.floats(allow_nan=False)
+
+
 @settings(max_examples=500, deadline=None)
-@given(symbol=st.text(min_size=1, max_size=64), prices=st.lists(st.floats(allow_nan=False), min_size=3, max_size=3),
-       ints=st.lists(_uint64, min_size=5, max_size=5))
-def test_tick_encoder_gives_the_map_encode_gives(symbol, prices, ints):
-    frame = TickEncoder(symbol).encode(*prices, *ints)
-    expected = dict(zip((*protocol.TICK_FIELDS, "seq", "epoch"), (symbol, *prices, *ints)))
+@given(symbol=st.text(min_size=1, max_size=64), bid=_floats, ask=_floats, last=_floats,
+       volume_real=_floats, ints=st.lists(_uint64, min_size=5, max_size=5))
+def test_tick_encoder_gives_the_map_encode_gives(symbol, bid, ask, last, volume_real, ints):
+    volume, time_msc, flags, seq, epoch = ints
+    fields = dict(bid=bid, ask=ask, last=last, volume=volume, time_msc=time_msc, flags=flags,
+                  volume_real=volume_real)
+    frame = TickEncoder(symbol).encode(**fields, seq=seq, epoch=epoch)
+    expected = {"symbol": symbol, **{k: fields[k] for k in protocol.TICK_FIELDS[1:]},
+                "seq": seq, "epoch": epoch}
     decoded = msgpack.unpackb(frame, raw=False)
     assert decoded == expected and list(decoded) == list(expected)
+    assert list(decoded) == [*protocol.TICK_FIELDS, "seq", "epoch"]
+    assert type(decoded["volume_real"]) is float
     assert decode(encode(expected)) == decoded
+
+
+def test_tick_encoder_frame_is_a_ticks_payload_as_encode_packs_it():
+    tick = Tick("BTCUSD", 1_700_000_000_123, 42000.5, 42001.0, 42000.8, 2, 24, 2.75)
+    frame = TickEncoder(tick.symbol).encode(
+        tick.bid, tick.ask, tick.last, tick.volume, tick.time_msc, tick.flags, tick.volume_real, 7, 99)
+    payload = {**tick.to_payload(), "seq": 7, "epoch": 99}
+    assert list(tick.to_payload()) == list(protocol.TICK_FIELDS)
+    decoded = decode(frame)
+    assert decoded == payload and list(decoded) == list(payload)
+    assert list(decode(encode(payload))) == list(decoded)
+    assert decoded["volume_real"] == 2.75 and decoded["volume"] == 2
 
 
 def test_tick_encoder_takes_the_general_path_for_values_uint64_cannot_hold():
     encoder = TickEncoder("EURUSD")
-    assert decode(encoder.encode(1.1, 1.2, 0.0, -5, 1, 6, 1, 2))["volume"] == -5
+    assert decode(encoder.encode(1.1, 1.2, 0.0, -5, 1, 6, 0.5, 1, 2)) == {
+        "symbol": "EURUSD", "bid": 1.1, "ask": 1.2, "last": 0.0, "volume": -5, "time_msc": 1, "flags": 6,
+        "volume_real": 0.5, "seq": 1, "epoch": 2}
     with pytest.raises(OverflowError):  # as encode does: msgpack has no wider integer
-        encoder.encode(1.1, 1.2, 0.0, 0, 1, 6, 2**64, 2)
+        encoder.encode(1.1, 1.2, 0.0, 0, 1, 6, 0.0, 2**64, 2)

@@ -64,7 +64,7 @@ def feed(mt5: MT5StandIn, symbol: str, times: list[int], base: float = 1.1) -> l
         bid = round(base + (i % 50) * 1e-5, 5)
         ask = round(bid + 0.0001, 5)
         mt5.add_tick(symbol, t, bid, ask, volume=i % 3)
-        expected.append(Tick(symbol, t, bid, ask, 0.0, i % 3, mt5.last_tick(symbol).flags))
+        expected.append(Tick(symbol, t, bid, ask, 0.0, i % 3, mt5.last_tick(symbol).flags, float(i % 3)))
     return expected
 
 
@@ -137,15 +137,16 @@ def test_advance_from_a_second_start_delivers_the_whole_second() -> None:
 
 def test_ticks_from_array_reads_the_real_dtype_into_plain_python_values() -> None:
     arr = np.array(
-        [(1, 1.1, 1.2, 0.0, 3, 1001, 6, 3.0), (1, 1.15, 1.2, 1.16, 0, 1002, 2, 0.0)],
+        [(1, 1.1, 1.2, 0.0, 3, 1001, 6, 3.25), (1, 1.15, 1.2, 1.16, 0, 1002, 2, 0.0)],
         dtype=mt5_standin.TICK_DTYPE,
     )
     ticks = ticks_from_array("EURUSD", arr)
     assert ticks == [
-        Tick("EURUSD", 1001, 1.1, 1.2, 0.0, 3, 6), Tick("EURUSD", 1002, 1.15, 1.2, 1.16, 0, 2),
+        Tick("EURUSD", 1001, 1.1, 1.2, 0.0, 3, 6, 3.25), Tick("EURUSD", 1002, 1.15, 1.2, 1.16, 0, 2, 0.0),
     ]
     assert type(ticks[0].time_msc) is int and type(ticks[0].volume) is int
     assert type(ticks[0].bid) is float and type(ticks[0].flags) is int
+    assert type(ticks[0].volume_real) is float
 
 
 def test_book_from_entries_puts_best_prices_first() -> None:

@@ -194,8 +194,18 @@ def test_tick_export_carries_blank_bid_and_ask(started) -> None:
         Tick(s, DAY + 1900, 1.10388, 1.10399, 0.0, 0, BID_ASK),
         Tick(s, DAY + 59_999, 1.10380, 1.10399, 0.0, 0, 2),  # blank FLAGS: inferred
         Tick(s, DAY + 60_000, 1.10381, 1.10390, 0.0, 0, BID_ASK),
-        Tick(s, DAY + 60_250, 1.10381, 1.10390, 1.10385, 3, 24),
+        Tick(s, DAY + 60_250, 1.10381, 1.10390, 1.10385, 3, 24, 3.0),
     ]
+
+
+def test_tick_export_volume_is_the_real_volume_and_its_whole_part(tmp_path, started) -> None:
+    path = write(tmp_path, "BTCUSD_ticks.csv", (
+        "<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>\n"
+        "2024.01.02\t00:00:00.100\t42000.5\t42001.0\t\t\t6\n"
+        "2024.01.02\t00:00:00.200\t\t\t42000.8\t0.25\t24\n"
+        "2024.01.02\t00:00:00.300\t\t\t42000.9\t2.5\t24\n"))
+    assert [(t.last, t.volume, t.volume_real) for t in play_all(started(path))] == [
+        (0.0, 0, 0.0), (42000.8, 0, 0.25), (42000.9, 2, 2.5)]
 
 
 def test_replay_symbol_names_the_symbol_of_an_mt5_export(started) -> None:
@@ -215,7 +225,7 @@ def test_plain_csv_with_several_symbols(started) -> None:
         Tick("EURUSD", t0 + 50, 1.10392, 1.10402, 0.0, 0, 2),
         Tick("XAUUSD", t0 + 900, 2063.5, 2063.85, 0.0, 0, BID_ASK),
         Tick("USDJPY", t0 + 900, 141.013, 141.026, 0.0, 0, BID_ASK),
-        Tick("EURUSD", t0 + 59_900, 1.1039, 1.104, 1.10395, 2, 30),
+        Tick("EURUSD", t0 + 59_900, 1.1039, 1.104, 1.10395, 2, 30, 2.0),
     ]
 
 

@@ -130,10 +130,11 @@ def advance(times: np.ndarray, cursor: TickCursor) -> tuple[int, TickCursor]:
 def ticks_from_array(symbol: str, arr: np.ndarray) -> list[Tick]:
     """``copy_ticks_*`` rows as engine ticks, in order (columns read by name, not position)."""
     return [
-        Tick(symbol, t, bid, ask, last, volume, flags)
-        for t, bid, ask, last, volume, flags in zip(
+        Tick(symbol, t, bid, ask, last, volume, flags, volume_real)
+        for t, bid, ask, last, volume, flags, volume_real in zip(
             arr["time_msc"].tolist(), arr["bid"].tolist(), arr["ask"].tolist(),
             arr["last"].tolist(), arr["volume"].tolist(), arr["flags"].tolist(),
+            arr["volume_real"].tolist(),
         )
     ]
 

@@ -13,7 +13,8 @@ Formats, recognised by the header line:
   ``tick_volume`` counts these 1 to 4 synthetic ticks, not the file's ``<TICKVOL>``.
 * MT5's tick export (``<DATE> <TIME> <BID> <ASK> <LAST> <VOLUME> <FLAGS>``, time with
   milliseconds). A blank BID, ASK or LAST means unchanged: the previous value is carried; rows
-  before both BID and ASK are known are skipped. A blank VOLUME is 0; blank FLAGS are inferred.
+  before both BID and ASK are known are skipped. VOLUME is the tick's ``volume_real`` (its whole
+  part the integer ``volume``); a blank VOLUME is 0. Blank FLAGS are inferred.
 * A plain CSV ``symbol,time_msc,bid,ask[,last,volume,flags]`` (several symbols allowed).
 
 For the MT5 exports, the symbol is ``REPLAY_SYMBOL`` or else the file name without its
@@ -322,7 +323,8 @@ class _Replay:
                 bid = float(b) if b else bid
                 ask = float(a) if a else ask
                 last = float(la) if la else last
-                volume = int(float(v)) if v.strip() else 0
+                volume_real = float(v) if v.strip() else 0.0
+                volume = int(volume_real)
                 flags = int(fl) if fl.strip() else tick_flags(b, a, la, v.strip())
             except ValueError as exc:
                 raise self._error(lineno, f, exc) from None
@@ -330,7 +332,7 @@ class _Replay:
                 raise SourceError(f"{self.path}:{lineno}: time goes back")
             previous = t
             if bid is not None and ask is not None:
-                yield Tick(symbol, t, bid, ask, last or 0.0, volume, flags)
+                yield Tick(symbol, t, bid, ask, last or 0.0, volume, flags, volume_real)
 
     def _csv_ticks(self, rows: Iterator[Row]) -> Iterator[Tick]:
         width, (i_s, i_t, i_b, i_a, i_l, i_v, i_f) = _indices(
@@ -343,10 +345,11 @@ class _Replay:
                     f += [""] * (width - len(f))
                 t = int(f[i_t])
                 last, volume, flags = f[i_l].strip(), f[i_v].strip(), f[i_f].strip()
+                volume_real = float(volume) if volume else 0.0
                 tick = Tick(
                     f[i_s].strip(), t, float(f[i_b]), float(f[i_a]),
-                    float(last) if last else 0.0, int(float(volume)) if volume else 0,
-                    int(flags) if flags else default_flags,
+                    float(last) if last else 0.0, int(volume_real),
+                    int(flags) if flags else default_flags, volume_real,
                 )
             except ValueError as exc:
                 raise self._error(lineno, f, exc) from None

@@ -46,7 +46,7 @@ function inject([a, b, c, d]) {
   const fire = (event, payload) => socket.listeners(event).forEach((listener) => listener(payload));
   socket.disconnect();
   const next = (lastBar?.time ?? 0) + 60;
-  fire("tick", { symbol, bid: a, ask: b, last: c, volume: d, time_msc: a, flags: b });
+  fire("tick", { symbol, bid: a, ask: b, last: c, volume: d, time_msc: a, flags: b, volume_real: c });
   fire("candles", { symbol, timeframe, candles: [
     { symbol, timeframe, time: a, open: b, high: c, low: d, close: a, tick_volume: b, closed: c },
     { symbol, timeframe, time: next, open: 1.1, high: 1.2, low: 1.0, close: 1.15, tick_volume: d, spread: a, closed: b },
