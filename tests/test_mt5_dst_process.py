@@ -235,19 +235,19 @@ def test_the_engine_keeps_every_tick_across_a_weekend_dst_switch(
                 bars.bar(c["time"]), (symbol, c)
     figures["m1_bars_checked"] = len(closed)
 
-    # The engine's clock was shifted, and its health tells the server's offset on each side.
+    # The engine's clock was shifted, and its health tells the server's offset on each side:
+    # (time in UTC, offset), each health's time_msc taken to UTC as the README says.
+    offsets = [(h["time_msc"] - 1000 * h["server_utc_offset_s"], h["server_utc_offset_s"]) for h in health]
     first_tick_utc_ms = min(m["time_msc"] for m in ticks) - before_s * 1000
-    friday_health = [h for h in health
-                     if first_tick_utc_ms + 1000 <= h["time_msc"] < weekend.close_utc * 1000]
-    assert friday_health and {h["server_utc_offset_s"] for h in friday_health} == {before_s}
-    monday_health = [h for h in health if h["time_msc"] >= weekend.open_utc * 1000]
-    switched = [h for h in monday_health if h["server_utc_offset_s"] == after_s]
-    assert switched, [h["server_utc_offset_s"] for h in monday_health]
-    first_switched = switched[0]["time_msc"]
-    assert first_switched < weekend.open_utc * 1000 + 12_000  # before the quiet spell
-    assert {h["server_utc_offset_s"] for h in monday_health if h["time_msc"] >= first_switched} == {after_s}
+    on_friday = {s for t, s in offsets if first_tick_utc_ms + 1000 <= t < weekend.close_utc * 1000}
+    assert on_friday == {before_s}, offsets
+    on_monday = [(t, s) for t, s in offsets if t >= weekend.open_utc * 1000]
+    switched = [t for t, s in on_monday if s == after_s]
+    assert switched, on_monday
+    assert switched[0] < weekend.open_utc * 1000 + 12_000  # before the quiet spell
+    assert {s for t, s in on_monday if t >= switched[0]} == {after_s}
     assert health[-1]["late_ticks"] == 0 and health[-1]["status"] == "ok"
     assert health[-1]["source"] == "mt5"
     figures["offset_before_after_s"] = (before_s, after_s)
-    figures["offset_published_after_reopen_ms"] = round(first_switched - weekend.open_utc * 1000)
+    figures["offset_published_after_reopen_ms"] = round(switched[0] - weekend.open_utc * 1000)
     print(f"mt5 dst process {weekend.name}: " + " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
