@@ -14,18 +14,17 @@ libfaketime and the terminal's market moves with it, across a weekend and a DST 
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import NamedTuple
-from zoneinfo import ZoneInfo
 
 from tests.mt5_standin import TIMEFRAME_M1, MT5StandIn
 
-NEW_YORK = ZoneInfo("America/New_York")
 WINTER_OFFSET_S = 2 * 3600
 SUMMER_OFFSET_S = 3 * 3600
 MINUTE_MS = 60_000
@@ -37,10 +36,21 @@ SYMBOLS_ENV = "MT5_STANDIN_SYMBOLS"
 CLOCK_MARKET = "clock"
 
 
+@functools.cache
+def new_york_zone() -> tzinfo:
+    """America/New_York, loaded on first use: every process that imports the stand-in package
+    imports this module, and some fake their platform (tests/test_windows_path.py), which
+    ``zoneinfo``'s import does not survive."""
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo("America/New_York")
+
+
 def server_offset_s(utc_s: float) -> int:
     """The trade server's offset from UTC at ``utc_s``: it follows New York's daylight saving
     (2nd Sunday of March to 1st Sunday of November, 02:00 local)."""
-    return SUMMER_OFFSET_S if datetime.fromtimestamp(utc_s, NEW_YORK).dst() else WINTER_OFFSET_S
+    dst = datetime.fromtimestamp(utc_s, new_york_zone()).dst()
+    return SUMMER_OFFSET_S if dst else WINTER_OFFSET_S
 
 
 def server_ms(utc_ms: int) -> int:

@@ -23,7 +23,6 @@ import pytest
 import zmq
 
 from tests.mt5_market import (
-    NEW_YORK,
     SUMMER_OFFSET_S,
     SYMBOLS,
     WINTER_OFFSET_S,
@@ -31,6 +30,7 @@ from tests.mt5_market import (
     MinuteBars,
     is_fx_open,
     market_environ,
+    new_york_zone,
     read_journal,
     server_ms,
     server_offset_s,
@@ -43,7 +43,7 @@ def utc(*fields: int) -> float:
 
 
 def new_york(*fields: int) -> float:
-    return datetime(*fields, tzinfo=NEW_YORK).timestamp()
+    return datetime(*fields, tzinfo=new_york_zone()).timestamp()
 
 
 # -- the broker's clock and week ------------------------------------------------------------
