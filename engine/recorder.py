@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -156,6 +157,7 @@ class Recorder:
         self.through = ""
         self.received = self.rows = self.bytes = self.files = 0
         self.gaps = self.missed = self.gaps_repaired = 0
+        self.missed_by_kind: Counter[str] = Counter()
         self.duplicates = self.malformed = self.dropped = self.rows_lost = 0
         self.write_error = ""
 
@@ -259,6 +261,7 @@ class Recorder:
         here; this is where they will be asked for again once the engine journals ticks."""
         self.gaps += 1
         self.missed += gap.missed
+        self.missed_by_kind[gap.topic.split(":", 1)[0]] += gap.missed
         self._log.warning("gap", "missed %d messages of %s (seq %d..%d, epoch %d); %d gaps so far",
                           gap.missed, gap.topic, gap.first, gap.last, gap.epoch, self.gaps)
 
@@ -313,6 +316,7 @@ class Recorder:
             "messages_total": self.received,
             "gaps": self.gaps,
             "missed": self.missed,
+            "missed_by_kind": dict(self.missed_by_kind),
             "gaps_repaired": self.gaps_repaired,
             "duplicates": self.duplicates,
             "malformed": self.malformed,
