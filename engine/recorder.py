@@ -20,6 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import zmq
 import zmq.backend
 
@@ -37,7 +38,7 @@ from engine.config import (
     writable_file,
 )
 from engine.logs import RateLimitedLog, setup_logging
-from engine.protocol import ProtocolError, health_topic
+from engine.protocol import ProtocolError, TickEncoder, health_topic
 from engine.recording import (
     KINDS,
     LOCK_FILE,
@@ -48,11 +49,13 @@ from engine.recording import (
     RecordingError,
     Topic,
     file_name,
+    fits_int64,
     parse_topic,
     read_record,
     resume,
     table_of,
     temporary_files,
+    tick_tables,
     write_atomic,
     write_state,
 )
@@ -72,7 +75,7 @@ EXIT_CANNOT_START = 2
 class RecorderConfig(Settings):
     """Every recorder setting; each field's metadata names its variable and the rules it follows."""
 
-    record_dir: str = field(default="", metadata=setting("RECORD_DIR", non_empty))
+    record_dir: str = field(default="recording", metadata=setting("RECORD_DIR", non_empty))
     bus_endpoint: str = field(default="tcp://127.0.0.1:5555", metadata=setting("BUS_ENDPOINT", endpoint))
     bus_pub_endpoint: str = field(default="tcp://127.0.0.1:5557",
                                   metadata=setting("BUS_PUB_ENDPOINT", endpoint))
@@ -94,7 +97,7 @@ class RecorderConfig(Settings):
 
 
 _FLAGS = (
-    ("--dir", "record_dir", "the recording directory (env RECORD_DIR)"),
+    ("--dir", "record_dir", "the recording directory (env RECORD_DIR, default recording)"),
     ("--flush-s", "flush_s", "write chunks at least this often, seconds (env RECORD_FLUSH_S, default 1)"),
     ("--flush-rows", "flush_rows", "... or once this many rows wait (env RECORD_FLUSH_ROWS, default 100000)"),
     ("--bus-endpoint", "bus_endpoint", "env BUS_ENDPOINT"),
@@ -144,6 +147,8 @@ class Recorder:
         self._stop = StopFlag()
         self._chunks = Chunks(config.flush_s, config.flush_rows)
         self._topics: dict[bytes, tuple[str, Topic] | None] = {}
+        # Tick frames not read yet, by topic: read at once after each drain of the socket.
+        self._ticks: dict[str, tuple[TickEncoder, list[bytes]]] = {}
         self._log = RateLimitedLog(log, interval_s=5.0)
         self._started = time.monotonic()
         self._window = (self._started, 0)
@@ -203,6 +208,7 @@ class Recorder:
             now = time.monotonic()
             wait_s = self.config.flush_s - (now - self._chunks.oldest) if self._chunks.rows else 0.1
             if sub.poll(max(1, min(100, int(wait_s * 1000)))):
+                received = time.monotonic()
                 for _ in range(DRAIN):
                     try:
                         frames = [recv(zmq.NOBLOCK)]
@@ -210,7 +216,8 @@ class Recorder:
                         break
                     while sub.rcvmore:
                         frames.append(recv())
-                    self.handle(frames)
+                    self.handle(frames, received)
+                self.read_ticks(received)
             now = time.monotonic()
             if self._chunks.due(now):
                 self.flush()
@@ -218,13 +225,20 @@ class Recorder:
                 next_health = now + HEALTH_INTERVAL_S
                 self._pub.publish(health_topic(COMPONENT), self.health())
 
-    def handle(self, frames: list[bytes]) -> None:
-        """One bus message; never raises: a bad one is counted and logged at a bounded rate."""
+    def handle(self, frames: list[bytes], now: float) -> None:
+        """One bus message received at ``now`` (monotonic s); never raises: a bad one is counted
+        and logged at a bounded rate."""
         self.received += 1
         try:
             if len(frames) != 2:
                 raise ProtocolError(f"expected 2 frames, got {len(frames)}")
             topic, record_topic = self._topic(frames[0])
+            ticks = record_topic.ticks
+            if ticks is not None:
+                if len(frames[1]) == ticks.size:  # the engine's tick layout: read with the others
+                    self._ticks.setdefault(topic, (ticks, []))[1].append(frames[1])
+                    return
+                self._read_ticks_of(topic, now)  # those before it first
             record = read_record(record_topic, frames[1])
         except ProtocolError as exc:
             self.malformed += 1
@@ -237,9 +251,36 @@ class Recorder:
         if not fresh:
             self.duplicates += 1
         elif record.partition is not None:
-            self._chunks.add(topic, record, time.monotonic())
-            if self._chunks.rows >= self.config.flush_rows:
-                self.flush()
+            self._chunks.add(topic, record, now)
+
+    def read_ticks(self, now: float) -> None:
+        """Read the tick frames gathered since the last call, a topic's at once."""
+        for topic in list(self._ticks):
+            self._read_ticks_of(topic, now)
+
+    def _read_ticks_of(self, topic: str, now: float) -> None:
+        encoder, frames = self._ticks.pop(topic, (None, None))
+        if not frames:
+            return
+        values, written = encoder.values_of(frames)
+        written &= fits_int64(values)
+        if not written.all():
+            self.malformed += int((~written).sum())
+            self._log.warning("malformed", "skipped tick frames of %s not in the engine's layout or "
+                              "range (%d malformed so far)", topic, self.malformed)
+            values = values[written]
+            if not len(values):
+                return
+        keep, gaps = self.positions.accept_many(topic, values["epoch"].astype(np.int64),
+                                                values["seq"].astype(np.int64))
+        for gap in gaps:
+            self.on_gap(gap)
+        if keep is not None:
+            self.duplicates += int((~keep).sum())
+            values = values[keep]
+        if len(values):
+            for partition, table, last in tick_tables(encoder.symbol, values):
+                self._chunks.add_table(topic, partition, table, last, now)
 
     def _topic(self, raw: bytes) -> tuple[str, Topic]:
         known = self._topics.get(raw)
@@ -267,6 +308,7 @@ class Recorder:
 
     def flush(self) -> None:
         """Write every buffered chunk (a file per partition), then the positions they reach."""
+        self.read_ticks(time.monotonic())
         chunks = self._chunks.take()
         for partition, chunk in chunks:
             table, dropped = table_of(KINDS[partition.kind], chunk)

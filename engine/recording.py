@@ -28,10 +28,12 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -44,6 +46,7 @@ from engine.protocol import (
     TICK,
     TICK_FIELDS,
     ProtocolError,
+    TickEncoder,
     decode,
     topic_parts,
     validate_symbol,
@@ -54,7 +57,9 @@ STATE_FILE = "_recorder.json"
 LOCK_FILE = "_recorder.lock"
 POSITIONS_KEY = b"mt5_positions"  # the footer's per-topic [epoch, seq] of the last row
 SUFFIX = ".parquet"
-COMPRESSION = "zstd"  # measured: smaller and faster to write than snappy for tick columns
+# Measured on tick columns: zstd without dictionary pages writes 0.3 µs a row at 5 bytes a row;
+# with them 0.7 µs at 8, snappy 0.2 µs at 14.
+COMPRESSION = "zstd"
 DAY_MS = 86_400_000
 _STAMP = (("seq", pa.int64()), ("epoch", pa.int64()))
 _LEVELS = pa.list_(pa.list_(pa.float64()))  # a book side: [[price, volume], ...]
@@ -77,9 +82,11 @@ class Kind:
     closed_only: bool = False  # only closed bars / values are recorded
     extra_values: bool = False  # further fields are float64 values (indicator outputs)
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.columns)
+    def __post_init__(self) -> None:
+        names = tuple(name for name, _ in self.columns)
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "row_of", itemgetter(*names))  # a payload's row, in C
+        object.__setattr__(self, "schema", pa.schema(self.columns))
 
 
 def _columns(fields: tuple[str, ...], types: dict[str, pa.DataType]) -> tuple[tuple[str, pa.DataType], ...]:
@@ -117,11 +124,13 @@ class Partition(NamedTuple):
 
 
 class Topic(NamedTuple):
-    """What a recorded topic's name tells: its dataset, symbol and timeframe (or '')."""
+    """What a recorded topic's name tells: its dataset, symbol and timeframe (or ''); for a
+    tick topic, the engine's frame layout for the symbol (``TickEncoder``)."""
 
     kind: Kind
     symbol: str
     timeframe: str
+    ticks: TickEncoder | None = None
 
 
 def parse_topic(raw: bytes) -> Topic:
@@ -136,7 +145,8 @@ def parse_topic(raw: bytes) -> Topic:
         raise ProtocolError(f"not a recorded topic: {raw[:80]!r}")
     if with_timeframe and parts[1] not in TIMEFRAMES:
         raise ProtocolError(f"unknown timeframe in {raw[:80]!r}")
-    return Topic(kind, validate_symbol(parts[0]), parts[1] if with_timeframe else "")
+    symbol = validate_symbol(parts[0])
+    return Topic(kind, symbol, parts[1] if with_timeframe else "", TickEncoder(symbol) if name == TICK else None)
 
 
 class Record(NamedTuple):
@@ -149,18 +159,20 @@ class Record(NamedTuple):
     extra: dict[str, Any] | None  # an ind: payload's values
 
 
-_DATES: dict[int, str] = {}
+_PARTITIONS: dict[tuple[str, str, int], Partition] = {}
 
 
-def day_of(time_ms: int) -> str:
-    """``YYYY-MM-DD`` of a time in ms (the payload's clock)."""
-    day = time_ms // DAY_MS
-    date = _DATES.get(day)
-    if date is None:
-        if len(_DATES) > 4096:
-            _DATES.clear()
-        date = _DATES[day] = time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
-    return date
+def partition_of(kind: str, symbol: str, time_ms: int) -> Partition:
+    """The partition of a row of ``symbol`` at ``time_ms`` (the payload's clock); one object per
+    partition, so the per-message cost is a lookup."""
+    key = (kind, symbol, time_ms // DAY_MS)
+    partition = _PARTITIONS.get(key)
+    if partition is None:
+        if len(_PARTITIONS) > 100_000:
+            _PARTITIONS.clear()
+        date = time.strftime("%Y-%m-%d", time.gmtime(key[2] * 86_400))
+        partition = _PARTITIONS[key] = Partition(kind, symbol, date)
+    return partition
 
 
 def read_record(topic: Topic, payload: bytes) -> Record:
@@ -178,14 +190,38 @@ def read_record(topic: Topic, payload: bytes) -> Record:
     when = data.get(kind.time_field)
     if type(when) is not int or not 0 <= when <= _INT64_MAX // kind.time_ms:
         raise ProtocolError(f"{kind.time_field} must be a non-negative integer")
-    row = tuple(data.get(name) for name in kind.names)
+    try:
+        row = kind.row_of(data)
+    except KeyError as exc:
+        raise ProtocolError(f"no {exc.args[0]!r} field") from None
     extra = None
     if kind.extra_values:
         fixed = kind.names
         extra = {k: v for k, v in data.items() if k not in fixed and k != "symbol"}
         if len(extra) > MAX_VALUES:
             raise ProtocolError(f"more than {MAX_VALUES} indicator values")
-    return Record(epoch, seq, Partition(kind.name, topic.symbol, day_of(when * kind.time_ms)), row, extra)
+    return Record(epoch, seq, partition_of(kind.name, topic.symbol, when * kind.time_ms), row, extra)
+
+
+def tick_tables(symbol: str, values: np.ndarray) -> Iterator[tuple[Partition, pa.Table, tuple[int, int]]]:
+    """Ticks read at once (``TickEncoder.values_of``, stamps already checked) as tables of the
+    tick schema, one per date, each with the ``(epoch, seq)`` of its last row."""
+    kind = KINDS[TICK]
+    columns = {name: values[name].astype(type_.to_pandas_dtype()) for name, type_ in kind.columns}
+    days = columns["time_msc"] // DAY_MS
+    bounds = np.flatnonzero(np.diff(days)) + 1  # a symbol's ticks are in time order
+    for start, end in zip((0, *bounds.tolist()), (*bounds.tolist(), len(days))):
+        table = pa.table({name: column[start:end] for name, column in columns.items()}, schema=kind.schema)
+        last = (int(columns["epoch"][end - 1]), int(columns["seq"][end - 1]))
+        yield partition_of(TICK, symbol, int(columns["time_msc"][start])), table, last
+
+
+def fits_int64(values: np.ndarray) -> np.ndarray:
+    """Which ticks have every unsigned field within int64 and a ``seq`` of at least 1."""
+    fits = values["seq"] >= 1
+    for name in ("volume", "time_msc", "flags", "seq", "epoch"):
+        fits &= values[name] <= _INT64_MAX
+    return fits
 
 
 # -- chunks ---------------------------------------------------------------------------------
@@ -194,11 +230,12 @@ def read_record(topic: Topic, payload: bytes) -> Record:
 class Chunk:
     """The rows of one partition waiting to be written, and the last stamp per topic in them."""
 
-    __slots__ = ("rows", "extras", "positions")
+    __slots__ = ("rows", "extras", "tables", "positions")
 
     def __init__(self) -> None:
         self.rows: list[tuple[Any, ...]] = []
         self.extras: list[dict[str, Any]] = []
+        self.tables: list[pa.Table] = []  # rows read as columns (ticks), before and after ``rows``
         self.positions: dict[str, tuple[int, int]] = {}
 
 
@@ -206,13 +243,19 @@ def table_of(kind: Kind, chunk: Chunk) -> tuple[pa.Table, int]:
     """The chunk as an Arrow table of the kind's schema, and how many rows were dropped
     because a field did not fit its type (checked row by row only when the fast path fails)."""
     rows, extras = chunk.rows, chunk.extras
+    dropped = 0
     try:
         table = _table(kind, rows, extras)
-        dropped = 0
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
         keep = [i for i in range(len(rows)) if _fits(kind, rows[i], extras[i] if extras else None)]
         dropped = len(rows) - len(keep)
         table = _table(kind, [rows[i] for i in keep], [extras[i] for i in keep] if extras else [])
+    if chunk.tables:
+        # Rows come in order of arrival within a topic; a tick topic's rows are all columns
+        # but for the rare frame of another layout, whose place among them is kept by stamp.
+        table = pa.concat_tables([*chunk.tables, table]) if rows else pa.concat_tables(chunk.tables)
+        if rows:
+            table = table.sort_by([("epoch", "ascending"), ("seq", "ascending")])
     positions = {topic: list(position) for topic, position in sorted(chunk.positions.items())}
     return table.replace_schema_metadata({POSITIONS_KEY: json.dumps(positions).encode()}), dropped
 
@@ -265,6 +308,17 @@ class Chunks:
             self.oldest = now
         self.rows += 1
 
+    def add_table(self, topic: str, partition: Partition, table: pa.Table, last: tuple[int, int],
+                  now: float) -> None:
+        chunk = self._chunks.get(partition)
+        if chunk is None:
+            chunk = self._chunks[partition] = Chunk()
+        chunk.tables.append(table)
+        chunk.positions[topic] = last
+        if not self.rows:
+            self.oldest = now
+        self.rows += table.num_rows
+
     def due(self, now: float) -> bool:
         return self.rows >= self.flush_rows or (self.rows > 0 and now - self.oldest >= self.flush_s)
 
@@ -289,7 +343,7 @@ def write_atomic(path: Path, table: pa.Table) -> int:
     flushed to disk and renamed: ``path`` is whole or absent. Returns its size in bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression=COMPRESSION)
+    pq.write_table(table, tmp, compression=COMPRESSION, use_dictionary=False)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -389,6 +443,26 @@ class Positions:
 
     def __init__(self, known: dict[str, tuple[int, int]] | None = None) -> None:
         self.last: dict[str, tuple[int, int]] = dict(known or {})
+
+    def accept_many(self, topic: str, epochs: np.ndarray, seqs: np.ndarray) -> tuple[np.ndarray | None, list[Gap]]:
+        """``accept`` for messages read at once: (a mask of those to record, or None for all;
+        the gaps before them). One epoch and rising seqs, the usual case, cost no loop."""
+        first_epoch = int(epochs[0])
+        fresh, gap = self.accept(topic, first_epoch, int(seqs[0]))
+        gaps = [gap] if gap is not None else []
+        steps = np.diff(seqs)
+        if fresh and (epochs == first_epoch).all() and (steps > 0).all():
+            gaps += [Gap(topic, first_epoch, int(seqs[i]) + 1, int(seqs[i + 1]) - 1)
+                     for i in np.flatnonzero(steps > 1).tolist()]
+            self.last[topic] = (first_epoch, int(seqs[-1]))
+            return None, gaps
+        keep = [fresh]
+        for epoch, seq in zip(epochs[1:].tolist(), seqs[1:].tolist()):
+            fresh, gap = self.accept(topic, epoch, seq)
+            keep.append(fresh)
+            if gap is not None:
+                gaps.append(gap)
+        return np.array(keep), gaps
 
     def accept(self, topic: str, epoch: int, seq: int) -> tuple[bool, Gap | None]:
         """``(record it, the gap before it or None)``."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +36,13 @@ from engine.recording import (
     write_state,
 )
 from engine.sources.recording_reader import price_digits
+from engine.recorder import RecorderConfig
 from tests.procs import ChildProcess, EngineProcess, ServiceProcess, collect, subscriber
+from tests.test_readme import readme_block
+from tests.test_config import (
+    test_every_component_checks_its_endpoints_log_level_and_log_file as endpoint_rules,
+    test_every_numeric_setting_of_every_component_has_a_rule as numeric_rules,
+)
 
 FLUSH_S = 1.0  # the recorder's default
 
@@ -177,14 +185,31 @@ def play(started, zmq_ctx, engine: EngineProcess) -> list:
     return messages
 
 
+def caught_up(health, seconds: float = 30.0) -> dict:
+    """The recorder's health once it has read nothing new for a health interval."""
+    previous: dict = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for _, current in collect(health, until=bool, seconds=2.0):
+            if previous and current["messages_total"] == previous["messages_total"]:
+                return current
+            previous = current
+    raise TimeoutError(f"the recorder is still reading: {previous}")
+
+
 def test_replaying_a_recording_rebuilds_the_same_closed_candles(started, zmq_ctx, tmp_path):
     export = tmp_path / "ticks.csv"
-    write_two_symbol_ticks(export, minutes=200)
+    write_two_symbol_ticks(export, minutes=600)
     recording = tmp_path / "recording"
-    speed = ["--replay-speed", "3000", "--timeframes", "M1,M5,M15,H1"]
+    # As fast as possible: bars then close on ticks alone (at a finite speed the clock may
+    # close one before its last tick is polled, differently in each run). No forming updates:
+    # the burst of ticks and closed bars fits every subscriber's queue.
+    speed = ["--replay-speed", "0", "--timeframes", "M1,M5,M15,H1", "--forming-throttle-ms", "86400000"]
     engine = EngineProcess(["--source", "replay", "--replay-file", str(export), *speed])
     recorder = start_recorder(started, engine, recording)  # connects before the engine binds
+    health = subscriber(zmq_ctx, engine.bus, b"health:recorder:")
     messages = play(started, zmq_ctx, engine)
+    caught_up(health)
     assert recorder.stop() == 0
     engine.stop()
     live = closed_candles(messages)
@@ -194,14 +219,19 @@ def test_replaying_a_recording_rebuilds_the_same_closed_candles(started, zmq_ctx
     common = stored.keys() & live.keys()
     assert len(common) >= 0.9 * len(live) and all(stored[k] == live[k] for k in common)
 
-    first_tick_s = min(r["time_msc"] for r in recorded(recording, "tick")) // 1000
+    ticks = recorded(recording, "tick")
+    for symbol in ("EURUSD", "GBPUSD"):  # every tick from the recorder's first to the last one
+        seqs = sorted(r["seq"] for r in ticks if r["symbol"] == symbol)
+        assert seqs == list(range(seqs[0], 600 * 60 + 1))
+    first_tick_s = min(r["time_msc"] for r in ticks) // 1000
     replayed = closed_candles(play(started, zmq_ctx, EngineProcess(
         ["--source", "replay", "--replay-file", str(recording), *speed])))
     # Bars that opened before the recording's first tick are partial in it; the rest must match.
     whole = {k for k in live if k[2] > first_tick_s}
     compared = whole & replayed.keys()
     assert len(compared) >= 0.9 * len(whole), (len(compared), len(whole))
-    assert {k: replayed[k] for k in compared} == {k: live[k] for k in compared}
+    differing = {k: (replayed[k], live[k]) for k in sorted(compared) if replayed[k] != live[k]}
+    assert not differing, [(k, {f: (a[f], b[f]) for f in a if a[f] != b[f]}) for k, (a, b) in list(differing.items())[:5]]
     by_tf = {tf: sum(1 for k in compared if k[1] == tf) for tf in ("M1", "M5", "M15", "H1")}
     print(f"\nrecorded {len(stored)} closed candles ({len(common)} checked against the bus); the "
           f"recording replayed rebuilt {len(compared)} of {len(whole)} whole bars identically: {by_tf}")
@@ -241,8 +271,9 @@ def test_recorder_refuses_a_directory_it_cannot_record_into(started, tmp_path):
     assert holder.proc.poll() is None
 
 
-def test_service_runs_the_recorder_with_record(started, zmq_ctx, tmp_path):
-    service = ServiceProcess(["--workers", "1", "--no-bridge", "--record", str(tmp_path), "--rate", "200"])
+def test_service_runs_the_recorder_with_record_and_the_readme_query_reads_it(started, zmq_ctx, tmp_path):
+    recording = tmp_path / "recording"
+    service = ServiceProcess(["--workers", "1", "--no-bridge", "--record", str(recording), "--rate", "200"])
     started.append(service)
     sub = subscriber(zmq_ctx, service.engine.bus, b"health:recorder:")
     service.start()
@@ -251,7 +282,13 @@ def test_service_runs_the_recorder_with_record(started, zmq_ctx, tmp_path):
     assert health and health[-1][1]["files_total"] > 0, service.output()
     assert service.stop() == 0
     assert "[recorder] mt5-recorder: recording" in service.output()
-    assert recorded(tmp_path, "tick") and recorded(tmp_path, "book")
+    assert recorded(recording, "tick") and recorded(recording, "book")
+    query = subprocess.run([sys.executable, "-c", readme_block("recording-query")], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=60)
+    assert query.returncode == 0, query.stderr
+    count, rest = query.stdout.split(" ", 1)
+    eurusd = [r for r in recorded(recording, "tick") if r["symbol"] == "EURUSD"]
+    assert int(count) == len(eurusd) > 0 and rest.startswith("EURUSD ticks, last bid")
 
 
 def test_recorder_counts_bad_indicator_messages_and_keeps_recording(start_engine, started, zmq_ctx, tmp_path):
@@ -349,6 +386,11 @@ def test_resume_reads_past_the_state_to_files_written_after_it(tmp_path):
     (tmp_path / STATE_FILE).write_text("{")
     with pytest.raises(ValueError, match="unreadable"):
         resume(tmp_path, now_ms=0)
+
+
+@pytest.mark.parametrize("check", [numeric_rules, endpoint_rules], ids=["numeric", "endpoints"])
+def test_recorder_settings_follow_every_component_rule(check, tmp_path):
+    check(RecorderConfig, tmp_path) if check is endpoint_rules else check(RecorderConfig)
 
 
 def test_price_digits():
