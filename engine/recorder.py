@@ -236,7 +236,10 @@ class Recorder:
             ticks = record_topic.ticks
             if ticks is not None:
                 if len(frames[1]) == ticks.size:  # the engine's tick layout: read with the others
-                    self._ticks.setdefault(topic, (ticks, []))[1].append(frames[1])
+                    pending = self._ticks.get(topic)
+                    if pending is None:
+                        pending = self._ticks[topic] = (ticks, [])
+                    pending[1].append(frames[1])
                     return
                 self._read_ticks_of(topic, now)  # those before it first
             record = read_record(record_topic, frames[1])

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.client import RpcClient
-from engine.protocol import encode, indicator_topic, tick_topic
+from engine.models import Tick
+from engine.protocol import TickEncoder, encode, indicator_topic, tick_topic
 from engine.recording import (
     KINDS,
     STATE_FILE,
@@ -36,7 +37,7 @@ from engine.recording import (
     write_state,
 )
 from engine.sources.recording_reader import price_digits
-from engine.recorder import RecorderConfig
+from engine.recorder import Recorder, RecorderConfig
 from tests.procs import ChildProcess, EngineProcess, ServiceProcess, collect, subscriber
 from tests.test_readme import readme_block
 from tests.test_config import (
@@ -395,3 +396,29 @@ def test_recorder_settings_follow_every_component_rule(check, tmp_path):
 
 def test_price_digits():
     assert [price_digits(p) for p in (1.0851, 149.5, 2.0, 1.08123, 0.1 + 0.2)] == [4, 1, 0, 5, 10]
+
+
+def test_tick_frames_are_read_as_columns_and_others_keep_their_place(tmp_path):
+    """The engine's tick frames are read together; a tick of another encoding (a negative
+    volume), a duplicate, a gap and a forged frame of the right length each go their way."""
+    recorder = Recorder(RecorderConfig(record_dir=str(tmp_path)))
+    encoder, topic = TickEncoder("EURUSD"), tick_topic("EURUSD")
+    t0 = 1704153600000
+
+    def tick(seq: int, volume: int = 1) -> bytes:
+        return encoder.encode(1.1 + seq / 1e5, 1.2, 0.0, volume, t0 + seq, 6, 1.5, seq, 7)
+
+    forged = bytearray(tick(9))
+    forged[forged.index(b"bid") + 1] = ord("x")  # a key the engine never writes, same length
+    frames = [tick(1), tick(2), tick(3), encode({**Tick("EURUSD", t0 + 4, 1.1, 1.2, 0.0, -1).to_payload(),
+                                                 "seq": 4, "epoch": 7}),
+              tick(5), tick(7), tick(3), bytes(forged), tick(8)]
+    for frame in frames:
+        recorder.handle([topic, frame], 0.0)
+    recorder.flush()
+    rows = recorded(tmp_path, "tick")
+    assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5, 7, 8]
+    assert [r["volume"] for r in rows] == [1, 1, 1, -1, 1, 1, 1] and rows[0]["volume_real"] == 1.5
+    assert (recorder.gaps, recorder.missed, recorder.duplicates, recorder.malformed) == (1, 1, 1, 1)
+    values, written = encoder.values_of([tick(1), bytes(forged)])
+    assert written.tolist() == [True, False] and values["seq"][0] == 1 and values["bid"][0] == 1.1 + 1 / 1e5
