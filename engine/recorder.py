@@ -16,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -69,6 +69,7 @@ HEALTH_INTERVAL_S = 1.0
 DRAIN = 10_000  # messages read per wake-up before the clock is looked at again
 MAX_TOPICS = 100_000  # parsed topic names kept; the engine's are bounded by symbols x timeframes
 EXIT_CANNOT_START = 2
+_RCVMORE = int(zmq.RCVMORE)
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,10 @@ class Recorder:
 
     def run(self) -> None:
         sub = self._sub
-        recv = zmq.backend.Socket.recv.__get__(sub)  # compiled recv: a µs a frame, not several
+        # pyzmq's compiled recv and getsockopt: a µs a frame, where the attribute sugar
+        # (``sub.rcvmore``) costs several.
+        recv = zmq.backend.Socket.recv.__get__(sub)
+        more = partial(zmq.backend.Socket.get.__get__(sub), _RCVMORE)
         next_health = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
@@ -214,7 +218,7 @@ class Recorder:
                         frames = [recv(zmq.NOBLOCK)]
                     except zmq.Again:
                         break
-                    while sub.rcvmore:
+                    while more():
                         frames.append(recv())
                     self.handle(frames, received)
                 self.read_ticks(received)
