@@ -297,7 +297,8 @@ class Recorder:
             if len(self._topics) >= MAX_TOPICS:
                 self._topics.clear()
             try:
-                known = (raw.decode(), parse_topic(raw))
+                parsed = parse_topic(raw)  # first: it refuses a name that is not UTF-8
+                known = (raw.decode(), parsed)
             except ProtocolError:
                 self._topics[raw] = None
                 raise

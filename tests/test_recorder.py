@@ -351,7 +351,7 @@ def test_records_go_to_their_symbol_and_market_date_and_forming_bars_are_not_wri
     for bad in ({**bar, "timeframe": "M1"}, {**bar, "seq": -1}, {**bar, "time": "x"}, {**bar, "symbol": "X"}):
         with pytest.raises(ValueError):
             read_record(topic, encode(bad))
-    for raw in (b"account:", b"candle:EURUSD:", b"candle:EURUSD:M7:", b"tick:EUR:USD:"):
+    for raw in (b"account:", b"candle:EURUSD:", b"candle:EURUSD:M7:", b"tick:EUR:USD:", b"tick:\xff:"):
         with pytest.raises(ValueError):
             parse_topic(raw)
 
@@ -410,6 +410,8 @@ def test_tick_frames_are_read_as_columns_and_others_keep_their_place(tmp_path):
 
     forged = bytearray(tick(9))
     forged[forged.index(b"bid") + 1] = ord("x")  # a key the engine never writes, same length
+    recorder.handle([b"tick:\xff:", tick(1)], 0.0)  # a topic that is not UTF-8
+    recorder.handle([topic], 0.0)  # one frame
     frames = [tick(1), tick(2), tick(3), encode({**Tick("EURUSD", t0 + 4, 1.1, 1.2, 0.0, -1).to_payload(),
                                                  "seq": 4, "epoch": 7}),
               tick(5), tick(7), tick(3), bytes(forged), tick(8)]
@@ -419,6 +421,6 @@ def test_tick_frames_are_read_as_columns_and_others_keep_their_place(tmp_path):
     rows = recorded(tmp_path, "tick")
     assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5, 7, 8]
     assert [r["volume"] for r in rows] == [1, 1, 1, -1, 1, 1, 1] and rows[0]["volume_real"] == 1.5
-    assert (recorder.gaps, recorder.missed, recorder.duplicates, recorder.malformed) == (1, 1, 1, 1)
+    assert (recorder.gaps, recorder.missed, recorder.duplicates, recorder.malformed) == (1, 1, 1, 3)
     values, written = encoder.values_of([tick(1), bytes(forged)])
     assert written.tolist() == [True, False] and values["seq"][0] == 1 and values["bid"][0] == 1.1 + 1 / 1e5
