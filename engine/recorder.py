@@ -1,7 +1,7 @@
-"""``mt5-recorder``: subscribe to the bus and write ticks, closed candles, closed indicator
-values and books to Parquet (the layout: ``engine.recording``).
+"""``mt5-recorder``: record the bus' ticks, closed candles, indicator values and books to Parquet.
 
-It is one more subscriber: a SUB with a high-water mark, so it never holds the bus back; if it
+The layout of a recording is ``engine.recording``'s. The recorder is one more subscriber: a SUB
+with a high-water mark, so it never holds the bus back; if it
 falls behind, the bus drops what it cannot queue and the recorder sees the ``seq`` gaps, which
 it counts. Every gap goes through ``Recorder.on_gap``. A restarted recorder resumes from the
 positions its own files and ``_recorder.json`` record, never records a message twice, and
