@@ -1,11 +1,11 @@
 """``mt5-recorder``: record the bus' ticks, closed candles, indicator values and books to Parquet.
 
 The layout of a recording is ``engine.recording``'s. The recorder is one more subscriber: a SUB
-with a high-water mark, so it never holds the bus back; if it
-falls behind, the bus drops what it cannot queue and the recorder sees the ``seq`` gaps, which
-it counts. Every gap goes through ``Recorder.on_gap``. A restarted recorder resumes from the
-positions its own files and ``_recorder.json`` record, never records a message twice, and
-writes new files only. It publishes ``health:recorder:`` every second.
+with a high-water mark, so it never holds the bus back; if it falls behind, the bus drops what
+it cannot queue and the recorder sees the ``seq`` gaps, which it counts. Every gap goes through
+``Recorder.on_gap``. A restarted recorder resumes from the positions its own files and
+``_recorder.json`` record, never records a message twice, and writes new files only. It
+publishes ``health:recorder:`` every second.
 """
 from __future__ import annotations
 
