@@ -51,6 +51,7 @@ from engine.protocol import (
     topic_parts,
     validate_symbol,
 )
+from engine.protocol import topic as topic_name  # ``topic`` names the parsed Topic below
 from engine.timeframes import TIMEFRAMES
 
 STATE_FILE = "_recorder.json"
@@ -109,7 +110,7 @@ KINDS: dict[str, Kind] = {
         Kind(BOOK, _columns(BOOK_FIELDS, {"time_msc": _I, "bids": _LEVELS, "asks": _LEVELS}), "time_msc", 1),
     )
 }
-PREFIXES = tuple(f"{name}:".encode() for name in KINDS)  # what the recorder subscribes to
+PREFIXES = tuple(topic_name(name) for name in KINDS)  # what the recorder subscribes to
 
 
 class Partition(NamedTuple):
