@@ -392,18 +392,17 @@ class Resume:
 
 def resume(root: Path, now_ms: int) -> Resume:
     """Read ``_recorder.json`` and the footers of the files written after it (a crash between
-    a file and the state), so positions cover every finished file. The run is later than
-    every run that wrote a file here."""
+    a file and the state), so positions cover every finished file; without a readable state
+    (none yet, or cut short by a power loss), every footer. The run is later than every run
+    that wrote a file here."""
     positions: dict[str, tuple[int, int]] = {}
     last_run, through = 0, ""
-    state_path = root / STATE_FILE
-    if state_path.exists():
-        try:
-            state = json.loads(state_path.read_text())
-            last_run, through = int(state["run"]), str(state["through"])
-            positions = {t: (int(p[0]), int(p[1])) for t, p in state["positions"].items()}
-        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-            raise RecordingError(f"{state_path}: unreadable ({exc}); move it away to start afresh") from None
+    try:
+        state = json.loads((root / STATE_FILE).read_text())
+        last_run, through = int(state["run"]), str(state["through"])
+        positions = {t: (int(p[0]), int(p[1])) for t, p in state["positions"].items()}
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        positions, last_run, through = {}, 0, ""
     for path in data_files(root):
         last_run = max(last_run, _run_of(path))
         if path.name > through:
