@@ -1,4 +1,5 @@
-"""``mt5-service``: the engine, N indicator workers and the bridge as separate OS processes.
+"""``mt5-service``: the engine, N indicator workers, the bridge and (``--record DIR``) the
+recorder as separate OS processes.
 
 Each child is started as its own console script would run it, reads the same environment and
 ``.env``, and has its output streamed here line by line with a component prefix. A child that
@@ -184,7 +185,8 @@ class Launcher:
         }
 
 
-def build_children(workers: int, bridge: bool, env_file: str, engine_args: list[str]) -> list[Child]:
+def build_children(workers: int, bridge: bool, env_file: str, engine_args: list[str],
+                   record_dir: str = "") -> list[Child]:
     py = sys.executable
     children = [Child("engine", [py, "-m", "engine.cli", "--env-file", env_file, STDIN_FLAG, *engine_args],
                       takes_health=True)]
@@ -192,6 +194,9 @@ def build_children(workers: int, bridge: bool, env_file: str, engine_args: list[
                                             "--shard", f"{i}/{workers}"]) for i in range(workers)]
     if bridge:
         children.append(Child("bridge", [py, "-m", "bridge.cli", "--env-file", env_file]))
+    if record_dir:
+        children.append(Child("recorder", [py, "-m", "engine.recorder", "--env-file", env_file,
+                                           "--dir", record_dir]))
     return children
 
 
@@ -204,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="indicator workers (shards), default 1")
     parser.add_argument("--no-bridge", action="store_true", help="do not start the Socket.IO bridge")
     parser.add_argument("--env-file", default=".env", help="settings file for every child (default: .env)")
+    parser.add_argument("--record", metavar="DIR", default="",
+                        help="also run mt5-recorder, writing the bus to Parquet in DIR")
     args, engine_args = parser.parse_known_args(argv)
     if args.workers < 0:
         parser.error("--workers must be >= 0")
@@ -217,15 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     # Every child gets the engine's endpoints, also those given here as engine flags.
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "BUS_ENDPOINT": config.bus_endpoint,
                  "BUS_PUB_ENDPOINT": config.bus_pub_endpoint, "RPC_ENDPOINT": config.rpc_endpoint}
-    launcher = Launcher(build_children(args.workers, not args.no_bridge, args.env_file, engine_args), child_env)
+    launcher = Launcher(build_children(args.workers, not args.no_bridge, args.env_file, engine_args,
+                                       args.record), child_env)
     stop_on_signals(launcher.stop)
     ws = f"http://{env.get('WS_HOST') or '127.0.0.1'}:{env.get('WS_PORT') or '8765'}"
     print(
         f"mt5-service: engine + {args.workers} indicator worker(s)"
-        f"{'' if args.no_bridge else ' + bridge'}\n"
+        f"{'' if args.no_bridge else ' + bridge'}{' + recorder' if args.record else ''}\n"
         f"  bus (subscribe):   {config.bus_endpoint}\n"
         f"  rpc:               {config.rpc_endpoint}\n"
-        + ("" if args.no_bridge else f"  web (Socket.IO):   {ws}  (dashboard at /, health at /health)\n"),
+        + ("" if args.no_bridge else f"  web (Socket.IO):   {ws}  (dashboard at /, health at /health)\n")
+        + (f"  recording into:    {args.record}\n" if args.record else ""),
         flush=True,
     )
     return launcher.run()

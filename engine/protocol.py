@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import msgpack
+import numpy as np
 
 # Topic kinds. A topic is ``kind:part:part:`` -- always ending in ':'.
 TICK = "tick"
@@ -145,14 +146,37 @@ class TickEncoder:
     take ``encode``.
     """
 
-    __slots__ = ("symbol", "_prefix", "_pack")
+    __slots__ = ("symbol", "_prefix", "_pack", "size", "_layout")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         # The map's header (a fixmap: the tick's fields, seq and epoch) and its first entry.
         self._prefix = bytes([0x80 + len(TICK_FIELDS) + 2]) + _packer.pack("symbol") + _packer.pack(symbol)
         # The prefix packed with the rest spares a concatenation per tick.
-        self._pack = struct.Struct(f">{len(self._prefix)}s{_TICK_BODY}").pack
+        layout = struct.Struct(f">{len(self._prefix)}s{_TICK_BODY}")
+        self._pack, self.size = layout.pack, layout.size
+        self._layout: tuple[np.dtype, np.ndarray] | None = None
+
+    def values_of(self, frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """Frames of ``size`` bytes, read at once: a structured array of their values (fields
+        ``bid, ask, last, volume, time_msc, flags, volume_real, seq, epoch``, big-endian) and
+        a mask of the frames this encoder wrote (any other is read with ``decode``)."""
+        if self._layout is None:
+            names = (*TICK_FIELDS[1:], "seq", "epoch")
+            dtype = np.dtype([("head", f"V{len(self._prefix)}")] + [
+                field for i, (key, name) in enumerate(zip(_TICK_KEYS, names))
+                for field in ((f"key{i}", f"V{len(key)}"), (name, ">f8" if key[-1] == 0xCB else ">u8"))])
+            expected = np.zeros(1, dtype)
+            expected["head"] = np.void(self._prefix)
+            for i, key in enumerate(_TICK_KEYS):
+                expected[f"key{i}"] = np.void(key)
+            self._layout = (dtype, expected)
+        dtype, expected = self._layout
+        values = np.frombuffer(b"".join(frames), dtype)
+        written = values["head"] == expected["head"]
+        for i in range(len(_TICK_KEYS)):
+            written &= values[f"key{i}"] == expected[f"key{i}"]
+        return values, written
 
     def encode(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
                volume_real: float, seq: int, epoch: int) -> bytes:

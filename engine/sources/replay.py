@@ -16,6 +16,7 @@ Formats, recognised by the header line:
   before both BID and ASK are known are skipped. VOLUME is the tick's ``volume_real`` (its whole
   part the integer ``volume``); a blank VOLUME is 0. Blank FLAGS are inferred.
 * A plain CSV ``symbol,time_msc,bid,ask[,last,volume,flags]`` (several symbols allowed).
+* A directory: a recording made by ``mt5-recorder`` (``engine.sources.recording_reader``).
 
 For the MT5 exports, the symbol is ``REPLAY_SYMBOL`` or else the file name without its
 ``.csv``/``.txt``/``.tsv`` extension, up to the first ``_`` (MT5 names its exports like
@@ -47,6 +48,7 @@ from engine.models import (
 )
 from engine.protocol import ProtocolError, validate_symbol
 from engine.sources.base import MarketSource, SourceError
+from engine.sources.recording_reader import RecordingReader
 from engine.timeframes import TIMEFRAMES, Timeframe
 
 BATCH = 1000  # ticks per poll in "as fast as possible" mode
@@ -199,6 +201,10 @@ class _Replay:
 
     def __init__(self, path: Path, symbol: str) -> None:
         self.path = path
+        if path.is_dir():  # a recording (mt5-recorder's Parquet datasets), not an export
+            self.kind, self.file = "recording", RecordingReader(path)
+            self.infos, self.ticks = self.file.infos, self.file.ticks
+            return
         try:
             self.file = _open_text(path)
         except FileNotFoundError:
