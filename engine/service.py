@@ -42,6 +42,7 @@ from engine.rpc import RpcHandler, RpcServer
 from engine.security import CurveClient, CurveServer
 from engine.service_health import HealthReader
 from engine.signals import StopFlag
+from engine.tick_journal import TickJournal
 from engine.sources.base import MarketSource
 from engine.timeframes import TIMEFRAMES
 
@@ -158,6 +159,7 @@ class EngineService:
         self._pub: BusPublisher | None = None
         self._rpc: RpcServer | None = None
         self._sub: zmq.Socket | None = None
+        self._journal: TickJournal | None = None
         self._auth = None  # the ZAP handler thread, when CURVE is on
 
     # Lifecycle
@@ -186,6 +188,8 @@ class EngineService:
         self._rpc = RpcServer(self._ctx, cfg.rpc_endpoint, RpcHandler(self), curve)
         self.source.start()
         self._load_history()
+        self._journal = TickJournal(cfg.tick_journal, self._pub.epoch,
+                                    {name: info["point"] for name, info in self._infos.items()})
         # Everything loaded so far lives as long as the process: keep it out of the garbage
         # collector's full passes, which would otherwise stall publishing for milliseconds.
         gc.collect()
@@ -350,6 +354,10 @@ class EngineService:
         if not self._unaggregated:
             return
         ticks, self._unaggregated = self._unaggregated, []
+        # Every tick published since the last call is here, so a symbol's newest one carries
+        # its topic's last seq and the others count down from it.
+        last_seq, tick_out = self._pub.stamper.last_seq, self._tick_out
+        self._journal.append(ticks, lambda symbol: last_seq(tick_out[symbol][0]))
         latest, aggs = self._ticks, self._aggs
         for tick in ticks:
             latest[tick.symbol] = tick
