@@ -114,10 +114,10 @@ _packer = msgpack.Packer(use_bin_type=True)
 encode = _packer.pack
 
 
-def decode(data: bytes) -> dict[str, Any]:
+def decode(data: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     """Decode one payload; ``ProtocolError`` if it is not a msgpack map within the limits."""
-    if len(data) > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    if len(data) > max_bytes:
+        raise ProtocolError(f"payload of {len(data)} bytes exceeds {max_bytes}")
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
@@ -198,8 +198,14 @@ class Stamper:
 
 # RPC: request ``{"op": ..., ...}``; reply ``{"ok": True, "data": ...}`` or
 # ``{"ok": False, "error": {"code": ..., "message": ...}}``.
-RPC_OPS = ("symbols", "tick", "candles", "book", "account", "snapshot", "health")
+RPC_OPS = ("symbols", "tick", "candles", "ticks", "book", "account", "snapshot", "health")
 MAX_REQUEST_BYTES = 64 * 1024
+# Ticks in one ``ticks`` reply (about 1.3 MB of msgpack with their seq and epoch).
+MAX_TICKS = 10_000
+# Times a date range may name: epoch seconds up to the end of year 9999 (ms for ticks).
+MAX_TIME_S = 253_402_300_799
+# What a client decodes of one reply: larger than a bus payload, as a ``ticks`` reply may be.
+MAX_REPLY_BYTES = 4 * 1024 * 1024
 # A request is the client's envelope (REQ's empty delimiter, a proxy's routing ids) and a body:
 # more frames, or envelope frames longer than a routing id, are refused with bad_request.
 MAX_REQUEST_FRAMES = 8
@@ -238,6 +244,7 @@ class ErrorCode:
     UNKNOWN_SYMBOL = "unknown_symbol"
     UNKNOWN_TIMEFRAME = "unknown_timeframe"
     TOO_MANY = "too_many"
+    TOO_OLD = "too_old"  # the ticks after a seq are no longer journaled, or another epoch's
     UNAVAILABLE = "unavailable"
     TIMEOUT = "timeout"
     INTERNAL = "internal"

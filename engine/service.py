@@ -5,12 +5,14 @@ the RPC socket until the source's next tick is due, so requests are answered bet
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import gc
 import logging
 import select
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -29,7 +31,9 @@ from engine.protocol import (
     PUBLISHER_QUEUE_MESSAGES,
     SERVICE_COMPONENT,
     SUMMARY_TOPIC,
+    ErrorCode,
     ProtocolError,
+    RpcError,
     TickEncoder,
     book_topic,
     candle_topic,
@@ -42,7 +46,7 @@ from engine.rpc import RpcHandler, RpcServer
 from engine.security import CurveClient, CurveServer
 from engine.service_health import HealthReader
 from engine.signals import StopFlag
-from engine.tick_journal import TickJournal
+from engine.tick_journal import TickJournal, TooOld
 from engine.sources.base import MarketSource
 from engine.timeframes import TIMEFRAMES
 
@@ -79,6 +83,10 @@ PR_SET_TIMERSLACK = 29  # <linux/prctl.h>
 # Plain ints: pyzmq's enum flags cost a couple of µs per ``&`` on a path taken thousands of
 # times a second.
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+
+
+def _bar_time(payload: dict[str, Any]) -> int:
+    return payload["time"]
 
 
 def now_ms() -> int:
@@ -510,6 +518,54 @@ class EngineService:
 
     def candles(self, symbol: str, timeframe: str, count: int) -> list[dict[str, Any]]:
         return self._aggs[symbol].payloads(timeframe, count)
+
+    def candle_range(self, symbol: str, timeframe: str, from_s: int, to_s: int,
+                     count: int) -> list[dict[str, Any]]:
+        """Bars opening ``from_s..to_s`` (at most ``count``): those older than memory from the
+        source's store, the rest (the forming bar included) from memory."""
+        held = self._aggs[symbol].payloads(timeframe, self.max_candles + 1)
+        oldest = held[0]["time"] if held else to_s + 1
+        out: list[dict[str, Any]] = []
+        if from_s < oldest:
+            older = self._from_source("bars", oldest, lambda: self.source.candle_range(
+                symbol, TIMEFRAMES[timeframe], from_s, min(to_s, oldest - 1), count))
+            out = [c.to_payload(True) for c in older]
+        first = bisect.bisect_left(held, from_s, key=_bar_time)
+        last = bisect.bisect_right(held, to_s, key=_bar_time)
+        return out + held[first:min(last, first + count - len(out))]
+
+    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[dict[str, Any]]:
+        """Ticks stamped ``from_msc..to_msc`` (at most ``count``): those older than the journal
+        from the source's store, the rest from the journal. (A recording, ``--record DIR``,
+        would answer here, between the two, for ranges older than the journal.)"""
+        covers = self._journal.covers_from(symbol)
+        split = to_msc + 1 if covers is None else covers
+        out: list[dict[str, Any]] = []
+        if from_msc < split:
+            older = self._from_source("ticks", split, lambda: self.source.tick_range(
+                symbol, from_msc, min(to_msc, split - 1), count))
+            out = [t.to_payload() for t in older]
+        if len(out) < count and to_msc >= split:
+            out += self._journal.between(symbol, max(from_msc, split), to_msc, count - len(out))
+        return out
+
+    def ticks_since(self, symbol: str, epoch: int, after_seq: int, count: int) -> list[dict[str, Any]]:
+        try:
+            return self._journal.since(symbol, epoch, after_seq, count)
+        except TooOld as exc:
+            raise RpcError(ErrorCode.TOO_OLD, str(exc)) from None
+
+    def _from_source(self, what: str, held_from: int, read: Callable[[], list[Any] | None]) -> list[Any]:
+        """``read()`` from the source's store: ``unavailable`` if it keeps none or fails."""
+        try:
+            older = read()
+        except Exception as exc:  # a terminal call failing: that reply fails, nothing else
+            raise RpcError(ErrorCode.UNAVAILABLE, f"the {self.source.name} source could not read its "
+                                                  f"{what}: {type(exc).__name__}: {exc}") from None
+        if older is None:
+            raise RpcError(ErrorCode.UNAVAILABLE, f"the engine holds {what} from {held_from} on and the "
+                                                  f"{self.source.name} source keeps none older")
+        return older
 
     def book(self, symbol: str) -> dict[str, Any] | None:
         book = self.source.book(symbol, now_ms())

@@ -742,3 +742,20 @@ class MT5Source(MarketSource):
     def _shutdown(self) -> None:
         with self._api:
             self._mt5.shutdown()
+
+    # -- date ranges (asked from the engine's thread, which waits for a call in progress) ------
+
+    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[Tick] | None:
+        """``copy_ticks_range`` over the whole seconds holding the range (the package reads
+        dates in seconds), cut to the milliseconds asked for."""
+        arr = self._call("copy_ticks_range", symbol, from_msc // 1000, to_msc // 1000 + 1, COPY_TICKS_ALL)
+        times = arr["time_msc"]
+        lo = int(np.searchsorted(times, from_msc, "left"))
+        hi = min(int(np.searchsorted(times, to_msc, "right")), lo + count)
+        return ticks_from_array(symbol, arr[lo:max(lo, hi)])
+
+    def candle_range(self, symbol: str, timeframe: Timeframe, from_s: int, to_s: int,
+                     count: int) -> list[Candle] | None:
+        """``copy_rates_range``: the terminal's bars opening ``from_s..to_s``."""
+        arr = self._call("copy_rates_range", symbol, timeframe.code, from_s, to_s)
+        return candles_from_rates(symbol, timeframe.name, arr[:count])

@@ -470,3 +470,19 @@ class ReplaySource(MarketSource):
             self._origin = (now_ms, self._last_ms)
         wall, file = self._origin
         return file + (now_ms - wall) * self._speed
+
+    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[Tick] | None:
+        """Read again from the file (opened anew, so playback is not disturbed), up to the last
+        tick played: a replay never answers with ticks it has not published yet."""
+        hi = min(to_msc, self._last_ms)
+        out: list[Tick] = []
+        replay = _Replay(self._path, self._symbol)
+        try:
+            for tick in replay.ticks:
+                if tick.time_msc > hi or len(out) >= count:
+                    break
+                if tick.symbol == symbol and tick.time_msc >= from_msc:
+                    out.append(tick)
+        finally:
+            replay.close()
+        return out
