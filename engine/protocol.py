@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import msgpack
+import numpy as np
 
 # Topic kinds. A topic is ``kind:part:part:`` -- always ending in ':'.
 TICK = "tick"
@@ -164,6 +165,52 @@ class TickEncoder:
             return encode(dict(zip((*TICK_FIELDS, "seq", "epoch"),
                                    (self.symbol, bid, ask, last, volume, time_msc, flags, volume_real,
                                     seq, epoch))))
+
+
+class Packed(bytes):
+    """A reply's ``data`` already msgpack-encoded: ``encode_reply`` splices it in as it is."""
+
+
+def encode_reply(reply: dict[str, Any]) -> bytes:
+    """``encode(reply)``, with a ``Packed`` value written as its bytes."""
+    if not any(isinstance(v, Packed) for v in reply.values()):
+        return encode(reply)
+    return bytes([0x80 + len(reply)]) + b"".join(
+        encode(k) + (v if isinstance(v, Packed) else encode(v)) for k, v in reply.items())
+
+
+def pack_ticks(symbol: str, columns: dict[str, np.ndarray], first_seq: int | None = None,
+               epoch: int = 0) -> Packed:
+    """The msgpack array of ``symbol``'s tick payloads from columns (``TICK_FIELDS`` but
+    ``symbol``), with ``seq`` from ``first_seq`` and ``epoch`` when ``first_seq`` is given.
+
+    The map ``TickEncoder`` writes, for a whole array at once: one numpy record per tick of the
+    fixed keys and big-endian values, so 10,000 ticks take about a millisecond instead of the
+    20 a dict per tick and ``encode`` take. Decoded, it is the list of maps ``encode`` would give.
+    """
+    n = len(columns["time_msc"])
+    names = TICK_FIELDS[1:] + (("seq", "epoch") if first_seq is not None else ())
+    values = dict(columns)
+    if first_seq is not None:
+        values["seq"] = np.arange(first_seq, first_seq + n, dtype=np.int64)
+        values["epoch"] = np.full(n, epoch, np.int64)
+    if any(name not in _TICK_FLOATS and n and values[name].min() < 0 for name in names):
+        rows = [dict(zip(("symbol", *names), (symbol, *row)))
+                for row in zip(*(values[name].tolist() for name in names))]
+        return Packed(encode(rows))  # a negative integer: not a uint64
+    prefix = bytes([0x80 + 1 + len(names)]) + _packer.pack("symbol") + _packer.pack(symbol)
+    fields = [("prefix", f"S{len(prefix)}")]
+    for name, key in zip(names, _TICK_KEYS):
+        fields += [("key_" + name, f"S{len(key)}"), (name, ">f8" if name in _TICK_FLOATS else ">u8")]
+    template = np.zeros(1, np.dtype(fields))
+    template["prefix"] = prefix
+    for name, key in zip(names, _TICK_KEYS):
+        template["key_" + name] = key
+    # Every record starts as the template (one copy of its bytes), then takes its values.
+    records = np.frombuffer(bytearray(template.tobytes() * n), template.dtype)
+    for name in names:
+        records[name] = values[name]
+    return Packed(_packer.pack_array_header(n) + records.tobytes())
 
 
 def new_epoch() -> int:

@@ -26,10 +26,12 @@ from engine.protocol import (
     MAX_TIME_S,
     MAX_UNREAD_BYTES,
     ErrorCode,
+    Packed,
     ProtocolError,
     RpcError,
     decode,
     encode,
+    encode_reply,
     ok_reply,
 )
 from engine.security import CurveServer
@@ -62,8 +64,8 @@ class MarketState(Protocol):
     def candles(self, symbol: str, timeframe: str, count: int) -> list[dict[str, Any]]: ...
     def candle_range(self, symbol: str, timeframe: str, from_s: int, to_s: int,
                      count: int) -> list[dict[str, Any]]: ...
-    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[dict[str, Any]]: ...
-    def ticks_since(self, symbol: str, epoch: int, after_seq: int, count: int) -> list[dict[str, Any]]: ...
+    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> Packed: ...
+    def ticks_since(self, symbol: str, epoch: int, after_seq: int, count: int) -> Packed: ...
     def book(self, symbol: str) -> dict[str, Any] | None: ...
     def account(self) -> dict[str, Any] | None: ...
     def snapshot(self, prefix: bytes) -> list[list[Any]]: ...
@@ -120,7 +122,7 @@ class RpcHandler:
             reply = RpcError(ErrorCode.INTERNAL, "internal error; see the engine log").to_reply()
         if request_id is not None:
             reply["id"] = request_id
-        return encode(reply)
+        return encode_reply(reply)
 
     # Field checks: each raises RpcError naming the field and what it must be.
     def _symbol(self, request: dict[str, Any]) -> str:
@@ -194,7 +196,7 @@ class RpcHandler:
                                                f"than MAX_CANDLES={limit}; narrow the range")
         return bars
 
-    def _ticks(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+    def _ticks(self, request: dict[str, Any]) -> Packed:
         """A date range (``from_msc``, ``to_msc``) or gap repair (``after_seq``, ``epoch``)."""
         symbol = self._symbol(request)
         count = self._count(request, MAX_TICKS, MAX_TICKS, "MAX_TICKS")

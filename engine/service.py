@@ -32,6 +32,7 @@ from engine.protocol import (
     SERVICE_COMPONENT,
     SUMMARY_TOPIC,
     ErrorCode,
+    Packed,
     ProtocolError,
     RpcError,
     TickEncoder,
@@ -39,6 +40,7 @@ from engine.protocol import (
     candle_topic,
     decode,
     health_topic,
+    pack_ticks,
     tick_topic,
 )
 from engine.publish_policy import ForeignPolicy, Refusals
@@ -46,7 +48,7 @@ from engine.rpc import RpcHandler, RpcServer
 from engine.security import CurveClient, CurveServer
 from engine.service_health import HealthReader
 from engine.signals import StopFlag
-from engine.tick_journal import TickJournal, TooOld
+from engine.tick_journal import TickJournal, TooOld, joined, tick_columns
 from engine.sources.base import MarketSource
 from engine.timeframes import TIMEFRAMES
 
@@ -534,26 +536,28 @@ class EngineService:
         last = bisect.bisect_right(held, to_s, key=_bar_time)
         return out + held[first:min(last, first + count - len(out))]
 
-    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[dict[str, Any]]:
+    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> Packed:
         """Ticks stamped ``from_msc..to_msc`` (at most ``count``): those older than the journal
         from the source's store, the rest from the journal. (A recording, ``--record DIR``,
         would answer here, between the two, for ranges older than the journal.)"""
         covers = self._journal.covers_from(symbol)
         split = to_msc + 1 if covers is None else covers
-        out: list[dict[str, Any]] = []
+        parts = []
         if from_msc < split:
             older = self._from_source("ticks", split, lambda: self.source.tick_range(
                 symbol, from_msc, min(to_msc, split - 1), count))
-            out = [t.to_payload() for t in older]
-        if len(out) < count and to_msc >= split:
-            out += self._journal.between(symbol, max(from_msc, split), to_msc, count - len(out))
-        return out
+            parts.append(tick_columns(older))
+        held = len(parts[0]["time_msc"]) if parts else 0
+        if held < count and to_msc >= split:
+            parts.append(self._journal.between(symbol, max(from_msc, split), to_msc, count - held))
+        return pack_ticks(symbol, joined(parts))
 
-    def ticks_since(self, symbol: str, epoch: int, after_seq: int, count: int) -> list[dict[str, Any]]:
+    def ticks_since(self, symbol: str, epoch: int, after_seq: int, count: int) -> Packed:
         try:
-            return self._journal.since(symbol, epoch, after_seq, count)
+            first_seq, columns = self._journal.since(symbol, epoch, after_seq, count)
         except TooOld as exc:
             raise RpcError(ErrorCode.TOO_OLD, str(exc)) from None
+        return pack_ticks(symbol, columns, first_seq, epoch)
 
     def _from_source(self, what: str, held_from: int, read: Callable[[], list[Any] | None]) -> list[Any]:
         """``read()`` from the source's store: ``unavailable`` if it keeps none or fails."""

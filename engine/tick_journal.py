@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
-
 import numpy as np
 
 from engine.candle_store import price_scale
@@ -23,6 +21,10 @@ from engine.models import Tick
 from engine.protocol import TICK_FIELDS
 
 PRICES = ("bid", "ask", "last")
+COLUMNS = TICK_FIELDS[1:]  # a tick's columns: every field but the symbol
+# The type of each column handed in and out.
+_KINDS = {name: np.float64 if name in (*PRICES, "volume_real") else np.int64 for name in COLUMNS}
+Columns = dict[str, np.ndarray]
 _MIN_ALLOC = 64  # a quiet symbol's ring grows only if it is used
 _POINTS = np.int32
 _POINTS_MAX = int(np.iinfo(_POINTS).max)
@@ -128,7 +130,7 @@ class TickRing:
         self._start = (self._start + dropped) % alloc
         self._first_seq += dropped
 
-    def since(self, after_seq: int, count: int) -> tuple[int, dict[str, list[Any]]]:
+    def since(self, after_seq: int, count: int) -> tuple[int, Columns]:
         """The ticks numbered ``after_seq + 1`` on, at most ``count``: ``(first seq, columns)``.
         ``TooOld`` if ``after_seq + 1`` was dropped."""
         if self._size and after_seq + 1 < self._first_seq:
@@ -137,7 +139,7 @@ class TickRing:
         hi = min(self._size, lo + count)
         return after_seq + 1, self._columns(lo, max(lo, hi))
 
-    def between(self, from_msc: int, to_msc: int, count: int) -> dict[str, list[Any]]:
+    def between(self, from_msc: int, to_msc: int, count: int) -> Columns:
         """Up to ``count`` ticks stamped ``from_msc..to_msc`` (inclusive), oldest first."""
         lo = self._search(from_msc, "left")
         hi = min(self._search(to_msc, "right"), lo + count)
@@ -153,23 +155,23 @@ class TickRing:
             return k
         return len(head) + int(np.searchsorted(times[:start + size - alloc], time_msc, side))
 
-    def _columns(self, lo: int, hi: int) -> dict[str, list[Any]]:
-        """Logical rows ``lo..hi-1`` as lists of Python numbers, every tick column present."""
+    def _columns(self, lo: int, hi: int) -> Columns:
+        """Logical rows ``lo..hi-1`` as float64 and int64 columns, every tick column present."""
         alloc, n = len(self._data), hi - lo
         if not n:
-            return {name: [] for name in TICK_FIELDS[1:]}
+            return empty_columns()
         first = (self._start + lo) % alloc
         rows = self._data[np.arange(first, first + n) % alloc if first + n > alloc else slice(first, first + n)]
         names = rows.dtype.names
-        out: dict[str, list[Any]] = {}
-        for name in TICK_FIELDS[1:]:
-            if name in names:
-                column = rows[name]
-                if name in PRICES and self._layout[0]:
-                    column = column / self._scale
-                out[name] = column.tolist()
+        out: Columns = {}
+        for name in COLUMNS:
+            kind = _KINDS[name]
+            if name not in names:
+                out[name] = np.zeros(n, kind)
+            elif name in PRICES and self._layout[0]:
+                out[name] = rows[name] / self._scale
             else:
-                out[name] = [0.0 if name == "volume_real" else 0] * n
+                out[name] = rows[name].astype(kind)
         return out
 
     def _stored(self, name: str, values: np.ndarray) -> np.ndarray:
@@ -215,6 +217,26 @@ def _on_grid(prices: np.ndarray, scale: float) -> bool:
     return bool((q / scale == prices).all() and (not q.size or np.abs(q).max() <= _POINTS_MAX))
 
 
+def tick_columns(ticks: Sequence[Tick]) -> Columns:
+    """Ticks of one symbol as columns (``COLUMNS``: float64 prices and volume_real, int64 the rest)."""
+    return _transposed(ticks)[1] if ticks else empty_columns()
+
+
+def _transposed(ticks: Sequence[Tick]) -> tuple[tuple[str, ...], Columns]:
+    """The symbols of ``ticks`` and their columns (one transposition, in C)."""
+    symbols, *values = zip(*ticks)
+    return symbols, {name: np.array(v, _KINDS[name]) for name, v in zip(Tick._fields[1:], values)}
+
+
+def empty_columns() -> Columns:
+    return {name: np.empty(0, _KINDS[name]) for name in COLUMNS}
+
+
+def joined(parts: Sequence[Columns]) -> Columns:
+    """Columns one after the other."""
+    return {name: np.concatenate([p[name] for p in parts]) for name in COLUMNS} if parts else empty_columns()
+
+
 class TickJournal:
     """The last ``capacity`` ticks of every symbol, numbered as published, for one ``epoch``."""
 
@@ -236,10 +258,7 @@ class TickJournal:
         is the ``seq`` of the symbol's newest tick, the ones before it counting down."""
         if not ticks:
             return
-        symbol, *columns = zip(*ticks)
-        arrays = {name: np.array(values, np.float64 if name in ("bid", "ask", "last", "volume_real")
-                                 else np.int64)
-                  for name, values in zip(Tick._fields[1:], columns)}
+        symbol, arrays = _transposed(ticks)
         first = symbol[0]
         if symbol.count(first) == len(symbol):
             self._append(first, arrays, last_seq(first))
@@ -255,9 +274,9 @@ class TickJournal:
             ring = self._rings[symbol] = TickRing(self.capacity, self._points.get(symbol, 0.0))
         ring.append(columns, last_seq - len(columns["time_msc"]) + 1)
 
-    def since(self, symbol: str, epoch: int, after_seq: int, count: int) -> list[dict[str, Any]]:
-        """The bus payloads of ``symbol``'s ticks after ``after_seq`` (at most ``count``), with
-        their ``seq`` and ``epoch``; ``TooOld`` if they are gone or ``epoch`` is not this one."""
+    def since(self, symbol: str, epoch: int, after_seq: int, count: int) -> tuple[int, Columns]:
+        """``symbol``'s ticks after ``after_seq`` (at most ``count``): ``(seq of the first,
+        columns)``; ``TooOld`` if they are gone or ``epoch`` is not this one."""
         if epoch != self.epoch:
             raise TooOld(f"epoch {epoch} is not the engine's current epoch {self.epoch}; "
                          "the journal holds this run's ticks only")
@@ -265,36 +284,15 @@ class TickJournal:
         if ring is None:
             if after_seq > 0:
                 raise TooOld(f"no tick of {symbol} is journaled")
-            return []
-        first_seq, columns = ring.since(after_seq, count)
-        return stamped_payloads(symbol, columns, first_seq, self.epoch)
+            return after_seq + 1, empty_columns()
+        return ring.since(after_seq, count)
 
-    def between(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[dict[str, Any]]:
+    def between(self, symbol: str, from_msc: int, to_msc: int, count: int) -> Columns:
         ring = self._rings.get(symbol)
-        return payloads(symbol, ring.between(from_msc, to_msc, count)) if ring else []
+        return ring.between(from_msc, to_msc, count) if ring else empty_columns()
 
     def covers_from(self, symbol: str) -> int | None:
         """The first ms from which ``symbol``'s every published tick is journaled (None: none yet)."""
         ring = self._rings.get(symbol)
         return ring.covers_from if ring else None
 
-
-def payloads(symbol: str, columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Tick columns (``TICK_FIELDS`` but ``symbol``) as tick payloads, in ``TICK_FIELDS`` order
-    (a dict display per tick: three times faster than building each from the names)."""
-    return [
-        {"symbol": symbol, "bid": b, "ask": a, "last": la, "volume": v, "time_msc": t, "flags": f,
-         "volume_real": r}
-        for b, a, la, v, t, f, r in zip(*(columns[n] for n in TICK_FIELDS[1:]))
-    ]
-
-
-def stamped_payloads(symbol: str, columns: dict[str, list[Any]], first_seq: int,
-                     epoch: int) -> list[dict[str, Any]]:
-    """``payloads`` with ``seq`` (from ``first_seq``) and ``epoch``: the bus payloads."""
-    return [
-        {"symbol": symbol, "bid": b, "ask": a, "last": la, "volume": v, "time_msc": t, "flags": f,
-         "volume_real": r, "seq": q, "epoch": epoch}
-        for q, b, a, la, v, t, f, r in zip(range(first_seq, first_seq + len(columns["time_msc"])),
-                                           *(columns[n] for n in TICK_FIELDS[1:]))
-    ]

@@ -1,10 +1,13 @@
 """The tick journal's rings: numbering, eviction, what they cover, exact values in compact storage."""
 import random
 
+import msgpack
 import pytest
 
 from engine.models import Tick
+from engine.protocol import pack_ticks
 from engine.tick_journal import TickJournal, TooOld
+
 
 EPOCH = 77
 
@@ -43,6 +46,16 @@ def stamped(seq: int, tick: Tick) -> dict:
     return {**tick.to_payload(), "seq": seq, "epoch": EPOCH}
 
 
+def since(journal: TickJournal, symbol: str, epoch: int, after_seq: int, count: int) -> list[dict]:
+    """The journal's answer as the bus payloads a reply carries."""
+    first_seq, columns = journal.since(symbol, epoch, after_seq, count)
+    return msgpack.unpackb(pack_ticks(symbol, columns, first_seq, epoch))
+
+
+def between(journal: TickJournal, symbol: str, lo: int, hi: int, count: int) -> list[dict]:
+    return msgpack.unpackb(pack_ticks(symbol, journal.between(symbol, lo, hi, count)))
+
+
 def test_after_a_seq_gives_the_bus_payloads_in_order_until_evicted_then_too_old():
     journal = TickJournal(100, EPOCH, {"EURUSD": 1e-5, "XAUUSD": 0.01})
     numbered = journal_in_batches(journal, make_ticks(1000))
@@ -50,9 +63,9 @@ def test_after_a_seq_gives_the_bus_payloads_in_order_until_evicted_then_too_old(
         ring = journal.ring(symbol)
         assert len(ring) == 100 and ring.last_seq == ticks[-1][0]
         kept = [stamped(s, t) for s, t in ticks[-100:]]
-        assert journal.since(symbol, EPOCH, ring.first_seq - 1, 1000) == kept
-        assert journal.since(symbol, EPOCH, ring.first_seq + 9, 5) == kept[10:15]
-        assert journal.since(symbol, EPOCH, ring.last_seq, 10) == []
+        assert since(journal, symbol, EPOCH, ring.first_seq - 1, 1000) == kept
+        assert since(journal, symbol, EPOCH, ring.first_seq + 9, 5) == kept[10:15]
+        assert since(journal, symbol, EPOCH, ring.last_seq, 10) == []
         with pytest.raises(TooOld, match="no longer journaled"):
             journal.since(symbol, EPOCH, ring.first_seq - 2, 10)
     with pytest.raises(TooOld, match="epoch"):
@@ -69,15 +82,15 @@ def test_a_time_range_inside_what_it_covers_is_every_tick_of_that_range():
         assert evicted[-1].time_msc < covers
         lo, hi = covers + 5, ticks[-1][1].time_msc - 5
         expected = [t.to_payload() for _, t in ticks if lo <= t.time_msc <= hi]
-        assert journal.between(symbol, lo, hi, 10_000) == expected
-        assert journal.between(symbol, lo, hi, 7) == expected[:7]
+        assert between(journal, symbol, lo, hi, 10_000) == expected
+        assert between(journal, symbol, lo, hi, 7) == expected[:7]
 
 
 def test_ticks_of_one_symbol_beyond_capacity_in_one_batch_keep_the_newest():
     journal = TickJournal(10, EPOCH, {"EURUSD": 1e-5})
     ticks = [Tick("EURUSD", 1000 + i, 1.1 + i * 1e-5, 1.2) for i in range(25)]
     journal.append(ticks, lambda symbol: 25)
-    assert journal.since("EURUSD", EPOCH, 15, 100) == [stamped(16 + k, t) for k, t in enumerate(ticks[15:])]
+    assert since(journal, "EURUSD", EPOCH, 15, 100) == [stamped(16 + k, t) for k, t in enumerate(ticks[15:])]
     assert journal.covers_from("EURUSD") == ticks[14].time_msc + 1
 
 
@@ -88,7 +101,7 @@ def test_prices_off_the_grid_and_volumes_are_kept_exactly():
            Tick("EURUSD", 2001, 1e12, 1e12 + 1, 0.0, 0, 6, 0.0)]
     journal.append(plain, lambda symbol: 5)
     journal.append(odd, lambda symbol: 7)
-    assert journal.since("EURUSD", EPOCH, 0, 100) == [stamped(k + 1, t) for k, t in enumerate(plain + odd)]
+    assert since(journal, "EURUSD", EPOCH, 0, 100) == [stamped(k + 1, t) for k, t in enumerate(plain + odd)]
 
 
 def test_a_restarted_numbering_replaces_what_was_held():
@@ -96,7 +109,7 @@ def test_a_restarted_numbering_replaces_what_was_held():
     journal.append([Tick("EURUSD", 1000 + i, 1.1, 1.2) for i in range(5)], lambda symbol: 5)
     newer = [Tick("EURUSD", 3000, 1.3, 1.4)]
     journal.append(newer, lambda symbol: 9)  # seq 9 does not follow 5
-    assert journal.since("EURUSD", EPOCH, 8, 10) == [stamped(9, newer[0])]
+    assert since(journal, "EURUSD", EPOCH, 8, 10) == [stamped(9, newer[0])]
     with pytest.raises(TooOld):
         journal.since("EURUSD", EPOCH, 4, 10)
 
