@@ -314,12 +314,14 @@ class Subscriber:
 
     def _fill(self, gap: Gap) -> list[Message] | None:
         """The messages of ``gap`` from the tick journal, all of them, or None."""
-        parts = topic_parts(gap.topic.encode())
-        if parts[0] != TICK or len(parts) != 2 or gap.last < gap.first:
-            return None
+        if gap.last < gap.first:  # a restart at seq 1: nothing is missing
+            return []
         out: list[Message] = []
         after = gap.first - 1
         try:
+            parts = topic_parts(gap.topic.encode())
+            if parts[0] != TICK or len(parts) != 2:
+                return None
             while after < gap.last:
                 rows = self.rpc.ticks(parts[1], after_seq=after, epoch=gap.epoch,
                                       count=min(MAX_TICKS, gap.last - after))
@@ -330,7 +332,7 @@ class Subscriber:
                     after += 1
                 if not rows:
                     return None
-        except RpcError:
+        except (RpcError, ProtocolError):
             return None
         return out
 

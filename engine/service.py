@@ -48,8 +48,8 @@ from engine.rpc import RpcHandler, RpcServer
 from engine.security import CurveClient, CurveServer
 from engine.service_health import HealthReader
 from engine.signals import StopFlag
-from engine.tick_journal import TickJournal, TooOld, joined, tick_columns
 from engine.sources.base import MarketSource
+from engine.tick_journal import TickJournal, TooOld, joined, tick_columns
 from engine.timeframes import TIMEFRAMES
 
 log = logging.getLogger("engine")
@@ -487,6 +487,7 @@ class EngineService:
             "rpc_errors": rpc.errors if rpc else 0,
             "forged_dropped": self._refusals.total,
             "foreign_topics": len(self._foreign),
+            "tick_journal_bytes": self._journal.nbytes if self._journal else 0,
             **self._peer_health(),
         }
 

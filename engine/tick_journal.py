@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from engine.candle_store import price_scale
