@@ -198,8 +198,13 @@ class EngineService:
         self._rpc = RpcServer(self._ctx, cfg.rpc_endpoint, RpcHandler(self), curve)
         self.source.start()
         self._load_history()
+        # Ticks are handed to the journal as they are aggregated, and RPC requests are served
+        # only once every published tick was (``run``), so a symbol's last seq is that of the
+        # newest tick the journal was given.
+        last_seq, tick_out = self._pub.stamper.last_seq, self._tick_out
         self._journal = TickJournal(cfg.tick_journal, self._pub.epoch,
-                                    {name: info["point"] for name, info in self._infos.items()})
+                                    {name: info["point"] for name, info in self._infos.items()},
+                                    lambda symbol: last_seq(tick_out[symbol][0]))
         # Everything loaded so far lives as long as the process: keep it out of the garbage
         # collector's full passes, which would otherwise stall publishing for milliseconds.
         gc.collect()
@@ -364,10 +369,7 @@ class EngineService:
         if not self._unaggregated:
             return
         ticks, self._unaggregated = self._unaggregated, []
-        # Every tick published since the last call is here, so a symbol's newest one carries
-        # its topic's last seq and the others count down from it.
-        last_seq, tick_out = self._pub.stamper.last_seq, self._tick_out
-        self._journal.append(ticks, lambda symbol: last_seq(tick_out[symbol][0]))
+        self._journal.append(ticks)
         latest, aggs = self._ticks, self._aggs
         for tick in ticks:
             latest[tick.symbol] = tick

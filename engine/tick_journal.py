@@ -8,7 +8,7 @@ non-zero value on; 24 bytes a tick for an FX pair. A tick's ``seq`` is not store
 topic are numbered consecutively, so a ring keeps the ``seq`` of its oldest tick.
 
 Appends come in bulk (the engine's deferred path hands over every tick published since the last
-call), so the cost per tick is a few numpy element copies, never a Python object.
+call) and are stored thousands at a time, so the cost per tick is a few numpy element copies.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ COLUMNS = TICK_FIELDS[1:]  # a tick's columns: every field but the symbol
 _KINDS = {name: np.float64 if name in (*PRICES, "volume_real") else np.int64 for name in COLUMNS}
 Columns = dict[str, np.ndarray]
 _MIN_ALLOC = 64  # a quiet symbol's ring grows only if it is used
+FLUSH_TICKS = 2048  # ticks queued before they are stored
 _POINTS = np.int32
 _POINTS_MAX = int(np.iinfo(_POINTS).max)
 _FLAGS = np.uint32
@@ -239,45 +240,72 @@ def joined(parts: Sequence[Columns]) -> Columns:
 
 
 class TickJournal:
-    """The last ``capacity`` ticks of every symbol, numbered as published, for one ``epoch``."""
+    """The last ``capacity`` ticks of every symbol, numbered as published, for one ``epoch``.
 
-    def __init__(self, capacity: int, epoch: int, points: dict[str, float]) -> None:
+    ``append`` only queues the ticks; they are stored ``FLUSH_TICKS`` at a time, or before any
+    read, so numpy's cost per call is spread over thousands of ticks whatever the number of
+    symbols. ``last_seq(symbol)`` is the ``seq`` of the newest tick of ``symbol`` handed to
+    ``append``; the ones before it count down. It must hold whenever ``append`` or a read is
+    called: every tick published has been handed over by then.
+    """
+
+    def __init__(self, capacity: int, epoch: int, points: dict[str, float],
+                 last_seq: Callable[[str], int]) -> None:
         self.capacity = capacity
         self.epoch = epoch
         self._points = points
+        self._last_seq = last_seq
         self._rings: dict[str, TickRing] = {}
+        self._pending: list[Tick] = []
+        self._ids: dict[str, int] = {}  # symbol -> a small integer, to group ticks by symbol
+        self._names: list[str] = []
 
     def ring(self, symbol: str) -> TickRing | None:
+        self._flush()
         return self._rings.get(symbol)
 
     @property
     def nbytes(self) -> int:
         return sum(r.nbytes for r in self._rings.values())
 
-    def append(self, ticks: Sequence[Tick], last_seq: Callable[[str], int]) -> None:
-        """Journal ``ticks`` (several symbols, each in publishing order); ``last_seq(symbol)``
-        is the ``seq`` of the symbol's newest tick, the ones before it counting down."""
+    def append(self, ticks: Sequence[Tick]) -> None:
+        """Journal ``ticks`` (several symbols, each in publishing order)."""
+        self._pending += ticks
+        if len(self._pending) >= FLUSH_TICKS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Store the queued ticks: one conversion to columns, one stable sort by symbol, then
+        each symbol's slice into its ring."""
+        ticks, self._pending = self._pending, []
         if not ticks:
             return
-        symbol, arrays = _transposed(ticks)
-        first = symbol[0]
-        if symbol.count(first) == len(symbol):
-            self._append(first, arrays, last_seq(first))
+        symbols, columns = _transposed(ticks)
+        first = symbols[0]
+        if symbols.count(first) == len(symbols):
+            self._append(first, columns)
             return
-        names = np.array(symbol)
-        for name in dict.fromkeys(symbol):
-            rows = np.flatnonzero(names == name)
-            self._append(name, {k: v[rows] for k, v in arrays.items()}, last_seq(name))
+        for name in set(symbols).difference(self._ids):
+            self._ids[name] = len(self._names)
+            self._names.append(name)
+        ids = np.fromiter(map(self._ids.__getitem__, symbols), np.int64, len(symbols))
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        columns = {k: v[order] for k, v in columns.items()}
+        bounds = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), len(ids)]
+        for lo, hi in zip(bounds, bounds[1:]):
+            self._append(self._names[ids[lo]], {k: v[lo:hi] for k, v in columns.items()})
 
-    def _append(self, symbol: str, columns: dict[str, np.ndarray], last_seq: int) -> None:
+    def _append(self, symbol: str, columns: Columns) -> None:
         ring = self._rings.get(symbol)
         if ring is None:
             ring = self._rings[symbol] = TickRing(self.capacity, self._points.get(symbol, 0.0))
-        ring.append(columns, last_seq - len(columns["time_msc"]) + 1)
+        ring.append(columns, self._last_seq(symbol) - len(columns["time_msc"]) + 1)
 
     def since(self, symbol: str, epoch: int, after_seq: int, count: int) -> tuple[int, Columns]:
         """``symbol``'s ticks after ``after_seq`` (at most ``count``): ``(seq of the first,
         columns)``; ``TooOld`` if they are gone or ``epoch`` is not this one."""
+        self._flush()
         if epoch != self.epoch:
             raise TooOld(f"epoch {epoch} is not the engine's current epoch {self.epoch}; "
                          "the journal holds this run's ticks only")
@@ -289,11 +317,13 @@ class TickJournal:
         return ring.since(after_seq, count)
 
     def between(self, symbol: str, from_msc: int, to_msc: int, count: int) -> Columns:
+        self._flush()
         ring = self._rings.get(symbol)
         return ring.between(from_msc, to_msc, count) if ring else empty_columns()
 
     def covers_from(self, symbol: str) -> int | None:
         """The first ms from which ``symbol``'s every published tick is journaled (None: none yet)."""
+        self._flush()
         ring = self._rings.get(symbol)
         return ring.covers_from if ring else None
 

@@ -25,11 +25,12 @@ def make_ticks(n: int, symbols=("EURUSD", "XAUUSD"), seed: int = 1, start: int =
     return out
 
 
-def journal_in_batches(journal: TickJournal, ticks, seed: int = 2):
-    """Append ``ticks`` in random batches as the engine would, counting seq per symbol;
-    returns every tick with its seq, per symbol."""
+def journal_in_batches(capacity: int, points: dict[str, float], ticks, seed: int = 2):
+    """A journal given ``ticks`` in random batches as the engine would, counting seq per symbol
+    as its publisher does; returns it and every tick with its seq, per symbol."""
     rng = random.Random(seed)
     seqs: dict[str, int] = {}
+    journal = TickJournal(capacity, EPOCH, points, seqs.__getitem__)
     numbered: dict[str, list[tuple[int, Tick]]] = {}
     i = 0
     while i < len(ticks):
@@ -38,8 +39,8 @@ def journal_in_batches(journal: TickJournal, ticks, seed: int = 2):
         for tick in batch:
             seqs[tick.symbol] = seqs.get(tick.symbol, 0) + 1
             numbered.setdefault(tick.symbol, []).append((seqs[tick.symbol], tick))
-        journal.append(batch, seqs.__getitem__)
-    return numbered
+        journal.append(batch)
+    return journal, numbered
 
 
 def stamped(seq: int, tick: Tick) -> dict:
@@ -57,8 +58,7 @@ def between(journal: TickJournal, symbol: str, lo: int, hi: int, count: int) -> 
 
 
 def test_after_a_seq_gives_the_bus_payloads_in_order_until_evicted_then_too_old():
-    journal = TickJournal(100, EPOCH, {"EURUSD": 1e-5, "XAUUSD": 0.01})
-    numbered = journal_in_batches(journal, make_ticks(1000))
+    journal, numbered = journal_in_batches(100, {"EURUSD": 1e-5, "XAUUSD": 0.01}, make_ticks(1000))
     for symbol, ticks in numbered.items():
         ring = journal.ring(symbol)
         assert len(ring) == 100 and ring.last_seq == ticks[-1][0]
@@ -73,8 +73,7 @@ def test_after_a_seq_gives_the_bus_payloads_in_order_until_evicted_then_too_old(
 
 
 def test_a_time_range_inside_what_it_covers_is_every_tick_of_that_range():
-    journal = TickJournal(300, EPOCH, {"EURUSD": 1e-5, "XAUUSD": 0.01})
-    numbered = journal_in_batches(journal, make_ticks(2000))
+    journal, numbered = journal_in_batches(300, {"EURUSD": 1e-5, "XAUUSD": 0.01}, make_ticks(2000))
     for symbol, ticks in numbered.items():
         covers = journal.covers_from(symbol)
         evicted = [t for _, t in ticks[:-300]]
@@ -87,38 +86,45 @@ def test_a_time_range_inside_what_it_covers_is_every_tick_of_that_range():
 
 
 def test_ticks_of_one_symbol_beyond_capacity_in_one_batch_keep_the_newest():
-    journal = TickJournal(10, EPOCH, {"EURUSD": 1e-5})
+    journal = TickJournal(10, EPOCH, {"EURUSD": 1e-5}, lambda symbol: 25)
     ticks = [Tick("EURUSD", 1000 + i, 1.1 + i * 1e-5, 1.2) for i in range(25)]
-    journal.append(ticks, lambda symbol: 25)
+    journal.append(ticks)
     assert since(journal, "EURUSD", EPOCH, 15, 100) == [stamped(16 + k, t) for k, t in enumerate(ticks[15:])]
     assert journal.covers_from("EURUSD") == ticks[14].time_msc + 1
 
 
 def test_prices_off_the_grid_and_volumes_are_kept_exactly():
-    journal = TickJournal(50, EPOCH, {"EURUSD": 1e-5})
+    last = {"EURUSD": 5}
+    journal = TickJournal(50, EPOCH, {"EURUSD": 1e-5}, last.__getitem__)
     plain = [Tick("EURUSD", 1000 + i, 1.10001, 1.10011) for i in range(5)]
     odd = [Tick("EURUSD", 2000, 1.1000123456789, 1.2, 1.15, 7, 2**33, 7.25),
            Tick("EURUSD", 2001, 1e12, 1e12 + 1, 0.0, 0, 6, 0.0)]
-    journal.append(plain, lambda symbol: 5)
-    journal.append(odd, lambda symbol: 7)
+    journal.append(plain)
+    assert len(journal.ring("EURUSD")) == 5  # stored before it is read
+    last["EURUSD"] = 7
+    journal.append(odd)
     assert since(journal, "EURUSD", EPOCH, 0, 100) == [stamped(k + 1, t) for k, t in enumerate(plain + odd)]
 
 
 def test_a_restarted_numbering_replaces_what_was_held():
-    journal = TickJournal(50, EPOCH, {"EURUSD": 1e-5})
-    journal.append([Tick("EURUSD", 1000 + i, 1.1, 1.2) for i in range(5)], lambda symbol: 5)
+    last = {"EURUSD": 5}
+    journal = TickJournal(50, EPOCH, {"EURUSD": 1e-5}, last.__getitem__)
+    journal.append([Tick("EURUSD", 1000 + i, 1.1, 1.2) for i in range(5)])
+    assert journal.ring("EURUSD").last_seq == 5
     newer = [Tick("EURUSD", 3000, 1.3, 1.4)]
-    journal.append(newer, lambda symbol: 9)  # seq 9 does not follow 5
+    last["EURUSD"] = 9  # seq 9 does not follow 5: ticks 6 to 8 were never handed over
+    journal.append(newer)
     assert since(journal, "EURUSD", EPOCH, 8, 10) == [stamped(9, newer[0])]
     with pytest.raises(TooOld):
         journal.since("EURUSD", EPOCH, 4, 10)
 
 
 def test_storage_is_compact_and_grows_with_use():
-    journal = TickJournal(100_000, EPOCH, {"EURUSD": 1e-5, "GBPUSD": 1e-5})
+    journal = TickJournal(100_000, EPOCH, {"EURUSD": 1e-5, "GBPUSD": 1e-5},
+                          {"EURUSD": 50_000, "GBPUSD": 1}.__getitem__)
     ticks = [Tick("EURUSD", 1000 + i, 1.1 + (i % 100) * 1e-5, 1.2) for i in range(50_000)]
-    journal.append(ticks, lambda symbol: 50_000)
-    journal.append([Tick("GBPUSD", 1000, 1.3, 1.4)], lambda symbol: 1)
+    journal.append(ticks)
+    journal.append([Tick("GBPUSD", 1000, 1.3, 1.4)])
     eurusd, gbpusd = journal.ring("EURUSD"), journal.ring("GBPUSD")
     assert eurusd.nbytes <= 24 * 100_000  # 24 bytes a tick at most, allocated as used
     assert gbpusd.nbytes <= 24 * 64
