@@ -7,9 +7,11 @@ import pytest
 import zmq
 
 from engine.client import RpcClient, Subscriber, Unavailable
+from engine.config import EngineConfig
 from engine.protocol import MAX_TICKS, decode, encode
 from engine.rpc import RpcHandler
 from engine.service import EngineService, now_ms
+from engine.sources.replay import ReplaySource
 from engine.sources.sim import ANCHOR_S, SimSource
 from engine.timeframes import timeframe
 from tests import mt5_standin
@@ -263,3 +265,22 @@ def test_a_bridge_style_raw_request_with_from_and_to_works(start_engine):
         assert msgpack.unpackb(sock.recv()) == {"ok": True, "data": []}
     finally:
         sock.close(0)
+
+
+def test_a_replay_answers_only_with_ticks_it_has_played(tmp_path):
+    start = 1_704_189_600_000
+    ticks = write_tick_csv(tmp_path / "ticks.csv", start, 100, 1000)
+    source = ReplaySource(EngineConfig(source="replay", replay_file=str(tmp_path / "ticks.csv"), replay_speed=0),
+                          batch=30)
+    source.start()
+    try:
+        assert source.tick_range("EURUSD", 0, start + 10**9, 1000) == []  # nothing played yet
+        played = source.poll(0)
+        assert len(played) == 30
+        got = source.tick_range("EURUSD", 0, start + 10**9, 1000)
+        assert [t.to_payload() for t in got] == ticks[:30] == [t.to_payload() for t in played]
+        assert [t.time_msc for t in source.tick_range("EURUSD", start + 5000, start + 7000, 1000)] == \
+            [start + 5000, start + 6000, start + 7000]
+        assert source.tick_range("GBPUSD", 0, start + 10**9, 1000) == []
+    finally:
+        source.stop()
