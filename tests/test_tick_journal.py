@@ -4,6 +4,7 @@ import random
 import msgpack
 import pytest
 
+from engine.config import ConfigError, EngineConfig
 from engine.models import Tick
 from engine.protocol import pack_ticks
 from engine.tick_journal import TickJournal, TooOld
@@ -128,3 +129,11 @@ def test_storage_is_compact_and_grows_with_use():
     eurusd, gbpusd = journal.ring("EURUSD"), journal.ring("GBPUSD")
     assert eurusd.nbytes <= 24 * 100_000  # 24 bytes a tick at most, allocated as used
     assert gbpusd.nbytes <= 24 * 64
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "10000001", "lots"])
+def test_tick_journal_setting_is_checked_at_start_up(value):
+    with pytest.raises(ConfigError, match="TICK_JOURNAL"):
+        EngineConfig.load({"tick_journal": value}, environ={}, dotenv=None)
+    assert EngineConfig.load({}, environ={"TICK_JOURNAL": "5000"}, dotenv=None).tick_journal == 5000
+    assert EngineConfig.load({}, environ={}, dotenv=None).tick_journal == 100_000
