@@ -12,7 +12,7 @@ import zmq
 import zmq.asyncio
 
 from engine.logs import RateLimitedLog
-from engine.protocol import ErrorCode, ProtocolError, RpcError, decode, encode
+from engine.protocol import MAX_REPLY_BYTES, ErrorCode, ProtocolError, RpcError, decode, encode
 from engine.security import CurveClient, apply_client
 
 log = logging.getLogger("bridge.bus")
@@ -151,7 +151,7 @@ class AsyncRpc:
         while True:
             frames = await self.sock.recv_multipart()
             try:
-                reply = decode(frames[-1])
+                reply = decode(frames[-1], MAX_REPLY_BYTES)
             except ProtocolError:
                 continue
             future = self._pending.pop(reply.get("id"), None)  # type: ignore[arg-type]

@@ -65,7 +65,8 @@ SYMBOLS_RETRY_S = 0.25
 # Engine errors a client may see as they are; anything else becomes ``unavailable``.
 PASSED_CODES = {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_SYMBOL, ErrorCode.UNKNOWN_TIMEFRAME, ErrorCode.TOO_MANY}
 STAMP_FIELDS = ("seq", "epoch")
-LARGE_REPLIES = frozenset({"get_candles", "get_indicators"})  # up to MAX_CANDLES bars each
+# Up to MAX_CANDLES bars, or MAX_TICKS ticks, each.
+LARGE_REPLIES = frozenset({"get_candles", "get_indicators", "get_ticks"})
 
 
 def symbol_room(symbol: str) -> str:
@@ -273,9 +274,20 @@ class Bridge:
             return "unsubscribed", {"symbol": req.symbol, "timeframe": req.timeframe}
         if req.event == "get_symbols":
             return "symbols", await self._symbols()
+        if req.event == "get_candles" and req.span is not None:
+            # Ranges are not cached: each one asks the engine (memory, or the source's store).
+            bars = await self._call(req.event, "candles", symbol=req.symbol, timeframe=req.timeframe,
+                                    **{"from": req.span[0], "to": req.span[1]})
+            return "candles", {"symbol": req.symbol, "timeframe": req.timeframe, "from": req.span[0],
+                               "to": req.span[1], "candles": bars}
         if req.event == "get_candles":
             bars = await self._candles(req)
             return "candles", {"symbol": req.symbol, "timeframe": req.timeframe, "candles": bars}
+        if req.event == "get_ticks":
+            assert req.span is not None
+            ticks = await self._call(req.event, "ticks", symbol=req.symbol, from_msc=req.span[0],
+                                     to_msc=req.span[1], count=req.count)
+            return "ticks", {"symbol": req.symbol, "from_msc": req.span[0], "to_msc": req.span[1], "ticks": ticks}
         if req.event == "get_indicators":
             return "indicators_history", await self._indicators(req)
         if req.event == "get_order_book":

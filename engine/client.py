@@ -7,12 +7,22 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import zmq
 
-from engine.protocol import ErrorCode, ProtocolError, RpcError, decode, encode
+from engine.protocol import (
+    MAX_REPLY_BYTES,
+    MAX_TICKS,
+    TICK,
+    ErrorCode,
+    ProtocolError,
+    RpcError,
+    decode,
+    encode,
+    topic_parts,
+)
 from engine.security import CurveClient, apply_client
 
 
@@ -40,6 +50,10 @@ class Unavailable(RpcError):
     pass
 
 
+class TooOld(RpcError):
+    pass
+
+
 class RpcTimeout(RpcError):
     pass
 
@@ -55,6 +69,7 @@ _ERRORS: dict[str, type[RpcError]] = {
     ErrorCode.UNKNOWN_TIMEFRAME: UnknownTimeframe,
     ErrorCode.TOO_MANY: TooMany,
     ErrorCode.UNAVAILABLE: Unavailable,
+    ErrorCode.TOO_OLD: TooOld,
     ErrorCode.TIMEOUT: RpcTimeout,
     ErrorCode.INTERNAL: InternalError,
 }
@@ -84,7 +99,7 @@ class RpcClient:
             self._sock.close(0)
             self._sock = self._connect()
             raise RpcTimeout(ErrorCode.TIMEOUT, f"no reply from {self.endpoint} in {self.timeout_ms} ms")
-        reply = decode(self._sock.recv())
+        reply = decode(self._sock.recv(), MAX_REPLY_BYTES)
         if reply.get("ok"):
             return reply.get("data")
         error = reply.get("error") or {}
@@ -99,6 +114,19 @@ class RpcClient:
 
     def candles(self, symbol: str, timeframe: str, count: int = 100) -> list[dict[str, Any]]:
         return self.call("candles", symbol=symbol, timeframe=timeframe, count=count)
+
+    def candle_range(self, symbol: str, timeframe: str, from_s: int, to_s: int) -> list[dict[str, Any]]:
+        """The bars opening ``from_s..to_s`` (epoch seconds, the market's clock), oldest first."""
+        return self.call("candles", symbol=symbol, timeframe=timeframe, **{"from": from_s, "to": to_s})
+
+    def ticks(self, symbol: str, from_msc: int | None = None, to_msc: int | None = None,
+              count: int = MAX_TICKS, after_seq: int | None = None,
+              epoch: int | None = None) -> list[dict[str, Any]]:
+        """The first ``count`` ticks stamped ``from_msc..to_msc``; or, given ``after_seq`` and
+        ``epoch``, the journaled ticks after that seq, with their seq (``TooOld`` if gone)."""
+        params = {"from_msc": from_msc, "to_msc": to_msc, "after_seq": after_seq, "epoch": epoch}
+        return self.call("ticks", symbol=symbol, count=count,
+                         **{k: v for k, v in params.items() if v is not None})
 
     def book(self, symbol: str) -> dict[str, Any]:
         return self.call("book", symbol=symbol)
@@ -127,12 +155,16 @@ class Message:
     topic: str
     data: dict[str, Any]
     from_snapshot: bool = False
+    repaired: bool = False  # filled into a gap from the engine's tick journal
 
 
 @dataclass(frozen=True, slots=True)
 class Gap:
     """Messages ``first..last`` (inclusive) of ``topic`` never arrived; or, for ``restart``,
-    the publisher restarted (``epoch`` changed) and its sequence began again."""
+    the publisher restarted (``epoch`` changed) and its sequence began again.
+
+    ``outcome`` with ``repair=True``: ``repaired`` (they are delivered, in order, before the
+    message that revealed the gap) or ``lost``; empty without repair."""
 
     topic: str
     kind: str  # "gap" or "restart"
@@ -140,6 +172,7 @@ class Gap:
     last: int
     epoch: int
     previous_epoch: int = 0
+    outcome: str = ""
 
 
 @dataclass
@@ -157,6 +190,11 @@ class Subscriber:
     first (marked ``from_snapshot``), and stream messages it already covers are skipped;
     ``resync(prefix)`` does the same at any time (e.g. from ``on_gap``). Before the first
     snapshot it waits up to ``join_wait_ms`` for the subscription to go live.
+
+    With ``repair=True`` (and ``rpc``), a gap in a tick topic is filled from the engine's tick
+    journal (the ``ticks`` op with ``after_seq``) before any later message is delivered, so
+    every tick comes once and in order; ``on_gap`` then says ``repaired`` or ``lost`` (ticks
+    gone from the journal, the engine unreachable, or a topic the journal does not keep).
     """
 
     endpoint: str = "tcp://127.0.0.1:5555"
@@ -164,6 +202,7 @@ class Subscriber:
     on_gap: Callable[[Gap], None] | None = None
     rpc: RpcClient | None = None
     snapshot: bool = False
+    repair: bool = False
     join_wait_ms: int = 1000
     hwm: int = 100_000
     ctx: zmq.Context | None = None
@@ -171,12 +210,16 @@ class Subscriber:
     gaps: int = 0
     restarts: int = 0
     malformed: int = 0
+    repaired: int = 0  # messages filled into gaps
+    lost: int = 0  # messages of gaps that could not be filled
     _state: dict[str, _TopicState] = field(default_factory=dict, init=False)
     _queued: deque[Message] = field(default_factory=deque, init=False)
     _early: deque[list[bytes]] = field(default_factory=deque, init=False)
 
     def __post_init__(self) -> None:
         self.topics = tuple(self.topics)
+        if self.repair and self.rpc is None:
+            raise ValueError("repair=True needs an RpcClient (rpc=...)")
         self._sock = apply_client((self.ctx or zmq.Context.instance()).socket(zmq.SUB), self.curve)
         self._sock.linger = 0
         self._sock.rcvhwm = self.hwm
@@ -253,9 +296,45 @@ class Subscriber:
             state.seq = seq
             return Message(topic, data)
         state.epoch, state.seq = epoch, seq
+        message = Message(topic, data)
+        if self.repair:
+            filled = self._fill(gap)
+            if filled is None:
+                self.lost += gap.last - gap.first + 1
+                gap = replace(gap, outcome="lost")
+            else:
+                self.repaired += len(filled)
+                gap = replace(gap, outcome="repaired")
+                self._queued.extend(filled)
+                self._queued.append(message)
+                message = None
         if self.on_gap is not None:
             self.on_gap(gap)
-        return Message(topic, data)
+        return message
+
+    def _fill(self, gap: Gap) -> list[Message] | None:
+        """The messages of ``gap`` from the tick journal, all of them, or None."""
+        if gap.last < gap.first:  # a restart at seq 1: nothing is missing
+            return []
+        out: list[Message] = []
+        after = gap.first - 1
+        try:
+            parts = topic_parts(gap.topic.encode())
+            if parts[0] != TICK or len(parts) != 2:
+                return None
+            while after < gap.last:
+                rows = self.rpc.ticks(parts[1], after_seq=after, epoch=gap.epoch,
+                                      count=min(MAX_TICKS, gap.last - after))
+                for row in rows:
+                    if row.get("seq") != after + 1 or row.get("epoch") != gap.epoch:
+                        return None
+                    out.append(Message(gap.topic, row, repaired=True))
+                    after += 1
+                if not rows:
+                    return None
+        except (RpcError, ProtocolError):
+            return None
+        return out
 
     def __iter__(self) -> Iterator[Message]:
         while True:

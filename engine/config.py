@@ -253,6 +253,9 @@ class EngineConfig(Settings):
     bus_mode: str = field(default="embedded", metadata=setting("BUS_MODE", one_of("embedded", "external")))
     hwm: int = field(default=100_000, metadata=setting("BUS_HWM", HWM))
     max_candles: int = field(default=1000, metadata=setting("MAX_CANDLES", CANDLE_COUNT))
+    # Recent ticks kept per symbol for gap repair and date ranges (engine.tick_journal): about
+    # 24 bytes a tick, allocated as a symbol's ticks come.
+    tick_journal: int = field(default=100_000, metadata=setting("TICK_JOURNAL", between(1, 10_000_000)))
     # 0: every forming update is published.
     forming_throttle_ms: int = field(default=250, metadata=setting("FORMING_THROTTLE_MS", between(0, DAY_MS)))
     book_interval_ms: int = field(default=250, metadata=setting("BOOK_INTERVAL_MS", INTERVAL_MS))

@@ -115,10 +115,10 @@ _packer = msgpack.Packer(use_bin_type=True)
 encode = _packer.pack
 
 
-def decode(data: bytes) -> dict[str, Any]:
+def decode(data: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
     """Decode one payload; ``ProtocolError`` if it is not a msgpack map within the limits."""
-    if len(data) > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(f"payload of {len(data)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    if len(data) > max_bytes:
+        raise ProtocolError(f"payload of {len(data)} bytes exceeds {max_bytes}")
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
@@ -190,6 +190,52 @@ class TickEncoder:
                                     seq, epoch))))
 
 
+class Packed(bytes):
+    """A reply's ``data`` already msgpack-encoded: ``encode_reply`` splices it in as it is."""
+
+
+def encode_reply(reply: dict[str, Any]) -> bytes:
+    """``encode(reply)``, with a ``Packed`` value written as its bytes."""
+    if not any(isinstance(v, Packed) for v in reply.values()):
+        return encode(reply)
+    return bytes([0x80 + len(reply)]) + b"".join(
+        encode(k) + (v if isinstance(v, Packed) else encode(v)) for k, v in reply.items())
+
+
+def pack_ticks(symbol: str, columns: dict[str, np.ndarray], first_seq: int | None = None,
+               epoch: int = 0) -> Packed:
+    """The msgpack array of ``symbol``'s tick payloads from columns (``TICK_FIELDS`` but
+    ``symbol``), with ``seq`` from ``first_seq`` and ``epoch`` when ``first_seq`` is given.
+
+    The map ``TickEncoder`` writes, for a whole array at once: one numpy record per tick of the
+    fixed keys and big-endian values, so 10,000 ticks take 1-3 ms instead of the 15-20 a dict
+    per tick and ``encode`` take. Decoded, it is the list of maps ``encode`` would give.
+    """
+    n = len(columns["time_msc"])
+    names = TICK_FIELDS[1:] + (("seq", "epoch") if first_seq is not None else ())
+    values = dict(columns)
+    if first_seq is not None:
+        values["seq"] = np.arange(first_seq, first_seq + n, dtype=np.int64)
+        values["epoch"] = np.full(n, epoch, np.int64)
+    if any(name not in _TICK_FLOATS and n and values[name].min() < 0 for name in names):
+        rows = [dict(zip(("symbol", *names), (symbol, *row)))
+                for row in zip(*(values[name].tolist() for name in names))]
+        return Packed(encode(rows))  # a negative integer: not a uint64
+    prefix = bytes([0x80 + 1 + len(names)]) + _packer.pack("symbol") + _packer.pack(symbol)
+    fields = [("prefix", f"S{len(prefix)}")]
+    for name, key in zip(names, _TICK_KEYS):
+        fields += [("key_" + name, f"S{len(key)}"), (name, ">f8" if name in _TICK_FLOATS else ">u8")]
+    template = np.zeros(1, np.dtype(fields))
+    template["prefix"] = prefix
+    for name, key in zip(names, _TICK_KEYS):
+        template["key_" + name] = key
+    # Every record starts as the template (one copy of its bytes), then takes its values.
+    records = np.frombuffer(bytearray(template.tobytes() * n), template.dtype)
+    for name in names:
+        records[name] = values[name]
+    return Packed(_packer.pack_array_header(n) + records.tobytes())
+
+
 def new_epoch() -> int:
     """An epoch for a publisher starting now: milliseconds since 1970, so restarts increase it."""
     return time.time_ns() // 1_000_000
@@ -222,8 +268,14 @@ class Stamper:
 
 # RPC: request ``{"op": ..., ...}``; reply ``{"ok": True, "data": ...}`` or
 # ``{"ok": False, "error": {"code": ..., "message": ...}}``.
-RPC_OPS = ("symbols", "tick", "candles", "book", "account", "snapshot", "health")
+RPC_OPS = ("symbols", "tick", "candles", "ticks", "book", "account", "snapshot", "health")
 MAX_REQUEST_BYTES = 64 * 1024
+# Ticks in one ``ticks`` reply (about 1.3 MB of msgpack with their seq and epoch).
+MAX_TICKS = 10_000
+# Times a date range may name: epoch seconds up to the end of year 9999 (ms for ticks).
+MAX_TIME_S = 253_402_300_799
+# What a client decodes of one reply: larger than a bus payload, as a ``ticks`` reply may be.
+MAX_REPLY_BYTES = 4 * 1024 * 1024
 # A request is the client's envelope (REQ's empty delimiter, a proxy's routing ids) and a body:
 # more frames, or envelope frames longer than a routing id, are refused with bad_request.
 MAX_REQUEST_FRAMES = 8
@@ -262,6 +314,7 @@ class ErrorCode:
     UNKNOWN_SYMBOL = "unknown_symbol"
     UNKNOWN_TIMEFRAME = "unknown_timeframe"
     TOO_MANY = "too_many"
+    TOO_OLD = "too_old"  # the ticks after a seq are no longer journaled, or another epoch's
     UNAVAILABLE = "unavailable"
     TIMEOUT = "timeout"
     INTERNAL = "internal"

@@ -22,12 +22,16 @@ from engine.protocol import (
     MAX_REQUEST_BYTES,
     MAX_REQUEST_FRAME_BYTES,
     MAX_REQUEST_FRAMES,
+    MAX_TICKS,
+    MAX_TIME_S,
     MAX_UNREAD_BYTES,
     ErrorCode,
+    Packed,
     ProtocolError,
     RpcError,
     decode,
     encode,
+    encode_reply,
     ok_reply,
 )
 from engine.security import CurveServer
@@ -58,6 +62,10 @@ class MarketState(Protocol):
     def timeframe_names(self) -> tuple[str, ...]: ...
     def last_tick(self, symbol: str) -> dict[str, Any] | None: ...
     def candles(self, symbol: str, timeframe: str, count: int) -> list[dict[str, Any]]: ...
+    def candle_range(self, symbol: str, timeframe: str, from_s: int, to_s: int,
+                     count: int) -> list[dict[str, Any]]: ...
+    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> Packed: ...
+    def ticks_since(self, symbol: str, epoch: int, after_seq: int, count: int) -> Packed: ...
     def book(self, symbol: str) -> dict[str, Any] | None: ...
     def account(self) -> dict[str, Any] | None: ...
     def snapshot(self, prefix: bytes) -> list[list[Any]]: ...
@@ -76,6 +84,7 @@ class RpcHandler:
             "symbols": self._symbols,
             "tick": self._tick,
             "candles": self._candles,
+            "ticks": self._ticks,
             "book": self._book,
             "account": self._account,
             "snapshot": self._snapshot,
@@ -113,7 +122,7 @@ class RpcHandler:
             reply = RpcError(ErrorCode.INTERNAL, "internal error; see the engine log").to_reply()
         if request_id is not None:
             reply["id"] = request_id
-        return encode(reply)
+        return encode_reply(reply)
 
     # Field checks: each raises RpcError naming the field and what it must be.
     def _symbol(self, request: dict[str, Any]) -> str:
@@ -133,15 +142,35 @@ class RpcHandler:
                            f"unknown timeframe {tf[:16]!r}; served: {', '.join(self.state.timeframe_names())}")
         return tf
 
-    def _count(self, request: dict[str, Any]) -> int:
-        count = request.get("count", 100)
+    def _count(self, request: dict[str, Any], default: int, limit: int, limit_name: str) -> int:
+        count = request.get("count", default)
         if not isinstance(count, int) or isinstance(count, bool):
             raise RpcError(ErrorCode.BAD_REQUEST, "'count' must be an integer")
         if count < 1:
             raise RpcError(ErrorCode.BAD_REQUEST, f"'count' must be at least 1, got {count}")
-        if count > self.state.max_candles:
-            raise RpcError(ErrorCode.TOO_MANY, f"'count' {count} exceeds MAX_CANDLES={self.state.max_candles}")
+        if count > limit:
+            raise RpcError(ErrorCode.TOO_MANY, f"'count' {count} exceeds {limit_name}={limit}")
         return count
+
+    @staticmethod
+    def _whole(request: dict[str, Any], name: str, limit: int, unit: str) -> int:
+        value = request.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= limit:
+            raise RpcError(ErrorCode.BAD_REQUEST,
+                           f"'{name}' must be an integer from 0 to {limit} ({unit}), got {repr(value)[:64]}")
+        return value
+
+    def _span(self, request: dict[str, Any], first: str, last: str, limit: int,
+              unit: str) -> tuple[int, int] | None:
+        """A date range ``(first, last)``, both inclusive; None if the request names neither."""
+        if first not in request and last not in request:
+            return None
+        if first not in request or last not in request:
+            raise RpcError(ErrorCode.BAD_REQUEST, f"'{first}' and '{last}' go together (a date range)")
+        lo, hi = self._whole(request, first, limit, unit), self._whole(request, last, limit, unit)
+        if lo > hi:
+            raise RpcError(ErrorCode.BAD_REQUEST, f"'{first}' ({lo}) is after '{last}' ({hi})")
+        return lo, hi
 
     def _symbols(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         return self.state.symbol_infos()
@@ -155,7 +184,34 @@ class RpcHandler:
     def _candles(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         symbol = self._symbol(request)
         timeframe = self._timeframe(request)
-        return self.state.candles(symbol, timeframe, self._count(request))
+        limit = self.state.max_candles
+        span = self._span(request, "from", "to", MAX_TIME_S, "epoch seconds, bar open times")
+        if span is None:
+            return self.state.candles(symbol, timeframe, self._count(request, 100, limit, "MAX_CANDLES"))
+        if "count" in request:
+            raise RpcError(ErrorCode.BAD_REQUEST, "give either 'count' or 'from' and 'to', not both")
+        bars = self.state.candle_range(symbol, timeframe, *span, limit + 1)
+        if len(bars) > limit:
+            raise RpcError(ErrorCode.TOO_MANY, f"{timeframe} bars from {span[0]} to {span[1]} are more "
+                                               f"than MAX_CANDLES={limit}; narrow the range")
+        return bars
+
+    def _ticks(self, request: dict[str, Any]) -> Packed:
+        """A date range (``from_msc``, ``to_msc``) or gap repair (``after_seq``, ``epoch``)."""
+        symbol = self._symbol(request)
+        count = self._count(request, MAX_TICKS, MAX_TICKS, "MAX_TICKS")
+        if "after_seq" in request:
+            if "from_msc" in request or "to_msc" in request:
+                raise RpcError(ErrorCode.BAD_REQUEST,
+                               "give 'after_seq' (with 'epoch') or 'from_msc' and 'to_msc', not both")
+            after_seq = self._whole(request, "after_seq", 2**63 - 1, "a tick seq")
+            epoch = self._whole(request, "epoch", 2**63 - 1, "the epoch of that seq")
+            return self.state.ticks_since(symbol, epoch, after_seq, count)
+        span = self._span(request, "from_msc", "to_msc", MAX_TIME_S * 1000, "epoch ms")
+        if span is None:
+            raise RpcError(ErrorCode.BAD_REQUEST, "'ticks' takes 'from_msc' and 'to_msc' (a date range) "
+                                                  "or 'after_seq' and 'epoch' (the ticks after a seq)")
+        return self.state.tick_range(symbol, *span, count)
 
     def _book(self, request: dict[str, Any]) -> dict[str, Any]:
         book = self.state.book(self._symbol(request))

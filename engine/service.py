@@ -5,12 +5,14 @@ the RPC socket until the source's next tick is due, so requests are answered bet
 """
 from __future__ import annotations
 
+import bisect
 import ctypes
 import gc
 import logging
 import select
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -29,12 +31,16 @@ from engine.protocol import (
     PUBLISHER_QUEUE_MESSAGES,
     SERVICE_COMPONENT,
     SUMMARY_TOPIC,
+    ErrorCode,
+    Packed,
     ProtocolError,
+    RpcError,
     TickEncoder,
     book_topic,
     candle_topic,
     decode,
     health_topic,
+    pack_ticks,
     tick_topic,
 )
 from engine.publish_policy import ForeignPolicy, Refusals
@@ -43,6 +49,7 @@ from engine.security import CurveClient, CurveServer
 from engine.service_health import HealthReader
 from engine.signals import StopFlag
 from engine.sources.base import MarketSource
+from engine.tick_journal import TickJournal, TooOld, joined, tick_columns
 from engine.timeframes import TIMEFRAMES
 
 log = logging.getLogger("engine")
@@ -78,6 +85,10 @@ PR_SET_TIMERSLACK = 29  # <linux/prctl.h>
 # Plain ints: pyzmq's enum flags cost a couple of µs per ``&`` on a path taken thousands of
 # times a second.
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+
+
+def _bar_time(payload: dict[str, Any]) -> int:
+    return payload["time"]
 
 
 def now_ms() -> int:
@@ -158,6 +169,7 @@ class EngineService:
         self._pub: BusPublisher | None = None
         self._rpc: RpcServer | None = None
         self._sub: zmq.Socket | None = None
+        self._journal: TickJournal | None = None
         self._auth = None  # the ZAP handler thread, when CURVE is on
 
     # Lifecycle
@@ -186,6 +198,13 @@ class EngineService:
         self._rpc = RpcServer(self._ctx, cfg.rpc_endpoint, RpcHandler(self), curve)
         self.source.start()
         self._load_history()
+        # Ticks are handed to the journal as they are aggregated, and RPC requests are served
+        # only once every published tick was (``run``), so a symbol's last seq is that of the
+        # newest tick the journal was given.
+        last_seq, tick_out = self._pub.stamper.last_seq, self._tick_out
+        self._journal = TickJournal(cfg.tick_journal, self._pub.epoch,
+                                    {name: info["point"] for name, info in self._infos.items()},
+                                    lambda symbol: last_seq(tick_out[symbol][0]))
         # Everything loaded so far lives as long as the process: keep it out of the garbage
         # collector's full passes, which would otherwise stall publishing for milliseconds.
         gc.collect()
@@ -350,6 +369,7 @@ class EngineService:
         if not self._unaggregated:
             return
         ticks, self._unaggregated = self._unaggregated, []
+        self._journal.append(ticks)
         latest, aggs = self._ticks, self._aggs
         for tick in ticks:
             latest[tick.symbol] = tick
@@ -469,6 +489,7 @@ class EngineService:
             "rpc_errors": rpc.errors if rpc else 0,
             "forged_dropped": self._refusals.total,
             "foreign_topics": len(self._foreign),
+            "tick_journal_bytes": self._journal.nbytes if self._journal else 0,
             **self._peer_health(),
         }
 
@@ -502,6 +523,56 @@ class EngineService:
 
     def candles(self, symbol: str, timeframe: str, count: int) -> list[dict[str, Any]]:
         return self._aggs[symbol].payloads(timeframe, count)
+
+    def candle_range(self, symbol: str, timeframe: str, from_s: int, to_s: int,
+                     count: int) -> list[dict[str, Any]]:
+        """Bars opening ``from_s..to_s`` (at most ``count``): those older than memory from the
+        source's store, the rest (the forming bar included) from memory."""
+        held = self._aggs[symbol].payloads(timeframe, self.max_candles + 1)
+        oldest = held[0]["time"] if held else to_s + 1
+        out: list[dict[str, Any]] = []
+        if from_s < oldest:
+            older = self._from_source("bars", oldest, lambda: self.source.candle_range(
+                symbol, TIMEFRAMES[timeframe], from_s, min(to_s, oldest - 1), count))
+            out = [c.to_payload(True) for c in older]
+        first = bisect.bisect_left(held, from_s, key=_bar_time)
+        last = bisect.bisect_right(held, to_s, key=_bar_time)
+        return out + held[first:min(last, first + count - len(out))]
+
+    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> Packed:
+        """Ticks stamped ``from_msc..to_msc`` (at most ``count``): those older than the journal
+        from the source's store, the rest from the journal. (A recording, ``--record DIR``,
+        would answer here, between the two, for ranges older than the journal.)"""
+        covers = self._journal.covers_from(symbol)
+        split = to_msc + 1 if covers is None else covers
+        parts = []
+        if from_msc < split:
+            older = self._from_source("ticks", split, lambda: self.source.tick_range(
+                symbol, from_msc, min(to_msc, split - 1), count))
+            parts.append(tick_columns(older))
+        held = len(parts[0]["time_msc"]) if parts else 0
+        if held < count and to_msc >= split:
+            parts.append(self._journal.between(symbol, max(from_msc, split), to_msc, count - held))
+        return pack_ticks(symbol, joined(parts))
+
+    def ticks_since(self, symbol: str, epoch: int, after_seq: int, count: int) -> Packed:
+        try:
+            first_seq, columns = self._journal.since(symbol, epoch, after_seq, count)
+        except TooOld as exc:
+            raise RpcError(ErrorCode.TOO_OLD, str(exc)) from None
+        return pack_ticks(symbol, columns, first_seq, epoch)
+
+    def _from_source(self, what: str, held_from: int, read: Callable[[], list[Any] | None]) -> list[Any]:
+        """``read()`` from the source's store: ``unavailable`` if it keeps none or fails."""
+        try:
+            older = read()
+        except Exception as exc:  # a terminal call failing: that reply fails, nothing else
+            raise RpcError(ErrorCode.UNAVAILABLE, f"the {self.source.name} source could not read its "
+                                                  f"{what}: {type(exc).__name__}: {exc}") from None
+        if older is None:
+            raise RpcError(ErrorCode.UNAVAILABLE, f"the engine holds {what} from {held_from} on and the "
+                                                  f"{self.source.name} source keeps none older")
+        return older
 
     def book(self, symbol: str) -> dict[str, Any] | None:
         book = self.source.book(symbol, now_ms())

@@ -6,8 +6,9 @@
 "use strict";
 
 (() => {
-  const HISTORY_BARS = 200;       // get_candles and get_indicators count
-  const MAX_BARS = 600;           // bars kept in memory
+  const HISTORY_BARS = 200;       // get_candles and get_indicators count; older bars come this many at a time
+  const MAX_BARS = 3000;          // bars kept in memory (live ones and older ones loaded by dragging)
+  const MAX_EMPTY_WINDOWS = 10;   // older windows in a row without a bar (a closed market) before giving up
   const BAR_PX = 9;               // horizontal space per bar
   const AXIS_PX = 72;             // right-hand price axis
   const TIME_AXIS_PX = 18;        // bottom time axis of the price pane
@@ -47,6 +48,11 @@
     errors: [],
     clientMissing: false,
     tokenAsked: 0,            // times the page asked for BRIDGE_TOKEN (the bridge refused without it)
+    oldestBar: null,          // open time of the oldest bar held
+    scrollBars: 0,            // bars between the newest one and the chart's right edge (dragged back)
+    olderRequests: 0,         // get_candles ranges asked for when the chart reached its left edge
+    olderBars: 0,             // bars they brought
+    olderDone: false,         // no older bars to ask for (none left, refused, or MAX_BARS held)
   });
 
   // Data of the current selection.
@@ -56,6 +62,11 @@
   let account = null;
   let summary = null;
   let lastTick = null;
+  // Dragging back through history: the next older window's end (a bar open time), whether a
+  // request for it is out, and how many windows in a row had no bar.
+  let olderTo = null;
+  let loadingOlder = false;
+  let emptyWindows = 0;
   const digitsOf = Object.create(null); // keyed by symbol names, whatever they are
   const pointOf = Object.create(null);
 
@@ -122,6 +133,7 @@
     const n = bars.length;
     if (n === 0 || bar.time > bars[n - 1].time) {
       bars.push(bar);
+      if (state.scrollBars > 0) state.scrollBars += 1; // a dragged view stays where it is
       if (bars.length > MAX_BARS) bars.splice(0, bars.length - MAX_BARS);
       return;
     }
@@ -152,6 +164,7 @@
     for (const bar of list(msg.candles)) if (isBar(bar)) upsertBar(bar);
     state.bars = bars.length;
     state.lastBar = bars.length ? { ...bars[bars.length - 1] } : null;
+    state.oldestBar = bars.length ? bars[0].time : null;
     invalidate("chart");
   }
 
@@ -198,13 +211,73 @@
     return { ctx, w, h };
   }
 
-  // The bars that fit, right-aligned, and the x of each (the same in every pane).
+  // The bars that fit, right-aligned, and the x of each (the same in every pane); dragged back
+  // by state.scrollBars.
   function visible(width) {
     const plotW = width - AXIS_PX;
     const count = Math.max(1, Math.floor(plotW / BAR_PX));
-    const shown = bars.slice(-count);
+    const end = bars.length - Math.min(state.scrollBars, Math.max(0, bars.length - 1));
+    const shown = bars.slice(Math.max(0, end - count), end);
     const offset = plotW - shown.length * BAR_PX;
-    return { shown, plotW, x: (i) => offset + (i + 0.5) * BAR_PX };
+    return { shown, plotW, count, atLeftEdge: end - count <= 0, x: (i) => offset + (i + 0.5) * BAR_PX };
+  }
+
+  // Dragging the price chart to the right shows older bars; at its left edge, older ones load.
+  function onDrag(canvas) {
+    let from = null;
+    canvas.addEventListener("pointerdown", (e) => {
+      from = { x: e.clientX, scroll: state.scrollBars };
+      canvas.setPointerCapture(e.pointerId);
+    });
+    canvas.addEventListener("pointermove", (e) => {
+      if (!from) return;
+      const scroll = Math.max(0, Math.min(bars.length - 1, from.scroll + Math.round((e.clientX - from.x) / BAR_PX)));
+      if (scroll === state.scrollBars) return;
+      state.scrollBars = scroll;
+      invalidate("chart");
+      if (visible(canvas.clientWidth).atLeftEdge) loadOlder();
+    });
+    const end = () => { from = null; };
+    canvas.addEventListener("pointerup", end);
+    canvas.addEventListener("pointercancel", end);
+  }
+
+  const TF_UNIT_S = { M: 60, H: 3600, D: 86400, W: 604800 };
+  // A timeframe's length in seconds (a month as 31 days: only the size of a window to ask for).
+  const tfSeconds = (tf) => (tf.startsWith("MN") ? 31 * 86400 : (TF_UNIT_S[tf[0]] ?? 60) * (parseInt(tf.slice(1), 10) || 1));
+
+  // The HISTORY_BARS bars before the oldest held, by date range; the reply also arrives as a
+  // `candles` event, which puts them in place (upsertBar). A window of a closed market has none:
+  // the next drag asks for the one before it.
+  function loadOlder() {
+    if (loadingOlder || state.olderDone || !bars.length || !socket.connected) return;
+    if (bars.length + HISTORY_BARS > MAX_BARS) {
+      state.olderDone = true;
+      return;
+    }
+    const { symbol, timeframe, generation } = state;
+    const to = Math.min(olderTo ?? Infinity, bars[0].time - 1);
+    if (to < 0) {
+      state.olderDone = true;
+      return;
+    }
+    const from = Math.max(0, to + 1 - HISTORY_BARS * tfSeconds(timeframe));
+    loadingOlder = true;
+    state.olderRequests += 1;
+    socket.emit("get_candles", { symbol, timeframe, from, to }, (reply) => {
+      if (generation !== state.generation) return;
+      loadingOlder = false;
+      if (!isObject(reply) || reply.code) {
+        // Refused (a source without older bars says so): stop asking; rate limited: a later drag asks again.
+        if (reply?.code !== "rate_limited") state.olderDone = true;
+        return;
+      }
+      const got = list(reply.candles).filter(isBar).length;
+      state.olderBars += got;
+      emptyWindows = got ? 0 : emptyWindows + 1;
+      olderTo = from - 1;
+      if (from === 0 || emptyWindows >= MAX_EMPTY_WINDOWS) state.olderDone = true;
+    });
   }
 
   function niceStep(range, ticks) {
@@ -651,7 +724,15 @@
     }
     state.bars = 0;
     state.lastBar = null;
+    state.oldestBar = null;
     state.indicatorPoints = 0;
+    state.scrollBars = 0;
+    state.olderRequests = 0;
+    state.olderBars = 0;
+    state.olderDone = false;
+    olderTo = null;
+    loadingOlder = false;
+    emptyWindows = 0;
     $("symbol").value = symbol;
     markTimeframe();
     history.replaceState(null, "", `?symbol=${encodeURIComponent(symbol)}&tf=${encodeURIComponent(timeframe)}`);
@@ -784,6 +865,7 @@
     if (row && state.symbols.includes(row.dataset.symbol)) select(row.dataset.symbol, state.timeframe);
   });
   window.dashboardSelect = select;
+  onDrag($("price"));
   setInterval(ping, PING_EVERY_MS);
   markTimeframe();
   invalidate("chart");

@@ -62,6 +62,24 @@ class MarketSource(ABC):
         terminal's bars keep growing while the stream starts); ``None`` when none repeat."""
         return None
 
+    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[Tick] | None:
+        """The first ``count`` ticks of ``symbol`` stamped ``from_msc..to_msc`` (inclusive,
+        the ticks' clock), oldest first, from the source's own store, never past the last tick
+        it delivered; ``None`` where the source keeps none.
+
+        The engine asks only for ranges older than its tick journal holds, from its thread.
+        """
+        return None
+
+    def candle_range(self, symbol: str, timeframe: Timeframe, from_s: int, to_s: int,
+                     count: int) -> list[Candle] | None:
+        """The first ``count`` closed bars of ``symbol`` opening ``from_s..to_s`` (inclusive),
+        oldest first, from the source's own store; ``None`` where the source keeps none.
+
+        The engine asks only for bars older than the ``MAX_CANDLES`` it holds.
+        """
+        return None
+
     def market_time(self, now_ms: int) -> int:
         """The market's clock in ms: wall time for live sources, the replayed time for a replay.
 

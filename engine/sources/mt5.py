@@ -56,6 +56,9 @@ FILL_IN_SETTLE_S = 0.3
 FILL_IN_SETTLED_LOOKS = 3
 FILL_IN_WAIT_S = 5.0
 MAX_FILL_IN_TICKS = 1_000_000
+# Ticks a tick range reads beyond what it returns: those of its first second before its first
+# millisecond (no market has this many in one second).
+RANGE_SECOND_TICKS = 10_000
 
 MISSING_PACKAGE = (
     "the mt5 source needs the MetaTrader5 package, which exists for Windows only and talks to a "
@@ -742,3 +745,23 @@ class MT5Source(MarketSource):
     def _shutdown(self) -> None:
         with self._api:
             self._mt5.shutdown()
+
+    # -- date ranges (asked from the engine's thread, which waits for a call in progress) ------
+
+    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[Tick] | None:
+        """The terminal's ticks from the second holding ``from_msc`` (the package reads dates
+        in seconds), cut to the milliseconds asked for: ``copy_ticks_from`` with a count, as
+        ``copy_ticks_range`` would return a long range's millions of ticks at once."""
+        arr = self._call("copy_ticks_from", symbol, from_msc // 1000, count + RANGE_SECOND_TICKS,
+                         COPY_TICKS_ALL)
+        times = arr["time_msc"]
+        lo = int(np.searchsorted(times, from_msc, "left"))
+        hi = min(int(np.searchsorted(times, to_msc, "right")), lo + count)
+        return ticks_from_array(symbol, arr[lo:max(lo, hi)])
+
+    def candle_range(self, symbol: str, timeframe: Timeframe, from_s: int, to_s: int,
+                     count: int) -> list[Candle] | None:
+        """``copy_rates_range``: the terminal's bars opening ``from_s..to_s`` (at most its "Max
+        bars in chart" of them)."""
+        arr = self._call("copy_rates_range", symbol, timeframe.code, from_s, to_s)
+        return candles_from_rates(symbol, timeframe.name, arr[:count])

@@ -476,3 +476,20 @@ class ReplaySource(MarketSource):
             self._origin = (now_ms, self._last_ms)
         wall, file = self._origin
         return file + (now_ms - wall) * self._speed
+
+    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[Tick] | None:
+        """Read again from the file (opened anew, so playback is not disturbed), up to the next
+        tick to play: a replay never answers with ticks it has not published yet."""
+        unplayed = self._next  # None once everything was played
+        out: list[Tick] = []
+        replay = _Replay(self._path, self._symbol)
+        try:
+            for tick in replay.ticks:
+                if tick.time_msc > to_msc or len(out) >= count or tick == unplayed or (
+                        unplayed is not None and tick.time_msc > unplayed.time_msc):
+                    break
+                if tick.symbol == symbol and tick.time_msc >= from_msc:
+                    out.append(tick)
+        finally:
+            replay.close()
+        return out

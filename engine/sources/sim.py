@@ -501,6 +501,7 @@ class SimSource(MarketSource):
         self._heap: list[tuple[int, int]] = []  # (time_msc of its next tick, cursor index)
         self._last: dict[str, Tick] = {}
         self._walk: _FastWalk | None = None
+        self._archives: dict[str, SimMarket] = {}  # models answering ranges
 
     def start(self) -> None:
         if self._start_ms is None:
@@ -537,6 +538,57 @@ class SimSource(MarketSource):
         first_minute = max(min(firsts.values()) // 60, now_minute - MAX_HISTORY_MINUTES)
         m1 = market.minute_bars(first_minute, now_minute, now)
         return {tf.name: _aggregate(tf, m1, firsts[tf])[-count:] for tf, count in counts.items()}
+
+    def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[Tick] | None:
+        """Regenerated from the model, which the live ticks came from (not at rate 0: that walk
+        is not reproducible); from the anchor on, up to the last tick delivered."""
+        if self._walk is not None:
+            return None
+        market = self._archive_market(symbol)
+        lo, hi = max(from_msc, ANCHOR_S * 1000), min(to_msc, self._last[symbol].time_msc)
+        out: list[Tick] = []
+        for minute in range(lo // 60_000, hi // 60_000 + 1):
+            bounds = market.plan(minute).bounds
+            for chunk in range(market.chunks(minute)):
+                if minute * 60_000 + max(bounds[chunk] + 1, bounds[chunk + 1]) <= lo:
+                    continue  # every tick of this chunk is before the range
+                times, bids, asks = market.chunk_columns(minute, chunk)
+                a, b = bisect.bisect_left(times, lo), bisect.bisect_right(times, hi)
+                out += map(Tick, repeat(symbol, b - a), times[a:b], bids[a:b], asks[a:b])
+                if len(out) >= count or b < len(times):
+                    return out[:count]
+        return out
+
+    def candle_range(self, symbol: str, timeframe: Timeframe, from_s: int, to_s: int,
+                     count: int) -> list[Candle] | None:
+        """Closed bars recomputed from the model's minute bars, as ``history`` builds them; the
+        model's history starts at the anchor, at most ``MAX_HISTORY_MINUTES`` before the start."""
+        earliest = max(ANCHOR_S, (self._start_ms // 60_000 - MAX_HISTORY_MINUTES) * 60)
+        now_s = time.time_ns() // 1_000_000_000
+        start = max(from_s, earliest)
+        first = timeframe.bar_open(start)
+        if first < start:
+            first = timeframe.next_open(first)
+        last = timeframe.bar_open(min(to_s, now_s))
+        if timeframe.next_open(last) > now_s:  # still forming
+            last = timeframe.bar_open(last - 1)
+        if first > last:
+            return []
+        if timeframe.seconds:
+            last = min(last, first + (count - 1) * timeframe.seconds)
+        opens = _opens(timeframe, first, last)[:count]
+        end_minute = timeframe.next_open(int(opens[-1])) // 60
+        # The minute after the range has no ticks before its own start: no partial bar.
+        m1 = self._archive_market(symbol).minute_bars(first // 60, end_minute, end_minute * 60_000 - 1)
+        return _aggregate(timeframe, m1, first).candles(symbol, timeframe.name)
+
+    def _archive_market(self, symbol: str) -> SimMarket:
+        """The model of ``symbol`` for ranges: its own caches, so the live ones stay warm."""
+        market = self._archives.get(symbol)
+        if market is None:
+            live = self._markets[symbol]
+            market = self._archives[symbol] = SimMarket(live.sym, live.seed, live.ticks_per_minute)
+        return market
 
     def poll(self, now_ms: int) -> list[Tick]:
         if self._walk is not None:
