@@ -38,7 +38,8 @@ from engine.config import (
     writable_file,
 )
 from engine.logs import RateLimitedLog, setup_logging
-from engine.protocol import ProtocolError, TickEncoder, health_topic
+from engine.client import RpcClient, RpcError
+from engine.protocol import MAX_TICKS, ProtocolError, TickEncoder, encode, health_topic
 from engine.recording import (
     KINDS,
     LOCK_FILE,
@@ -69,6 +70,7 @@ HEALTH_INTERVAL_S = 1.0
 DRAIN = 10_000  # messages read per wake-up before the clock is looked at again
 MAX_TOPICS = 100_000  # parsed topic names kept; the engine's are bounded by symbols x timeframes
 EXIT_CANNOT_START = 2
+REPAIR_TIMEOUT_MS = 2000  # one journal request; the SUB's high-water mark queues meanwhile
 _RCVMORE = int(zmq.RCVMORE)
 
 
@@ -80,6 +82,8 @@ class RecorderConfig(Settings):
     bus_endpoint: str = field(default="tcp://127.0.0.1:5555", metadata=setting("BUS_ENDPOINT", endpoint))
     bus_pub_endpoint: str = field(default="tcp://127.0.0.1:5557",
                                   metadata=setting("BUS_PUB_ENDPOINT", endpoint))
+    # The engine's RPC: missed ticks are asked for again from its tick journal.
+    rpc_endpoint: str = field(default="tcp://127.0.0.1:5556", metadata=setting("RPC_ENDPOINT", endpoint))
     # A chunk (a file per partition) is written this long after its first row at the latest:
     # what a crash can lose, and a file per partition per flush.
     flush_s: float = field(default=1.0, metadata=setting("RECORD_FLUSH_S", above(0)))
@@ -103,6 +107,7 @@ _FLAGS = (
     ("--flush-rows", "flush_rows", "... or once this many rows wait (env RECORD_FLUSH_ROWS, default 100000)"),
     ("--bus-endpoint", "bus_endpoint", "env BUS_ENDPOINT"),
     ("--bus-pub-endpoint", "bus_pub_endpoint", "env BUS_PUB_ENDPOINT"),
+    ("--rpc-endpoint", "rpc_endpoint", "the engine's RPC, for missed ticks (env RPC_ENDPOINT)"),
 )
 
 
@@ -157,12 +162,13 @@ class Recorder:
         self._opened = False  # resumed: only then may close() write files and state
         self._sub: zmq.Socket | None = None
         self._pub: BusPublisher | None = None
+        self._rpc: RpcClient | None = None
         self.run_id = 0
         self.positions = Positions()
         self.counter = 0
         self.through = ""
         self.received = self.rows = self.bytes = self.files = 0
-        self.gaps = self.missed = self.gaps_repaired = 0
+        self.gaps = self.missed = self.gaps_repaired = self.repaired = 0
         self.missed_by_kind: Counter[str] = Counter()
         self.duplicates = self.malformed = self.dropped = self.rows_lost = 0
         self.write_error = ""
@@ -187,6 +193,7 @@ class Recorder:
         for prefix in PREFIXES:
             sub.subscribe(prefix)
         sub.connect(cfg.bus_endpoint)
+        self._rpc = RpcClient(cfg.rpc_endpoint, REPAIR_TIMEOUT_MS, self._ctx, cfg.curve)
         self._opened = True
         log.info("run %d resumes %d topics in %s", self.run_id, len(state.positions), self.root)
 
@@ -198,6 +205,8 @@ class Recorder:
             self._lock.release()
         if self._pub is not None:
             self._pub.close()
+        if self._rpc is not None:
+            self._rpc.close()
         if self._sub is not None:
             self._sub.close(0)
 
@@ -306,13 +315,46 @@ class Recorder:
         return known
 
     def on_gap(self, gap: Gap) -> None:
-        """Messages the recorder never received (it fell behind, or was not running). Counted
-        here; this is where they will be asked for again once the engine journals ticks."""
+        """Messages the recorder never received (it fell behind, or was not running): ticks
+        are asked for again from the engine's journal (``Subscriber(repair=True)``'s way) and
+        recorded before the message that showed the gap; what cannot be had is counted missed."""
         self.gaps += 1
-        self.missed += gap.missed
-        self.missed_by_kind[gap.topic.split(":", 1)[0]] += gap.missed
-        self._log.warning("gap", "missed %d messages of %s (seq %d..%d, epoch %d); %d gaps so far",
-                          gap.missed, gap.topic, gap.first, gap.last, gap.epoch, self.gaps)
+        kind = gap.topic.split(":", 1)[0]
+        recovered = self._repair(gap) if kind == "tick" and self._rpc is not None else 0
+        lost = gap.missed - recovered
+        if recovered:
+            self.repaired += recovered
+            if not lost:
+                self.gaps_repaired += 1
+        if lost:
+            self.missed += lost
+            self.missed_by_kind[kind] += lost
+            self._log.warning("gap", "missed %d messages of %s (seq %d..%d, epoch %d, %d repaired); "
+                              "%d gaps so far", lost, gap.topic, gap.first, gap.last, gap.epoch,
+                              recovered, self.gaps)
+
+    def _repair(self, gap: Gap) -> int:
+        """Record the gap's ticks from the engine's journal; how many were had."""
+        record_topic = self._topic(gap.topic.encode())[1]
+        after, got = gap.first - 1, 0
+        now = time.monotonic()
+        while after < gap.last:
+            try:
+                ticks = self._rpc.ticks(record_topic.symbol, after_seq=after, epoch=gap.epoch,
+                                        count=min(MAX_TICKS, gap.last - after))
+            except RpcError as exc:  # too_old, another epoch, no engine: those are lost
+                self._log.warning("repair", "cannot repair %s after seq %d: %s", gap.topic, after, exc)
+                break
+            ticks = [t for t in ticks if after < t.get("seq", 0) <= gap.last]
+            if not ticks:
+                break
+            for tick in ticks:
+                record = read_record(record_topic, encode(tick))
+                if record.partition is not None:
+                    self._chunks.add(gap.topic, record, now)
+            got += len(ticks)
+            after = ticks[-1]["seq"]
+        return got
 
     def flush(self) -> None:
         """Write every buffered chunk (a file per partition), then the positions they reach."""
@@ -368,6 +410,7 @@ class Recorder:
             "missed": self.missed,
             "missed_by_kind": dict(self.missed_by_kind),
             "gaps_repaired": self.gaps_repaired,
+            "ticks_repaired": self.repaired,
             "duplicates": self.duplicates,
             "malformed": self.malformed,
             "unfit_rows": self.dropped,
