@@ -256,6 +256,9 @@ class EngineConfig(Settings):
     # Recent ticks kept per symbol for gap repair and date ranges (engine.tick_journal): about
     # 24 bytes a tick, allocated as a symbol's ticks come.
     tick_journal: int = field(default=100_000, metadata=setting("TICK_JOURNAL", between(1, 10_000_000)))
+    # A recording (mt5-recorder's directory) that answers tick and bar ranges the source keeps
+    # no store for; it may not exist yet.
+    record_dir: str = field(default="", metadata=setting("RECORD_DIR"))
     # 0: every forming update is published.
     forming_throttle_ms: int = field(default=250, metadata=setting("FORMING_THROTTLE_MS", between(0, DAY_MS)))
     book_interval_ms: int = field(default=250, metadata=setting("BOOK_INTERVAL_MS", INTERVAL_MS))

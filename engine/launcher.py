@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     # Every child gets the engine's endpoints, also those given here as engine flags.
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "BUS_ENDPOINT": config.bus_endpoint,
                  "BUS_PUB_ENDPOINT": config.bus_pub_endpoint, "RPC_ENDPOINT": config.rpc_endpoint}
+    if args.record:  # the engine answers ranges older than its memory from the recording too
+        child_env["RECORD_DIR"] = args.record
     launcher = Launcher(build_children(args.workers, not args.no_bridge, args.env_file, engine_args,
                                        args.record), child_env)
     stop_on_signals(launcher.stop)

@@ -44,6 +44,7 @@ from engine.protocol import (
     tick_topic,
 )
 from engine.publish_policy import ForeignPolicy, Refusals
+from engine.recording_store import RecordingStore
 from engine.rpc import RpcHandler, RpcServer
 from engine.security import CurveClient, CurveServer
 from engine.service_health import HealthReader
@@ -161,6 +162,8 @@ class EngineService:
         self._service_health = service_health
         self._account: dict[str, Any] | None = None
         self._source_error = ""
+        # Where ranges older than memory are read: the source's own store, then a recording.
+        self._stores: list[Any] = [source] + ([RecordingStore(config.record_dir)] if config.record_dir else [])
         self._started_ms = now_ms()
         self._ticks_in = 0
         self._rate_window = (self._started_ms, 0)
@@ -532,7 +535,7 @@ class EngineService:
         oldest = held[0]["time"] if held else to_s + 1
         out: list[dict[str, Any]] = []
         if from_s < oldest:
-            older = self._from_source("bars", oldest, lambda: self.source.candle_range(
+            older = self._from_source("bars", oldest, lambda store: store.candle_range(
                 symbol, TIMEFRAMES[timeframe], from_s, min(to_s, oldest - 1), count))
             out = [c.to_payload(True) for c in older]
         first = bisect.bisect_left(held, from_s, key=_bar_time)
@@ -541,13 +544,12 @@ class EngineService:
 
     def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> Packed:
         """Ticks stamped ``from_msc..to_msc`` (at most ``count``): those older than the journal
-        from the source's store, the rest from the journal. (A recording, ``--record DIR``,
-        would answer here, between the two, for ranges older than the journal.)"""
+        from the source's store (or the recording), the rest from the journal."""
         covers = self._journal.covers_from(symbol)
         split = to_msc + 1 if covers is None else covers
         parts = []
         if from_msc < split:
-            older = self._from_source("ticks", split, lambda: self.source.tick_range(
+            older = self._from_source("ticks", split, lambda store: store.tick_range(
                 symbol, from_msc, min(to_msc, split - 1), count))
             parts.append(tick_columns(older))
         held = len(parts[0]["time_msc"]) if parts else 0
@@ -562,17 +564,20 @@ class EngineService:
             raise RpcError(ErrorCode.TOO_OLD, str(exc)) from None
         return pack_ticks(symbol, columns, first_seq, epoch)
 
-    def _from_source(self, what: str, held_from: int, read: Callable[[], list[Any] | None]) -> list[Any]:
-        """``read()`` from the source's store: ``unavailable`` if it keeps none or fails."""
-        try:
-            older = read()
-        except Exception as exc:  # a terminal call failing: that reply fails, nothing else
-            raise RpcError(ErrorCode.UNAVAILABLE, f"the {self.source.name} source could not read its "
-                                                  f"{what}: {type(exc).__name__}: {exc}") from None
-        if older is None:
-            raise RpcError(ErrorCode.UNAVAILABLE, f"the engine holds {what} from {held_from} on and the "
-                                                  f"{self.source.name} source keeps none older")
-        return older
+    def _from_source(self, what: str, held_from: int, read: Callable[[Any], list[Any] | None]) -> list[Any]:
+        """``read(store)`` from the source's store, else from the recording (``RECORD_DIR``):
+        ``unavailable`` if neither keeps any or a read fails."""
+        for store in self._stores:
+            try:
+                older = read(store)
+            except Exception as exc:  # a terminal call or a file failing: that reply fails
+                raise RpcError(ErrorCode.UNAVAILABLE, f"could not read {what} older than {held_from}: "
+                                                      f"{type(exc).__name__}: {exc}") from None
+            if older is not None:
+                return older
+        raise RpcError(ErrorCode.UNAVAILABLE, f"the engine holds {what} from {held_from} on and the "
+                                              f"{self.source.name} source keeps none older"
+                                              f"{'' if len(self._stores) == 1 else ', nor does the recording'}")
 
     def book(self, symbol: str) -> dict[str, Any] | None:
         book = self.source.book(symbol, now_ms())
