@@ -8,6 +8,7 @@ answers the rooms to enter and to leave, so the caller applies exactly the diffe
 """
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass
 
 from bridge.validation import ClientError
@@ -31,7 +32,7 @@ def timeframe_room(symbol: str, timeframe: str) -> str:
     return f"t:{symbol}:{timeframe}"
 
 
-def rooms_of(held: frozenset[Subscription] | set[Subscription]) -> frozenset[str]:
+def rooms_of(held: Set[Subscription]) -> frozenset[str]:
     """The rooms a client holding ``held`` is in."""
     rooms = {symbol_room(symbol) for symbol, _ in held}
     rooms.update(timeframe_room(symbol, tf) for symbol, tf in held if tf is not None)
