@@ -14,7 +14,7 @@ import hmac
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from importlib import metadata
 from typing import Any
@@ -37,6 +37,7 @@ from bridge.payloads import check as check_payload
 from bridge.quietlog import INTERVAL_S, LibraryLog
 from bridge.ratelimit import TokenBucket
 from bridge.sessions import Sessions
+from bridge.subscriptions import Subscriptions, symbol_room, timeframe_room
 from bridge.transport import TextPacket, WireTransport
 from bridge.validation import RATE_LIMITED, ClientError, Request, event_name, parse_request
 from bridge.webui import add_dashboard
@@ -69,14 +70,6 @@ STAMP_FIELDS = ("seq", "epoch")
 LARGE_REPLIES = frozenset({"get_candles", "get_indicators", "get_ticks"})
 
 
-def symbol_room(symbol: str) -> str:
-    return f"s:{symbol}"
-
-
-def timeframe_room(symbol: str, timeframe: str) -> str:
-    return f"t:{symbol}:{timeframe}"
-
-
 def engine_error(event: str, exc: RpcError) -> ClientError:
     """The client's error for an engine error in answering ``event``."""
     code = exc.code if exc.code in PASSED_CODES else ErrorCode.UNAVAILABLE
@@ -96,6 +89,7 @@ def unstamped(data: dict[str, Any]) -> dict[str, Any]:
 class Client:
     bucket: TokenBucket
     limited_at: float = float("-inf")
+    subscriptions: Subscriptions = field(default_factory=Subscriptions)
 
 
 class Bridge:
@@ -267,10 +261,10 @@ class Bridge:
 
     async def _answer(self, sid: str, req: Request) -> tuple[str, Any]:
         if req.event == "subscribe":
-            self.fanout.join(sid, self._rooms(req))
+            self._resubscribe(sid, req)
             return "subscribed", {"symbol": req.symbol, "timeframe": req.timeframe}
         if req.event == "unsubscribe":
-            self.fanout.leave(sid, self._rooms(req, leaving=True))
+            self._resubscribe(sid, req)
             return "unsubscribed", {"symbol": req.symbol, "timeframe": req.timeframe}
         if req.event == "get_symbols":
             return "symbols", await self._symbols()
@@ -296,14 +290,16 @@ class Bridge:
             return "account_info", unstamped(await self._call(req.event, "account"))
         return "health", self.health()
 
-    def _rooms(self, req: Request, leaving: bool = False) -> list[str]:
+    def _resubscribe(self, sid: str, req: Request) -> None:
+        """Change the client's subscriptions and move it into and out of exactly the rooms that changes."""
+        client = self.clients.get(sid)
+        if client is None:  # gone while the symbol list was fetched
+            return
         assert req.symbol is not None
-        if req.timeframe is not None:
-            rooms = [timeframe_room(req.symbol, req.timeframe)]
-            return rooms if leaving else [symbol_room(req.symbol), *rooms]
-        if leaving:
-            return [symbol_room(req.symbol), *(timeframe_room(req.symbol, tf) for tf in self.config.timeframes)]
-        return [symbol_room(req.symbol)]
+        subs = client.subscriptions
+        change = (subs.subscribe if req.event == "subscribe" else subs.unsubscribe)(req.symbol, req.timeframe)
+        self.fanout.leave(sid, list(change.leave))
+        self.fanout.join(sid, list(change.enter))
 
     async def _call(self, event: str, op: str, **params: Any) -> Any:
         """An engine request; its error becomes the client's ``ClientError``."""

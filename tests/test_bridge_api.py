@@ -183,6 +183,80 @@ def test_unsubscribe_stops_updates(bridge):
     assert not {"tick", "order_book"} & set(run(scenario, bridge))
 
 
+STREAMS = ("tick", "order_book", "candles", "indicators")
+
+
+async def window(c: Recorder, seconds: float) -> Counter:
+    """The stream events of ``seconds``, after a flush already on its way has landed, counted by
+    (event, symbol, timeframe)."""
+    await asyncio.sleep(0.3)
+    mark = len(c.events)
+    await asyncio.sleep(seconds)
+    return Counter((e, d["symbol"], d.get("timeframe")) for _, e, d in c.events[mark:] if e in STREAMS)
+
+
+def of_symbol(seen: Counter, symbol: str = SYMBOL) -> set[tuple[str, str | None]]:
+    return {(event, tf) for event, s, tf in seen if s == symbol}
+
+
+def test_unsubscribe_with_the_payload_of_the_subscribe_stops_everything_it_started(bridge):
+    """The issue's case: ``subscribe {EURUSD, M1}`` then ``unsubscribe`` with the same payload
+    kept EURUSD ticks flowing (17 in the next 1.5 s)."""
+    async def scenario(c):
+        await c.call("subscribe", {"symbol": "GBPUSD"})  # stays: shows the stream went on meanwhile
+        await c.call("subscribe", {"symbol": SYMBOL, "timeframe": "M1"})
+        for event in STREAMS:
+            await c.wait_for(event, lambda d: d["symbol"] == SYMBOL, timeout=10)
+        ack = await c.call("unsubscribe", {"symbol": SYMBOL, "timeframe": "M1"})
+        return ack, await window(c, 1.5)
+    ack, seen = run(scenario, bridge)
+    print(f"after the mirrored unsubscribe, 1.5 s: {dict(seen)}")
+    assert ack == {"symbol": SYMBOL, "timeframe": "M1"}
+    assert of_symbol(seen) == set(), seen
+    assert seen[("tick", "GBPUSD", None)] >= 3
+
+
+def test_after_each_unsubscribe_exactly_what_the_remaining_subscriptions_name_streams(bridge):
+    async def scenario(c):
+        async def change(event, timeframe):
+            await c.call(event, {"symbol": SYMBOL, "timeframe": timeframe})
+
+        for tf in ("M1", "M5"):
+            await change("subscribe", tf)
+            await c.wait_for("indicators", lambda d: d["timeframe"] == tf, timeout=10)
+        seen = []
+        for tf in ("M1", "M5"):
+            await change("unsubscribe", tf)
+            seen.append(of_symbol(await window(c, 1.0)))
+        for tf in (None, "M1"):
+            await change("subscribe", tf)
+        await c.wait_for("indicators", lambda d: d["timeframe"] == "M1", after=len(c.events), timeout=10)
+        await change("unsubscribe", "M1")
+        seen.append(of_symbol(await window(c, 1.0)))
+        return seen
+    after_m1, after_m5, symbol_left = run(scenario, bridge)
+    print(f"streams left: after M1 {sorted(after_m1)}; after M5 {sorted(after_m5)}; "
+          f"{{symbol}} and M1, after M1 {sorted(symbol_left)}")
+    assert after_m1 == {("tick", None), ("order_book", None), ("candles", "M5"), ("indicators", "M5")}
+    assert after_m5 == set()
+    assert symbol_left == {("tick", None), ("order_book", None)}  # {symbol} alone still names it
+
+
+def test_unsubscribe_without_timeframe_removes_every_subscription_of_the_symbol(bridge):
+    async def scenario(c):
+        for tf in ("M1", "M5"):
+            await c.call("subscribe", {"symbol": SYMBOL, "timeframe": tf})
+        await c.wait_for("candles", lambda d: d["timeframe"] == "M5")
+        await c.call("unsubscribe", {"symbol": SYMBOL})
+        gone = of_symbol(await window(c, 1.0))
+        await c.call("subscribe", {"symbol": SYMBOL, "timeframe": "M1"})  # M5 does not come back with it
+        return gone, of_symbol(await window(c, 1.0))
+    gone, again = run(scenario, bridge)
+    print(f"after unsubscribe {{symbol}}: {sorted(gone)}; after subscribing M1 again: {sorted(again)}")
+    assert gone == set()
+    assert again == {("tick", None), ("order_book", None), ("candles", "M1"), ("indicators", "M1")}
+
+
 def test_account_update_and_market_summary_reach_every_client(bridge):
     async def scenario(c):
         summary = await c.wait_for("market_summary", timeout=5)
