@@ -22,11 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.webui import MISSING_CLIENT
+from bridge.webui import MISSING_CLIENT, socketio_client_file
 from tests.bridge_procs import JS_DIR, BridgeProcess, npm_install
 from tests.procs import ROOT
-
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 CLIENT_URL = "/static/vendor/socket.io.min.js"
 # What a fresh checkout does not have: installs, builds, and the generated extension sources.
@@ -100,6 +98,8 @@ def serve_installed(venv: Path, engine, started) -> InstalledBridge:
     return bridge.start()
 
 
+@pytest.mark.slow  # about 30 s: a wheel build compiles the Cython extension
+@pytest.mark.timeout(300)
 def test_a_wheel_serves_the_pinned_socketio_client(sources, start_engine, started, tmp_path) -> None:
     npm_install()  # skips without node/npm; the pinned client to compare with, and npm's cache warm
     locked = json.loads((JS_DIR / "package-lock.json").read_text())["packages"]["node_modules/socket.io-client"]
@@ -122,6 +122,8 @@ def test_a_wheel_serves_the_pinned_socketio_client(sources, start_engine, starte
           f"its bridge served socket.io-client {locked['version']} ({len(client)} bytes, {kind})")
 
 
+@pytest.mark.slow  # about 30 s: a wheel build compiles the Cython extension
+@pytest.mark.timeout(300)
 def test_a_wheel_built_without_npm_says_the_client_is_missing(sources, start_engine, started, tmp_path) -> None:
     shutil.rmtree(sources / "bridge" / "js" / "node_modules", ignore_errors=True)
     wheel, seconds = build_wheel(sources, tmp_path / "dist", NPM=str(tmp_path / "no-npm-here"))
@@ -138,3 +140,19 @@ def test_a_wheel_built_without_npm_says_the_client_is_missing(sources, start_eng
     assert status == 200 and b"Socket.IO browser client is missing" in script and b"pip install ." in script
     print(f"\nwheel {wheel.name} built without npm in {seconds:.1f} s: the page is served, {CLIENT_URL} "
           f"answers 404 with {MISSING_CLIENT.strip()!r}")
+
+
+def test_the_client_is_served_from_the_first_directory_holding_it(tmp_path) -> None:
+    """A checkout's live npm install wins over the package's copy; only client files are served."""
+    live, copy = tmp_path / "node_modules-dist", tmp_path / "package-copy"
+    live.mkdir(), copy.mkdir()
+    (copy / "socket.io.min.js").write_text("copy")
+    (copy / "socket.io.min.js.map").write_text("{}")
+    (copy / "dashboard.js").write_text("not the client")
+    assert socketio_client_file("socket.io.min.js", (live, copy)) == copy / "socket.io.min.js"
+    (live / "socket.io.min.js").write_text("live")
+    assert socketio_client_file("socket.io.min.js", (live, copy)) == live / "socket.io.min.js"
+    assert socketio_client_file("socket.io.min.js.map", (live, copy)) == copy / "socket.io.min.js.map"
+    assert socketio_client_file("dashboard.js", (live, copy)) is None
+    assert socketio_client_file("../package-copy/socket.io.min.js", (live,)) is None
+    assert socketio_client_file("socket.io.min.js", (tmp_path / "absent",)) is None
