@@ -17,6 +17,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,22 +46,33 @@ class InstalledBridge(BridgeProcess):
 
 
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory) -> Path:
-    """The project's sources as a fresh checkout has them, in a directory of their own."""
-    src = tmp_path_factory.mktemp("checkout") / "src"
-    shutil.copytree(ROOT, src, ignore=NOT_IN_A_CHECKOUT)
-    return src
+def sources(tmp_path_factory) -> Iterator[Path]:
+    """The project's sources as a fresh checkout has them, in a directory of their own (removed
+    with its build, node_modules and wheels after the module's tests)."""
+    checkout = tmp_path_factory.mktemp("checkout")
+    shutil.copytree(ROOT, checkout / "src", ignore=NOT_IN_A_CHECKOUT)
+    yield checkout / "src"
+    shutil.rmtree(checkout)
 
 
-def build_wheel(src: Path, out: Path, **env: str) -> tuple[Path, float]:
+@pytest.fixture
+def scratch(tmp_path) -> Iterator[Path]:
+    """``tmp_path`` for a wheel and its venv, removed after the test (a test names it before
+    ``started``, so it is removed after the bridge running from it has stopped)."""
+    yield tmp_path
+    shutil.rmtree(tmp_path)
+
+
+def build_wheel(src: Path, out: Path, **env: str) -> tuple[Path, float, str]:
     """``pip wheel . --no-deps`` in ``src`` (its build isolation installs setuptools, Cython and
-    numpy); the wheel and the seconds the build took."""
+    numpy); the wheel, the seconds the build took and its log."""
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "-v", "-w", str(out)],
-                            cwd=src, env={**os.environ, **env}, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+                            cwd=src, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-6000:]
     (wheel,) = out.glob("mt5_market_data-*.whl")
-    return wheel, time.monotonic() - started
+    return wheel, time.monotonic() - started, result.stdout
 
 
 def fresh_venv(wheel: Path, venv: Path) -> Path:
@@ -100,17 +112,18 @@ def serve_installed(venv: Path, engine, started) -> InstalledBridge:
 
 @pytest.mark.slow  # about 30 s: a wheel build compiles the Cython extension
 @pytest.mark.timeout(300)
-def test_a_wheel_serves_the_pinned_socketio_client(sources, start_engine, started, tmp_path) -> None:
+def test_a_wheel_serves_the_pinned_socketio_client(sources, scratch, start_engine, started) -> None:
     npm_install()  # skips without node/npm; the pinned client to compare with, and npm's cache warm
     locked = json.loads((JS_DIR / "package-lock.json").read_text())["packages"]["node_modules/socket.io-client"]
     pinned = JS_DIR / "node_modules" / "socket.io-client"
     assert json.loads((pinned / "package.json").read_text())["version"] == locked["version"]
 
-    wheel, seconds = build_wheel(sources, tmp_path / "dist")
-    package = fresh_venv(wheel, tmp_path / "venv")
+    wheel, seconds, log = build_wheel(sources, scratch / "dist")
+    assert f"socket.io-client {locked['version']} copied to" in log, log[-3000:]
+    package = fresh_venv(wheel, scratch / "venv")
     assert not (package / "js").exists(), "the wheel carries no bridge/js: the client must come from the package"
 
-    bridge = serve_installed(tmp_path / "venv", start_engine(), started)
+    bridge = serve_installed(scratch / "venv", start_engine(), started)
     status, kind, page = get(bridge.url + "/")
     assert status == 200 and kind.startswith("text/html") and f'src="{CLIENT_URL}"'.encode() in page
     status, kind, client = get(bridge.url + CLIENT_URL)
@@ -124,13 +137,14 @@ def test_a_wheel_serves_the_pinned_socketio_client(sources, start_engine, starte
 
 @pytest.mark.slow  # about 30 s: a wheel build compiles the Cython extension
 @pytest.mark.timeout(300)
-def test_a_wheel_built_without_npm_says_the_client_is_missing(sources, start_engine, started, tmp_path) -> None:
+def test_a_wheel_built_without_npm_says_the_client_is_missing(sources, scratch, start_engine, started) -> None:
     shutil.rmtree(sources / "bridge" / "js" / "node_modules", ignore_errors=True)
-    wheel, seconds = build_wheel(sources, tmp_path / "dist", NPM=str(tmp_path / "no-npm-here"))
-    package = fresh_venv(wheel, tmp_path / "venv")
+    wheel, seconds, log = build_wheel(sources, scratch / "dist", NPM=str(scratch / "no-npm-here"))
+    assert "npm was not found: the dashboard will say its Socket.IO client is missing" in log, log[-3000:]
+    package = fresh_venv(wheel, scratch / "venv")
     assert not (package / "dashboard" / "socket.io-client").exists(), "a client the wheel should not carry"
 
-    bridge = serve_installed(tmp_path / "venv", start_engine(), started)
+    bridge = serve_installed(scratch / "venv", start_engine(), started)
     status, _, page = get(bridge.url + "/")
     assert status == 200 and f'src="{CLIENT_URL}"'.encode() in page and b"dashboard.js" in page
     status, kind, missing = get(bridge.url + CLIENT_URL)
