@@ -40,19 +40,24 @@ def installed_client_version() -> str | None:
 
 def stage_socketio_client() -> None:
     """Copy the pinned socket.io-client build into ``CLIENT_VENDOR``, running ``npm ci`` in
-    bridge/js first when it is not installed at the pinned version. Without npm (``NPM`` names
-    another executable than ``npm``) the build still succeeds: the vendor copy is removed, so a
-    stale one never ships, and the bridge answers 404 and the dashboard says the client is missing.
-    A source tree without bridge/js (an unpacked sdist) keeps the copy it was shipped with."""
+    bridge/js first when it is not installed at the pinned version (``NPM`` names the npm
+    executable, ``npm`` by default). Without npm, or when it fails, the build still succeeds: the
+    vendor copy is removed, so a stale one never ships, and the bridge answers 404 and the
+    dashboard says the client is missing. A source tree without bridge/js (an unpacked sdist)
+    keeps the copy it was shipped with."""
     locked = locked_client_version()
     if locked is None:
         return
     npm = shutil.which(os.environ.get("NPM", "npm"))
     if installed_client_version() != locked and npm is not None:
-        result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS_DIR,
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"npm ci failed in {JS_DIR}: {result.stderr[-1000:]}")
+        try:
+            result = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=JS_DIR,
+                                    capture_output=True, text=True, timeout=600)
+            failure = result.stderr[-1000:] if result.returncode != 0 else ""
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            failure = str(exc)
+        if failure:
+            print(f"npm ci failed in {JS_DIR}: {failure}")
     CLIENT_VENDOR.mkdir(exist_ok=True)
     if installed_client_version() == locked:
         for name in CLIENT_FILES:
