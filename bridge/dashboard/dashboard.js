@@ -1,5 +1,5 @@
 // The live dashboard: plain browser JavaScript over the bridge's Socket.IO API (README "Socket.IO API").
-// `io` is the socket.io-client browser build the bridge serves from bridge/js/node_modules.
+// `io` is the socket.io-client browser build the bridge serves (bridge/webui.py: SOCKETIO_DIRS).
 // window.dashboardState exposes what arrived (counts per event and symbol) for people and tests.
 // Whatever arrives is data: it reaches the page only as text (DOM nodes and textContent, never
 // parsed as HTML), and a value shown as a number is shown only when it is a finite number.
@@ -653,7 +653,8 @@
     const code = (t) => elem("code", null, t);
     showBanner("The Socket.IO browser client is missing: ", code("/static/vendor/socket.io.min.js"), " was not served. ",
       "Install it with ", code("npm ci"), " in ", code("bridge/js"), " (", code("make install"),
-      " does this when npm is present), then reload.");
+      " does this when npm is present), then reload. A package from ", code("pip install ."),
+      " carries it only when npm was on PATH where it was built.");
     invalidate("chart");
     return;
   }
