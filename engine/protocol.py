@@ -198,7 +198,9 @@ class Stamper:
 
 # RPC: request ``{"op": ..., ...}``; reply ``{"ok": True, "data": ...}`` or
 # ``{"ok": False, "error": {"code": ..., "message": ...}}``.
-RPC_OPS = ("symbols", "tick", "candles", "book", "account", "snapshot", "health")
+RPC_OPS = ("symbols", "tick", "candles", "book", "account", "snapshot", "health", "replay")
+# The ``replay`` op's actions (the replay source's playback; ``seek`` takes ``time``, epoch s).
+REPLAY_ACTIONS = ("start", "pause", "resume", "status", "seek")
 MAX_REQUEST_BYTES = 64 * 1024
 # A request is the client's envelope (REQ's empty delimiter, a proxy's routing ids) and a body:
 # more frames, or envelope frames longer than a routing id, are refused with bad_request.

@@ -8,6 +8,7 @@ from a client that does not read its replies (see ``RpcServer`` for the caps).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Protocol
 
@@ -23,6 +24,7 @@ from engine.protocol import (
     MAX_REQUEST_FRAME_BYTES,
     MAX_REQUEST_FRAMES,
     MAX_UNREAD_BYTES,
+    REPLAY_ACTIONS,
     ErrorCode,
     ProtocolError,
     RpcError,
@@ -62,6 +64,7 @@ class MarketState(Protocol):
     def account(self) -> dict[str, Any] | None: ...
     def snapshot(self, prefix: bytes) -> list[list[Any]]: ...
     def health(self) -> dict[str, Any]: ...
+    def replay(self, action: str, time_s: float | None) -> dict[str, Any]: ...
 
 
 class RpcHandler:
@@ -80,6 +83,7 @@ class RpcHandler:
             "account": self._account,
             "snapshot": self._snapshot,
             "health": self._health,
+            "replay": self._replay,
         }
 
     def handle(self, raw: bytes) -> bytes:
@@ -181,6 +185,19 @@ class RpcHandler:
 
     def _health(self, request: dict[str, Any]) -> dict[str, Any]:
         return self.state.health()
+
+    def _replay(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Playback control of the replay source; every action answers with its status."""
+        action = request.get("action")
+        if not isinstance(action, str) or action not in REPLAY_ACTIONS:
+            raise RpcError(ErrorCode.BAD_REQUEST, f"'action' must be one of {', '.join(REPLAY_ACTIONS)}")
+        time_s = None
+        if action == "seek":
+            time_s = request.get("time")
+            if type(time_s) not in (int, float) or not math.isfinite(time_s) or time_s < 0:
+                raise RpcError(ErrorCode.BAD_REQUEST,
+                               "'time' must be a non-negative number: epoch seconds in the file's clock")
+        return self.state.replay(action, time_s)
 
 
 class RpcServer:

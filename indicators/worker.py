@@ -5,6 +5,10 @@ them with no overlap). Each (symbol, timeframe) warms up from the engine's ``can
 before its first value, so that value already equals TA-Lib over that history; a gap in the
 candle stream or an engine restart (``seq``/``epoch``) warms the series again rather than
 publish a value computed without a bar it never saw.
+
+Nothing is dropped on the way out: the worker's PUB waits when the bus' queue for it is full
+(a lossless replay's engine waits for its slowest subscriber, this worker among them), so every
+closed candle the worker receives gets its value.
 """
 from __future__ import annotations
 
@@ -57,6 +61,7 @@ RPC_RETRY_S = 1.0  # after a failed history request, series wait this long befor
 # A warm-up costs the engine a candles(MAX_CANDLES) request: each series asks at most this often,
 # so candles that keep breaking the stream (forged epochs, a flood of gaps) cannot make it loop.
 REWARM_EVERY_S = 2.0
+PUBLISH_RETRY_S = 0.0005  # between tries to publish into a full bus queue
 
 
 def shard_of(symbol: str, shards: int) -> int:
@@ -195,7 +200,8 @@ class IndicatorWorker:
         """Connect, learn the symbols of this shard (waits for the engine); False if stopped."""
         cfg = self.config
         self._rpc = RpcClient(cfg.rpc_endpoint, timeout_ms=RPC_TIMEOUT_MS, ctx=self._ctx, curve=cfg.curve)
-        self._pub = BusPublisher(publisher_socket(self._ctx, cfg.bus_pub_endpoint, cfg.hwm, cfg.curve))
+        self._pub = BusPublisher(publisher_socket(self._ctx, cfg.bus_pub_endpoint, cfg.hwm, cfg.curve, nodrop=True),
+                                 on_full=self._wait_room)
         self._sub = apply_client(self._ctx.socket(zmq.SUB), cfg.curve)
         self._sub.linger = 0
         self._sub.rcvhwm = cfg.hwm
@@ -218,6 +224,11 @@ class IndicatorWorker:
         log.info("shard %d/%d serves %d of %d symbols: %s", cfg.shard, cfg.shards,
                  len(served), len(symbols), ",".join(served))
         return True
+
+    def _wait_room(self) -> bool:
+        """The bus has not taken what this worker sent yet: wait a little (True: try again),
+        or give the value up when stopping."""
+        return not self._stop.wait(PUBLISH_RETRY_S)
 
     def close(self) -> None:
         for closeable in (getattr(self, "_rpc", None), getattr(self, "_pub", None)):
@@ -294,7 +305,10 @@ class IndicatorWorker:
         self._warmed_at[candle_topic] = now
         series = IndicatorSeries(candle["symbol"], candle["timeframe"], self.config.periods)
         try:
-            series.warm(self._rpc.candles(series.symbol, series.timeframe, self.config.max_candles))
+            history = self._rpc.candles(series.symbol, series.timeframe, self.config.max_candles)
+            # Only the bars before this candle's: the stream brings this one and those after it
+            # (the engine may be ahead), and each gets its value when it comes.
+            series.warm([c for c in history if c["time"] < candle["time"]])
         except (UnknownSymbol, UnknownTimeframe) as exc:
             raise ProtocolError(f"the engine does not serve it: {exc.message}") from None
         except RpcError as exc:

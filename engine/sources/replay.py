@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from itertools import chain, islice
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from engine.config import EngineConfig
 from engine.models import (
@@ -199,6 +199,7 @@ class _Replay:
 
     def __init__(self, path: Path, symbol: str) -> None:
         self.path = path
+        self.rows_read = 0  # non-blank lines read, the header included
         try:
             self.file = _open_text(path)
         except FileNotFoundError:
@@ -238,12 +239,13 @@ class _Replay:
             self.ticks = self._export_ticks(rows, name)
 
     def _lines(self, file: IO[str]) -> Iterator[tuple[int, str]]:
-        """The non-blank lines with their numbers (from 1)."""
+        """The non-blank lines with their numbers (from 1); counts them in ``rows_read``."""
         lineno = 0
         try:
             for lineno, line in enumerate(file, start=1):
                 line = line.rstrip("\r\n")
                 if line.strip():
+                    self.rows_read += 1
                     yield lineno, line
         except UnicodeError as exc:
             raise SourceError(f"{self.path}:{lineno + 1}: cannot decode the file: {exc}") from None
@@ -367,6 +369,7 @@ class _Replay:
         digits: dict[str, int] = {}
         seen: dict[str, int] = {}
         i_sym, i_bid, i_ask = self.cols["symbol"], self.cols["bid"], self.cols["ask"]
+        counted = self.rows_read  # rows_read counts what is played, not this pass
         with _open_text(self.path) as f:
             lines = self._lines(f)
             next(lines)  # the header
@@ -385,11 +388,31 @@ class _Replay:
                 except IndexError as exc:
                     raise self._error(lineno, fields, exc) from None
                 digits[name] = max(digits[name], d)
+        self.rows_read = counted
         return digits
 
 
+def count_rows(path: Path) -> int:
+    """The data rows of a replay file: its non-blank lines after the header."""
+    with _open_text(path) as f:
+        return max(0, sum(1 for line in f if line.strip()) - 1)
+
+
+# Playback states (the replay op's ``status``): loaded and waiting for ``start``, playing,
+# paused, every tick delivered.
+READY, PLAYING, PAUSED, FINISHED = "ready", "playing", "paused", "finished"
+
+
+class PlaybackError(ValueError):
+    """A playback action the replay's state does not allow; the message says why."""
+
+
 class ReplaySource(MarketSource):
-    """Plays ``config.replay_file`` at ``config.replay_speed`` (0: as fast as possible)."""
+    """Plays ``config.replay_file`` at ``config.replay_speed`` (0: as fast as possible).
+
+    With ``REPLAY_START=paused`` it loads the file and delivers nothing until ``start()``;
+    ``pause()``, ``resume()`` and ``seek()`` control the playback (the RPC op ``replay``).
+    """
 
     name = "replay"
 
@@ -403,6 +426,8 @@ class ReplaySource(MarketSource):
         self._error: SourceError | None = None  # raised by the poll after the good ticks
         self._origin: tuple[int, int] | None = None  # (wall ms, file ms) when play began
         self._last_ms = 0
+        self._state = READY if config.replay_start == "paused" else PLAYING
+        self._total = 0
 
     def start(self) -> None:
         replay = _Replay(self._path, self._symbol)
@@ -414,6 +439,7 @@ class ReplaySource(MarketSource):
             replay.close()
             raise
         self._replay, self._next, self._last_ms = replay, first, first.time_msc
+        self._total = count_rows(self._path)
 
     def stop(self) -> None:
         if self._replay is not None:
@@ -430,7 +456,7 @@ class ReplaySource(MarketSource):
             error, self._error = self._error, None
             raise error
         nxt = self._next
-        if nxt is None:
+        if nxt is None or self._state != PLAYING:
             return []
         until = math.inf if self._speed == 0 else self._clock(now_ms)
         out: list[Tick] = []
@@ -451,18 +477,89 @@ class ReplaySource(MarketSource):
     def next_due(self, now_ms: int) -> int:
         if self._next is None:
             return 0 if self._error is not None else IDLE_DUE_MS
+        if self._state != PLAYING:
+            return IDLE_DUE_MS
         if self._speed == 0:
             return 0
         return max(0, math.ceil((self._next.time_msc - self._clock(now_ms)) / self._speed))
 
     def market_time(self, now_ms: int) -> int:
-        if self._speed == 0:
+        if self._speed == 0 or self._state != PLAYING:
             return self._last_ms
         return int(self._clock(now_ms))
 
     @property
     def finished(self) -> bool:
         return self._replay is not None and self._next is None and self._error is None
+
+    # Playback control
+    @property
+    def playing(self) -> bool:
+        return self._state == PLAYING and self._next is not None
+
+    def start_playing(self, now_ms: int) -> None:
+        """Begin a replay loaded with ``REPLAY_START=paused``."""
+        if self._state != READY:
+            raise PlaybackError(f"the replay has already started (it is {self.state}); use resume or seek")
+        self._state, self._origin = PLAYING, None
+
+    def pause(self, now_ms: int) -> None:
+        if self._state != PLAYING or self._next is None:
+            raise PlaybackError(f"only a playing replay can pause; it is {self.state}")
+        self._last_ms = self.market_time(now_ms)
+        self._state = PAUSED
+
+    def resume(self, now_ms: int) -> None:
+        if self._state != PAUSED:
+            raise PlaybackError(f"only a paused replay can resume; it is {self.state}"
+                                + (" (use start)" if self._state == READY else ""))
+        self._state, self._origin = PLAYING, None  # the clock goes on from where it paused
+
+    def seek(self, time_ms: int) -> None:
+        """Play on from the first tick at or after ``time_ms`` (the file's clock), in the same
+        state; a finished replay becomes paused. Before the current position the file is read
+        again from its start; rows before ``time_ms`` are read and skipped."""
+        was_finished = self.finished
+        nxt = self._next
+        if nxt is None or time_ms < nxt.time_msc:
+            replay = _Replay(self._path, self._symbol)
+            self._replay.close()
+            self._replay, nxt, self._error = replay, next(replay.ticks, None), None
+        try:
+            while nxt is not None and nxt.time_msc < time_ms:
+                nxt = next(self._replay.ticks, None)
+        except SourceError as exc:
+            self._error, nxt = exc, None
+        self._next, self._last_ms, self._origin = nxt, time_ms, None
+        if nxt is None:
+            self._replay.close()
+        elif was_finished and self._state == PLAYING:
+            self._state = PAUSED
+
+    @property
+    def state(self) -> str:
+        if self._state != READY and self.finished:
+            return FINISHED
+        return self._state
+
+    def status(self) -> dict[str, Any]:
+        """``{state, position, total, speed, source_file, time_msc}``: ``position`` rows of the
+        file played of ``total``; ``time_msc`` the time of the last tick played."""
+        replay = self._replay
+        played = 0 if replay is None else replay.rows_read - 1 - (self._next is not None)
+        return {
+            "state": self.state,
+            "position": self._total if self.finished else max(0, played),
+            "total": self._total,
+            "speed": self._speed,
+            "source_file": str(self._path),
+            "time_msc": self._last_ms,
+        }
+
+    def report(self) -> dict[str, Any]:
+        status = self.status()
+        return {**super().report(), "replay_state": status["state"],
+                "replay_position": status["position"], "replay_total": status["total"]}
 
     def _clock(self, now_ms: int) -> float:
         """The file time being played at wall time ``now_ms``."""
