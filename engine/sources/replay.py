@@ -199,7 +199,7 @@ class _Replay:
 
     def __init__(self, path: Path, symbol: str) -> None:
         self.path = path
-        self.rows_read = 0  # non-blank lines read, the header included
+        self.rows_read = 0  # data rows turned into ticks so far
         try:
             self.file = _open_text(path)
         except FileNotFoundError:
@@ -239,13 +239,12 @@ class _Replay:
             self.ticks = self._export_ticks(rows, name)
 
     def _lines(self, file: IO[str]) -> Iterator[tuple[int, str]]:
-        """The non-blank lines with their numbers (from 1); counts them in ``rows_read``."""
+        """The non-blank lines with their numbers (from 1)."""
         lineno = 0
         try:
             for lineno, line in enumerate(file, start=1):
                 line = line.rstrip("\r\n")
                 if line.strip():
-                    self.rows_read += 1
                     yield lineno, line
         except UnicodeError as exc:
             raise SourceError(f"{self.path}:{lineno + 1}: cannot decode the file: {exc}") from None
@@ -296,6 +295,7 @@ class _Replay:
         bullish = False
         previous = -1
         for lineno, f in rows:
+            self.rows_read += 1
             try:
                 t = self._time_ms(f)
                 o, h, low, c = (float(f[cols[k]]) for k in ("OPEN", "HIGH", "LOW", "CLOSE"))
@@ -317,6 +317,7 @@ class _Replay:
         bid = ask = last = None
         previous = -1
         for lineno, f in rows:
+            self.rows_read += 1
             try:
                 if len(f) < width:
                     f += [""] * (width - len(f))
@@ -342,6 +343,7 @@ class _Replay:
         default_flags = TICK_FLAG_BID | TICK_FLAG_ASK
         previous = -1
         for lineno, f in rows:
+            self.rows_read += 1
             try:
                 if len(f) < width:
                     f += [""] * (width - len(f))
@@ -369,7 +371,6 @@ class _Replay:
         digits: dict[str, int] = {}
         seen: dict[str, int] = {}
         i_sym, i_bid, i_ask = self.cols["symbol"], self.cols["bid"], self.cols["ask"]
-        counted = self.rows_read  # rows_read counts what is played, not this pass
         with _open_text(self.path) as f:
             lines = self._lines(f)
             next(lines)  # the header
@@ -388,7 +389,6 @@ class _Replay:
                 except IndexError as exc:
                     raise self._error(lineno, fields, exc) from None
                 digits[name] = max(digits[name], d)
-        self.rows_read = counted
         return digits
 
 
@@ -516,18 +516,23 @@ class ReplaySource(MarketSource):
         self._state, self._origin = PLAYING, None  # the clock goes on from where it paused
 
     def seek(self, time_ms: int) -> None:
-        """Play on from the first tick at or after ``time_ms`` (the file's clock), in the same
-        state; a finished replay becomes paused. Before the current position the file is read
-        again from its start; rows before ``time_ms`` are read and skipped."""
+        """Play on from the first row (a bar, a tick) at or after ``time_ms`` (the file's
+        clock), in the same state; a finished replay becomes paused. A bar is played whole or
+        not at all, so no bar is rebuilt from part of its ticks. Before the current position
+        the file is read again from its start; the rows before ``time_ms`` are read and skipped."""
         was_finished = self.finished
         nxt = self._next
         if nxt is None or time_ms < nxt.time_msc:
             replay = _Replay(self._path, self._symbol)
             self._replay.close()
             self._replay, nxt, self._error = replay, next(replay.ticks, None), None
+        replay, skipped_row = self._replay, -1
         try:
-            while nxt is not None and nxt.time_msc < time_ms:
-                nxt = next(self._replay.ticks, None)
+            # rows_read is the row of the tick just drawn (the generator counts a row first).
+            while nxt is not None and (nxt.time_msc < time_ms or replay.rows_read == skipped_row):
+                if nxt.time_msc < time_ms:
+                    skipped_row = replay.rows_read
+                nxt = next(replay.ticks, None)
         except SourceError as exc:
             self._error, nxt = exc, None
         self._next, self._last_ms, self._origin = nxt, time_ms, None
@@ -546,7 +551,8 @@ class ReplaySource(MarketSource):
         """``{state, position, total, speed, source_file, time_msc}``: ``position`` rows of the
         file played of ``total``; ``time_msc`` the time of the last tick played."""
         replay = self._replay
-        played = 0 if replay is None else replay.rows_read - 1 - (self._next is not None)
+        # The row of the next tick is read, not yet (all) played.
+        played = 0 if replay is None else replay.rows_read - (self._next is not None)
         return {
             "state": self.state,
             "position": self._total if self.finished else max(0, played),
