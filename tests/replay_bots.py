@@ -3,8 +3,9 @@
 
 The bot stores the raw frames while it reads (so reading is all it does) and, once the stream
 has been quiet for ``--quiet-s`` or it is stopped, writes them decoded to ``--out`` as JSON:
-``{"first": monotonic s, "last": monotonic s, "messages": [[topic, payload], ...]}``. With
-``--pause-every N --pause-ms M`` it sleeps M ms after every N messages: a slow reader.
+``{"first": monotonic s, "last": monotonic s, "messages": [[topic, payload], ...]}``, or with
+``--summary`` only figures per topic (``summarize``). With ``--pause-every N --pause-ms M`` it
+sleeps M ms after every N messages: a slow reader.
 """
 from __future__ import annotations
 
@@ -98,6 +99,25 @@ class _Args:
     pause_ms: float = 0.0
     quiet_s: float = 1.5
     max_s: float = 120.0
+    summary: bool = False
+
+
+def summarize(frames: list[bytes], stamps: list[float]) -> dict[str, dict]:
+    """Per topic: messages, closed ones, seq gaps, and when (monotonic s) the last closed one
+    arrived; ``stamps[i]`` is when message ``i`` arrived."""
+    out: dict[str, dict] = {}
+    for i, (topic, payload) in enumerate(zip(frames[::2], frames[1::2])):
+        message = msgpack.unpackb(payload)
+        figures = out.setdefault(topic.decode(), {"messages": 0, "closed": 0, "gaps": 0, "seq": None,
+                                                   "last_closed_at": 0.0})
+        if figures["seq"] is not None and message["seq"] != figures["seq"] + 1:
+            figures["gaps"] += 1
+        figures["seq"] = message["seq"]
+        figures["messages"] += 1
+        if message.get("closed"):
+            figures["closed"] += 1
+            figures["last_closed_at"] = stamps[i]
+    return out
 
 
 def run_bot(args: _Args) -> None:
@@ -113,6 +133,7 @@ def run_bot(args: _Args) -> None:
     print("bot: subscribed", flush=True)
     recv = zmq.backend.Socket.recv.__get__(sub)
     frames: list[bytes] = []
+    stamps: list[float] = []  # when each batch of messages was read (per message)
     first = last = 0.0
     end = time.monotonic() + args.max_s
     while not stopped and time.monotonic() < end:
@@ -127,11 +148,16 @@ def run_bot(args: _Args) -> None:
                 break
             frames += (topic, recv())
             last = time.monotonic()
+            stamps.append(last)
             first = first or last
             if args.pause_every and len(frames) // 2 % args.pause_every == 0:
                 time.sleep(args.pause_ms / 1000)
-    messages = [[t.decode(), msgpack.unpackb(p)] for t, p in zip(frames[::2], frames[1::2])]
-    Path(args.out + ".tmp").write_text(json.dumps({"first": first, "last": last, "messages": messages}))
+    if args.summary:
+        result = {"first": first, "last": last, "topics": summarize(frames, stamps)}
+    else:
+        result = {"first": first, "last": last,
+                  "messages": [[t.decode(), msgpack.unpackb(p)] for t, p in zip(frames[::2], frames[1::2])]}
+    Path(args.out + ".tmp").write_text(json.dumps(result))
     Path(args.out + ".tmp").rename(args.out)
     sub.close(0)
     ctx.term()
@@ -147,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pause-ms", type=float, default=0.0)
     parser.add_argument("--quiet-s", type=float, default=1.5)
     parser.add_argument("--max-s", type=float, default=120.0)
+    parser.add_argument("--summary", action="store_true", help="write figures per topic, not the messages")
     run_bot(_Args(**vars(parser.parse_args(argv))))
 
 
