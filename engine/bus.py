@@ -247,6 +247,7 @@ class EmbeddedBus:
         self.subscriptions = SubscriptionBudget()
         self.subscriptions_refused = 0
         self.held: list[bytes] | None = None  # a relayed message the XPUB could not take yet
+        self.relays_waited = 0  # relayed messages that had to wait (lossless only)
         self.stalls = StallWatch()
         self.stalled_closed = 0  # subscribers cut off for reading nothing (lossless only)
         # What a subscriber may send unread: its whole subscription budget, with framing.
@@ -283,6 +284,7 @@ class EmbeddedBus:
             if admit(frames):
                 if not self._relay(frames):
                     self.held = frames
+                    self.relays_waited += 1
                     break
                 relayed += 1
         return relayed

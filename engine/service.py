@@ -297,13 +297,18 @@ class EngineService:
                 if tick_wait and self._prefetch_fits(deadline_ns, now):
                     source.prefetch()
                     continue  # look at the clock again
-            ready = (self._waiters[True] if bus is not None and bus.held else waiter).wait(deadline_ns)
+            holding = bus is not None and bus.held is not None
+            if holding:  # a relayed message waits for room: try it again soon, not on xsub's news
+                ready = self._waiters[True].wait(min(deadline_ns, time.time_ns() + ROOM_WAIT_NS))
+                bus.forward(FOREIGN_DRAIN, self._admit_foreign)
+            else:
+                ready = waiter.wait(deadline_ns)
             if ready:
                 if self._rpc.socket in ready:
                     self.aggregate_pending()  # answer with every tick sent so far in the candles
                     self._rpc.serve_pending()
                 if bus is not None:
-                    if bus.xsub in ready:
+                    if bus.xsub in ready and not holding:
                         bus.forward(FOREIGN_DRAIN, self._admit_foreign)
                     if bus.xpub in ready:
                         bus.drain_subscriptions()
@@ -324,12 +329,12 @@ class EngineService:
         if self._stop.is_set():
             return False
         bus = self._bus
-        ready = self._waiters[bool(bus.held)].wait(time.time_ns() + ROOM_WAIT_NS)
+        ready = self._waiters[bus.held is not None].wait(time.time_ns() + ROOM_WAIT_NS)
         self._waiting = True
         try:
             if self._rpc.socket in ready:
                 self._rpc.serve_pending()
-            if bus.xsub in ready or bus.held:
+            if bus.xsub in ready or bus.held is not None:
                 bus.forward(FOREIGN_DRAIN, self._admit_foreign)
             if bus.xpub in ready:
                 bus.drain_subscriptions()
@@ -570,7 +575,7 @@ class EngineService:
             "bus_subscription_bytes": bus.subscriptions.total if bus else 0,
             "bus_connections_closed": bus.subscribers.closed if bus else 0,
             "bus_stalled_closed": bus.stalled_closed if bus else 0,
-            "bus_waits": self._pub.waits if self._pub else 0,
+            "bus_waits": (self._pub.waits if self._pub else 0) + (bus.relays_waited if bus else 0),
         }
 
     def symbol_infos(self) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 the ``replay`` op (start, pause, resume, status, seek); a paused start; cutting off a dead bot."""
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import zmq
 
 from engine.client import RpcClient
 from engine.config import ConfigError, EngineConfig
-from engine.bus import still_stalled
+from engine.bus import BusPublisher, publisher_socket, still_stalled
 from engine.protocol import ErrorCode, RpcError
 from engine.service import EngineService
 from engine.sources.replay import ReplaySource
@@ -137,7 +138,7 @@ def test_a_bot_that_never_reads_is_cut_off_and_the_other_gets_everything(
 def paused_engine(export):
     path, bars = export
     config = engine_config(source="replay", replay_file=str(path), replay_speed="0",
-                           replay_start="paused", symbols=SYMBOL, timeframes="M1")
+                           replay_start="paused", symbols=SYMBOL, timeframes="M1", hwm="100")
     service = EngineService(config, ReplaySource(config), zmq.Context.instance())
     with engine_thread(service):
         with RpcClient(config.rpc_endpoint) as rpc:
@@ -215,6 +216,45 @@ def test_seek_moves_the_replay_and_bars_rebuild_from_there(paused_engine, zmq_ct
     status = rpc.call("replay", action="seek", time=bars[4990].time)  # a finished replay pauses
     assert (status["state"], status["position"]) == ("paused", 4990)
     assert rpc.call("replay", action="resume")["state"] in ("playing", "finished")
+
+
+def test_a_worker_value_that_waits_for_a_slow_bot_is_relayed_once_it_reads(paused_engine, zmq_ctx):
+    """The engine holds a worker's message the bus cannot take yet and relays it, and the rest
+    in order, once the bot reads: paused, so only the worker's messages are on the bus."""
+    config, rpc, _ = paused_engine
+    bot = zmq_ctx.socket(zmq.SUB)
+    bot.linger, bot.rcvhwm = 0, 10
+    bot.setsockopt(zmq.RCVBUF, 4096)
+    bot.subscribe(b"ind:")
+    bot.connect(config.bus_endpoint)
+    wait_subscribed(rpc, len("ind:"))
+    sent, padding = 2000, "x" * 1000  # 2 MB: more than the small window and buffers hold
+    figures, received = {}, threading.Event()
+
+    def publish() -> None:  # the worker, on its own thread (its socket is this thread's)
+        worker = BusPublisher(publisher_socket(zmq_ctx, config.bus_pub_endpoint, 1000, nodrop=True),
+                              on_full=lambda: time.sleep(0.0005) is None)
+        time.sleep(0.3)  # its connection is up
+        for i in range(sent):
+            worker.publish(f"ind:{SYMBOL}:M1:".encode(), {"time": i, "pad": padding})
+        figures.update(dropped=worker.dropped)
+        received.wait(40)  # closing drops what its queue still holds (linger 0)
+        worker.close()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while rpc.health()["bus_waits"] == 0:  # until the engine holds a message for the bot
+            assert time.monotonic() < deadline, "the engine never had to wait for the bot"
+            time.sleep(0.05)
+        got = collect(bot, until=lambda m: len(m) >= sent, seconds=30)
+    finally:
+        received.set()
+        thread.join(30)
+    assert [p["time"] for _, p in got] == list(range(sent))
+    assert [p["seq"] for _, p in got] == list(range(1, sent + 1))
+    assert figures["dropped"] == 0
 
 
 # -- the launcher starts its replay once the children are healthy ----------------------------
