@@ -8,7 +8,6 @@ from a client that does not read its replies (see ``RpcServer`` for the caps).
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any, Protocol
 
@@ -47,6 +46,7 @@ TURN_BUDGET_S = 0.005
 # what it has received costs a system call); at most this many such clients are remembered.
 STALLED_S = 0.1
 MAX_STALLED_CLIENTS = 10_000
+MAX_SEEK_S = 1e11  # the replay op's seek time: epoch seconds, well past any export (and finite)
 
 
 class MarketState(Protocol):
@@ -194,9 +194,9 @@ class RpcHandler:
         time_s = None
         if action == "seek":
             time_s = request.get("time")
-            if type(time_s) not in (int, float) or not math.isfinite(time_s) or time_s < 0:
-                raise RpcError(ErrorCode.BAD_REQUEST,
-                               "'time' must be a non-negative number: epoch seconds in the file's clock")
+            if type(time_s) not in (int, float) or not 0 <= time_s <= MAX_SEEK_S:
+                raise RpcError(ErrorCode.BAD_REQUEST, f"'time' must be a non-negative number up to "
+                                                      f"{MAX_SEEK_S:.0f}: epoch seconds in the file's clock")
         return self.state.replay(action, time_s)
 
 

@@ -158,6 +158,8 @@ def test_the_replay_op_acts_and_refuses_clearly(paused_engine):
         ({"action": "seek", "time": "soon"}, "'time' must be a non-negative number"),
         ({"action": "seek", "time": -5}, "'time' must be a non-negative number"),
         ({"action": "seek", "time": True}, "'time' must be a non-negative number"),
+        ({"action": "seek", "time": 1e308}, "'time' must be a non-negative number up to"),
+        ({"action": "seek", "time": float("nan")}, "'time' must be a non-negative number"),
         ({"action": "pause"}, "only a playing replay can pause; it is ready"),
         ({"action": "resume"}, "only a paused replay can resume; it is ready (use start)"),
     ):
