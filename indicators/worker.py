@@ -25,7 +25,7 @@ from typing import Any
 
 import zmq
 
-from engine.bus import BusPublisher, publisher_socket
+from engine.bus import BusPublisher, publisher_socket, recv_waiting
 from engine.client import RpcClient, UnknownSymbol, UnknownTimeframe
 from engine.config import (
     CANDLE_COUNT,
@@ -62,6 +62,7 @@ RPC_RETRY_S = 1.0  # after a failed history request, series wait this long befor
 # so candles that keep breaking the stream (forged epochs, a flood of gaps) cannot make it loop.
 REWARM_EVERY_S = 2.0
 PUBLISH_RETRY_S = 0.0005  # between tries to publish into a full bus queue
+READ_BATCH = 1000  # messages read before the worker looks at the clock (and its health) again
 
 
 def shard_of(symbol: str, shards: int) -> int:
@@ -187,6 +188,7 @@ class IndicatorWorker:
         self.malformed = 0
         self.rewarms = 0
         self.rewarms_limited = 0
+        self.forming_skipped = 0
         self._log = RateLimitedLog(log, interval_s=5.0)
         self._window = (time.monotonic(), 0)
         self._max_lag_us = 0.0
@@ -241,21 +243,29 @@ class IndicatorWorker:
         next_health = 0.0
         while not self._stop.is_set():
             if self._sub.poll(100):
-                for _ in range(1000):  # drain what is queued, then look at the clock again
-                    if self._stop.is_set():
-                        break
-                    try:
-                        frames = self._sub.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.handle(frames)
+                # What is queued, then a look at the clock again.
+                self.handle_batch(recv_waiting(self._sub, READ_BATCH))
             now = time.monotonic()
             if now >= next_health:
                 next_health = now + HEALTH_INTERVAL_S
                 self._pub.publish(health_topic(self.config.name), self.health())
 
-    def handle(self, frames: list[bytes]) -> None:
-        """One bus message; never raises: a bad one is counted and logged at a bounded rate."""
+    def handle_batch(self, batch: list[list[bytes]]) -> None:
+        """Messages read together, in order. A forming candle followed in the batch by another
+        message of its topic is checked (its ``seq`` keeps the stream whole) but not computed:
+        its value would be stale when it arrived (counted as ``forming_skipped``). So a worker
+        that falls behind, as in a full-speed replay, catches up on what matters: every closed
+        bar's value, and the newest forming one."""
+        latest = {frames[0]: i for i, frames in enumerate(batch)}
+        for i, frames in enumerate(batch):
+            if self._stop.is_set():
+                break
+            self.handle(frames, latest[frames[0]] == i)
+
+    def handle(self, frames: list[bytes], latest: bool = True) -> None:
+        """One bus message; never raises: a bad one is counted and logged at a bounded rate.
+        ``latest``: no later message of its topic is waiting (else a forming candle is only
+        checked)."""
         received = time.perf_counter()
         try:
             if len(frames) != 2:
@@ -265,6 +275,9 @@ class IndicatorWorker:
                 raise ProtocolError(f"symbol {candle['symbol']!r} is not one of this shard's")
             series = self._series_for(frames[0], candle)
             if series is None:
+                return
+            if not (latest or candle["closed"]):
+                self.forming_skipped += 1
                 return
             values = series.on_candle(candle)
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
@@ -340,6 +353,7 @@ class IndicatorWorker:
             "malformed": self.malformed,
             "rewarms": self.rewarms,
             "rewarms_limited": self.rewarms_limited,
+            "forming_skipped": self.forming_skipped,
             "uptime_s": round(now - self._started, 1),
         }
 
