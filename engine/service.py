@@ -358,14 +358,13 @@ class EngineService:
         if replay is None:
             raise RpcError(ErrorCode.UNAVAILABLE, f"the source is {self.source.name}, not a replay: "
                                                   "there is no playback to control")
-        now = now_ms()
         try:
             if action == "start":
-                replay.start_playing(now)
+                replay.start_playing()
             elif action == "pause":
-                replay.pause(now)
+                replay.pause(now_ms())
             elif action == "resume":
-                replay.resume(now)
+                replay.resume()
             elif action == "seek":
                 self._seek(round(time_s * 1000))
         except PlaybackError as exc:
@@ -377,8 +376,8 @@ class EngineService:
     def _seek(self, time_ms: int) -> None:
         """Move the replay to ``time_ms`` and start its candles afresh from there."""
         if self._waiting:
-            raise RpcError(ErrorCode.UNAVAILABLE, "the bus is waiting for a slow subscriber; "
-                                                  "seek again in a moment (or pause first)")
+            raise RpcError(ErrorCode.UNAVAILABLE, "the bus is waiting for a slow subscriber to "
+                                                  "take the ticks already read; seek again in a moment")
         self.aggregate_pending()
         try:
             self._replay.seek(time_ms)

@@ -14,7 +14,7 @@ from engine.config import ConfigError, EngineConfig
 from engine.bus import BusPublisher, publisher_socket, still_stalled
 from engine.protocol import ErrorCode, RpcError
 from engine.service import EngineService
-from engine.sources.replay import ReplaySource
+from engine.sources.replay import PlaybackError, ReplaySource
 from engine.launcher import ready_to_play
 from tests.procs import EngineProcess, ServiceProcess, collect, engine_config, engine_thread, subscriber
 from tests.replay_bots import Bar, BotProcess, write_bar_export
@@ -281,6 +281,29 @@ def test_mt5_service_plays_a_replay_once_its_worker_is_healthy(export, started, 
 
 
 # -- pure pieces and settings ----------------------------------------------------------------
+
+
+def test_a_paused_replay_at_speed_keeps_its_clock_still_and_resumes_where_it_stopped(export):
+    path, bars = export
+    config = EngineConfig(source="replay", replay_file=str(path), replay_speed=60.0, replay_start="paused")
+    source = ReplaySource(config)
+    source.start()
+    try:
+        assert source.poll(0) == [] and source.state == "ready"
+        source.start_playing()
+        assert [t.time_msc for t in source.poll(1000)] == [bars[0].time * 1000]  # 1 s wall = 60 s
+        assert source.poll(2000)[-1].time_msc == bars[1].time * 1000  # 1 s more: bar 1's open
+        source.pause(2000)
+        assert source.poll(60_000) == [] and source.market_time(60_000) == bars[1].time * 1000
+        source.resume()
+        assert source.poll(100_000) == []  # the clock goes on from where it paused: nothing due yet
+        times = [t.time_msc for t in source.poll(101_000)]
+        assert bars[1].time * 1000 < times[0] and times[-1] == bars[2].time * 1000
+        with pytest.raises(PlaybackError, match="already started"):
+            source.start_playing()
+    finally:
+        source.stop()
+
 
 
 def test_a_connection_is_stalled_only_while_bytes_wait_and_none_are_acknowledged():

@@ -501,7 +501,7 @@ class ReplaySource(MarketSource):
     def playing(self) -> bool:
         return self._state == PLAYING and self._next is not None
 
-    def start_playing(self, now_ms: int) -> None:
+    def start_playing(self) -> None:
         """Begin a replay loaded with ``REPLAY_START=paused``."""
         if self._state != READY:
             raise PlaybackError(f"the replay has already started (it is {self.state}); use resume or seek")
@@ -513,7 +513,7 @@ class ReplaySource(MarketSource):
         self._last_ms = self.market_time(now_ms)
         self._state = PAUSED
 
-    def resume(self, now_ms: int) -> None:
+    def resume(self) -> None:
         if self._state != PAUSED:
             raise PlaybackError(f"only a paused replay can resume; it is {self.state}"
                                 + (" (use start)" if self._state == READY else ""))
