@@ -295,18 +295,24 @@ class _Replay:
     def _bar_ticks(
         self, rows: Iterator[Row], symbol: str, digits: int, length: Callable[[int], int],
     ) -> Iterator[Tick]:
-        cols, point = self.cols, 10.0 ** -digits
+        width, (i_d, i_t, i_o, i_h, i_l, i_c, i_s) = _indices(
+            self.cols, ("DATE", "TIME", "OPEN", "HIGH", "LOW", "CLOSE", "SPREAD"))
+        timed, point = "TIME" in self.cols, 10.0 ** -digits
         bullish = False
         previous = -1
         for lineno, f in rows:
             self.rows_read += 1
             try:
-                t = self._time_ms(f)
-                o, h, low, c = (float(f[cols[k]]) for k in ("OPEN", "HIGH", "LOW", "CLOSE"))
-                spread = int(_number(f, cols, "SPREAD") or 0)
-                if not low <= min(o, c) <= max(o, c) <= h:
+                if len(f) < width:
+                    f += [""] * (width - len(f))
+                t = parse_date(f[i_d].strip()) * 1000
+                if timed:
+                    t += parse_clock(f[i_t].strip())
+                o, h, low, c = float(f[i_o]), float(f[i_h]), float(f[i_l]), float(f[i_c])
+                spread = int(f[i_s].strip() or 0)
+                if not (low <= o <= h and low <= c <= h):
                     raise ValueError("prices break low <= open, close <= high")
-            except (ValueError, IndexError) as exc:
+            except ValueError as exc:
                 raise self._error(lineno, f, exc) from None
             if t <= previous:
                 raise SourceError(f"{self.path}:{lineno}: bar time goes back or repeats")
@@ -462,14 +468,19 @@ class ReplaySource(MarketSource):
         nxt = self._next
         if nxt is None or self._state != PLAYING:
             return []
-        until = math.inf if self._speed == 0 else self._clock(now_ms)
         out: list[Tick] = []
         ticks = self._replay.ticks
         try:
-            while nxt is not None and nxt.time_msc <= until and len(out) < self._batch:
+            if self._speed == 0:  # a whole batch, without looking at each tick's time
                 out.append(nxt)
+                out.extend(islice(ticks, self._batch - 1))
                 nxt = next(ticks, None)
-        except SourceError as exc:
+            else:
+                until = self._clock(now_ms)
+                while nxt is not None and nxt.time_msc <= until and len(out) < self._batch:
+                    out.append(nxt)
+                    nxt = next(ticks, None)
+        except SourceError as exc:  # what was read before the bad row is played first
             self._error, nxt = exc, None
         self._next = nxt
         if out:
