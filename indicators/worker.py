@@ -3,8 +3,9 @@
 A worker serves one shard of the symbols (``--shard i/n`` by a stable hash, so n workers split
 them with no overlap). Each (symbol, timeframe) warms up from the engine's ``candles`` history
 before its first value, so that value already equals TA-Lib over that history; a gap in the
-candle stream or an engine restart (``seq``/``epoch``) warms the series again rather than
-publish a value computed without a bar it never saw.
+candle stream, an engine restart (``seq``/``epoch``) or bars going back in time (a replay that
+seeks back) warms the series again rather than publish a value computed without a bar it never
+saw.
 
 Nothing is dropped on the way out: the worker's PUB waits when the bus' queue for it is full
 (a lossless replay's engine waits for its slowest subscriber, this worker among them), so every
@@ -297,12 +298,13 @@ class IndicatorWorker:
         epoch, seq = candle["epoch"], candle["seq"]
         series = self._series.get(candle_topic)
         if series is not None:
-            if self._streams[candle_topic] == (epoch, seq - 1):
+            went_back = candle["time"] <= series.last_closed  # a replay seeking back
+            if self._streams[candle_topic] == (epoch, seq - 1) and not went_back:
                 self._streams[candle_topic] = (epoch, seq)
                 return series
-            log.info("%s; warming up again symbol=%s timeframe=%s",
-                     "engine restarted" if self._streams[candle_topic][0] != epoch else "gap in candles",
-                     series.symbol, series.timeframe)
+            why = ("engine restarted" if self._streams[candle_topic][0] != epoch
+                   else "bars went back in time" if went_back else "gap in candles")
+            log.info("%s; warming up again symbol=%s timeframe=%s", why, series.symbol, series.timeframe)
             self.rewarms += 1
             del self._series[candle_topic], self._streams[candle_topic]  # never used stale again
         now = time.monotonic()

@@ -259,6 +259,29 @@ def test_a_worker_value_that_waits_for_a_slow_bot_is_relayed_once_it_reads(pause
     assert figures["dropped"] == 0
 
 
+def test_after_a_seek_back_the_worker_starts_its_values_afresh(export, start_engine, start_worker, zmq_ctx):
+    path, bars = export
+    engine = start_engine(*replay_args(path, "--timeframes", "M1"))
+    worker = start_worker(engine)
+    sub = subscriber(zmq_ctx, engine.bus, f"ind:{SYMBOL}:M1:".encode())
+    with RpcClient(engine.rpc) as rpc:
+        wait_subscribed(rpc, len(f"ind:{SYMBOL}:M1:"))
+        rpc.call("replay", action="seek", time=bars[4000].time)
+        rpc.call("replay", action="start")
+        first = collect(sub, until=lambda m: any(p["time"] == bars[4010].time for _, p in m), seconds=10)
+        time.sleep(2.1)  # a series warms at most once every 2 s
+        assert rpc.call("replay", action="status")["state"] == "finished"
+        assert rpc.call("replay", action="seek", time=bars[100].time)["state"] == "paused"
+        collect(sub, seconds=0.3)  # what was on its way
+        rpc.call("replay", action="resume")
+        again = [p for _, p in collect(sub, until=lambda m: any(p["time"] == bars[130].time for _, p in m),
+                                       seconds=10) if p["closed"]]
+    assert first[0][1]["time"] >= bars[4000].time  # values of the first stretch
+    assert [p["time"] for p in again][:30] == [b.time for b in bars[100:130]]
+    assert again[0]["sma"] is None and again[19]["sma"] is not None  # warming up from the seek point
+    assert "bars went back in time; warming up again" in worker.output()
+
+
 # -- the launcher starts its replay once the children are healthy ----------------------------
 
 
