@@ -420,7 +420,7 @@ class PlaybackError(ValueError):
 class ReplaySource(MarketSource):
     """Plays ``config.replay_file`` at ``config.replay_speed`` (0: as fast as possible).
 
-    With ``REPLAY_START=paused`` it loads the file and delivers nothing until ``start()``;
+    With ``REPLAY_START=paused`` it loads the file and delivers nothing until ``start_playing()``;
     ``pause()``, ``resume()`` and ``seek()`` control the playback (the RPC op ``replay``).
     """
 
