@@ -80,7 +80,7 @@ def test_full_speed_replay_delivers_every_closed_bar_and_value_to_both_bots(
     start_worker(engine)
     prefixes = (f"candle:{SYMBOL}:", f"ind:{SYMBOL}:")
     bots = [BotProcess(endpoint=engine.bus, out=tmp_path / f"bot{i}.json", prefixes=prefixes, args=args)
-            for i, args in enumerate((["--hwm", "1000"], ["--hwm", "100", "--pause-every", "100", "--pause-ms", "3"]))]
+            for i, args in enumerate((["--hwm", "1000"], ["--hwm", "100", "--pause-every", "50", "--pause-ms", "3"]))]
     for bot in bots:
         started.append(bot)
         bot.start()
