@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,7 +29,7 @@ from typing import Any
 import zmq
 import zmq.backend
 
-from engine.connections import ENDED, PeerWatch, copying_socket
+from engine.connections import ENDED, PeerWatch, copying_socket, tcp_bytes
 from engine.protocol import (
     MAX_SUBSCRIPTION_BYTES_PER_PEER,
     MAX_SUBSCRIPTION_FRAME_BYTES,
@@ -58,6 +59,13 @@ KEYED_BATCH = 1000
 # (SUBSCRIPTION_QUEUE) several times over, few enough (~1 ms) not to hold up ticks.
 SUBSCRIPTION_DRAIN = 1000
 SUBSCRIPTION_QUEUE = 100
+_SNDMORE_NOBLOCK = _SNDMORE | _NOBLOCK
+try:  # Linux: the bytes a TCP socket holds that its peer has not acknowledged (SIOCOUTQ)
+    import fcntl
+    import termios
+    _OUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):
+    _OUTQ = None
 
 
 class BusError(RuntimeError):
@@ -210,6 +218,10 @@ class EmbeddedBus:
 
     ``publisher_queue`` (messages) and ``max_frame_bytes`` bound what each publisher's
     connection may hold in this process (default: ``hwm``, no frame limit).
+
+    ``lossless()`` makes the XPUB wait instead of drop (a replay): a send to a subscriber at its
+    high-water mark raises ``zmq.Again``, a relayed message waits in ``held`` until it fits, and
+    ``cut_stalled`` closes the connections that read nothing for a while.
     """
 
     def __init__(self, ctx: zmq.Context, sub_endpoint: str, pub_endpoint: str, hwm: int = 100_000,
@@ -234,6 +246,10 @@ class EmbeddedBus:
             raise
         self.subscriptions = SubscriptionBudget()
         self.subscriptions_refused = 0
+        self.held: list[bytes] | None = None  # a relayed message the XPUB could not take yet
+        self.relays_waited = 0  # relayed messages that had to wait (lossless only)
+        self.stalls = StallWatch()
+        self.stalled_closed = 0  # subscribers cut off for reading nothing (lossless only)
         # What a subscriber may send unread: its whole subscription budget, with framing.
         self.subscribers = PeerWatch(self.xpub, "bus subscribers' endpoint",
                                      MAX_SUBSCRIPTION_BYTES_PER_PEER + 16 * MAX_SUBSCRIPTIONS_PER_PEER,
@@ -242,15 +258,60 @@ class EmbeddedBus:
         # and they publish little. Subscribers' own filters still apply at the XPUB side.
         self.xsub.send(b"\x01")
 
+    def lossless(self) -> None:
+        """Never drop: a send to a subscriber at its high-water mark raises ``zmq.Again``
+        (``ZMQ_XPUB_NODROP``; every send here is non-blocking)."""
+        self.xpub.setsockopt(zmq.XPUB_NODROP, 1)
+
     def forward(self, limit: int, admit: Callable[[list[bytes]], bool]) -> int:
         """Relay those of up to ``limit`` waiting messages from other publishers that
-        ``admit(frames)`` accepts; returns how many were relayed."""
+        ``admit(frames)`` accepts; returns how many were relayed.
+
+        Lossless, a message the XPUB cannot take yet is ``held`` and nothing more is read until
+        it goes: the publisher's own queue then fills and it waits, as the engine does.
+        """
         relayed = 0
-        for frames in recv_waiting(self.xsub, limit):
+        if self.held is not None:
+            if not self._relay(self.held):
+                return 0
+            self.held = None
+            relayed += 1
+        for _ in range(limit - relayed):
+            try:
+                frames = self.xsub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
             if admit(frames):
-                self.xpub.send_multipart(frames)
+                if not self._relay(frames):
+                    self.held = frames
+                    self.relays_waited += 1
+                    break
                 relayed += 1
         return relayed
+
+    def _relay(self, frames: list[bytes]) -> bool:
+        """Send ``frames`` unless a subscriber is at its high-water mark (lossless only)."""
+        try:
+            self.xpub.send(frames[0], _SNDMORE_NOBLOCK if len(frames) > 1 else _NOBLOCK)
+        except zmq.Again:
+            return False
+        # Once the first frame is taken the rest are (libzmq checks the HWM per message).
+        if len(frames) > 1:
+            self.xpub.send_multipart(frames[1:])
+        return True
+
+    def cut_stalled(self, stall_s: float) -> int:
+        """Close the subscriber connections that have had bytes waiting and received none for
+        ``stall_s`` (so one dead bot cannot hold a lossless bus); returns how many."""
+        self.subscribers.events()
+        cut = 0
+        for fd in self.stalls.stalled(self.subscribers.connections(), time.monotonic(), stall_s):
+            log.warning("bus: a subscriber read nothing for %.1f s while the replay waited for it; "
+                        "cutting it off (REPLAY_STALL_S)", stall_s)
+            self.subscribers.close(fd, f"read nothing for {stall_s} s (REPLAY_STALL_S)")
+            self.stalled_closed += 1
+            cut += 1
+        return cut
 
     def forward_by_key(self, limit: int, admit: Callable[[str, bytes, int], bool]) -> int:
         """Like ``forward``, asking ``admit(user_id, topic, frame_count)``: ``user_id`` is the
@@ -333,6 +394,47 @@ def bound_subscriptions(xpub: zmq.Socket) -> None:
     xpub.rcvhwm = SUBSCRIPTION_QUEUE
 
 
+def unacked_bytes(fd: int) -> int | None:
+    """Bytes the TCP socket ``fd`` holds that its peer has not acknowledged (None off Linux)."""
+    if _OUTQ is None:
+        return None
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, _OUTQ, b"\0\0\0\0"))[0]
+    except OSError:
+        return None
+
+
+def still_stalled(previous: tuple[int, float] | None, acked: int, waiting: int,
+                  now: float) -> tuple[int, float]:
+    """A connection's ``(acked, since)``: since when it has had bytes ``waiting`` without its
+    peer acknowledging any more (``since`` is ``now`` again whenever it reads or catches up)."""
+    if waiting == 0 or previous is None or previous[0] != acked:
+        return acked, now
+    return previous
+
+
+class StallWatch:
+    """Which subscriber connections read nothing: bytes wait for them in the kernel (their
+    receive window is shut) and their acknowledged count has not moved."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[int, float]] = {}
+
+    def stalled(self, fds: Iterable[int], now: float, stall_s: float) -> list[int]:
+        """The connections of ``fds`` stalled for ``stall_s`` or longer (Linux only)."""
+        seen, out = {}, []
+        for fd in fds:
+            counts, waiting = tcp_bytes(fd), unacked_bytes(fd)
+            if counts is None or waiting is None:
+                continue
+            seen[fd] = state = still_stalled(self._seen.get(fd), counts[0], waiting, now)
+            if now - state[1] >= stall_s:
+                out.append(fd)
+                del seen[fd]
+        self._seen = seen
+        return out
+
+
 def recv_waiting(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
     """Up to ``limit`` messages already waiting on ``sock``, without blocking."""
     out = []
@@ -365,12 +467,19 @@ class BusPublisher:
     subscribes, asks for the snapshot, then drops stream messages with ``seq`` <= the snapshot's.
     """
 
-    def __init__(self, sock: zmq.Socket, stamper: Stamper | None = None) -> None:
+    def __init__(self, sock: zmq.Socket, stamper: Stamper | None = None,
+                 on_full: Callable[[], bool] | None = None) -> None:
         self._sock = sock
         self._send = _compiled_send.__get__(sock)
         self.stamper = stamper or Stamper()
         self.last: dict[bytes, bytes] = {}
         self.sent = 0
+        # A socket that waits rather than drop (``ZMQ_XPUB_NODROP``) raises zmq.Again when a
+        # subscriber's queue is full: ``on_full()`` is called (it waits a little and serves
+        # what must not wait) until the send passes, or drops the message by returning False.
+        self._on_full = on_full
+        self.waits = 0  # sends that found a subscriber's queue full
+        self.dropped = 0  # messages ``on_full`` gave up on
 
     @property
     def epoch(self) -> int:
@@ -382,9 +491,25 @@ class BusPublisher:
     def publish_frame(self, topic: bytes, frame: bytes) -> None:
         """Send a payload already encoded and stamped (with ``stamper.next_seq(topic)``)."""
         self.last[topic] = frame
-        self._send(topic, _SNDMORE, True)
-        self._send(frame, 0, True)
+        try:
+            self._send(topic, _SNDMORE_NOBLOCK, True)
+        except zmq.Again:
+            if not self._wait_room(topic):
+                return
+        self._send(frame, 0, True)  # the first frame taken, the rest of the message is
         self.sent += 1
+
+    def _wait_room(self, topic: bytes) -> bool:
+        """Retry the first frame of a message until it is taken (True) or dropped (False)."""
+        self.waits += 1
+        while self._on_full is not None and self._on_full():
+            try:
+                self._send(topic, _SNDMORE_NOBLOCK, True)
+                return True
+            except zmq.Again:
+                continue
+        self.dropped += 1
+        return False
 
     def last_payload(self, topic: bytes) -> dict[str, Any] | None:
         frame = self.last.get(topic)
@@ -395,10 +520,13 @@ class BusPublisher:
 
 
 def publisher_socket(ctx: zmq.Context, endpoint: str, hwm: int,
-                     curve: CurveClient | None = None) -> zmq.Socket:
-    """A PUB socket connected to a bus' publishers' endpoint."""
+                     curve: CurveClient | None = None, nodrop: bool = False) -> zmq.Socket:
+    """A PUB socket connected to a bus' publishers' endpoint; with ``nodrop`` a send to a full
+    queue raises ``zmq.Again`` instead of dropping (a ``BusPublisher`` with ``on_full`` waits)."""
     sock = apply_client(ctx.socket(zmq.PUB), curve)
     sock.sndhwm = hwm
+    if nodrop:
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
     sock.linger = 0
     sock.connect(endpoint)
     return sock

@@ -17,6 +17,7 @@ from engine.timeframes import TIMEFRAMES
 DEFAULT_SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD")
 DEFAULT_TIMEFRAMES = ("M1", "M5", "M15", "H1")
 SOURCES = ("sim", "replay", "mt5")
+REPLAY_STARTS = ("now", "paused")
 # Where the mt5 source finds the MetaTrader5 package: imported in this process (Windows), or
 # in the Python of an RPyC classic server (a terminal under Wine, engine.sources.mt5_remote).
 MT5_BACKENDS = ("local", "rpyc")
@@ -102,6 +103,13 @@ def above(low: float) -> Rule:
     def rule(value: float) -> None:
         if not value > low:
             raise ValueError(f"must be > {low}, got {value!r}")
+    return rule
+
+
+def at_most(high: float) -> Rule:
+    def rule(value: float) -> None:
+        if not value <= high:
+            raise ValueError(f"must be <= {high}, got {value!r}")
     return rule
 
 
@@ -245,6 +253,11 @@ class EngineConfig(Settings):
     # Replay speed factor; 0 means as fast as possible.
     replay_speed: float = field(default=1.0, metadata=setting("REPLAY_SPEED", at_least(0)))
     replay_symbol: str = field(default="", metadata=setting("REPLAY_SYMBOL", optional_symbol))
+    # "paused": load the file and publish nothing until the RPC op replay's start (slow joiners).
+    replay_start: str = field(default="now", metadata=setting("REPLAY_START", one_of(*REPLAY_STARTS)))
+    # While a replay plays the bus drops nothing; a subscriber that reads nothing this long is
+    # cut off, so one dead bot cannot hold the others.
+    replay_stall_s: float = field(default=10.0, metadata=setting("REPLAY_STALL_S", above(0), at_most(3600)))
     bus_endpoint: str = field(default="tcp://127.0.0.1:5555", metadata=setting("BUS_ENDPOINT", endpoint))
     bus_pub_endpoint: str = field(default="tcp://127.0.0.1:5557",
                                   metadata=setting("BUS_PUB_ENDPOINT", endpoint))

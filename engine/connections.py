@@ -186,6 +186,10 @@ class PeerWatch:
         connection.read += wire_bytes(len(frame), self._curve)
         return fd
 
+    def connections(self) -> list[int]:
+        """The descriptors of the connections open now."""
+        return list(self._open)
+
     def sent(self, fd: int, frames: list[bytes]) -> None:
         """Count ``frames`` as sent to the connection on ``fd``."""
         connection = self._open.get(fd)

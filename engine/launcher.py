@@ -10,11 +10,16 @@ SIGINT/SIGTERM stop every child (SIGTERM, then SIGKILL after a grace period) and
 Linux the children are also told to die with the launcher, so none is ever orphaned. A child
 that exits with 2 cannot start as configured (its one-line reason is relayed like its other
 output): the launcher stops every child and exits 2, naming it.
+
+A replay (``--source replay``) is started paused and played once every indicator worker and the
+bridge report healthy, so no subscriber of the service misses its first bars; with
+``REPLAY_START=paused`` it stays paused for the user's ``replay`` ``start``.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -22,13 +27,17 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from engine import cli as engine_cli
-from engine.config import ConfigError, layered_env
+from engine.client import RpcClient
+from engine.config import ConfigError, EngineConfig, layered_env
 from engine.logs import setup_logging
-from engine.protocol import SERVICE_COMPONENT
+from engine.protocol import SERVICE_COMPONENT, RpcError
+from engine.security import CurveClient, SecurityError
 from engine.service_health import STDIN_FLAG, HealthWriter
 from engine.signals import StopFlag, stop_on_signals
 
@@ -39,6 +48,7 @@ BACKOFF_MAX_S = 10.0
 STABLE_AFTER_S = 30.0  # a child up this long has its backoff reset
 STOP_GRACE_S = 5.0
 HEALTH_INTERVAL_S = 1.0
+REPLAY_CHECK_S = 0.5  # how often a paused replay's readiness is looked at
 # What every component exits with when it cannot start as configured (bad settings, a port in
 # use): restarting it cannot help, so the launcher stops everything and exits with it too.
 EXIT_CANNOT_START = 2
@@ -73,10 +83,71 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
 
+def ready_to_play(workers: dict[str, str], expected: list[str], bridge: str | None) -> list[str]:
+    """What a paused replay still waits for: each of the ``expected`` workers whose health
+    status (``workers``: component -> status) is not ``ok``, and the bridge unless its status
+    (``bridge``, None when there is no bridge) is ``ok``; empty when it may play."""
+    waiting = [name for name in expected if workers.get(name) != "ok"]
+    if bridge not in (None, "ok"):
+        waiting.append("bridge")
+    return waiting
+
+
+class ReplayStarter:
+    """Plays the engine's replay once the workers and the bridge report healthy: whenever the
+    engine's replay is ``ready`` (loaded paused, also after an engine restart)."""
+
+    def __init__(self, rpc: RpcClient, workers: int, bridge_url: str | None) -> None:
+        self._rpc = rpc
+        self._expected = [f"indicators:{i}" for i in range(workers)]
+        self._bridge_url = bridge_url
+        self._said = ""
+
+    def check(self) -> bool:
+        """Start the replay if it is ready and may play; True when it was started."""
+        try:
+            if self._rpc.call("replay", action="status")["state"] != "ready":
+                return False
+            workers = {payload.get("component"): payload.get("status")
+                       for _, payload in self._rpc.snapshot("health:indicators:")}
+            waiting = ready_to_play(workers, self._expected, self._bridge_status())
+            if waiting:
+                self._say(f"replay paused until healthy: {', '.join(waiting)}")
+                return False
+            self._rpc.call("replay", action="start")
+        except RpcError as exc:
+            self._say(f"replay not started yet: {exc.message}")
+            return False
+        log.info("replay started: %s report healthy",
+                 ", ".join([*self._expected, *(["bridge"] if self._bridge_url else [])]) or "the engine")
+        self._said = ""
+        return True
+
+    def _bridge_status(self) -> str | None:
+        if self._bridge_url is None:
+            return None
+        try:
+            with urllib.request.urlopen(self._bridge_url + "/health", timeout=1.0) as reply:
+                return str(json.load(reply).get("status"))
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except (OSError, ValueError):
+            return "not answering"
+
+    def _say(self, line: str) -> None:
+        if line != self._said:  # each new reason once, not every check
+            self._said = line
+            log.info("%s", line)
+
+    def close(self) -> None:
+        self._rpc.close()
+
+
 class Launcher:
     """Starts, watches, restarts and stops the children."""
 
-    def __init__(self, children: list[Child], env: dict[str, str], out: IO[str] = sys.stdout) -> None:
+    def __init__(self, children: list[Child], env: dict[str, str], out: IO[str] = sys.stdout,
+                 replay_starter: ReplayStarter | None = None) -> None:
         self.children = children
         self._env = env
         self._out = out
@@ -84,6 +155,7 @@ class Launcher:
         self._stop = StopFlag()
         self._started = time.monotonic()
         self.failed: Child | None = None  # the child that exited with EXIT_CANNOT_START
+        self._replay_starter = replay_starter
 
     def stop(self) -> None:
         self._stop.set()
@@ -116,6 +188,8 @@ class Launcher:
         exit code: 0, or EXIT_CANNOT_START after saying which child could not start."""
         for child in self.children:
             self._start(child)
+        if self._replay_starter is not None:
+            threading.Thread(target=self._play_when_ready, name="replay-starter", daemon=True).start()
         next_health = 0.0
         while not self._stop.wait(0.1):
             now = time.monotonic()
@@ -134,6 +208,16 @@ class Launcher:
         print(f"mt5-service: {self.failed.name} exited with {EXIT_CANNOT_START}: it cannot start as "
               f"configured (its message is above); stopped everything", file=sys.stderr, flush=True)
         return EXIT_CANNOT_START
+
+    def _play_when_ready(self) -> None:
+        """Start the paused replay whenever it is ready and the children are healthy (its own
+        thread: an RPC or HTTP check may take a second)."""
+        starter = self._replay_starter
+        try:
+            while not self._stop.wait(REPLAY_CHECK_S):
+                starter.check()
+        finally:
+            starter.close()
 
     def _watch(self, child: Child, now: float) -> None:
         if child.running:
@@ -200,6 +284,12 @@ def build_children(workers: int, bridge: bool, env_file: str, engine_args: list[
     return children
 
 
+def replay_starter(config: EngineConfig, curve: CurveClient | None, workers: int,
+                   bridge_url: str | None) -> ReplayStarter:
+    """What starts the service's paused replay once its children are healthy."""
+    return ReplayStarter(RpcClient(config.rpc_endpoint, timeout_ms=1000, curve=curve), workers, bridge_url)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mt5-service",
@@ -217,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = layered_env(dotenv=args.env_file)
         config = engine_cli.load_config(engine_cli.parse_args([*engine_args, "--env-file", args.env_file]))
-    except ConfigError as exc:
+        curve = CurveClient.load(config.curve_client_secret, config.curve_server_key)
+    except (ConfigError, SecurityError) as exc:
         print(f"mt5-service: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, config.log_file)
@@ -226,10 +317,15 @@ def main(argv: list[str] | None = None) -> int:
                  "BUS_PUB_ENDPOINT": config.bus_pub_endpoint, "RPC_ENDPOINT": config.rpc_endpoint}
     if args.record:  # the engine answers ranges older than its memory from the recording too
         child_env["RECORD_DIR"] = args.record
-    launcher = Launcher(build_children(args.workers, not args.no_bridge, args.env_file, engine_args,
-                                       args.record), child_env)
-    stop_on_signals(launcher.stop)
     ws = f"http://{env.get('WS_HOST') or '127.0.0.1'}:{env.get('WS_PORT') or '8765'}"
+    starter = None
+    if config.source == "replay" and config.replay_start == "now":
+        # "now" for the service: as soon as every child can take the first bar.
+        engine_args = [*engine_args, "--replay-start", "paused"]
+        starter = replay_starter(config, curve, args.workers, None if args.no_bridge else ws)
+    launcher = Launcher(build_children(args.workers, not args.no_bridge, args.env_file, engine_args,
+                                       args.record), child_env, replay_starter=starter)
+    stop_on_signals(launcher.stop)
     print(
         f"mt5-service: engine + {args.workers} indicator worker(s)"
         f"{'' if args.no_bridge else ' + bridge'}{' + recorder' if args.record else ''}\n"

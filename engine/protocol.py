@@ -268,7 +268,9 @@ class Stamper:
 
 # RPC: request ``{"op": ..., ...}``; reply ``{"ok": True, "data": ...}`` or
 # ``{"ok": False, "error": {"code": ..., "message": ...}}``.
-RPC_OPS = ("symbols", "tick", "candles", "ticks", "book", "account", "snapshot", "health")
+RPC_OPS = ("symbols", "tick", "candles", "ticks", "book", "account", "snapshot", "health", "replay")
+# The ``replay`` op's actions (the replay source's playback; ``seek`` takes ``time``, epoch s).
+REPLAY_ACTIONS = ("start", "pause", "resume", "status", "seek")
 MAX_REQUEST_BYTES = 64 * 1024
 # Ticks in one ``ticks`` reply (about 1.3 MB of msgpack with their seq and epoch).
 MAX_TICKS = 10_000

@@ -25,6 +25,7 @@ from engine.protocol import (
     MAX_TICKS,
     MAX_TIME_S,
     MAX_UNREAD_BYTES,
+    REPLAY_ACTIONS,
     ErrorCode,
     Packed,
     ProtocolError,
@@ -49,6 +50,7 @@ TURN_BUDGET_S = 0.005
 # what it has received costs a system call); at most this many such clients are remembered.
 STALLED_S = 0.1
 MAX_STALLED_CLIENTS = 10_000
+MAX_SEEK_S = 1e11  # the replay op's seek time: epoch seconds, well past any export (and finite)
 
 
 class MarketState(Protocol):
@@ -70,6 +72,7 @@ class MarketState(Protocol):
     def account(self) -> dict[str, Any] | None: ...
     def snapshot(self, prefix: bytes) -> list[list[Any]]: ...
     def health(self) -> dict[str, Any]: ...
+    def replay(self, action: str, time_s: float | None) -> dict[str, Any]: ...
 
 
 class RpcHandler:
@@ -89,6 +92,7 @@ class RpcHandler:
             "account": self._account,
             "snapshot": self._snapshot,
             "health": self._health,
+            "replay": self._replay,
         }
 
     def handle(self, raw: bytes) -> bytes:
@@ -237,6 +241,19 @@ class RpcHandler:
 
     def _health(self, request: dict[str, Any]) -> dict[str, Any]:
         return self.state.health()
+
+    def _replay(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Playback control of the replay source; every action answers with its status."""
+        action = request.get("action")
+        if not isinstance(action, str) or action not in REPLAY_ACTIONS:
+            raise RpcError(ErrorCode.BAD_REQUEST, f"'action' must be one of {', '.join(REPLAY_ACTIONS)}")
+        time_s = None
+        if action == "seek":
+            time_s = request.get("time")
+            if type(time_s) not in (int, float) or not 0 <= time_s <= MAX_SEEK_S:
+                raise RpcError(ErrorCode.BAD_REQUEST, f"'time' must be a non-negative number up to "
+                                                      f"{MAX_SEEK_S:.0f}: epoch seconds in the file's clock")
+        return self.state.replay(action, time_s)
 
 
 class RpcServer:

@@ -49,7 +49,8 @@ from engine.rpc import RpcHandler, RpcServer
 from engine.security import CurveClient, CurveServer
 from engine.service_health import HealthReader
 from engine.signals import StopFlag
-from engine.sources.base import MarketSource
+from engine.sources.base import MarketSource, SourceError
+from engine.sources.replay import PlaybackError, ReplaySource
 from engine.tick_journal import TickJournal, TooOld, joined, tick_columns
 from engine.timeframes import TIMEFRAMES
 
@@ -80,6 +81,11 @@ UNDECODABLE = "undecodable payload"
 # How often the RPC's and the bus subscribers' connections are checked for unread bytes over
 # their bound (a multipart message libzmq holds until it is whole).
 PEER_WATCH_MS = 10
+# A lossless replay waiting for a slow subscriber: how long each wait for room lasts (the RPC,
+# other publishers and subscription notices are served meanwhile; libzmq makes room in chunks
+# of half a queue), and how often subscribers are checked for having stalled.
+ROOM_WAIT_NS = 1_000_000
+STALL_CHECK_S = 0.1
 
 
 PR_SET_TIMERSLACK = 29  # <linux/prctl.h>
@@ -174,6 +180,12 @@ class EngineService:
         self._sub: zmq.Socket | None = None
         self._journal: TickJournal | None = None
         self._auth = None  # the ZAP handler thread, when CURVE is on
+        # A replay is lossless: its playback is controlled over RPC and the bus waits for the
+        # slowest subscriber (``_wait_for_room``) rather than drop.
+        self._replay = source if isinstance(source, ReplaySource) else None
+        self._waiting = False  # inside _wait_for_room
+        self._waiters: dict[bool, SocketWaiter] = {}  # by whether the bus holds a relayed message
+        self._next_stall_check = 0.0
 
     # Lifecycle
     def open(self) -> None:
@@ -185,7 +197,11 @@ class EngineService:
         if cfg.bus_mode == "embedded":
             self._bus = EmbeddedBus(self._ctx, cfg.bus_endpoint, cfg.bus_pub_endpoint, cfg.hwm, curve,
                                     PUBLISHER_QUEUE_MESSAGES, MAX_PUBLISHER_FRAME_BYTES)
-            self._pub = BusPublisher(self._bus.xpub)
+            if self._replay is not None:
+                self._bus.lossless()
+                self._pub = BusPublisher(self._bus.xpub, on_full=self._wait_for_room)
+            else:
+                self._pub = BusPublisher(self._bus.xpub)
         else:
             # Publish into a bus run elsewhere and read the other publishers' topics from it.
             client_curve = CurveClient.load(cfg.curve_client_secret, cfg.curve_server_key)
@@ -265,6 +281,8 @@ class EngineService:
         tighten_timer_slack()
         bus, sub = self._bus, self._sub
         waiter = SocketWaiter([self._rpc.socket, *((bus.xsub, bus.xpub) if bus is not None else (sub,))])
+        if bus is not None:
+            self._waiters = {False: waiter, True: SocketWaiter([self._rpc.socket, bus.xpub])}
         source = self.source
         cfg = self.config
         periodic = [
@@ -294,17 +312,23 @@ class EngineService:
                     self._rpc.watch_clients()
                     if bus is not None:
                         bus.watch_subscribers()
+                        self._cut_stalled()
                 deadline_ns = min(deadline_ns, next_housekeeping * 1_000_000)
                 if tick_wait and self._prefetch_fits(deadline_ns, now):
                     source.prefetch()
                     continue  # look at the clock again
-            ready = waiter.wait(deadline_ns)
+            holding = bus is not None and bus.held is not None
+            if holding:  # a relayed message waits for room: try it again soon, not on xsub's news
+                ready = self._waiters[True].wait(min(deadline_ns, time.time_ns() + ROOM_WAIT_NS))
+                bus.forward(FOREIGN_DRAIN, self._admit_foreign)
+            else:
+                ready = waiter.wait(deadline_ns)
             if ready:
                 if self._rpc.socket in ready:
                     self.aggregate_pending()  # answer with every tick sent so far in the candles
                     self._rpc.serve_pending()
                 if bus is not None:
-                    if bus.xsub in ready:
+                    if bus.xsub in ready and not holding:
                         bus.forward(FOREIGN_DRAIN, self._admit_foreign)
                     if bus.xpub in ready:
                         bus.drain_subscriptions()
@@ -316,6 +340,70 @@ class EngineService:
             if ticks:
                 self.on_ticks(ticks)
                 sent_ns = time.time_ns()
+
+    def _wait_for_room(self) -> bool:
+        """A lossless replay's send found a subscriber's queue full: wait up to
+        ``ROOM_WAIT_NS`` for room, answering RPC requests and relaying the other publishers
+        (an indicator worker may be the one to wait for, and it must publish to read on)
+        meanwhile; True to try the send again, False to drop it (the engine is stopping)."""
+        if self._stop.is_set():
+            return False
+        bus = self._bus
+        ready = self._waiters[bus.held is not None].wait(time.time_ns() + ROOM_WAIT_NS)
+        self._waiting = True
+        try:
+            if self._rpc.socket in ready:
+                self._rpc.serve_pending()
+            if bus.xsub in ready or bus.held is not None:
+                bus.forward(FOREIGN_DRAIN, self._admit_foreign)
+            if bus.xpub in ready:
+                bus.drain_subscriptions()
+            self._cut_stalled(waiting=True)
+        finally:
+            self._waiting = False
+        return True
+
+    def _cut_stalled(self, waiting: bool = False) -> None:
+        """While a replay plays, cut off the subscribers that read nothing for REPLAY_STALL_S."""
+        if self._replay is None or not (waiting or self._replay.playing):
+            return
+        now = time.monotonic()
+        if now >= self._next_stall_check:
+            self._next_stall_check = now + STALL_CHECK_S
+            self._bus.cut_stalled(self.config.replay_stall_s)
+
+    def replay(self, action: str, time_s: float | None) -> dict[str, Any]:
+        """The RPC op ``replay``: act on the replay's playback, then return its status."""
+        replay = self._replay
+        if replay is None:
+            raise RpcError(ErrorCode.UNAVAILABLE, f"the source is {self.source.name}, not a replay: "
+                                                  "there is no playback to control")
+        try:
+            if action == "start":
+                replay.start_playing()
+            elif action == "pause":
+                replay.pause(now_ms())
+            elif action == "resume":
+                replay.resume()
+            elif action == "seek":
+                self._seek(round(time_s * 1000))
+        except PlaybackError as exc:
+            raise RpcError(ErrorCode.BAD_REQUEST, str(exc)) from None
+        if action != "status":
+            log.info("replay %s: %s", action, replay.status())
+        return replay.status()
+
+    def _seek(self, time_ms: int) -> None:
+        """Move the replay to ``time_ms`` and start its candles afresh from there."""
+        if self._waiting:
+            raise RpcError(ErrorCode.UNAVAILABLE, "the bus is waiting for a slow subscriber to "
+                                                  "take the ticks already read; seek again in a moment")
+        self.aggregate_pending()
+        try:
+            self._replay.seek(time_ms)
+        except SourceError as exc:
+            raise RpcError(ErrorCode.UNAVAILABLE, f"cannot seek: {exc}") from None
+        self._load_history()
 
     def _prefetch_fits(self, deadline_ns: int, now: int) -> bool:
         """Whether the source's work ahead fits before ``deadline_ns``: a long idle span, or a
@@ -507,6 +595,8 @@ class EngineService:
             "bus_subscriptions_refused": bus.subscriptions_refused if bus else 0,
             "bus_subscription_bytes": bus.subscriptions.total if bus else 0,
             "bus_connections_closed": bus.subscribers.closed if bus else 0,
+            "bus_stalled_closed": bus.stalled_closed if bus else 0,
+            "bus_waits": (self._pub.waits if self._pub else 0) + (bus.relays_waited if bus else 0),
         }
 
     def symbol_infos(self) -> list[dict[str, Any]]:

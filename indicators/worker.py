@@ -3,8 +3,13 @@
 A worker serves one shard of the symbols (``--shard i/n`` by a stable hash, so n workers split
 them with no overlap). Each (symbol, timeframe) warms up from the engine's ``candles`` history
 before its first value, so that value already equals TA-Lib over that history; a gap in the
-candle stream or an engine restart (``seq``/``epoch``) warms the series again rather than
-publish a value computed without a bar it never saw.
+candle stream, an engine restart (``seq``/``epoch``) or bars going back in time (a replay that
+seeks back) warms the series again rather than publish a value computed without a bar it never
+saw.
+
+Nothing is dropped on the way out: the worker's PUB waits when the bus' queue for it is full
+(a lossless replay's engine waits for its slowest subscriber, this worker among them), so every
+closed candle the worker receives gets its value.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from engine.bus import BusPublisher, publisher_socket
+from engine.bus import BusPublisher, publisher_socket, recv_waiting
 from engine.client import RpcClient, UnknownSymbol, UnknownTimeframe
 from engine.config import (
     CANDLE_COUNT,
@@ -57,6 +62,8 @@ RPC_RETRY_S = 1.0  # after a failed history request, series wait this long befor
 # A warm-up costs the engine a candles(MAX_CANDLES) request: each series asks at most this often,
 # so candles that keep breaking the stream (forged epochs, a flood of gaps) cannot make it loop.
 REWARM_EVERY_S = 2.0
+PUBLISH_RETRY_S = 0.0005  # between tries to publish into a full bus queue
+READ_BATCH = 1000  # messages read before the worker looks at the clock (and its health) again
 
 
 def shard_of(symbol: str, shards: int) -> int:
@@ -182,6 +189,7 @@ class IndicatorWorker:
         self.malformed = 0
         self.rewarms = 0
         self.rewarms_limited = 0
+        self.forming_skipped = 0
         self._log = RateLimitedLog(log, interval_s=5.0)
         self._window = (time.monotonic(), 0)
         self._max_lag_us = 0.0
@@ -195,7 +203,8 @@ class IndicatorWorker:
         """Connect, learn the symbols of this shard (waits for the engine); False if stopped."""
         cfg = self.config
         self._rpc = RpcClient(cfg.rpc_endpoint, timeout_ms=RPC_TIMEOUT_MS, ctx=self._ctx, curve=cfg.curve)
-        self._pub = BusPublisher(publisher_socket(self._ctx, cfg.bus_pub_endpoint, cfg.hwm, cfg.curve))
+        self._pub = BusPublisher(publisher_socket(self._ctx, cfg.bus_pub_endpoint, cfg.hwm, cfg.curve, nodrop=True),
+                                 on_full=self._wait_room)
         self._sub = apply_client(self._ctx.socket(zmq.SUB), cfg.curve)
         self._sub.linger = 0
         self._sub.rcvhwm = cfg.hwm
@@ -219,6 +228,11 @@ class IndicatorWorker:
                  len(served), len(symbols), ",".join(served))
         return True
 
+    def _wait_room(self) -> bool:
+        """The bus has not taken what this worker sent yet: wait a little (True: try again),
+        or give the value up when stopping."""
+        return not self._stop.wait(PUBLISH_RETRY_S)
+
     def close(self) -> None:
         for closeable in (getattr(self, "_rpc", None), getattr(self, "_pub", None)):
             if closeable is not None:
@@ -230,21 +244,29 @@ class IndicatorWorker:
         next_health = 0.0
         while not self._stop.is_set():
             if self._sub.poll(100):
-                for _ in range(1000):  # drain what is queued, then look at the clock again
-                    if self._stop.is_set():
-                        break
-                    try:
-                        frames = self._sub.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.handle(frames)
+                # What is queued, then a look at the clock again.
+                self.handle_batch(recv_waiting(self._sub, READ_BATCH))
             now = time.monotonic()
             if now >= next_health:
                 next_health = now + HEALTH_INTERVAL_S
                 self._pub.publish(health_topic(self.config.name), self.health())
 
-    def handle(self, frames: list[bytes]) -> None:
-        """One bus message; never raises: a bad one is counted and logged at a bounded rate."""
+    def handle_batch(self, batch: list[list[bytes]]) -> None:
+        """Messages read together, in order. A forming candle followed in the batch by another
+        message of its topic is checked (its ``seq`` keeps the stream whole) but not computed:
+        its value would be stale when it arrived (counted as ``forming_skipped``). So a worker
+        that falls behind, as in a full-speed replay, catches up on what matters: every closed
+        bar's value, and the newest forming one."""
+        latest = {frames[0]: i for i, frames in enumerate(batch)}
+        for i, frames in enumerate(batch):
+            if self._stop.is_set():
+                break
+            self.handle(frames, latest[frames[0]] == i)
+
+    def handle(self, frames: list[bytes], latest: bool = True) -> None:
+        """One bus message; never raises: a bad one is counted and logged at a bounded rate.
+        ``latest``: no later message of its topic is waiting (else a forming candle is only
+        checked)."""
         received = time.perf_counter()
         try:
             if len(frames) != 2:
@@ -254,6 +276,9 @@ class IndicatorWorker:
                 raise ProtocolError(f"symbol {candle['symbol']!r} is not one of this shard's")
             series = self._series_for(frames[0], candle)
             if series is None:
+                return
+            if not (latest or candle["closed"]):
+                self.forming_skipped += 1
                 return
             values = series.on_candle(candle)
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
@@ -273,12 +298,13 @@ class IndicatorWorker:
         epoch, seq = candle["epoch"], candle["seq"]
         series = self._series.get(candle_topic)
         if series is not None:
-            if self._streams[candle_topic] == (epoch, seq - 1):
+            went_back = candle["time"] <= series.last_closed  # a replay seeking back
+            if self._streams[candle_topic] == (epoch, seq - 1) and not went_back:
                 self._streams[candle_topic] = (epoch, seq)
                 return series
-            log.info("%s; warming up again symbol=%s timeframe=%s",
-                     "engine restarted" if self._streams[candle_topic][0] != epoch else "gap in candles",
-                     series.symbol, series.timeframe)
+            why = ("engine restarted" if self._streams[candle_topic][0] != epoch
+                   else "bars went back in time" if went_back else "gap in candles")
+            log.info("%s; warming up again symbol=%s timeframe=%s", why, series.symbol, series.timeframe)
             self.rewarms += 1
             del self._series[candle_topic], self._streams[candle_topic]  # never used stale again
         now = time.monotonic()
@@ -294,7 +320,10 @@ class IndicatorWorker:
         self._warmed_at[candle_topic] = now
         series = IndicatorSeries(candle["symbol"], candle["timeframe"], self.config.periods)
         try:
-            series.warm(self._rpc.candles(series.symbol, series.timeframe, self.config.max_candles))
+            history = self._rpc.candles(series.symbol, series.timeframe, self.config.max_candles)
+            # Only the bars before this candle's: the stream brings this one and those after it
+            # (the engine may be ahead), and each gets its value when it comes.
+            series.warm([c for c in history if c["time"] < candle["time"]])
         except (UnknownSymbol, UnknownTimeframe) as exc:
             raise ProtocolError(f"the engine does not serve it: {exc.message}") from None
         except RpcError as exc:
@@ -326,6 +355,7 @@ class IndicatorWorker:
             "malformed": self.malformed,
             "rewarms": self.rewarms,
             "rewarms_limited": self.rewarms_limited,
+            "forming_skipped": self.forming_skipped,
             "uptime_s": round(now - self._started, 1),
         }
 

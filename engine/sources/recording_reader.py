@@ -112,6 +112,11 @@ class RecordingReader:
         self.ticks.close()
 
 
+def recorded_ticks(root: Path) -> int:
+    """How many ticks a recording holds (from the files' footers)."""
+    return sum(pq.ParquetFile(path).metadata.num_rows for path in data_files(root, (TICK,)))
+
+
 def _read(paths: list[Path]) -> pa.Table:
     try:
         return pa.concat_tables(pq.read_table(path, columns=list(_TICK_COLUMNS)) for path in paths)

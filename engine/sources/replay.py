@@ -29,8 +29,12 @@ first rows. Times stay the file's own (MT5 writes the trade server's clock) and 
 Playing: at ``REPLAY_SPEED`` s > 0 the replay clock starts at the first tick when the engine
 first polls and runs s times faster than the wall clock, gaps (nights, weekends) included; at 0
 ticks come as fast as the engine takes them, ``BATCH`` per poll, and the clock is the time of
-the last tick delivered. The file is read as it plays, never loaded whole; only a plain CSV is
-read once beforehand, to learn its symbols.
+the last tick delivered. The file is read as it plays, never loaded whole; a plain CSV is read
+once beforehand, to learn its symbols, and every file once to count its rows (``status``).
+
+Control (the RPC op ``replay``): with ``REPLAY_START=paused`` the file is loaded and nothing
+plays until ``start_playing``; ``pause``/``resume`` stop and go on (at a speed > 0 the clock
+resumes where it stopped); ``seek`` plays on from a time, whole bars only.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from itertools import chain, islice
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from engine.config import EngineConfig
 from engine.models import (
@@ -48,7 +52,7 @@ from engine.models import (
 )
 from engine.protocol import ProtocolError, validate_symbol
 from engine.sources.base import MarketSource, SourceError
-from engine.sources.recording_reader import RecordingReader
+from engine.sources.recording_reader import RecordingReader, recorded_ticks
 from engine.timeframes import TIMEFRAMES, Timeframe
 
 BATCH = 1000  # ticks per poll in "as fast as possible" mode
@@ -201,9 +205,10 @@ class _Replay:
 
     def __init__(self, path: Path, symbol: str) -> None:
         self.path = path
+        self.rows_read = 0  # data rows turned into ticks so far
         if path.is_dir():  # a recording (mt5-recorder's Parquet datasets), not an export
             self.kind, self.file = "recording", RecordingReader(path)
-            self.infos, self.ticks = self.file.infos, self.file.ticks
+            self.infos, self.ticks = self.file.infos, self._counted(self.file.ticks)
             return
         try:
             self.file = _open_text(path)
@@ -257,6 +262,12 @@ class _Replay:
     def close(self) -> None:
         self.file.close()
 
+    def _counted(self, ticks: Iterator[Tick]) -> Iterator[Tick]:
+        """A recording's ticks, each counted as a row read (a recording row is one tick)."""
+        for tick in ticks:
+            self.rows_read += 1
+            yield tick
+
     def _valid(self, symbol: str, lineno: int | None = None) -> str:
         try:
             return validate_symbol(symbol)
@@ -296,17 +307,24 @@ class _Replay:
     def _bar_ticks(
         self, rows: Iterator[Row], symbol: str, digits: int, length: Callable[[int], int],
     ) -> Iterator[Tick]:
-        cols, point = self.cols, 10.0 ** -digits
+        width, (i_d, i_t, i_o, i_h, i_l, i_c, i_s) = _indices(
+            self.cols, ("DATE", "TIME", "OPEN", "HIGH", "LOW", "CLOSE", "SPREAD"))
+        timed, point = "TIME" in self.cols, 10.0 ** -digits
         bullish = False
         previous = -1
         for lineno, f in rows:
+            self.rows_read += 1
             try:
-                t = self._time_ms(f)
-                o, h, low, c = (float(f[cols[k]]) for k in ("OPEN", "HIGH", "LOW", "CLOSE"))
-                spread = int(_number(f, cols, "SPREAD") or 0)
-                if not low <= min(o, c) <= max(o, c) <= h:
+                if len(f) < width:
+                    f += [""] * (width - len(f))
+                t = parse_date(f[i_d].strip()) * 1000
+                if timed:
+                    t += parse_clock(f[i_t].strip())
+                o, h, low, c = float(f[i_o]), float(f[i_h]), float(f[i_l]), float(f[i_c])
+                spread = int(f[i_s].strip() or 0)
+                if not (low <= o <= h and low <= c <= h):
                     raise ValueError("prices break low <= open, close <= high")
-            except (ValueError, IndexError) as exc:
+            except ValueError as exc:
                 raise self._error(lineno, f, exc) from None
             if t <= previous:
                 raise SourceError(f"{self.path}:{lineno}: bar time goes back or repeats")
@@ -321,6 +339,7 @@ class _Replay:
         bid = ask = last = None
         previous = -1
         for lineno, f in rows:
+            self.rows_read += 1
             try:
                 if len(f) < width:
                     f += [""] * (width - len(f))
@@ -346,6 +365,7 @@ class _Replay:
         default_flags = TICK_FLAG_BID | TICK_FLAG_ASK
         previous = -1
         for lineno, f in rows:
+            self.rows_read += 1
             try:
                 if len(f) < width:
                     f += [""] * (width - len(f))
@@ -394,8 +414,30 @@ class _Replay:
         return digits
 
 
+def count_rows(path: Path) -> int:
+    """The data rows of a replay file: its non-blank lines after the header; a recording's
+    tick rows."""
+    if path.is_dir():
+        return recorded_ticks(path)
+    with _open_text(path) as f:
+        return max(0, sum(1 for line in f if line.strip()) - 1)
+
+
+# Playback states (the replay op's ``status``): loaded and waiting for ``start``, playing,
+# paused, every tick delivered.
+READY, PLAYING, PAUSED, FINISHED = "ready", "playing", "paused", "finished"
+
+
+class PlaybackError(ValueError):
+    """A playback action the replay's state does not allow; the message says why."""
+
+
 class ReplaySource(MarketSource):
-    """Plays ``config.replay_file`` at ``config.replay_speed`` (0: as fast as possible)."""
+    """Plays ``config.replay_file`` at ``config.replay_speed`` (0: as fast as possible).
+
+    With ``REPLAY_START=paused`` it loads the file and delivers nothing until ``start_playing()``;
+    ``pause()``, ``resume()`` and ``seek()`` control the playback (the RPC op ``replay``).
+    """
 
     name = "replay"
 
@@ -409,6 +451,8 @@ class ReplaySource(MarketSource):
         self._error: SourceError | None = None  # raised by the poll after the good ticks
         self._origin: tuple[int, int] | None = None  # (wall ms, file ms) when play began
         self._last_ms = 0
+        self._state = READY if config.replay_start == "paused" else PLAYING
+        self._total = 0
 
     def start(self) -> None:
         replay = _Replay(self._path, self._symbol)
@@ -420,6 +464,7 @@ class ReplaySource(MarketSource):
             replay.close()
             raise
         self._replay, self._next, self._last_ms = replay, first, first.time_msc
+        self._total = count_rows(self._path)
 
     def stop(self) -> None:
         if self._replay is not None:
@@ -436,16 +481,21 @@ class ReplaySource(MarketSource):
             error, self._error = self._error, None
             raise error
         nxt = self._next
-        if nxt is None:
+        if nxt is None or self._state != PLAYING:
             return []
-        until = math.inf if self._speed == 0 else self._clock(now_ms)
         out: list[Tick] = []
         ticks = self._replay.ticks
         try:
-            while nxt is not None and nxt.time_msc <= until and len(out) < self._batch:
+            if self._speed == 0:  # a whole batch, without looking at each tick's time
                 out.append(nxt)
+                out.extend(islice(ticks, self._batch - 1))
                 nxt = next(ticks, None)
-        except SourceError as exc:
+            else:
+                until = self._clock(now_ms)
+                while nxt is not None and nxt.time_msc <= until and len(out) < self._batch:
+                    out.append(nxt)
+                    nxt = next(ticks, None)
+        except SourceError as exc:  # what was read before the bad row is played first
             self._error, nxt = exc, None
         self._next = nxt
         if out:
@@ -457,18 +507,95 @@ class ReplaySource(MarketSource):
     def next_due(self, now_ms: int) -> int:
         if self._next is None:
             return 0 if self._error is not None else IDLE_DUE_MS
+        if self._state != PLAYING:
+            return IDLE_DUE_MS
         if self._speed == 0:
             return 0
         return max(0, math.ceil((self._next.time_msc - self._clock(now_ms)) / self._speed))
 
     def market_time(self, now_ms: int) -> int:
-        if self._speed == 0:
+        if self._speed == 0 or self._state != PLAYING:
             return self._last_ms
         return int(self._clock(now_ms))
 
     @property
     def finished(self) -> bool:
         return self._replay is not None and self._next is None and self._error is None
+
+    # Playback control
+    @property
+    def playing(self) -> bool:
+        return self._state == PLAYING and self._next is not None
+
+    def start_playing(self) -> None:
+        """Begin a replay loaded with ``REPLAY_START=paused``."""
+        if self._state != READY:
+            raise PlaybackError(f"the replay has already started (it is {self.state}); use resume or seek")
+        self._state, self._origin = PLAYING, None
+
+    def pause(self, now_ms: int) -> None:
+        if self._state != PLAYING or self._next is None:
+            raise PlaybackError(f"only a playing replay can pause; it is {self.state}")
+        self._last_ms = self.market_time(now_ms)
+        self._state = PAUSED
+
+    def resume(self) -> None:
+        if self._state != PAUSED:
+            raise PlaybackError(f"only a paused replay can resume; it is {self.state}"
+                                + (" (use start)" if self._state == READY else ""))
+        self._state, self._origin = PLAYING, None  # the clock goes on from where it paused
+
+    def seek(self, time_ms: int) -> None:
+        """Play on from the first row (a bar, a tick) at or after ``time_ms`` (the file's
+        clock), in the same state; a finished replay becomes paused. A bar is played whole or
+        not at all, so no bar is rebuilt from part of its ticks. Before the current position
+        the file is read again from its start; the rows before ``time_ms`` are read and skipped."""
+        was_finished = self.finished
+        nxt = self._next
+        if nxt is None or time_ms < nxt.time_msc:
+            replay = _Replay(self._path, self._symbol)
+            self._replay.close()
+            self._replay, nxt, self._error = replay, next(replay.ticks, None), None
+        replay, skipped_row = self._replay, -1
+        try:
+            # rows_read is the row of the tick just drawn (the generator counts a row first).
+            while nxt is not None and (nxt.time_msc < time_ms or replay.rows_read == skipped_row):
+                if nxt.time_msc < time_ms:
+                    skipped_row = replay.rows_read
+                nxt = next(replay.ticks, None)
+        except SourceError as exc:
+            self._error, nxt = exc, None
+        self._next, self._last_ms, self._origin = nxt, time_ms, None
+        if nxt is None:
+            self._replay.close()
+        elif was_finished and self._state == PLAYING:
+            self._state = PAUSED
+
+    @property
+    def state(self) -> str:
+        if self._state != READY and self.finished:
+            return FINISHED
+        return self._state
+
+    def status(self) -> dict[str, Any]:
+        """``{state, position, total, speed, source_file, time_msc}``: ``position`` rows of the
+        file played of ``total``; ``time_msc`` the time of the last tick played."""
+        replay = self._replay
+        # The row of the next tick is read, not yet (all) played.
+        played = 0 if replay is None else replay.rows_read - (self._next is not None)
+        return {
+            "state": self.state,
+            "position": self._total if self.finished else max(0, played),
+            "total": self._total,
+            "speed": self._speed,
+            "source_file": str(self._path),
+            "time_msc": self._last_ms,
+        }
+
+    def report(self) -> dict[str, Any]:
+        status = self.status()
+        return {**super().report(), "replay_state": status["state"],
+                "replay_position": status["position"], "replay_total": status["total"]}
 
     def _clock(self, now_ms: int) -> float:
         """The file time being played at wall time ``now_ms``."""

@@ -1,0 +1,113 @@
+"""Lossless replay throughput: M1 bars per second through engine -> worker -> bot, beside the
+engine's live publish rate measured in the same run. Prints JSON.
+
+    .venv/bin/python benchmarks/replay_lossless.py [--bars 100000] [--live-seconds 5] [--out FILE]
+
+  replay  an MT5 M1 bar export of ``--bars`` random-walk bars (written to a temp dir) played
+          with ``--replay-speed 0 --replay-start paused`` (``--timeframes M1``) by
+          ``mt5-engine``, one ``mt5-indicators`` worker, and a bot (``tests.replay_bots``)
+          subscribed to ``candle:EURUSD:M1:`` and ``ind:EURUSD:M1:``. The clock runs from the
+          RPC ``replay start`` to the bot's receipt of the last closed indicator value;
+          bars/s = closed bars / that time. Lossless: every closed bar and value arrived, with
+          no ``seq`` gap. ``--forming-throttle-ms`` (default 60000: one forming update per bar
+          and timeframe) bounds the forming updates the worker answers as well.
+  live    ``mt5-engine --rate 0`` (sim as fast as possible) through its bus to a plain SUB, as
+          ``benchmarks/engine_throughput.py`` measures it.
+Target: >= 50,000 M1 bars/s (a year of M1 bars in under 10 s).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.engine_throughput import run_engine  # noqa: E402
+from benchmarks.report import emit, machine  # noqa: E402
+from engine.client import RpcClient  # noqa: E402
+from tests.procs import EngineProcess, WorkerProcess  # noqa: E402
+from tests.replay_bots import BotProcess, write_bar_export  # noqa: E402
+
+SYMBOL = "EURUSD"
+TARGET_BARS_PER_S = 50_000
+
+
+def wait_subscribed(rpc: RpcClient, at_least: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while rpc.health()["bus_subscription_bytes"] < at_least:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the subscriptions never reached the engine")
+        time.sleep(0.05)
+
+
+def run_replay(bars: int, throttle_ms: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        path, _ = write_bar_export(Path(tmp), bars, SYMBOL)
+        engine = EngineProcess(["--source", "replay", "--replay-file", str(path), "--replay-speed", "0",
+                                "--replay-start", "paused", "--symbols", SYMBOL, "--timeframes", "M1",
+                                "--forming-throttle-ms", str(throttle_ms)])
+        prefixes = (f"candle:{SYMBOL}:M1:", f"ind:{SYMBOL}:M1:")
+        bot = BotProcess(endpoint=engine.bus, out=Path(tmp) / "bot.json", prefixes=prefixes,
+                         args=["--summary", "--hwm", "100000", "--quiet-s", "3", "--max-s", "600"])
+        worker = WorkerProcess(engine=engine)
+        try:
+            engine.start()
+            worker.start()
+            bot.start()
+            with RpcClient(engine.rpc, timeout_ms=10_000) as rpc:
+                wait_subscribed(rpc, sum(len(p) for p in prefixes))
+                time.sleep(0.2)
+                began = time.monotonic()
+                rpc.call("replay", action="start")
+                result = bot.result(timeout=900)
+                health = rpc.health()
+        finally:
+            for proc in (bot, worker, engine):
+                proc.stop()
+    candles, values = (result["topics"].get(p, {}) for p in prefixes)
+    closed = values.get("closed", 0)
+    seconds = values.get("last_closed_at", began) - began
+    lossless = (candles.get("closed") == values.get("closed") == bars - 1
+                and candles.get("gaps") == values.get("gaps") == 0)
+    return {
+        "bars": bars,
+        "closed_bars_received": candles.get("closed", 0),
+        "closed_values_received": closed,
+        "candle_messages": candles.get("messages", 0),
+        "ind_messages": values.get("messages", 0),
+        "seq_gaps": candles.get("gaps", 0) + values.get("gaps", 0),
+        "lossless": lossless,
+        "seconds": round(seconds, 3),
+        "bars_per_s": round(closed / seconds) if seconds > 0 else 0,
+        "engine_waits_for_subscribers": health["bus_waits"],
+        "forming_throttle_ms": throttle_ms,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bars", type=int, default=100_000)
+    parser.add_argument("--forming-throttle-ms", type=int, default=60_000)
+    parser.add_argument("--live-seconds", type=float, default=5.0)
+    parser.add_argument("--out", help="also write the JSON here")
+    args = parser.parse_args()
+    replay = run_replay(args.bars, args.forming_throttle_ms)
+    live = run_engine(args.live_seconds)
+    emit({
+        "benchmark": "replay_lossless",
+        "machine": machine(pyzmq=zmq.__version__, libzmq=zmq.zmq_version()),
+        "replay": replay,
+        "live_engine": live,
+        "replay_bars_per_s_vs_target": round(replay["bars_per_s"] / TARGET_BARS_PER_S, 3),
+        "target": f">= {TARGET_BARS_PER_S} M1 bars/s engine -> worker -> bot, lossless",
+    }, args.out)
+
+
+if __name__ == "__main__":
+    main()
