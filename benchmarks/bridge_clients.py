@@ -1,7 +1,7 @@
 """The bridge under N Socket.IO clients, each subscribed to 5 symbols, at the sim's default rate. Prints JSON.
 
     .venv/bin/python benchmarks/bridge_clients.py [--clients 100,500,1000] [--seconds 15]
-        [--client-procs 2] [--probes 10] [--timeframe M1] [--out FILE]
+        [--client-procs 2] [--probes 10] [--timeframe M1] [--paths fast,public] [--out FILE]
 
 One ``mt5-engine`` (sim, 100 ticks/s over 5 symbols) and one ``mt5-bridge`` run as their own
 processes. The clients are the real ``socket.io-client`` (npm, pinned in bridge/js) under Node,
@@ -9,7 +9,11 @@ over websocket: ``--probes`` of them in one process (niceness ``--probe-nice``) 
 the rest load the bridge from ``--client-procs`` processes at nice 10. On a 2-core machine the load
 clients need more CPU than the bridge (Python clients would need several times more), so the
 probes show what a client that is not starved of CPU sees, and the load clients' own figures
-are reported beside them. Per client count:
+are reported beside them. ``--paths`` runs every client count on each delivery path in turn
+(``fast``: BRIDGE_FAST_PATH=1, prebuilt frames; ``public``: BRIDGE_FAST_PATH=0, python-engineio's
+public API), each on a fresh bridge beside the same engine. Per path and client count:
+  delivery          the path the bridge reported in /health
+  load_avg_1m       the machine's 1-minute load average as the window began (the machine may be shared)
   delivered_per_s   events received per second by all clients together (tick, order_book, ...)
   latency_ms        probes: p50/p99/max from the tick's ``time_msc`` (engine clock) to receipt
   latency_ms_load_clients / _all_clients   the same for the niced load clients / everyone
@@ -40,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import emit, machine  # noqa: E402
-from tests.bridge_procs import JS_DIR, BridgeProcess, npm_install  # noqa: E402
+from tests.bridge_procs import DELIVERY_PATHS, JS_DIR, BridgeProcess, delivery_env, npm_install  # noqa: E402
 from tests.procs import EngineProcess  # noqa: E402
 
 SYMBOLS = "EURUSD,GBPUSD,USDJPY,XAUUSD,BTCUSD"
@@ -159,6 +163,7 @@ def run_point(bridge: BridgeProcess, node: str, script: Path, clients: int, proc
             child.stdin.write(f"{int(start * 1000)} {int(stop * 1000)}\n")
             child.stdin.flush()
         time.sleep(max(0.0, start - time.time()))
+        load_avg = os.getloadavg()[0]
         cpu0, stats0 = cpu_seconds(bridge.proc.pid), health(bridge)["stats"]
         clients0 = sum(cpu_seconds(c.pid) for c in children)
         time.sleep(max(0.0, stop - time.time()))
@@ -178,6 +183,7 @@ def run_point(bridge: BridgeProcess, node: str, script: Path, clients: int, proc
     probe = _latency(probe_hist)
     bridge_cpu = round(100.0 * (cpu1 - cpu0) / seconds, 1)
     return {
+        "delivery": health(bridge)["delivery"],
         "clients": clients,
         "client_procs": len(children),
         "seconds": seconds,
@@ -192,6 +198,7 @@ def run_point(bridge: BridgeProcess, node: str, script: Path, clients: int, proc
         "bridge_flush_ms": stats1["flush_ms"],
         "bridge_flush_late_ms": stats1["flush_late_ms"],
         "client_cpu_pct": round(100.0 * (clients1 - clients0) / seconds, 1),
+        "load_avg_1m": round(load_avg, 2),
         "conflated": stats1["conflated"] - stats0["conflated"],
         "skipped_slow": stats1["skipped_slow"] - stats0["skipped_slow"],
         "slow_disconnects": stats1["slow_disconnects"] - stats0["slow_disconnects"],
@@ -212,25 +219,37 @@ def main() -> int:
                         help="niceness of the probe process (negative, as root, to model clients with a CPU of their own)")
     parser.add_argument("--timeframe", default="", help="also subscribe to this timeframe (candles, indicators)")
     parser.add_argument("--batch-ms", type=int, default=50)
+    parser.add_argument("--paths", default="fast",
+                        help=f"delivery paths to measure in turn, comma-separated, of {','.join(DELIVERY_PATHS)}")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
+    paths = args.paths.split(",")
+    unknown = [p for p in paths if p not in DELIVERY_PATHS]
+    if unknown:
+        parser.error(f"--paths: unknown {unknown}, expected some of {','.join(DELIVERY_PATHS)}")
     node = npm_install()
     engine = EngineProcess()
-    bridge = BridgeProcess(args=["--batch-interval-ms", str(args.batch_ms)], engine=engine)
     points = []
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "clients.js"
         script.write_text(NODE_CLIENTS)
         try:
             engine.start()
-            bridge.start()
-            for n in (int(x) for x in args.clients.split(",")):
-                point = run_point(bridge, node, script, n, args.client_procs, min(args.probes, n), args.seconds,
-                                  args.timeframe, args.batch_ms, args.probe_nice)
-                points.append(point)
-                print(json.dumps(point), file=sys.stderr, flush=True)
+            for path in paths:
+                bridge = BridgeProcess(args=["--batch-interval-ms", str(args.batch_ms)], engine=engine,
+                                       env=delivery_env(path))
+                try:
+                    bridge.start()
+                    for n in (int(x) for x in args.clients.split(",")):
+                        point = run_point(bridge, node, script, n, args.client_procs, min(args.probes, n),
+                                          args.seconds, args.timeframe, args.batch_ms, args.probe_nice)
+                        if point["delivery"] != path:
+                            raise RuntimeError(f"asked for the {path} path, the bridge reports {point['delivery']}")
+                        points.append(point)
+                        print(json.dumps(point), file=sys.stderr, flush=True)
+                finally:
+                    bridge.stop()
         finally:
-            bridge.stop()
             engine.stop()
     report = {
         "benchmark": "bridge_clients",

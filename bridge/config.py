@@ -58,6 +58,10 @@ class BridgeConfig(PeriodSettings):
     # bound is the client's whole budget: replies and acknowledgements count in it as pushes do.
     client_buffer_soft: int = field(default=256 * 1024, metadata=setting("CLIENT_BUFFER_SOFT_BYTES", at_least(1)))
     client_buffer_hard: int = field(default=4 * 1024 * 1024, metadata=setting("CLIENT_BUFFER_HARD_BYTES", at_least(1)))
+    # 1: deliver through python-engineio internals (bridge/transport.py) when its start-up
+    # self-test passes; 0: python-engineio's public API only (slower, same behaviour but no
+    # conflation above CLIENT_BUFFER_SOFT_BYTES).
+    fast_path: bool = field(default=True, metadata=setting("BRIDGE_FAST_PATH"))
     max_message_bytes: int = field(default=16384, metadata=setting("MAX_MESSAGE_BYTES", at_least(256)))
     rpc_timeout_ms: int = field(default=2000, metadata=setting("RPC_TIMEOUT_MS", INTERVAL_MS))
     # No health:engine: for this long (or an RPC timeout) turns the bridge 'degraded'.

@@ -38,7 +38,7 @@ from bridge.quietlog import INTERVAL_S, LibraryLog
 from bridge.ratelimit import TokenBucket
 from bridge.sessions import Sessions
 from bridge.subscriptions import Subscriptions, symbol_room, timeframe_room
-from bridge.transport import TextPacket, WireTransport
+from bridge.transport import PUBLIC, TextPacket, open_transport
 from bridge.validation import RATE_LIMITED, ClientError, Request, event_name, parse_request
 from bridge.webui import add_dashboard
 from engine.logs import RateLimitedLog
@@ -130,7 +130,11 @@ class Bridge:
         self.sio.on("*", self._on_any_event)
         self.sessions = Sessions(self.sio, config.client_buffer_hard, config.session_join_timeout_ms / 1000.0,
                                  self.bad_input)
-        self.transport = WireTransport(self.sio, self.sessions)
+        self.transport = open_transport(self.sio, self.sessions, config.fast_path)
+        if self.transport.delivery == PUBLIC:
+            log.warning("bridge: delivery through the public python-engineio API (slower): %s", self.transport.reason)
+        else:
+            log.info("bridge: delivery through the fast path (prebuilt frames, one write per client)")
         self.fanout = Fanout(self.transport, config.client_buffer_soft, config.client_buffer_hard,
                              config.batch_phases)
         # One batcher per phase: each client group is flushed every BATCH_INTERVAL_MS, the groups
@@ -597,6 +601,8 @@ class Bridge:
             "clients": len(self.clients),
             "sessions_pending": len(self.sessions.pending),
             "subscriptions": self.fanout.subscriptions(),
+            "delivery": self.transport.delivery,
+            **({"delivery_reason": self.transport.reason} if self.transport.delivery == PUBLIC else {}),
             "engine": {"status": engine, **({"health": self.engine_health} if self.engine_health else {})},
             "workers": {name: ("down" if now - seen > stale else data["status"])
                         for name, (seen, data) in self.components.items(now)},
@@ -617,7 +623,8 @@ class Bridge:
                 "tick_to_write_ms": _percentiles(self.tick_latency),
                 "flush_ms": _percentiles(self.flush_ms),
                 "flush_late_ms": _percentiles(self.flush_late_ms),
-                "raw_writes": self.transport.raw_writes, "queued_writes": self.transport.queued_writes,
+                "raw_writes": self.transport.counts.raw_writes,
+                "queued_writes": self.transport.counts.queued_writes,
                 "refused": dict(self.refused), "disconnected": dict(self.sessions.disconnects),
                 "library_errors": self.library_log.errors,
             },

@@ -23,7 +23,7 @@ from typing import Any
 import socketio
 from socketio import packet as sio_packet
 
-from bridge.budget import OVER_BUDGET, BudgetQueue
+from bridge.budget import OVER_BUDGET, BudgetQueue, packet_bytes
 from engine.heap import release_free_memory
 from bridge.inbound import ATTACHMENTS, BINARY, MALFORMED, REASONS, sio_refusal
 from engine.logs import RateLimitedLog
@@ -51,10 +51,10 @@ MESSAGES = {
 ERROR_CODES = {OVER_BUDGET: SLOW_CONSUMER}  # the others are bad requests
 
 
-def error_frame(kind: str) -> bytes:
-    """The WebSocket frame of the ``error`` event an evicted client is sent."""
+def error_wire(kind: str) -> Wire:
+    """The ``error`` event an evicted client is sent."""
     payload = {"code": ERROR_CODES.get(kind, ErrorCode.BAD_REQUEST), "message": MESSAGES[kind], "event": ""}
-    return Wire(f"{sio_packet.EVENT}{json.dumps(['error', payload], separators=(',', ':'))}").frame
+    return Wire(f"{sio_packet.EVENT}{json.dumps(['error', payload], separators=(',', ':'))}")
 
 
 class PendingSessions:
@@ -152,7 +152,7 @@ class Sessions:
         queue.discard()
         tcp = queue.tcp
         if tcp is not None and not tcp.is_closing():
-            tcp.write(error_frame(kind) + ws_close_frame(POLICY_VIOLATION))
+            tcp.write(error_wire(kind).frame + ws_close_frame(POLICY_VIOLATION))
             # Half-close: closing outright with the client's frames unread would answer them
             # with a reset, which makes its kernel drop the error before the client reads it.
             tcp.write_eof()
@@ -160,7 +160,13 @@ class Sessions:
         # Runs the disconnect handlers (the client leaves the fan-out) without queueing a CLOSE.
         await sock.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
         if tcp is None:
-            queue.put_nowait(None)  # ends a waiting long-poll (a websocket's ends with its connection)
+            # A long-poll, or a websocket on engineio's own driver (the public delivery path):
+            # the error goes through the queue (emptied above, so past the budget's check),
+            # ahead of the end-of-stream mark that ends the poll or closes the websocket.
+            error = error_wire(kind).packet
+            queue.bytes += packet_bytes(error)
+            asyncio.Queue.put_nowait(queue, error)
+            queue.put_nowait(None)
         self.eio.sockets.pop(eio_sid, None)
         return True
 

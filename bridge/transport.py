@@ -15,14 +15,24 @@ flush that reaches a thousand clients this module instead:
 
 What waits for a client, in that queue and in its TCP buffer, is one budget
 (``budget.BudgetQueue``); ``sessions.Sessions`` disconnects a client over it.
+
+That fast path leans on python-engineio internals (the ``_async["websocket"]`` driver, the
+socket behind ``handler.__self__``, ``eio.sockets``, a socket's ``queue``/``upgraded``/``closing``).
+This module is their one home: ``open_transport`` runs ``fast_path_problem`` (a self-test of the
+installed versions, a throwaway socket through the same code) and, when it finds a problem or
+``BRIDGE_FAST_PATH=0`` asks for it, serves through ``PublicTransport`` instead: python-engineio's
+public ``send_packet`` per client and packet, slower but with no private attribute in the way.
 """
 from __future__ import annotations
 
+import asyncio
 import struct
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import socketio
 from aiohttp.web import WebSocketResponse
+from engineio import async_socket as eio_socket
 from engineio import packet as eio_packet
 from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
@@ -35,6 +45,8 @@ if TYPE_CHECKING:
 
 # The Engine.IO MESSAGE type prefix of every Socket.IO packet on the wire.
 _MESSAGE = str(eio_packet.MESSAGE)
+NAMESPACE = "/"
+FAST, PUBLIC = "fast", "public"  # the delivery paths, as ``/health`` names them
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -100,59 +112,136 @@ class Bundle:
         return self._frames
 
 
+@dataclass
+class WriteCounts:
+    """How a transport's sends went: straight to the TCP transport, or through the Engine.IO queue."""
+
+    raw_writes: int = 0
+    queued_writes: int = 0
+
+
+def websocket_driver(sessions: Sessions) -> type[eio_aiohttp.WebSocket]:
+    """engineio's aiohttp websocket without compression, with its TCP transport on the session's
+    queue (for the budget and the direct writes) and every frame checked."""
+
+    class NoCompressWebSocket(eio_aiohttp.WebSocket):
+        async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
+            request = environ["aiohttp.request"]
+            self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+            await self._sock.prepare(request)
+            self.environ = environ
+            session = getattr(self.handler, "__self__", None)
+            queue = getattr(session, "queue", None)
+            if queue is not None and request.transport is not None:
+                queue.tcp = request.transport
+            try:
+                await self.handler(self)
+            finally:
+                if queue is not None:
+                    queue.tcp = None
+            return self._sock
+
+        async def wait(self) -> str | bytes:
+            """The next frame the session may act on. Once the session is cut, frames are read
+            and dropped until the client closes or the connection is cut (an ``OSError``):
+            leaving them unread would make the close a reset that loses the error sent."""
+            session = getattr(self.handler, "__self__", None)
+            while True:
+                frame = await super().wait()
+                if session is not None and session.queue.over:
+                    continue
+                refusal = eio_refusal(frame)
+                if refusal is None:
+                    return frame
+                if session is None:
+                    raise OSError(refusal)  # engineio ends the receive loop on OSError
+                await sessions.refuse(session.sid, refusal)
+
+    return NoCompressWebSocket
+
+
+PROBE_TEXT = '2["probe",1]'
+
+
+def fast_path_problem(sio: socketio.AsyncServer, sessions: Sessions) -> str | None:
+    """Why the installed python-engineio/python-socketio cannot carry the fast path, or ``None``.
+
+    Checks each internal the fast path uses, by presence and shape, then puts a throwaway socket
+    through the same code: engineio builds its queue with ``create_queue`` (the session budget),
+    the websocket driver sees the socket as ``handler.__self__``, and a bundle sent to it while it
+    is not on websocket comes out of its queue as the Engine.IO packet of the same text.
+    """
+    try:
+        eio = sio.eio
+        drivers = eio._async
+        if not isinstance(drivers, dict) or "websocket" not in drivers:
+            return "engineio's async drivers have no 'websocket' entry"
+        if drivers["websocket"] is not eio_aiohttp.WebSocket:
+            return f"engineio's websocket driver is {drivers['websocket']!r}, not its aiohttp WebSocket"
+        if not isinstance(eio.sockets, dict):
+            return "engineio's server has no 'sockets' dict"
+        for name in ("eio_sid_from_sid", "is_connected"):
+            if not callable(getattr(sio.manager, name, None)):
+                return f"python-socketio's manager has no {name}()"
+        sock = eio_socket.AsyncSocket(eio, "probe")
+        for name in ("upgraded", "closed", "closing"):
+            if getattr(sock, name, None) is not False:
+                return f"a new engineio socket's {name!r} is not False"
+        queue = sock.queue
+        if not (hasattr(queue, "backlog") and hasattr(queue, "tcp")):
+            return "engineio does not build a socket's queue with create_queue"
+        ws = websocket_driver(sessions)(sock._websocket_handler, eio)
+        if getattr(ws.handler, "__self__", None) is not sock:
+            return "the websocket driver's handler is not bound to its engineio socket"
+        conn = Connection(WriteCounts(), sock)
+        conn.send(Bundle([Wire(PROBE_TEXT)]))
+        pkt = queue.get_nowait()
+        if pkt.encode() != _MESSAGE + PROBE_TEXT or conn.backlog() != 0 or not queue.empty():
+            return "a packet queued on an engineio socket does not come out as it went in"
+    except Exception as exc:  # an incompatible version may fail anywhere in there
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+class Transport(Protocol):
+    """What the bridge delivers through: ``fanout.Transport`` plus the session bookkeeping."""
+
+    delivery: str
+    reason: str
+    counts: WriteCounts
+
+    def wrap(self, text: str) -> Wire: ...
+    def bundle(self, wires: list[Wire]) -> Bundle: ...
+    def register(self, sid: str) -> None: ...
+    def forget(self, sid: str) -> None: ...
+    def connection(self, sid: str) -> Any: ...
+    def disconnect(self, sid: str) -> None: ...
+
+
+def open_transport(sio: socketio.AsyncServer, sessions: Sessions, fast: bool) -> Transport:
+    """The fast path when ``fast`` and the self-test passes, else the public one (with why)."""
+    if not fast:
+        return PublicTransport(sio, sessions, "BRIDGE_FAST_PATH=0")
+    problem = fast_path_problem(sio, sessions)
+    if problem is not None:
+        return PublicTransport(sio, sessions, f"fast-path self-test failed: {problem}")
+    return WireTransport(sio, sessions)
+
+
 class WireTransport:
-    """The ``fanout.Transport`` over a python-socketio ``AsyncServer`` (aiohttp mode)."""
+    """The ``fanout.Transport`` over a python-socketio ``AsyncServer`` (aiohttp mode): the fast path."""
+
+    delivery = FAST
+    reason = ""
 
     def __init__(self, sio: socketio.AsyncServer, sessions: Sessions) -> None:
         self.sio = sio
         self.sessions = sessions
         self.eio_sids: dict[str, str] = {}
         self._connections: dict[str, Connection] = {}
-        self.raw_writes = 0
-        self.queued_writes = 0
-        self._install()
-
-    def _install(self) -> None:
-        sessions = self.sessions
-
-        class NoCompressWebSocket(eio_aiohttp.WebSocket):
-            """engineio's aiohttp websocket without compression, with its TCP transport on the
-            session's queue (for the budget and the direct writes) and every frame checked."""
-
-            async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
-                request = environ["aiohttp.request"]
-                self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
-                await self._sock.prepare(request)
-                self.environ = environ
-                session = getattr(self.handler, "__self__", None)
-                queue = getattr(session, "queue", None)
-                if queue is not None and request.transport is not None:
-                    queue.tcp = request.transport
-                try:
-                    await self.handler(self)
-                finally:
-                    if queue is not None:
-                        queue.tcp = None
-                return self._sock
-
-            async def wait(self) -> str | bytes:
-                """The next frame the session may act on. Once the session is cut, frames are read
-                and dropped until the client closes or the connection is cut (an ``OSError``):
-                leaving them unread would make the close a reset that loses the error sent."""
-                session = getattr(self.handler, "__self__", None)
-                while True:
-                    frame = await super().wait()
-                    if session is not None and session.queue.over:
-                        continue
-                    refusal = eio_refusal(frame)
-                    if refusal is None:
-                        return frame
-                    if session is None:
-                        raise OSError(refusal)  # engineio ends the receive loop on OSError
-                    await sessions.refuse(session.sid, refusal)
-
-        eio = self.sio.eio
-        eio._async = {**eio._async, "websocket": NoCompressWebSocket}
+        self.counts = WriteCounts()
+        eio = sio.eio
+        eio._async = {**eio._async, "websocket": websocket_driver(sessions)}
 
     def wrap(self, text: str) -> Wire:
         return Wire(text)
@@ -162,7 +251,7 @@ class WireTransport:
 
     def register(self, sid: str) -> None:
         """A client in its connect handler: it is served once the connect packet is queued."""
-        eio_sid = self.eio_sids[sid] = self.sio.manager.eio_sid_from_sid(sid, "/")
+        eio_sid = self.eio_sids[sid] = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
         self.sessions.joined(eio_sid)
 
     def forget(self, sid: str) -> None:
@@ -176,12 +265,12 @@ class WireTransport:
             eio_sid = self.eio_sids.get(sid)
             # Until python-socketio has queued the CONNECT packet (after the connect handler and
             # its ``connected`` event), nothing may overtake them.
-            if eio_sid is None or not self.sio.manager.is_connected(sid, "/"):
+            if eio_sid is None or not self.sio.manager.is_connected(sid, NAMESPACE):
                 return None
             sock = self.sio.eio.sockets.get(eio_sid)
             if sock is None:
                 return None
-            conn = self._connections[sid] = Connection(self, sock)
+            conn = self._connections[sid] = Connection(self.counts, sock)
         return None if conn.sock.closed or conn.sock.closing else conn
 
     def disconnect(self, sid: str) -> None:
@@ -194,10 +283,10 @@ class WireTransport:
 class Connection:
     """One client's Engine.IO socket; its queue knows its TCP transport once it is on websocket."""
 
-    __slots__ = ("owner", "sock")
+    __slots__ = ("counts", "sock")
 
-    def __init__(self, owner: WireTransport, sock: Any) -> None:
-        self.owner = owner
+    def __init__(self, counts: WriteCounts, sock: Any) -> None:
+        self.counts = counts
         self.sock = sock
 
     def backlog(self) -> int:
@@ -208,9 +297,96 @@ class Connection:
         sock = self.sock
         tcp = sock.queue.tcp
         if tcp is not None and sock.upgraded and sock.queue.empty() and not tcp.is_closing():
-            self.owner.raw_writes += 1
+            self.counts.raw_writes += 1
             tcp.write(bundle.frames)
             return
-        self.owner.queued_writes += 1
+        self.counts.queued_writes += 1
         for wire in bundle.wires:
             sock.queue.put_nowait(wire.packet)
+
+
+class PublicTransport:
+    """The ``fanout.Transport`` through python-engineio's public API only: the public path.
+
+    Each packet goes to each client with ``AsyncServer.send_packet`` (what python-socketio's own
+    emit ends in), one coroutine step per client and packet instead of one write per client and
+    flush, and websockets keep engineio's own driver (compressed where the client offered it).
+    The sends of one flush run in order in one task. What waits for a client is not visible
+    through the public API, so ``backlog`` is 0: no conflation above the soft bound; the hard
+    bound is the session budget (``budget.BudgetQueue``), which disconnects a client that does
+    not read once its queue is full.
+    """
+
+    delivery = PUBLIC
+
+    def __init__(self, sio: socketio.AsyncServer, sessions: Sessions, reason: str) -> None:
+        self.sio = sio
+        self.sessions = sessions
+        self.reason = reason
+        self.eio_sids: dict[str, str] = {}
+        self.counts = WriteCounts()
+        self._connections: dict[str, PublicConnection] = {}
+        self._outbox: list[tuple[str, Bundle]] = []
+        self._sending: asyncio.Task[None] | None = None
+
+    def wrap(self, text: str) -> Wire:
+        return Wire(text)
+
+    def bundle(self, wires: list[Wire]) -> Bundle:
+        return Bundle(wires)
+
+    def register(self, sid: str) -> None:
+        eio_sid = self.eio_sids[sid] = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+        self.sessions.joined(eio_sid)
+
+    def forget(self, sid: str) -> None:
+        self.eio_sids.pop(sid, None)
+        self._connections.pop(sid, None)
+
+    def connection(self, sid: str) -> PublicConnection | None:
+        conn = self._connections.get(sid)
+        if conn is None:
+            eio_sid = self.eio_sids.get(sid)
+            if eio_sid is None or not self.sio.manager.is_connected(sid, NAMESPACE):
+                return None  # the CONNECT packet and the connected event go first
+            conn = self._connections[sid] = PublicConnection(self, eio_sid)
+        return conn
+
+    def disconnect(self, sid: str) -> None:
+        eio_sid = self.eio_sids.get(sid)
+        if eio_sid is not None:
+            self.sessions.evict_soon(eio_sid, OVER_BUDGET)
+
+    def post(self, eio_sid: str, bundle: Bundle) -> None:
+        """Send ``bundle`` to ``eio_sid`` after what was posted before it."""
+        self.counts.queued_writes += 1
+        self._outbox.append((eio_sid, bundle))
+        if self._sending is None:
+            self._sending = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        send_packet = self.sio.eio.send_packet
+        try:
+            while self._outbox:
+                outbox, self._outbox = self._outbox, []
+                for eio_sid, bundle in outbox:
+                    for wire in bundle.wires:
+                        await send_packet(eio_sid, wire.packet)
+        finally:
+            self._sending = None
+
+
+class PublicConnection:
+    """One client on the public path."""
+
+    __slots__ = ("owner", "eio_sid")
+
+    def __init__(self, owner: PublicTransport, eio_sid: str) -> None:
+        self.owner = owner
+        self.eio_sid = eio_sid
+
+    def backlog(self) -> int:
+        return 0
+
+    def send(self, bundle: Bundle) -> None:
+        self.owner.post(self.eio_sid, bundle)

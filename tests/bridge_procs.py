@@ -20,6 +20,13 @@ import zmq
 from tests.procs import ROOT, ChildProcess, EngineProcess, free_port
 
 JS_DIR = ROOT / "bridge" / "js"
+# The bridge's delivery paths, as /health names them: tests of delivery run on each.
+DELIVERY_PATHS = ("fast", "public")
+
+
+def delivery_env(path: str) -> dict[str, str]:
+    """The environment that puts a bridge on ``path`` (``fast`` or ``public``)."""
+    return {"BRIDGE_FAST_PATH": "1" if path == "fast" else "0"}
 
 
 @dataclass

@@ -9,16 +9,19 @@ import numpy as np
 import pytest
 import talib
 
-from tests.bridge_procs import BridgeProcess, BusInjector, Recorder
+from tests.bridge_procs import DELIVERY_PATHS, BridgeProcess, BusInjector, Recorder, delivery_env
 from tests.procs import running
 
 SYMBOL = "EURUSD"
 
 
-@pytest.fixture(scope="module")
-def bridge(engine, worker):
+@pytest.fixture(scope="module", params=DELIVERY_PATHS)
+def bridge(request, engine, worker):
+    """The bridge on each delivery path (BRIDGE_FAST_PATH=1 and 0): every test runs on both."""
     # H4 is allowed here though the engine does not publish it: a room only injected values reach.
-    with running(BridgeProcess(["--timeframes", "M1,M5,M15,H1,H4"], engine=engine)) as proc:
+    with running(BridgeProcess(["--timeframes", "M1,M5,M15,H1,H4"], engine=engine,
+                               env=delivery_env(request.param))) as proc:
+        assert proc.health()[1]["delivery"] == request.param
         yield proc
 
 
