@@ -6,17 +6,20 @@ import asyncio
 import math
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
+import socketio
 
 from engine.config import ConfigError
 from engine.launcher import MAX_BRIDGES, bridge_ports
 from tests.bridge_procs import BridgeProcess, Recorder, consecutive_free_ports, fast_h1_replay
-from tests.procs import ROOT, ServiceProcess
+from tests.procs import ROOT, ServiceProcess, free_port
 
 HOUR = 3600
 WINDOW_BARS = 40  # closed bars both clients must have seen, compared bar by bar
@@ -138,3 +141,71 @@ def test_bridge_ports_are_consecutive_from_ws_port():
         bridge_ports(65535, 2)
     with pytest.raises(ConfigError, match="--bridges: must be between 1 and"):
         bridge_ports(8765, MAX_BRIDGES + 1)
+
+
+def readme_nginx(ports: list[int], listen: int, ip_hash: bool = True) -> str:
+    """The README's nginx snippet on these ports, as a whole nginx.conf (``ip_hash`` kept or left out)."""
+    block = re.search(r"```nginx\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    block = (block.replace("127.0.0.1:8765", f"127.0.0.1:{ports[0]}").replace("127.0.0.1:8766", f"127.0.0.1:{ports[1]}")
+             .replace("listen 80;", f"listen 127.0.0.1:{listen};").replace("md.example.com", "localhost"))
+    if not ip_hash:
+        block = re.sub(r"\n\s*ip_hash;[^\n]*", "", block)
+    return ("daemon off; worker_processes 1; pid nginx.pid; error_log stderr;\n"
+            f"events {{}}\nhttp {{\naccess_log off;\n{block}}}\n")
+
+
+async def ticks_through(url: str, transports: list[str]) -> int:
+    """Ticks a client connected with ``transports`` gets in 0.5 s after its first (0: refused)."""
+    client = Recorder()
+    try:
+        await client.connect(url, transports=transports, wait_timeout=2)
+        await client.call("subscribe", {"symbol": "EURUSD"})
+        await client.wait_for("tick")
+        await asyncio.sleep(0.5)
+        return len(client.of("tick"))
+    except (socketio.exceptions.ConnectionError, TimeoutError):
+        return 0
+    finally:
+        # Without waiting for a pending long-poll GET: the bridge answers it only ~30 s after a
+        # polling client's disconnect (a plain python-socketio server at once).
+        await client.sio.eio.disconnect(abort=True)
+
+
+def test_the_readme_nginx_snippet_serves_websocket_and_with_ip_hash_long_polling(tmp_path, started):
+    nginx = shutil.which("nginx")
+    if nginx is None:
+        pytest.skip("nginx is not installed: it runs the README's snippet in front of two bridges")
+    ports, listen = consecutive_free_ports(2), free_port()
+    url = f"http://localhost:{listen}"
+    service = ServiceProcess(["--workers", "0", "--bridges", "2"],
+                             env={"WS_PORT": str(ports[0]), "WS_ALLOWED_HOSTS": f"localhost:{listen},127.0.0.1"})
+    started.append(service)
+    service.start()
+    for port in ports:
+        BridgeProcess(port=port, proc=service.proc).wait_health(200)
+
+    def through_nginx(ip_hash: bool) -> dict[str, list[int]]:
+        (tmp_path / "nginx.conf").write_text(readme_nginx(ports, listen, ip_hash))
+        proxy = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", "nginx.conf"], stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 10
+            while proxy.poll() is None and time.monotonic() < deadline:
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", listen)) == 0:
+                        break
+                time.sleep(0.05)
+            assert proxy.poll() is None, proxy.stderr.read()
+
+            async def clients(transports: list[str]) -> list[int]:  # one after another: round robin shows
+                return [await ticks_through(url, transports) for _ in range(2)]
+
+            return {t[0]: asyncio.run(clients(t)) for t in (["websocket"], ["polling"])}
+        finally:
+            proxy.terminate()
+            proxy.wait(10)
+
+    hashed, balanced = through_nginx(ip_hash=True), through_nginx(ip_hash=False)
+    print(f"README nginx snippet before two bridges: ticks per client in 0.5 s: with ip_hash {hashed}; "
+          f"without {balanced}")
+    assert all(hashed["websocket"]) and all(hashed["polling"]) and all(balanced["websocket"])
+    assert not any(balanced["polling"]), "long-polling without ip_hash reached a bridge without its session"
