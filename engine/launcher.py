@@ -1,5 +1,5 @@
-"""``mt5-service``: the engine, N indicator workers, the bridge and (``--record DIR``) the
-recorder as separate OS processes.
+"""``mt5-service``: the engine, N indicator workers, the bridge (``--bridges N``: N of them on
+consecutive ports from ``WS_PORT``) and (``--record DIR``) the recorder as separate OS processes.
 
 Each child is started as its own console script would run it, reads the same environment and
 ``.env``, and has its output streamed here line by line with a component prefix. A child that
@@ -32,9 +32,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from bridge.config import BridgeConfig
 from engine import cli as engine_cli
 from engine.client import RpcClient
-from engine.config import ConfigError, EngineConfig, layered_env
+from engine.config import ConfigError, EngineConfig
 from engine.logs import setup_logging
 from engine.protocol import SERVICE_COMPONENT, RpcError
 from engine.security import CurveClient, SecurityError
@@ -52,6 +53,9 @@ REPLAY_CHECK_S = 0.5  # how often a paused replay's readiness is looked at
 # What every component exits with when it cannot start as configured (bad settings, a port in
 # use): restarting it cannot help, so the launcher stops everything and exits with it too.
 EXIT_CANNOT_START = 2
+# Bridges side by side are processes of their own, each reading the whole bus: more than a
+# host has cores only adds copies of that work.
+MAX_BRIDGES = 64
 
 
 def _die_with_parent() -> None:
@@ -269,15 +273,31 @@ class Launcher:
         }
 
 
-def build_children(workers: int, bridge: bool, env_file: str, engine_args: list[str],
-                   record_dir: str = "") -> list[Child]:
+def bridge_ports(ws_port: int, bridges: int) -> list[int]:
+    """The ports of ``bridges`` bridges side by side: ``WS_PORT``, ``WS_PORT + 1``, ...;
+    ``ConfigError`` naming ``--bridges`` when there are none, too many, or they pass 65535."""
+    if not 1 <= bridges <= MAX_BRIDGES:
+        raise ConfigError(f"--bridges: must be between 1 and {MAX_BRIDGES}, got {bridges}")
+    last = ws_port + bridges - 1
+    if last > 65535:
+        raise ConfigError(f"--bridges: {bridges} bridges from WS_PORT {ws_port} need ports up to {last}, "
+                          f"past 65535")
+    return list(range(ws_port, last + 1))
+
+
+def build_children(workers: int, bridges: int, env_file: str, engine_args: list[str],
+                   record_dir: str = "", ws_port: int = BridgeConfig.ws_port) -> list[Child]:
+    """The children: the engine, ``workers`` shards, ``bridges`` bridges on consecutive ports
+    from ``ws_port`` (see ``bridge_ports``; named ``bridge``, or ``bridge:i`` for more than one)
+    and, with ``record_dir``, the recorder."""
     py = sys.executable
     children = [Child("engine", [py, "-m", "engine.cli", "--env-file", env_file, STDIN_FLAG, *engine_args],
                       takes_health=True)]
     children += [Child(f"indicators:{i}", [py, "-m", "indicators.worker", "--env-file", env_file,
                                             "--shard", f"{i}/{workers}"]) for i in range(workers)]
-    if bridge:
-        children.append(Child("bridge", [py, "-m", "bridge.cli", "--env-file", env_file]))
+    children += [Child("bridge" if bridges == 1 else f"bridge:{i}",
+                       [py, "-m", "bridge.cli", "--env-file", env_file, "--ws-port", str(ws_port + i)])
+                 for i in range(bridges)]
     if record_dir:
         children.append(Child("recorder", [py, "-m", "engine.recorder", "--env-file", env_file,
                                            "--dir", record_dir]))
@@ -290,6 +310,13 @@ def replay_starter(config: EngineConfig, curve: CurveClient | None, workers: int
     return ReplayStarter(RpcClient(config.rpc_endpoint, timeout_ms=1000, curve=curve), workers, bridge_url)
 
 
+def _count(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: cannot use {text!r} as an integer") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mt5-service",
@@ -297,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                     "Arguments not listed here are passed to mt5-engine (see mt5-engine --help).",
     )
     parser.add_argument("--workers", type=int, default=1, help="indicator workers (shards), default 1")
+    parser.add_argument("--bridges", default="1", metavar="N",
+                        help="Socket.IO bridges side by side, on ports WS_PORT, WS_PORT+1, ... (default 1)")
     parser.add_argument("--no-bridge", action="store_true", help="do not start the Socket.IO bridge")
     parser.add_argument("--env-file", default=".env", help="settings file for every child (default: .env)")
     parser.add_argument("--record", metavar="DIR", default="",
@@ -305,33 +334,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 0:
         parser.error("--workers must be >= 0")
     try:
-        env = layered_env(dotenv=args.env_file)
         config = engine_cli.load_config(engine_cli.parse_args([*engine_args, "--env-file", args.env_file]))
         curve = CurveClient.load(config.curve_client_secret, config.curve_server_key)
+        web = None if args.no_bridge else BridgeConfig.load(dotenv=args.env_file)
+        ports = bridge_ports(web.ws_port, _count("--bridges", args.bridges)) if web else []
     except (ConfigError, SecurityError) as exc:
         print(f"mt5-service: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level, config.log_file)
+    urls = [f"http://{web.ws_host}:{port}" for port in ports] if web else []
+    starter = None
+    if config.source == "replay" and config.replay_start == "now":
+        # "now" for the service: as soon as every child can take the first bar.
+        engine_args = [*engine_args, "--replay-start", "paused"]
+        starter = replay_starter(config, curve, args.workers, urls[0] if urls else None)
+    children = build_children(args.workers, len(ports), args.env_file, engine_args, args.record,
+                              ports[0] if ports else BridgeConfig.ws_port)
     # Every child gets the engine's endpoints, also those given here as engine flags.
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "BUS_ENDPOINT": config.bus_endpoint,
                  "BUS_PUB_ENDPOINT": config.bus_pub_endpoint, "RPC_ENDPOINT": config.rpc_endpoint}
     if args.record:  # the engine answers ranges older than its memory from the recording too
         child_env["RECORD_DIR"] = args.record
-    ws = f"http://{env.get('WS_HOST') or '127.0.0.1'}:{env.get('WS_PORT') or '8765'}"
-    starter = None
-    if config.source == "replay" and config.replay_start == "now":
-        # "now" for the service: as soon as every child can take the first bar.
-        engine_args = [*engine_args, "--replay-start", "paused"]
-        starter = replay_starter(config, curve, args.workers, None if args.no_bridge else ws)
-    launcher = Launcher(build_children(args.workers, not args.no_bridge, args.env_file, engine_args,
-                                       args.record), child_env, replay_starter=starter)
+    launcher = Launcher(children, child_env, replay_starter=starter)
     stop_on_signals(launcher.stop)
     print(
         f"mt5-service: engine + {args.workers} indicator worker(s)"
-        f"{'' if args.no_bridge else ' + bridge'}{' + recorder' if args.record else ''}\n"
+        f"{f' + {len(ports)} bridge(s)' if ports else ''}{' + recorder' if args.record else ''}\n"
         f"  bus (subscribe):   {config.bus_endpoint}\n"
         f"  rpc:               {config.rpc_endpoint}\n"
-        + ("" if args.no_bridge else f"  web (Socket.IO):   {ws}  (dashboard at /, health at /health)\n")
+        + (f"  web (Socket.IO):   {', '.join(urls)}  (dashboard at /, health at /health)\n" if web else "")
         + (f"  recording into:    {args.record}\n" if args.record else ""),
         flush=True,
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -17,6 +19,9 @@ import pytest
 import socketio
 import zmq
 
+from engine.models import Candle
+from engine.sources.sim import SimSource
+from engine.timeframes import TIMEFRAMES
 from tests.procs import ROOT, ChildProcess, EngineProcess, free_port
 
 JS_DIR = ROOT / "bridge" / "js"
@@ -158,3 +163,42 @@ def npm_install() -> str:
         if result.returncode != 0:
             raise RuntimeError(f"npm ci failed in {JS_DIR}: {result.stderr[-2000:]}")
     return node
+
+
+def consecutive_free_ports(count: int) -> list[int]:
+    """``count`` free loopback ports in a row, as bridges side by side take them (``WS_PORT``,
+    ``WS_PORT + 1``, ...)."""
+    for _ in range(1000):
+        first = free_port()
+        ports = list(range(first, first + count))
+        if all(_bindable(port) for port in ports[1:]):
+            return ports
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+# H1 bars replayed at this many per second: closed candles and indicator values come fast.
+REPLAY_BARS_PER_S = 20
+
+
+def fast_h1_replay(folder: Path, bars: int = 1000, seed: int = 7) -> tuple[list[str], list[Candle]]:
+    """An MT5 H1 export of ``bars`` sim bars in ``folder``, and the engine flags that replay it at
+    ``REPLAY_BARS_PER_S`` (only H1): returns ``(engine_args, bars)``."""
+    from tests.test_indicator_worker import write_mt5_h1_export
+
+    sim = SimSource(["EURUSD"], seed=seed, clock_ms=1_790_000_000_000)
+    sim.start()
+    history = sim.history("EURUSD", TIMEFRAMES["H1"], bars)
+    export = folder / "EURUSD_H1_replay.csv"
+    write_mt5_h1_export(export, history)
+    speed = TIMEFRAMES["H1"].seconds * REPLAY_BARS_PER_S
+    return ["--source", "replay", "--replay-file", str(export), "--replay-speed", str(speed),
+            "--timeframes", "H1"], history
