@@ -44,7 +44,6 @@ from engine.protocol import (
     tick_topic,
 )
 from engine.publish_policy import ForeignPolicy, Refusals
-from engine.recording_store import RecordingStore
 from engine.rpc import RpcHandler, RpcServer
 from engine.security import CurveClient, CurveServer
 from engine.service_health import HealthReader
@@ -169,7 +168,11 @@ class EngineService:
         self._account: dict[str, Any] | None = None
         self._source_error = ""
         # Where ranges older than memory are read: the source's own store, then a recording.
-        self._stores: list[Any] = [source] + ([RecordingStore(config.record_dir)] if config.record_dir else [])
+        self._stores: list[Any] = [source]
+        if config.record_dir:
+            # Imported only here: pyarrow.compute costs every engine start a second, and more.
+            from engine.recording_store import RecordingStore
+            self._stores.append(RecordingStore(config.record_dir))
         self._started_ms = now_ms()
         self._ticks_in = 0
         self._rate_window = (self._started_ms, 0)

@@ -28,7 +28,10 @@ def read_slowly(sub: Subscriber, messages: int, pause_every: int, pause_s: float
 
 
 def test_a_bot_behind_a_tiny_hwm_repairs_every_gap(start_engine):
-    engine = start_engine("--rate", "20000", "--symbols", "EURUSD,GBPUSD", "--hwm", "100")
+    # A journal of 2M ticks a symbol (48 MB each) outlasts the test's run at 20k ticks/s however
+    # slow the machine, so what was delivered can be checked against it by seq at the end.
+    engine = start_engine("--rate", "20000", "--symbols", "EURUSD,GBPUSD", "--hwm", "100",
+                          "--tick-journal", "2000000")
     gaps = []
     with RpcClient(engine.rpc) as rpc, Subscriber(engine.bus, ["tick:"], rpc=rpc, repair=True, hwm=10,
                                                   on_gap=gaps.append) as sub:

@@ -30,6 +30,7 @@ import ctypes, os, select, signal, subprocess, sys, threading, time
 import ctypes.util, logging.handlers, json, importlib, calendar, gc, heapq, zlib
 import msgpack, numpy, zmq, zmq.auth.thread, zmq.utils.monitor
 import rpyc.core.service, rpyc.core.stream, rpyc.utils.factory
+import aiohttp, pyarrow, pyarrow.parquet
 WINDOWS_SIGNALS = {{"SIGINT", "SIGTERM", "SIGABRT", "SIGFPE", "SIGILL", "SIGSEGV"}}
 for name in [n for n in dir(signal) if n.startswith("SIG") and not n.startswith("SIG_")
              and n not in WINDOWS_SIGNALS] + ["pthread_sigmask", "pthread_kill", "sigwait", "sigwaitinfo",
