@@ -228,20 +228,18 @@ def open_transport(sio: socketio.AsyncServer, sessions: Sessions, fast: bool) ->
     return WireTransport(sio, sessions)
 
 
-class WireTransport:
-    """The ``fanout.Transport`` over a python-socketio ``AsyncServer`` (aiohttp mode): the fast path."""
+class _Transport:
+    """What both paths share: clients by Socket.IO sid, their engine.io sids and connections."""
 
-    delivery = FAST
+    delivery = ""
     reason = ""
 
     def __init__(self, sio: socketio.AsyncServer, sessions: Sessions) -> None:
         self.sio = sio
         self.sessions = sessions
         self.eio_sids: dict[str, str] = {}
-        self._connections: dict[str, Connection] = {}
+        self._connections: dict[str, Any] = {}
         self.counts = WriteCounts()
-        eio = sio.eio
-        eio._async = {**eio._async, "websocket": websocket_driver(sessions)}
 
     def wrap(self, text: str) -> Wire:
         return Wire(text)
@@ -258,7 +256,7 @@ class WireTransport:
         self.eio_sids.pop(sid, None)
         self._connections.pop(sid, None)
 
-    def connection(self, sid: str) -> Connection | None:
+    def connection(self, sid: str) -> Any:
         """The client's connection, or ``None`` while it is not (or no longer) served."""
         conn = self._connections.get(sid)
         if conn is None:
@@ -267,17 +265,42 @@ class WireTransport:
             # its ``connected`` event), nothing may overtake them.
             if eio_sid is None or not self.sio.manager.is_connected(sid, NAMESPACE):
                 return None
-            sock = self.sio.eio.sockets.get(eio_sid)
-            if sock is None:
+            conn = self._open(eio_sid)
+            if conn is None:
                 return None
-            conn = self._connections[sid] = Connection(self.counts, sock)
-        return None if conn.sock.closed or conn.sock.closing else conn
+            self._connections[sid] = conn
+        return conn if self._serving(conn) else None
+
+    def _open(self, eio_sid: str) -> Any:
+        """A new client's connection (``None``: not yet)."""
+        raise NotImplementedError
+
+    def _serving(self, conn: Any) -> bool:
+        return True
 
     def disconnect(self, sid: str) -> None:
         """Disconnect a client over its budget."""
         eio_sid = self.eio_sids.get(sid)
         if eio_sid is not None:
             self.sessions.evict_soon(eio_sid, OVER_BUDGET)
+
+
+class WireTransport(_Transport):
+    """The ``fanout.Transport`` over a python-socketio ``AsyncServer`` (aiohttp mode): the fast path."""
+
+    delivery = FAST
+
+    def __init__(self, sio: socketio.AsyncServer, sessions: Sessions) -> None:
+        super().__init__(sio, sessions)
+        eio = sio.eio
+        eio._async = {**eio._async, "websocket": websocket_driver(sessions)}
+
+    def _open(self, eio_sid: str) -> Connection | None:
+        sock = self.sio.eio.sockets.get(eio_sid)
+        return None if sock is None else Connection(self.counts, sock)
+
+    def _serving(self, conn: Connection) -> bool:
+        return not (conn.sock.closed or conn.sock.closing)
 
 
 class Connection:
@@ -305,7 +328,7 @@ class Connection:
             sock.queue.put_nowait(wire.packet)
 
 
-class PublicTransport:
+class PublicTransport(_Transport):
     """The ``fanout.Transport`` through python-engineio's public API only: the public path.
 
     Each packet goes to each client with ``AsyncServer.send_packet`` (what python-socketio's own
@@ -320,42 +343,13 @@ class PublicTransport:
     delivery = PUBLIC
 
     def __init__(self, sio: socketio.AsyncServer, sessions: Sessions, reason: str) -> None:
-        self.sio = sio
-        self.sessions = sessions
+        super().__init__(sio, sessions)
         self.reason = reason
-        self.eio_sids: dict[str, str] = {}
-        self.counts = WriteCounts()
-        self._connections: dict[str, PublicConnection] = {}
         self._outbox: list[tuple[str, Bundle]] = []
         self._sending: asyncio.Task[None] | None = None
 
-    def wrap(self, text: str) -> Wire:
-        return Wire(text)
-
-    def bundle(self, wires: list[Wire]) -> Bundle:
-        return Bundle(wires)
-
-    def register(self, sid: str) -> None:
-        eio_sid = self.eio_sids[sid] = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-        self.sessions.joined(eio_sid)
-
-    def forget(self, sid: str) -> None:
-        self.eio_sids.pop(sid, None)
-        self._connections.pop(sid, None)
-
-    def connection(self, sid: str) -> PublicConnection | None:
-        conn = self._connections.get(sid)
-        if conn is None:
-            eio_sid = self.eio_sids.get(sid)
-            if eio_sid is None or not self.sio.manager.is_connected(sid, NAMESPACE):
-                return None  # the CONNECT packet and the connected event go first
-            conn = self._connections[sid] = PublicConnection(self, eio_sid)
-        return conn
-
-    def disconnect(self, sid: str) -> None:
-        eio_sid = self.eio_sids.get(sid)
-        if eio_sid is not None:
-            self.sessions.evict_soon(eio_sid, OVER_BUDGET)
+    def _open(self, eio_sid: str) -> PublicConnection:
+        return PublicConnection(self, eio_sid)
 
     def post(self, eio_sid: str, bundle: Bundle) -> None:
         """Send ``bundle`` to ``eio_sid`` after what was posted before it."""
