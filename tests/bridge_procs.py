@@ -132,6 +132,21 @@ class Recorder:
             await self.sio.disconnect()
 
 
+
+
+def run(scenario: Callable[..., Any], bridge: BridgeProcess, clients: int = 1, timeout: float = 30.0) -> Any:
+    """Run ``scenario(*recorders)`` with ``clients`` connected clients; always disconnect them."""
+    async def main() -> Any:
+        recorders = [Recorder() for _ in range(clients)]
+        try:
+            for r in recorders:
+                await r.connect(bridge.url)
+            return await scenario(*recorders)
+        finally:
+            for r in recorders:
+                await r.close()
+    return asyncio.run(asyncio.wait_for(main(), timeout))
+
 class BusInjector:
     """Publishes into the bus' publisher side, as an indicator worker would."""
 

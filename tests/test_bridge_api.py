@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import talib
 
-from tests.bridge_procs import DELIVERY_PATHS, BridgeProcess, BusInjector, Recorder, delivery_env
+from tests.bridge_procs import DELIVERY_PATHS, BridgeProcess, BusInjector, Recorder, delivery_env, run
 from tests.procs import running
 
 SYMBOL = "EURUSD"
@@ -23,20 +23,6 @@ def bridge(request, engine, worker):
                                env=delivery_env(request.param))) as proc:
         assert proc.health()[1]["delivery"] == request.param
         yield proc
-
-
-def run(scenario, bridge: BridgeProcess, clients: int = 1, timeout: float = 30.0):
-    """Run ``scenario(*recorders)`` with connected clients; always disconnect them."""
-    async def main():
-        recorders = [Recorder() for _ in range(clients)]
-        try:
-            for r in recorders:
-                await r.connect(bridge.url)
-            return await scenario(*recorders)
-        finally:
-            for r in recorders:
-                await r.close()
-    return asyncio.run(asyncio.wait_for(main(), timeout))
 
 
 def test_connected_is_the_first_event_with_sid_time_and_version(bridge):

@@ -8,7 +8,7 @@ import pytest
 
 from bridge.validation import MAX_BRIDGE_TICKS
 from engine.client import RpcClient
-from tests.bridge_procs import BridgeProcess, Recorder
+from tests.bridge_procs import BridgeProcess, run
 from tests.procs import EngineProcess, running
 
 SYMBOL = "EURUSD"
@@ -24,19 +24,6 @@ def engine():
 def bridge(engine):
     with running(BridgeProcess([], engine=engine)) as proc:
         yield proc
-
-
-def run(scenario, bridge: BridgeProcess, clients: int = 1, timeout: float = 30.0):
-    async def main():
-        recorders = [Recorder() for _ in range(clients)]
-        try:
-            for r in recorders:
-                await r.connect(bridge.url)
-            return await scenario(*recorders)
-        finally:
-            for r in recorders:
-                await r.close()
-    return asyncio.run(asyncio.wait_for(main(), timeout))
 
 
 def test_get_candles_with_from_and_to_is_the_engines_range(bridge, engine):

@@ -2,7 +2,6 @@
 ``get_indicators`` against the live values of a real engine, indicator worker and bridge."""
 from __future__ import annotations
 
-import asyncio
 import math
 
 import numpy as np
@@ -14,7 +13,7 @@ from engine.sources.sim import SimSource
 from engine.timeframes import TIMEFRAMES
 from indicators.series import IndicatorSeries, Periods
 from tests import indicator_reference as ref
-from tests.bridge_procs import BridgeProcess, Recorder
+from tests.bridge_procs import BridgeProcess, run
 from tests.test_indicator_worker import write_mt5_h1_export
 
 FIELDS = ("sma", "ema", "rsi", "macd", "macd_signal", "macd_hist")
@@ -120,17 +119,6 @@ def test_no_history_gives_no_values():
 
 
 # Against a real engine, worker and bridge
-def run(scenario, bridge: BridgeProcess, timeout: float = 60.0):
-    async def main():
-        client = Recorder()
-        try:
-            await client.connect(bridge.url)
-            return await scenario(client)
-        finally:
-            await client.close()
-    return asyncio.run(asyncio.wait_for(main(), timeout))
-
-
 @pytest.mark.timeout(180)
 def test_get_indicators_equals_the_live_values_the_worker_published(tmp_path, start_engine, start_worker, started):
     """A fast H1 replay: every closed ``indicators`` event seen live equals, bit for bit, the
@@ -157,7 +145,7 @@ def test_get_indicators_equals_the_live_values_the_worker_published(tmp_path, st
         candles = await c.call("get_candles", {"symbol": "EURUSD", "timeframe": "H1", "count": 1000})
         return [d for d in c.of("indicators") if d["closed"]], history, candles
 
-    live, history, candles = run(scenario, bridge)
+    live, history, candles = run(scenario, bridge, timeout=60.0)
     assert history["symbol"] == "EURUSD" and history["timeframe"] == "H1"
     values = history["values"]
     assert [v["time"] for v in values] == [b["time"] for b in candles["candles"]]

@@ -88,6 +88,15 @@ def terminal_of() -> Iterator[Callable[[ClassicServer], object]]:
 
 
 @pytest.fixture
+def market(start_server, terminal_of) -> tuple[ClassicServer, object]:
+    """An RPyC server whose stand-in terminal has the scripted market, and that terminal."""
+    server = start_server()
+    terminal = terminal_of(server)
+    script_market(terminal)
+    return server, terminal
+
+
+@pytest.fixture
 def remotes() -> Iterator[list[RemoteMT5]]:
     made: list[RemoteMT5] = []
     yield made
@@ -363,10 +372,8 @@ def test_shutdown_does_not_wait_long_for_a_stopped_server(start_server, remotes)
 # -- MT5Source over RPyC ----------------------------------------------------------------------
 
 
-def test_mt5_source_over_rpyc_delivers_every_tick_once_in_order(start_server, terminal_of, make_source) -> None:
-    server = start_server()
-    terminal = terminal_of(server)
-    script_market(terminal)
+def test_mt5_source_over_rpyc_delivers_every_tick_once_in_order(market, make_source) -> None:
+    server, terminal = market
     source = make_source(server.port)
     source.start()
     assert [s.name for s in source.symbols()] == ["EURUSD"] and source.symbols()[0].digits == 5
@@ -381,10 +388,8 @@ def test_mt5_source_over_rpyc_delivers_every_tick_once_in_order(start_server, te
     assert source.account(0)["login"] == LOGIN and source.health().status == "ok"
 
 
-def test_an_ipc_drop_on_the_server_is_survived_with_no_tick_lost(start_server, terminal_of, make_source) -> None:
-    server = start_server()
-    terminal = terminal_of(server)
-    script_market(terminal)
+def test_an_ipc_drop_on_the_server_is_survived_with_no_tick_lost(market, make_source) -> None:
+    server, terminal = market
     source = make_source(server.port)
     source.start()
     before = feed(terminal, [T0 + 1000 + i for i in range(50)])
@@ -403,10 +408,8 @@ def test_an_ipc_drop_on_the_server_is_survived_with_no_tick_lost(start_server, t
     assert wait_for(lambda: source.health().status == "ok")
 
 
-def test_a_server_restart_is_survived_and_health_says_what_happened(start_server, terminal_of, make_source) -> None:
-    server = start_server()
-    terminal = terminal_of(server)
-    script_market(terminal)
+def test_a_server_restart_is_survived_and_health_says_what_happened(market, make_source, start_server, terminal_of) -> None:
+    server, terminal = market
     source = make_source(server.port)
     source.start()
     before = feed(terminal, [T0 + 1000 + i for i in range(40)])

@@ -32,7 +32,7 @@ from engine.client import RpcClient, RpcTimeout, Subscriber
 from engine.security import CurveClient
 from engine.security import main as keygen
 from tests.bridge_procs import Recorder, fast_h1_replay
-from tests.procs import ROOT, ChildProcess
+from tests.procs import ChildProcess
 from tests.test_bridges_side_by_side import HOUR, closed_candles, closed_indicators, same_window
 
 HOSTS = ("bus", "worker", "bridge1", "bridge2", "far")
