@@ -15,12 +15,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.models import Candle, Tick
-from engine.protocol import CANDLE, TICK, TICK_FIELDS
-from engine.recording import SUFFIX, Partition, partition_of
+from engine.protocol import CANDLE, TICK
+from engine.recording import KINDS, SUFFIX, Partition, partition_of
 from engine.timeframes import Timeframe
 
-_TICK_COLUMNS = [name for name in TICK_FIELDS if name != "symbol"]
-_CANDLE_COLUMNS = ["time", "open", "high", "low", "close", "tick_volume", "spread", "real_volume"]
+_STAMP = ("seq", "epoch")
+# The recorded columns a Tick / a Candle is made of, in their field order (engine.recording's).
+_TICK_COLUMNS = [name for name in KINDS[TICK].names if name not in _STAMP]
+_CANDLE_COLUMNS = [name for name in KINDS[CANDLE].names if name not in ("timeframe", "closed", *_STAMP)]
 MAX_MS = 253_402_300_799_999  # 9999-12-31 23:59:59.999, the last date a partition can name
 
 
@@ -34,7 +36,7 @@ class RecordingStore:
         """The first ``count`` recorded ticks of ``symbol`` stamped ``from_msc..to_msc``, in
         time order (publish order within a millisecond); ``None`` when nothing of the symbol
         was recorded."""
-        table = self._read(TICK, symbol, from_msc, to_msc, "time_msc", count, _TICK_COLUMNS)
+        table = self._read(TICK, symbol, from_msc, to_msc, count, _TICK_COLUMNS)
         if table is None:
             return None
         columns = [table.column(name).to_pylist() for name in _TICK_COLUMNS]
@@ -45,16 +47,16 @@ class RecordingStore:
                      count: int) -> list[Candle] | None:
         """The first ``count`` recorded closed bars of ``symbol``'s ``timeframe`` opening
         ``from_s..to_s``; ``None`` when nothing of the symbol was recorded."""
-        table = self._read(CANDLE, symbol, from_s * 1000, to_s * 1000 + 999, "time", count,
-                           _CANDLE_COLUMNS, timeframe.name)
+        table = self._read(CANDLE, symbol, from_s * 1000, to_s * 1000 + 999, count, _CANDLE_COLUMNS,
+                           timeframe.name)
         if table is None:
             return None
         columns = [table.column(name).to_pylist() for name in _CANDLE_COLUMNS]
         return [Candle(symbol, timeframe.name, *row) for row in zip(*columns)]
 
-    def _read(self, kind: str, symbol: str, from_ms: int, to_ms: int, time_field: str, count: int,
+    def _read(self, kind: str, symbol: str, from_ms: int, to_ms: int, count: int,
               columns: list[str], timeframe: str = "") -> pa.Table | None:
-        unit = 1 if time_field == "time_msc" else 1000
+        time_field, unit = KINDS[kind].time_field, KINDS[kind].time_ms
         symbol_dir = partition_of(kind, symbol, 0).path(self.root).parent
         if not symbol_dir.is_dir():
             return None
@@ -64,7 +66,7 @@ class RecordingStore:
             files = sorted(directory.glob(f"[!.]*{SUFFIX}"))
             if not files:
                 continue
-            table = pa.concat_tables(pq.read_table(f, columns=[*columns, "epoch", "seq", *(
+            table = pa.concat_tables(pq.read_table(f, columns=[*columns, *_STAMP, *(
                 ["timeframe"] if timeframe else [])]) for f in files)
             when = table.column(time_field)
             keep = pc.and_(pc.greater_equal(when, from_ms // unit), pc.less_equal(when, to_ms // unit))

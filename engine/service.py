@@ -628,7 +628,7 @@ class EngineService:
         oldest = held[0]["time"] if held else to_s + 1
         out: list[dict[str, Any]] = []
         if from_s < oldest:
-            older = self._from_source("bars", oldest, lambda store: store.candle_range(
+            older = self._from_stores("bars", oldest, lambda store: store.candle_range(
                 symbol, TIMEFRAMES[timeframe], from_s, min(to_s, oldest - 1), count))
             out = [c.to_payload(True) for c in older]
         first = bisect.bisect_left(held, from_s, key=_bar_time)
@@ -642,7 +642,7 @@ class EngineService:
         split = to_msc + 1 if covers is None else covers
         parts = []
         if from_msc < split:
-            older = self._from_source("ticks", split, lambda store: store.tick_range(
+            older = self._from_stores("ticks", split, lambda store: store.tick_range(
                 symbol, from_msc, min(to_msc, split - 1), count))
             parts.append(tick_columns(older))
         held = len(parts[0]["time_msc"]) if parts else 0
@@ -657,7 +657,7 @@ class EngineService:
             raise RpcError(ErrorCode.TOO_OLD, str(exc)) from None
         return pack_ticks(symbol, columns, first_seq, epoch)
 
-    def _from_source(self, what: str, held_from: int, read: Callable[[Any], list[Any] | None]) -> list[Any]:
+    def _from_stores(self, what: str, held_from: int, read: Callable[[Any], list[Any] | None]) -> list[Any]:
         """``read(store)`` from the source's store, else from the recording (``RECORD_DIR``):
         ``unavailable`` if neither keeps any or a read fails."""
         for store in self._stores:
