@@ -65,15 +65,17 @@ class BridgeProcess(ChildProcess):
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
-    def wait_health(self, status: int | None, timeout: float = 30.0) -> dict[str, Any]:
-        """Until ``/health`` answers (with ``status`` when given); raise with the output if not."""
+    def wait_health(self, status: int | None, timeout: float = 30.0, healthy: bool = False) -> dict[str, Any]:
+        """Until ``/health`` answers (with ``status`` when given, and once it says ``ok`` when
+        ``healthy``: a bridge is degraded until it has heard the engine); raise with the output
+        if not."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bridge exited with {self.proc.returncode}: {self.output()}")
             try:
                 code, body = self.health()
-                if status is None or code == status:
+                if (status is None or code == status) and (not healthy or body.get("status") == "ok"):
                     return body
             except (OSError, ValueError):
                 pass

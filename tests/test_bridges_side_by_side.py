@@ -101,7 +101,7 @@ def test_mt5_service_runs_two_bridges_on_consecutive_ports_and_restarts_each(sta
     bridges = [BridgeProcess(port=port) for port in ports]  # only their /health is used
     for name, bridge in zip(("bridge:0", "bridge:1"), bridges):
         bridge.proc = service.proc  # liveness read from the launcher
-        assert bridge.wait_health(200, 30)["status"] == "ok", service.output()
+        assert bridge.wait_health(200, 30, healthy=True)["status"] == "ok", service.output()
         assert f"[{name}] mt5-bridge: http://127.0.0.1:{bridge.port} " in service.output()
     assert f"web (Socket.IO):   http://127.0.0.1:{ports[0]}, http://127.0.0.1:{ports[1]}" in service.output()
 
@@ -113,7 +113,7 @@ def test_mt5_service_runs_two_bridges_on_consecutive_ports_and_restarts_each(sta
         assert bridges[0].health()[0] == 200
         time.sleep(0.05)
     assert len(bridge_pids(service.output(), "bridge:1")) == 2, service.output()
-    assert bridges[1].wait_health(200, 10)["status"] == "ok"
+    assert bridges[1].wait_health(200, 10, healthy=True)["status"] == "ok"
     assert service.stop(signal.SIGINT, timeout=10) == 0
 
 
