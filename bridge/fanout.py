@@ -39,6 +39,8 @@ class _Member:
 
 @dataclass
 class FanoutStats:
+    """What delivery did (``bridge.stats`` declares each as a figure)."""
+
     packets_sent: int = 0
     deliveries: int = 0
     skipped_slow: int = 0
@@ -56,7 +58,7 @@ class Fanout:
         self.transport = transport
         self.soft = soft
         self.hard = hard
-        self.rooms: dict[str, set[str]] = defaultdict(set)
+        self._rooms: dict[str, set[str]] = defaultdict(set)
         self.members: dict[str, _Member] = {}
         # Clients in turn go to groups 0..groups-1; ``deliver`` serves one group.
         self.groups: list[dict[str, _Member]] = [{} for _ in range(groups)]
@@ -89,7 +91,7 @@ class Fanout:
         member.rooms = member.rooms.union(new)
         member.stale.update(new)
         for room in new:
-            self.rooms[room].add(sid)
+            self._rooms[room].add(sid)
 
     def leave(self, sid: str, rooms: list[str]) -> None:
         member = self.members.get(sid)
@@ -102,18 +104,31 @@ class Fanout:
             self._leave(sid, room)
 
     def _leave(self, sid: str, room: str) -> None:
-        sids = self.rooms.get(room)
+        sids = self._rooms.get(room)
         if sids is not None:
             sids.discard(sid)
             if not sids:
-                del self.rooms[room]
+                del self._rooms[room]
 
     def has_members(self, room: str) -> bool:
-        return room in self.rooms
+        return room in self._rooms
+
+    def room_sizes(self) -> dict[str, int]:
+        """``{room: members}`` of every room with members, the room every client is in included."""
+        return {room: len(sids) for room, sids in self._rooms.items()}
 
     def subscriptions(self) -> int:
         """Room memberships, not counting the room every client is in."""
-        return sum(len(m.rooms) - 1 for m in self.members.values())
+        return sum(map(len, self._rooms.values())) - len(self._rooms.get(ALL, ()))
+
+    def members_in(self, room: str, group: int) -> int:
+        """Members of ``room`` in client group ``group`` (those its flush writes to)."""
+        sids = self._rooms.get(room)
+        if not sids:
+            return 0
+        if len(self.groups) == 1:
+            return len(sids)
+        return len(self.groups[group].keys() & sids) if group < len(self.groups) else 0
 
     def deliver(self, batch: dict[str, list[Packet]], group: int = 0) -> None:
         """Send one flush to the members of ``group``: ``{room: packets}`` serialised once per room.

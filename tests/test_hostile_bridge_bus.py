@@ -544,6 +544,6 @@ def test_tick_lag_is_measured_in_utc_whatever_the_engine_clock(unit_bridge):
     happened = time.time_ns() // 1_000_000 - 250  # 250 ms ago, UTC
     tick = {**VALID[T], "time_msc": happened + offset_s * 1000}
     assert unit_bridge.on_bus_message(T, tick)
-    unit_bridge.metrics.on_bus(T, tick)  # as the bus reader does for each accepted message
-    lag = unit_bridge.metrics.engine_lag
+    unit_bridge.stats.on_bus(T, tick)  # as the bus reader does for each accepted message
+    lag = unit_bridge.stats.engine_lag
     assert sum(lag.counts) == 1 and 0.25 <= lag.total < 5.0

@@ -9,7 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.metrics import LAG_BUCKETS, LiteHistogram
+from bridge.histogram import LiteHistogram
+from bridge.metrics import figure_family
+from bridge.stats import HISTOGRAM, LAG_BUCKETS, Figure
 from tests.bridge_procs import BridgeProcess, Recorder
 from tests.procs import running
 
@@ -122,15 +124,17 @@ def test_metrics_follow_a_client_ticks_lag_and_the_engine(bridge):
 def test_lite_histogram_exposes_what_prometheus_client_histogram_does():
     values = [0.0, 0.0004, 0.0005, 0.001, 0.0031, 0.02, 0.7, 3.0, 12.0, 99.0]
     registry = CollectorRegistry()
-    reference = Histogram("lag_seconds", "lag", buckets=LAG_BUCKETS, registry=registry)
+    reference = Histogram("mt5_bridge_lag_seconds", "lag", buckets=LAG_BUCKETS, registry=registry)
     lite = LiteHistogram(LAG_BUCKETS)
     for v in values:
         reference.observe(v)
         lite.observe(v)
 
+    figure = Figure("lag_ms", HISTOGRAM, "lag", lambda bridge: lite, metric="lag_seconds")
+
     class One:
         def collect(self):
-            yield lite.family("lag_seconds", "lag")
+            yield figure_family(figure, lite)
 
     mine = CollectorRegistry()
     mine.register(One())
