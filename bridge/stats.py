@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.bus import AsyncRpc
 from bridge.histogram import LiteHistogram
 from bridge.subscriptions import subscription_of
-from engine.protocol import TICK, ErrorCode, RpcError
+from engine.protocol import TICK, RpcError
 
 if TYPE_CHECKING:
     from bridge.server import Bridge
@@ -38,9 +38,9 @@ LATENCY_WINDOW = 500  # recent ticks (~8 s for 5 symbols at the sim's default ra
 FLUSH_WINDOW = 640  # recent flushes (8 s at 50 ms and 4 phases)
 RPC_WINDOW = 100  # recent calls of one op and outcome
 MS = 1000.0  # /health shows seconds as milliseconds
-# An RPC outcome is ``ok`` or one of the protocol's error codes; anything else an engine answers is
-# ``other``, so the label set stays bounded.
-RPC_CODES = frozenset(code for name, code in vars(ErrorCode).items() if name.isupper())
+# Outcomes kept apart per op (``ok`` and the error codes the engine answered, first come); any
+# further one counts as ``other``, so the label set stays bounded whatever an engine answers.
+MAX_OUTCOMES = 12
 OTHER = "other"
 
 
@@ -249,10 +249,13 @@ class BridgeStats:
     def on_rpc(self, op: str, outcome: str, seconds: float) -> None:
         """One bridge-to-engine call: ``outcome`` is ``ok`` or the error code."""
         by_outcome = self.rpc.setdefault(op, {})
-        label = outcome if outcome == "ok" or outcome in RPC_CODES else OTHER
-        histogram = by_outcome.get(label)
+        histogram = by_outcome.get(outcome)
         if histogram is None:
-            histogram = by_outcome[label] = LiteHistogram(RPC_BUCKETS, RPC_WINDOW)
+            if len(by_outcome) >= MAX_OUTCOMES - 1:
+                outcome = OTHER
+            histogram = by_outcome.get(outcome)
+            if histogram is None:
+                histogram = by_outcome[outcome] = LiteHistogram(RPC_BUCKETS, RPC_WINDOW)
         histogram.observe(seconds)
 
 
