@@ -207,7 +207,8 @@ def test_every_declared_figure_is_in_health_and_in_metrics_with_the_same_values(
 
     checked = 0
     for figure in FIGURES:
-        low, high, scraped = health_series(figure, before), health_series(figure, after), metric_series(figure, families)
+        low, high = health_series(figure, before), health_series(figure, after)
+        scraped = metric_series(figure, families)
         assert scraped, f"{figure.family} has no series"
         assert set(low) <= set(scraped) <= set(high), figure.key  # series only ever appear
         for labels, number in scraped.items():
@@ -260,7 +261,8 @@ def test_figures_are_read_through_public_api_only():
     for path in RENDERERS:
         assert private_reads((ROOT / path).read_text()) == [], path
     assert private_reads("n = len(bridge.fanout._rooms)\nfrom bridge.fanout import _Member\n"
-                         "x = getattr(bridge, 'flushes')\nroom = 's:' + symbol\ny = bridge.__dict__\nself._mine()\n") == [
+                         "x = getattr(bridge, 'flushes')\nroom = 's:' + symbol\ny = bridge.__dict__\n"
+                         "self._mine()\n") == [
         "1: ._rooms", "2: import _Member", "3: getattr", "4: room name 's:'", "5: .__dict__"]
     # A bridge that has not started (no bus, no RPC socket yet) already has every figure.
     bridge = Bridge(BridgeConfig())
