@@ -8,7 +8,7 @@ the latest state of those rooms once it has caught up; closed candles are still 
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -62,6 +62,8 @@ class Fanout:
         self.members: dict[str, _Member] = {}
         # Clients in turn go to groups 0..groups-1; ``deliver`` serves one group.
         self.groups: list[dict[str, _Member]] = [{} for _ in range(groups)]
+        # Members of each room per group, kept as they join and leave: what a flush wrote costs no set work.
+        self._group_sizes: list[Counter[str]] = [Counter() for _ in range(groups)]
         self._next_group = 0
         # Latest droppable wire per (room, event): what a stale or new member is sent.
         self._latest: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -80,7 +82,7 @@ class Fanout:
             return
         del self.groups[member.group][sid]
         for room in member.rooms:
-            self._leave(sid, room)
+            self._leave(sid, member.group, room)
 
     def join(self, sid: str, rooms: list[str]) -> None:
         """Add ``sid`` to ``rooms``; it gets their latest state with the next flush."""
@@ -92,6 +94,7 @@ class Fanout:
         member.stale.update(new)
         for room in new:
             self._rooms[room].add(sid)
+            self._group_sizes[member.group][room] += 1
 
     def leave(self, sid: str, rooms: list[str]) -> None:
         member = self.members.get(sid)
@@ -101,9 +104,13 @@ class Fanout:
         member.rooms = member.rooms.difference(gone)
         for room in gone:
             member.stale.discard(room)
-            self._leave(sid, room)
+            self._leave(sid, member.group, room)
 
-    def _leave(self, sid: str, room: str) -> None:
+    def _leave(self, sid: str, group: int, room: str) -> None:
+        sizes = self._group_sizes[group]
+        sizes[room] -= 1
+        if not sizes[room]:
+            del sizes[room]
         sids = self._rooms.get(room)
         if sids is not None:
             sids.discard(sid)
@@ -123,12 +130,7 @@ class Fanout:
 
     def members_in(self, room: str, group: int) -> int:
         """Members of ``room`` in client group ``group`` (those its flush writes to)."""
-        sids = self._rooms.get(room)
-        if not sids:
-            return 0
-        if len(self.groups) == 1:
-            return len(sids)
-        return len(self.groups[group].keys() & sids) if group < len(self.groups) else 0
+        return self._group_sizes[group][room]
 
     def deliver(self, batch: dict[str, list[Packet]], group: int = 0) -> None:
         """Send one flush to the members of ``group``: ``{room: packets}`` serialised once per room.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import random
 import asyncio
 import time
 import urllib.request
@@ -298,3 +299,29 @@ def test_rpc_outcomes_per_op_are_bounded():
     outcomes = stats.rpc["candles"]
     assert len(outcomes) == MAX_OUTCOMES and outcomes[OTHER].count == 40 - (MAX_OUTCOMES - 1)
     assert outcomes["code0"].count == 2
+
+
+def test_members_in_a_group_follow_every_join_leave_and_removal():
+    """``Fanout.members_in`` (what ``ticks_out`` adds per flush) is kept as clients come and go:
+    it equals a count over the clients' own rooms after each of 2,000 random changes."""
+    rng = random.Random(14)
+    fanout = Fanout(transport=None, soft=1, hard=2, groups=3)
+    rooms = [symbol_room("EURUSD"), symbol_room("GBPUSD"), timeframe_room("EURUSD", "M1")]
+    checked = 0
+    for step in range(2000):
+        sid = f"c{rng.randrange(40)}"
+        action = rng.random()
+        if sid not in fanout.members:
+            fanout.add_client(sid)
+        elif action < 0.45:
+            fanout.join(sid, rng.sample(rooms, rng.randint(1, 3)))
+        elif action < 0.9:
+            fanout.leave(sid, rng.sample(rooms, rng.randint(1, 3)))
+        else:
+            fanout.remove_client(sid)
+        room, group = rng.choice([*rooms, ALL]), rng.randrange(3)
+        expected = sum(1 for member in fanout.groups[group].values() if room in member.rooms)
+        assert fanout.members_in(room, group) == expected, step
+        checked += expected
+    assert checked > 0  # the rooms were not empty all along
+    assert fanout.subscriptions() == sum(len(m.rooms) - 1 for m in fanout.members.values())
