@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bridge.bus import AsyncRpc
+from bridge.components import EXPIRE_S
 from bridge.histogram import LiteHistogram
 from bridge.subscriptions import subscription_of
 from engine.protocol import TICK, RpcError
@@ -156,6 +157,8 @@ FIGURES: tuple[Figure, ...] = (
            lambda b: b.relay_errors.count),
     Figure("components_refused", COUNTER, "health: messages of a new component refused while the component "
            "table was full", lambda b: b.components.refused),
+    Figure("components_expired", COUNTER, f"Components forgotten after {EXPIRE_S:g} s without a health: message",
+           lambda b: b.components.expired),
     Figure("resync_failures", COUNTER, "Snapshot resyncs the engine did not answer (retried with backoff)",
            lambda b: b.resync_failures),
     Figure("resync_refused", COUNTER, "Snapshot prefixes the engine refused as too_many even as a single topic",
