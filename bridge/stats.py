@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from bridge.bus import AsyncRpc
 from bridge.components import EXPIRE_S
@@ -29,7 +29,10 @@ from engine.protocol import TICK, RpcError
 if TYPE_CHECKING:
     from bridge.server import Bridge
 
-COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
+Kind = Literal["counter", "gauge", "histogram"]
+COUNTER: Final = "counter"
+GAUGE: Final = "gauge"
+HISTOGRAM: Final = "histogram"
 PREFIX = "mt5_bridge_"
 LAG_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 FLUSH_SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
@@ -50,7 +53,7 @@ class Figure:
     """One figure of the bridge, as ``/health`` and ``/metrics`` both show it."""
 
     key: str
-    kind: str
+    kind: Kind
     help: str
     value: Callable[[Bridge], Any]
     labels: tuple[str, ...] = ()
