@@ -245,9 +245,8 @@ def _needs(columns: Columns, constant: dict[str, object], starts: np.ndarray,
     Every check runs once over all the groups (``reduceat``): a symbol's share of a flush may
     be a dozen ticks, and numpy's cost per call would otherwise be paid per symbol.
     """
-    groups = len(starts)
     points: Columns = {}
-    on_grid = np.ones(groups, bool)
+    on_grid = np.ones(len(starts), bool)
     for name in PRICES:
         prices = columns[name]
         if constant.get(name, 1) == 0:  # zero is zero points at any scale
@@ -318,9 +317,10 @@ class TickJournal:
 
     ``append`` only queues the ticks; they are stored ``FLUSH_TICKS`` at a time (at least
     ``FLUSH_TICKS_PER_SYMBOL`` a symbol), or before any read, so numpy's cost per call is spread
-    over thousands of ticks whatever the number of symbols. ``last_seq(symbol)`` is the ``seq`` of the newest tick of ``symbol`` handed to
-    ``append``; the ones before it count down. It must hold whenever ``append`` or a read is
-    called: every tick published has been handed over by then.
+    over thousands of ticks whatever the number of symbols. ``last_seq(symbol)`` is the ``seq``
+    of the newest tick of ``symbol`` handed to ``append``; the ones before it count down. It
+    must hold whenever ``append`` or a read is called: every tick published has been handed
+    over by then.
     """
 
     def __init__(self, capacity: int, epoch: int, points: dict[str, float],
@@ -375,8 +375,8 @@ class TickJournal:
         scale = scales[0] if len(rings) == 1 else np.repeat(scales, np.diff(bounds))
         points, needs = _needs(columns, constant, starts, scale)
         for name, ring, lo, hi, need in zip(names, rings, bounds, bounds[1:], needs):
-            ring.append({k: v[lo:hi] for k, v in columns.items()}, {k: v[lo:hi] for k, v in points.items()},
-                        need, self._last_seq(name) - (hi - lo) + 1)
+            ring.append({k: v[lo:hi] for k, v in columns.items()},
+                        {k: v[lo:hi] for k, v in points.items()}, need, self._last_seq(name) - (hi - lo) + 1)
 
     def _ring(self, symbol: str) -> TickRing:
         ring = self._rings.get(symbol)

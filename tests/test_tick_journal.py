@@ -112,7 +112,8 @@ def test_symbols_stored_together_each_keep_their_own_layout():
     # flags past uint32, one whose point is not a power of ten (kept as float64 from the start).
     points = {"EURUSD": 1e-5, "XAUUSD": 0.01, "ESM4": 0.25, "ODD": 0.0003}
     rows = {
-        "EURUSD": [Tick("EURUSD", 1000 + i, round(1.1 + i * 1e-5, 5), round(1.1001 + i * 1e-5, 5)) for i in range(6)],
+        "EURUSD": [Tick("EURUSD", 1000 + i, round(1.1 + i * 1e-5, 5), round(1.1001 + i * 1e-5, 5))
+                   for i in range(6)],
         "XAUUSD": [Tick("XAUUSD", 1000 + i, 2300.5 + (i == 3) * 1e-7, 2300.75) for i in range(6)],
         "ESM4": [Tick("ESM4", 1000 + i, 5300.25, 5300.5, 5300.25, i, 2**40 + i, i * 0.5) for i in range(6)],
         "ODD": [Tick("ODD", 1000 + i, 0.1234 + i * 0.0003, 0.125) for i in range(6)],
