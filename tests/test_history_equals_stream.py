@@ -103,6 +103,8 @@ def test_tick_ranges_before_across_and_after_the_journal_equal_the_stream(record
     held = ticks[len(older):]
     assert call(svc, {"op": "ticks", "symbol": "EURUSD", "after_seq": held[0]["seq"] - 1,
                       "epoch": held[0]["epoch"]}) == held
+    print(f"[ranges] {len(ticks)} ticks seen: {len(older)} older than the journal (regenerated), "
+          f"{len(held)} journaled; {len(windows)} windows equal")
 
 
 def test_candle_ranges_equal_the_closed_candles_published(recorded):
@@ -119,6 +121,8 @@ def test_candle_ranges_equal_the_closed_candles_published(recorded):
             got = call(svc, {"op": "candles", "symbol": "EURUSD", "timeframe": tf,
                              "from": window[0]["time"], "to": window[-1]["time"]})
             assert got == window, (tf, k)
+        print(f"[ranges] {tf}: {len(closed)} closed bars seen, {len(closed)} windows equal, "
+              f"{sum(c['time'] < held[0]['time'] for c in closed)} older than the newest 3 held")
 
 
 def test_a_fast_engine_with_a_tiny_journal_answers_ranges_as_its_subscriber_saw_them(started):
@@ -148,3 +152,5 @@ def test_a_fast_engine_with_a_tiny_journal_answers_ranges_as_its_subscriber_saw_
         for w in range(12):
             lo, hi = ticks[w * n // 12]["time_msc"], ticks[(w + 1) * n // 12 - 1]["time_msc"]
             assert rpc.ticks("EURUSD", lo, hi, count=MAX_TICKS) == expected(ticks, lo, hi), w
+    print(f"[ranges] engine process: {len(seen)} ticks seen, a window of {len(got)} up to the newest "
+          f"and 12 of {n} in all equal")
