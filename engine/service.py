@@ -525,6 +525,8 @@ class EngineService:
             self._pub.publish(ACCOUNT_TOPIC, dict(account))
 
     def _publish_activity(self, now: int) -> None:
+        if not self.config.account_streams:
+            return
         activity = self.source.activity(now)
         if activity is not None:
             self._activity.update(activity, now)
