@@ -5,6 +5,7 @@ import pytest
 
 from engine.activity import by_ticket, changes
 from engine.client import RpcClient
+from engine.protocol import ErrorCode, RpcError
 from engine.service import EngineService
 from engine.sources.sim import SimSource
 from engine.sources.sim_account import DAY_S, DEMO_BALANCE, SLOT_S
@@ -135,3 +136,18 @@ def test_the_engine_publishes_the_open_set_and_answers_for_it(sim_engine, zmq_ct
     tickets = {m["ticket"] for m in positions + orders}
     seen = collect(bus, lambda ms: tickets <= {m["ticket"] for _, m in ms}, 5)
     assert tickets <= {m["ticket"] for _, m in seen}
+
+
+def test_account_streams_off_keeps_the_activity_off_the_bus_and_the_rpc(zmq_ctx) -> None:
+    cfg = engine_config(symbols="EURUSD", rate="50", account_interval_ms="20", account_streams="0",
+                        health_interval_ms="50")
+    with engine_thread(EngineService(cfg, SimSource(("EURUSD",), seed=cfg.seed, rate=50), zmq_ctx)):
+        bus = subscriber(zmq_ctx, cfg.bus_endpoint, b"position:", b"order:", b"deal:", b"account:")
+        seen = collect(bus, lambda ms: False, 1.0)
+        with RpcClient(cfg.rpc_endpoint, ctx=zmq_ctx) as rpc:
+            for op, params in (("positions", {}), ("orders", {}), ("deals", {"from": 0, "to": 1})):
+                with pytest.raises(RpcError) as err:
+                    rpc.call(op, **params)
+                assert err.value.code == ErrorCode.UNAVAILABLE and "ACCOUNT_STREAMS" in err.value.message
+            assert rpc.snapshot("position:") == []
+    assert {t.split(b":")[0] for t, _ in seen} == {b"account"}  # the balance still, not the trades
