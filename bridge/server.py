@@ -23,6 +23,7 @@ import socketio
 import zmq.asyncio
 from aiohttp import web
 
+from bridge.activity import OpenItems
 from bridge.batching import Batcher, encode_room
 from bridge.bus import RESTART, AsyncRpc, BusReader, EveryLog, SeqTracker
 from bridge.cache import CandleCache, ValueCache
@@ -43,7 +44,9 @@ from bridge.transport import PUBLIC, TextPacket, open_transport
 from bridge.validation import RATE_LIMITED, ClientError, Request, event_name, parse_request
 from bridge.webui import add_dashboard
 from engine.logs import RateLimitedLog
-from engine.protocol import ACCOUNT, BOOK, CANDLE, HEALTH, INDICATOR, SUMMARY, TICK, ErrorCode, RpcError
+from engine.activity import CLOSED
+from engine.protocol import (ACCOUNT, BOOK, CANDLE, DEAL, HEALTH, INDICATOR, ORDER, POSITION, SUMMARY, TICK, ErrorCode,
+                             RpcError)
 from engine.security import CurveClient
 
 log = logging.getLogger("bridge")
@@ -56,7 +59,10 @@ except metadata.PackageNotFoundError:  # running from a source tree
 SUBSCRIBED_PREFIXES = [f"{kind}:".encode() for kind in SHAPES]
 # What a resync asks the engine's snapshot for, kind by kind (health comes live every second):
 # one prefix for everything could be refused as too_many by foreign topics alone.
-RESYNC_KINDS = (TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY)
+RESYNC_KINDS = (TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY, POSITION, ORDER)
+# The account's open positions and pending orders: sets kept by ticket (bridge.activity), each
+# change pushed to every client as this event, the latest per ticket per flush.
+OPEN_ITEM_EVENTS = {POSITION: "position_update", ORDER: "order_update"}
 MONITOR_INTERVAL_S = 0.25
 RESYNC_BACKOFF_MAX_S = 8.0
 # Snapshot errors that a narrower prefix may not have.
@@ -141,6 +147,7 @@ class Bridge:
         # staggered, so a flush's writes are spread over the interval instead of one burst.
         self.batchers = [Batcher() for _ in range(config.batch_phases)]
         self.candles = CandleCache(config.cache_ttl_seconds, config.max_candles)
+        self.open_items = {kind: OpenItems() for kind in OPEN_ITEM_EVENTS}
         self.symbols = ValueCache(config.cache_ttl_seconds)
         self.symbol_names: frozenset[str] | None = None
         self.tracker = SeqTracker()
@@ -380,7 +387,7 @@ class Bridge:
         except Malformed as exc:
             self.malformed_drops(str(exc))
             return None
-        if SHAPES[kind].parts[:1] == ("symbol",):
+        if SHAPES[kind].served_only and SHAPES[kind].parts[:1] == ("symbol",):
             if self.symbol_names is None:  # just started: no client can be in a symbol's room yet
                 return None
             if names[0] not in self.symbol_names:
@@ -424,10 +431,19 @@ class Bridge:
             self._batch(ALL, "account_update", unstamped(data))
         elif kind == SUMMARY:
             self._batch(ALL, "market_summary", unstamped(data))
+        elif kind in OPEN_ITEM_EVENTS:
+            # A closing update is never conflated nor dropped for a slow client: it would keep
+            # showing a position that is gone. Others carry the whole item: the latest will do.
+            if self.open_items[kind].apply(data):
+                self._batch(ALL, OPEN_ITEM_EVENTS[kind], unstamped(data), closed=data["state"] == CLOSED,
+                            key=data["ticket"])
+        elif kind == DEAL:
+            self._batch(ALL, "deal", unstamped(data), closed=True)
 
-    def _batch(self, room: str, event: str, payload: dict[str, Any], closed: bool = False) -> None:
+    def _batch(self, room: str, event: str, payload: dict[str, Any], closed: bool = False,
+               key: Any = None) -> None:
         for batcher in self.batchers:
-            batcher.add(room, event, payload, closed)
+            batcher.add(room, event, payload, closed, key)
 
     def _on_sequence_break(self, kind: str, data: dict[str, Any], change: str) -> None:
         if kind == CANDLE:
@@ -538,7 +554,7 @@ class Bridge:
                 else:
                     raise
                 continue
-            self._apply_snapshot(messages)
+            self._apply_snapshot(messages, prefix)
 
     def _narrower(self, prefix: str) -> list[str]:
         """The prefixes one name longer (``ind:`` -> ``ind:EURUSD:`` -> ``ind:EURUSD:M1:``) over
@@ -550,19 +566,34 @@ class Bridge:
         served = {"symbol": sorted(self.symbol_names or ()), "timeframe": self.config.timeframes}
         return [f"{prefix}{name}:" for name in served.get(parts[len(names)], ())]
 
-    def _apply_snapshot(self, messages: Any) -> None:
-        """Relay each ``[topic, payload]`` the stream has not brought a newer one of."""
+    def _apply_snapshot(self, messages: Any, prefix: str = "") -> None:
+        """Relay each ``[topic, payload]`` the stream has not brought a newer one of. A set's
+        items (positions, orders: many per topic) go to its cache instead, replacing the set
+        when the snapshot is of the whole kind (``prefix`` ``position:``); clients get them
+        with the engine's next republish of the set."""
         if not isinstance(messages, list):
             self.malformed_drops(f"snapshot reply is {type(messages).__name__}, not a list")
             return
+        items: dict[str, list[dict[str, Any]]] = {}
         for message in messages:
             if not (isinstance(message, list) and len(message) == 2):
                 self.malformed_drops("snapshot entry is not [topic, payload]")
                 continue
             topic, data = message
             accepted = self.accept(topic, data)
-            if accepted is not None and accepted[0] != HEALTH and self.tracker.is_newer(topic, data):
+            if accepted is None or accepted[0] == HEALTH:
+                continue
+            if accepted[0] in self.open_items:
+                items.setdefault(accepted[0], []).append(data)
+            elif self.tracker.is_newer(topic, data):
                 self.relay(topic, data, *accepted)
+        whole = prefix[:-1] if prefix[:-1] in self.open_items else None
+        for kind, cache in self.open_items.items():
+            if kind == whole:
+                cache.resync(items.get(kind, ()))
+            else:
+                for data in items.get(kind, ()):
+                    cache.apply(data)
 
     # Health
     def engine_status(self) -> str:

@@ -24,7 +24,7 @@ from bridge.bus import AsyncRpc
 from bridge.components import EXPIRE_S
 from bridge.histogram import LiteHistogram
 from bridge.subscriptions import subscription_of
-from engine.protocol import TICK, RpcError
+from engine.protocol import ORDER, POSITION, TICK, RpcError
 
 if TYPE_CHECKING:
     from bridge.server import Bridge
@@ -166,6 +166,10 @@ FIGURES: tuple[Figure, ...] = (
            lambda b: b.resync_failures),
     Figure("resync_refused", COUNTER, "Snapshot prefixes the engine refused as too_many even as a single topic",
            lambda b: b.resync_refused),
+    Figure("open_positions", GAUGE, "The account's open positions the bridge holds (get_positions)",
+           lambda b: len(b.open_items[POSITION])),
+    Figure("open_orders", GAUGE, "The account's pending orders the bridge holds (get_orders)",
+           lambda b: len(b.open_items[ORDER])),
     Figure("cache_hits", COUNTER, "get_candles answered from the cache", lambda b: b.candles.hits),
     Figure("cache_misses", COUNTER, "get_candles that asked the engine", lambda b: b.candles.misses),
     Figure("candle_fetches", COUNTER, "Candle requests sent to the engine (concurrent misses share one)",
