@@ -1,0 +1,104 @@
+"""Client events: a new one is one declaration plus one handler, answered through a real Socket.IO
+client by the same namespace as every other; the table refuses a name twice or a lifecycle name."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bridge.api import EVENTS
+from bridge.config import BridgeConfig
+from bridge.events import ClientEvent, EventTable
+from bridge.server import Bridge
+from bridge.validation import Count, Request, Symbol
+from tests.bridge_procs import Recorder
+from tests.procs import free_port
+
+SYMBOL = "EURUSD"
+
+
+@asynccontextmanager
+async def serving(bridge: Bridge) -> AsyncIterator[str]:
+    """``bridge`` on 127.0.0.1 (its engine endpoints lead nowhere: nothing here asks the engine)."""
+    runner = web.AppRunner(bridge.app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", bridge.config.ws_port).start()
+    try:
+        yield f"http://127.0.0.1:{bridge.config.ws_port}"
+    finally:
+        await runner.cleanup()
+
+
+def offline_bridge() -> Bridge:
+    """A bridge that knows its symbols already and whose bus and RPC endpoints have no engine."""
+    config = replace(BridgeConfig.load(environ={}, dotenv=None), ws_port=free_port(),
+                     bus_endpoint=f"tcp://127.0.0.1:{free_port()}", rpc_endpoint=f"tcp://127.0.0.1:{free_port()}")
+    bridge = Bridge(config)
+    bridge._set_symbols([{"name": SYMBOL}])
+    return bridge
+
+
+async def echo(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    return {"symbol": req["symbol"], "count": req["count"], "sid_known": sid in bridge.clients}
+
+
+def test_a_new_event_is_one_declaration_and_one_handler():
+    bridge = offline_bridge()
+    bridge.events.declare(ClientEvent("echo", (Symbol(required=True), Count(limit=5, limit_name="ECHO_MAX", default=2)),
+                                      "echoed", echo, large=True))
+
+    async def main() -> dict[str, Any]:
+        async with serving(bridge) as url:
+            c = await Recorder().connect(url)
+            try:
+                got = {
+                    "given": await c.call("echo", {"symbol": SYMBOL, "count": 5}),
+                    "default": await c.call("echo", {"symbol": SYMBOL}),
+                    "too_many": await c.call("echo", {"symbol": SYMBOL, "count": 6}),
+                    "extra": await c.call("echo", {"symbol": SYMBOL, "side": "buy"}),
+                    "missing": await c.call("echo", {}),
+                    "unknown": await c.call("echo_twice", {}),
+                }
+                await c.wait_for("error", lambda e: e["event"] == "echo_twice")
+                got["replies"] = c.of("echoed")
+                got["errors"] = c.of("error")
+                return got
+            finally:
+                await c.close()
+
+    got = asyncio.run(main())
+    assert got["given"] == {"symbol": SYMBOL, "count": 5, "sid_known": True}
+    assert got["default"] == {"symbol": SYMBOL, "count": 2, "sid_known": True}
+    assert got["replies"] == [got["given"], got["default"]], "the reply event carries what the ack does"
+    assert got["too_many"] == {"code": "too_many", "message": "echo: 'count' 6 exceeds ECHO_MAX=5", "event": "echo"}
+    assert got["extra"]["code"] == "bad_request" and got["extra"]["message"] == (
+        "echo: unexpected field(s) 'side'; allowed: count, symbol")
+    assert got["missing"] == {"code": "bad_request", "message": "echo: 'symbol' is required", "event": "echo"}
+    assert got["unknown"]["code"] == "bad_request" and got["unknown"]["message"].endswith(", ping, echo")
+    assert got["errors"] == [got["too_many"], got["extra"], got["missing"], got["unknown"]]
+    assert "echo" not in {event.name for event in EVENTS}, "declared on this bridge alone"
+    print(f"\nthrowaway event: ack {got['given']}, errors {[e['code'] for e in got['errors']]}")
+
+
+def test_a_name_is_declared_once_and_never_as_connect_or_disconnect():
+    table = EventTable()
+    table.declare(ClientEvent("echo", (), "echoed", echo))
+    for name in ("echo", "connect", "disconnect"):
+        with pytest.raises(ValueError, match="taken"):
+            table.declare(ClientEvent(name, (), "echoed", echo))
+    assert [event.name for event in table] == ["echo"]
+
+
+def test_every_declared_event_names_its_reply_and_only_the_large_ones_take_turns():
+    declared = {event.name: (event.reply, event.large) for event in EVENTS}
+    assert declared == {
+        "subscribe": ("subscribed", False), "unsubscribe": ("unsubscribed", False),
+        "get_symbols": ("symbols", False), "get_candles": ("candles", True), "get_ticks": ("ticks", True),
+        "get_indicators": ("indicators_history", True), "get_order_book": ("order_book", False),
+        "get_account_info": ("account_info", False), "ping": ("health", False),
+    }
