@@ -2,12 +2,12 @@
 or a ``ClientError`` out.
 
 An event's payload schema is a tuple of field kinds (``Symbol``, ``Timeframe``, ``Count``,
-``Span``), declared with the event in ``bridge.api``. Each kind names the payload keys it reads,
-whether they are required, and checks them; ``parse_request`` refuses anything else.
+``Span``, ``Text``), declared with the event in ``bridge.api``. Each kind names the payload keys
+it reads, whether they are required, and checks them; ``parse_request`` refuses anything else.
 """
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -173,6 +173,39 @@ class Span:
             raise ClientError(ErrorCode.BAD_REQUEST,
                               f"{event}: give either '{self.instead_of}' or '{first}' and '{last}', not both", event)
         return ends[0], ends[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A string under ``key``, 1..``max_len`` characters, its value what ``convert`` makes of it
+    (the string itself without one); a ``ValueError`` from ``convert`` refuses it with its message."""
+
+    key: str
+    max_len: int
+    convert: Callable[[str], Any] | None = None
+    required: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.key
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.key,)
+
+    def parse(self, event: str, data: Mapping[str, Any], ctx: Context) -> Any:
+        value = data.get(self.key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value or len(value) > self.max_len:
+            raise ClientError(ErrorCode.BAD_REQUEST,
+                              f"{event}: '{self.key}' must be a string of 1..{self.max_len} characters", event)
+        if self.convert is None:
+            return value
+        try:
+            return self.convert(value)
+        except ValueError as exc:
+            raise ClientError(ErrorCode.BAD_REQUEST, f"{event}: '{self.key}' {exc}", event) from None
 
 
 def event_name(event: object) -> str:

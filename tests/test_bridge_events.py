@@ -15,7 +15,7 @@ from bridge.api import EVENTS
 from bridge.config import BridgeConfig
 from bridge.events import ClientEvent, EventTable
 from bridge.server import Bridge
-from bridge.validation import Count, Request, Symbol
+from bridge.validation import Count, Request, Symbol, Text
 from tests.bridge_procs import Recorder
 from tests.procs import free_port
 
@@ -44,23 +44,31 @@ def offline_bridge() -> Bridge:
 
 
 async def echo(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
-    return {"symbol": req["symbol"], "count": req["count"], "sid_known": sid in bridge.clients}
+    return {"symbol": req["symbol"], "count": req["count"], "side": req["side"], "sid_known": sid in bridge.clients}
+
+
+def side(text: str) -> int:
+    """A trade side as MT5's order type (a field kind's ``convert``)."""
+    if text not in ("buy", "sell"):
+        raise ValueError("must be 'buy' or 'sell'")
+    return ("buy", "sell").index(text)
 
 
 def test_a_new_event_is_one_declaration_and_one_handler():
     bridge = offline_bridge()
-    bridge.events.declare(ClientEvent("echo", (Symbol(required=True), Count(limit=5, limit_name="ECHO_MAX", default=2)),
-                                      "echoed", echo, large=True))
+    fields = (Symbol(required=True), Count(limit=5, limit_name="ECHO_MAX", default=2), Text("side", 4, side))
+    bridge.events.declare(ClientEvent("echo", fields, "echoed", echo, large=True))
 
     async def main() -> dict[str, Any]:
         async with serving(bridge) as url:
             c = await Recorder().connect(url)
             try:
                 got = {
-                    "given": await c.call("echo", {"symbol": SYMBOL, "count": 5}),
+                    "given": await c.call("echo", {"symbol": SYMBOL, "count": 5, "side": "sell"}),
                     "default": await c.call("echo", {"symbol": SYMBOL}),
                     "too_many": await c.call("echo", {"symbol": SYMBOL, "count": 6}),
-                    "extra": await c.call("echo", {"symbol": SYMBOL, "side": "buy"}),
+                    "extra": await c.call("echo", {"symbol": SYMBOL, "price": 1.1}),
+                    "bad_side": await c.call("echo", {"symbol": SYMBOL, "side": "hold"}),
                     "missing": await c.call("echo", {}),
                     "unknown": await c.call("echo_twice", {}),
                 }
@@ -72,15 +80,16 @@ def test_a_new_event_is_one_declaration_and_one_handler():
                 await c.close()
 
     got = asyncio.run(main())
-    assert got["given"] == {"symbol": SYMBOL, "count": 5, "sid_known": True}
-    assert got["default"] == {"symbol": SYMBOL, "count": 2, "sid_known": True}
+    assert got["given"] == {"symbol": SYMBOL, "count": 5, "side": 1, "sid_known": True}
+    assert got["default"] == {"symbol": SYMBOL, "count": 2, "side": None, "sid_known": True}
     assert got["replies"] == [got["given"], got["default"]], "the reply event carries what the ack does"
     assert got["too_many"] == {"code": "too_many", "message": "echo: 'count' 6 exceeds ECHO_MAX=5", "event": "echo"}
     assert got["extra"]["code"] == "bad_request" and got["extra"]["message"] == (
-        "echo: unexpected field(s) 'side'; allowed: count, symbol")
+        "echo: unexpected field(s) 'price'; allowed: count, side, symbol")
+    assert got["bad_side"] == {"code": "bad_request", "message": "echo: 'side' must be 'buy' or 'sell'", "event": "echo"}
     assert got["missing"] == {"code": "bad_request", "message": "echo: 'symbol' is required", "event": "echo"}
     assert got["unknown"]["code"] == "bad_request" and got["unknown"]["message"].endswith(", ping, echo")
-    assert got["errors"] == [got["too_many"], got["extra"], got["missing"], got["unknown"]]
+    assert got["errors"] == [got["too_many"], got["extra"], got["bad_side"], got["missing"], got["unknown"]]
     assert "echo" not in {event.name for event in EVENTS}, "declared on this bridge alone"
     print(f"\nthrowaway event: ack {got['given']}, errors {[e['code'] for e in got['errors']]}")
 
