@@ -96,11 +96,14 @@ class ClientNamespace(socketio.AsyncNamespace):
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
         sid = args[0]
-        # python-socketio calls connect and disconnect while the client is not (or no longer)
-        # fully connected; a connected client's own event of that name is just an unknown event.
-        if event in LIFECYCLE and not self.server.manager.is_connected(sid, self.namespace):
-            if event == "connect":
-                return await self.bridge.on_connect(*args)
+        # python-socketio calls connect while the client is pre-connected (the server does not
+        # set always_connect) and disconnect once it is no longer connected; a client's own event
+        # of either name is an unknown event, even one whose task runs after its disconnect began
+        # (then the sid is in neither state for connect, and a second disconnect changes nothing).
+        manager = self.server.manager
+        if event == "connect" and manager.is_pre_connected(sid, self.namespace):
+            return await self.bridge.on_connect(*args)
+        if event == "disconnect" and not manager.is_connected(sid, self.namespace):
             return await self.bridge.on_disconnect(*args)
         return await self.on_client_event(event, sid, *args[1:])
 
