@@ -111,3 +111,26 @@ def test_every_declared_event_names_its_reply_and_only_the_large_ones_take_turns
         "get_indicators": ("indicators_history", True), "get_order_book": ("order_book", False),
         "get_account_info": ("account_info", False), "ping": ("health", False),
     }
+
+
+def test_a_connect_event_whose_task_runs_after_its_client_left_does_not_bring_it_back():
+    """python-socketio runs each event in a task of its own, which may start after the client's
+    disconnect: the namespace then gets the client's 'connect' event for a sid that is gone."""
+    bridge = offline_bridge()
+
+    async def main() -> tuple[Any, int, int]:
+        async with serving(bridge) as url:
+            c = await Recorder().connect(url)
+            sid = c.sio.get_sid()
+            assert set(bridge.clients) == {sid}
+            await c.close()
+            for _ in range(250):
+                if not bridge.clients:
+                    break
+                await asyncio.sleep(0.02)
+            namespace = bridge.sio.namespace_handlers["/"]
+            late_connect = await namespace.trigger_event("connect", sid, {"token": "x"})
+            return late_connect, len(bridge.clients), len(bridge.fanout.members)
+
+    late_connect, clients, members = asyncio.run(main())
+    assert (late_connect, clients, members) == (None, 0, 0)
