@@ -1,8 +1,10 @@
 """Client events: a new one is one declaration plus one handler, answered through a real Socket.IO
-client by the same namespace as every other; the table refuses a name twice or a lifecycle name."""
+client by the same namespace as every other; the table refuses a name twice or a lifecycle name,
+and the README documents each declared event with its fields and reply."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -17,7 +19,7 @@ from bridge.events import ClientEvent, EventTable
 from bridge.server import Bridge
 from bridge.validation import Count, Request, Symbol, Text
 from tests.bridge_procs import Recorder
-from tests.procs import free_port
+from tests.procs import ROOT, free_port
 
 SYMBOL = "EURUSD"
 
@@ -103,14 +105,23 @@ def test_a_name_is_declared_once_and_never_as_connect_or_disconnect():
     assert [event.name for event in table] == ["echo"]
 
 
-def test_every_declared_event_names_its_reply_and_only_the_large_ones_take_turns():
-    declared = {event.name: (event.reply, event.large) for event in EVENTS}
-    assert declared == {
-        "subscribe": ("subscribed", False), "unsubscribe": ("unsubscribed", False),
-        "get_symbols": ("symbols", False), "get_candles": ("candles", True), "get_ticks": ("ticks", True),
-        "get_indicators": ("indicators_history", True), "get_order_book": ("order_book", False),
-        "get_account_info": ("account_info", False), "ping": ("health", False),
-    }
+def readme_client_events() -> dict[str, tuple[str, str]]:
+    """The README's client events table: event -> (payload cell, reply cell)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("### Client events"):text.index("### Server events")]
+    rows = re.findall(r"^\| `(\w+)` \| (.*?) \| (.*) \|$", table, re.MULTILINE)
+    return {event: (payload, reply) for event, payload, reply in rows}
+
+
+def test_the_readme_documents_each_declared_event_with_its_fields_and_reply():
+    documented = readme_client_events()
+    assert list(documented) == [event.name for event in EVENTS]
+    for event in EVENTS:
+        payload, reply = documented[event.name]
+        assert reply.startswith(f"`{event.reply}"), (event.name, reply)
+        keys = [key for field in event.fields for key in field.keys]
+        assert all(re.search(rf"\b{key}\b", payload) for key in keys) if keys else payload == "none", \
+            (event.name, keys, payload)
 
 
 def test_a_connect_event_whose_task_runs_after_its_client_left_does_not_bring_it_back():
