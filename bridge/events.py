@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import socketio
 
-from bridge.validation import RATE_LIMITED, ClientError, Context, Field, Request, event_name, parse_request, unknown_event
+from bridge.validation import (RATE_LIMITED, ClientError, Context, Field, Request, event_name, parse_request,
+                               unknown_event)
 
 if TYPE_CHECKING:
     from bridge.server import Bridge
 
-# Names python-socketio gives its own connect and disconnect calls: never a client event's.
+# Names python-socketio gives its own connect and disconnect calls: never a declared event's.
 LIFECYCLE = frozenset({"connect", "disconnect"})
 # A client is told it is rate limited at most this often, not once per flooded request.
 RATE_LIMITED_EVERY_S = 1.0
@@ -82,8 +83,8 @@ class EventTable:
 
 class ClientNamespace(socketio.AsyncNamespace):
     """The bridge's default namespace: connect and disconnect go to the bridge, every other event
-    through ``on_client_event``. Dispatch is by the declared table, never by looking up a method
-    named after what the client sent."""
+    to ``answer``. Dispatch is by the declared table, never by looking up a method named after
+    what the client sent (as ``AsyncNamespace``'s own ``on_<event>`` lookup would)."""
 
     def __init__(self, bridge: Bridge, events: EventTable) -> None:
         super().__init__("/")
@@ -105,9 +106,9 @@ class ClientNamespace(socketio.AsyncNamespace):
             return await self.bridge.on_connect(*args)
         if event == "disconnect" and not manager.is_connected(sid, self.namespace):
             return await self.bridge.on_disconnect(*args)
-        return await self.on_client_event(event, sid, *args[1:])
+        return await self.answer(event, sid, *args[1:])
 
-    async def on_client_event(self, event: str, sid: str, *args: Any) -> Any:
+    async def answer(self, event: str, sid: str, *args: Any) -> Any:
         """Rate limit, validate, answer (reply event + acknowledgement)."""
         bridge = self.bridge
         client = bridge.clients.get(sid)

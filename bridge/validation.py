@@ -235,8 +235,8 @@ def parse_request(event: str, fields: Sequence[Field], args: tuple[Any, ...], ct
     extra = [k for k in data if k not in allowed]
     if extra:
         shown = ", ".join(repr(event_name(k)) for k in extra[:4])
-        raise ClientError(ErrorCode.BAD_REQUEST,
-                          f"{event}: unexpected field(s) {shown}; allowed: {', '.join(sorted(allowed)) or 'none'}", event)
+        listed = ", ".join(sorted(allowed)) or "none"
+        raise ClientError(ErrorCode.BAD_REQUEST, f"{event}: unexpected field(s) {shown}; allowed: {listed}", event)
     for field in fields:
         for key in field.keys if field.required else ():
             if data.get(key) is None:

@@ -88,7 +88,8 @@ def test_a_new_event_is_one_declaration_and_one_handler():
     assert got["too_many"] == {"code": "too_many", "message": "echo: 'count' 6 exceeds ECHO_MAX=5", "event": "echo"}
     assert got["extra"]["code"] == "bad_request" and got["extra"]["message"] == (
         "echo: unexpected field(s) 'price'; allowed: count, side, symbol")
-    assert got["bad_side"] == {"code": "bad_request", "message": "echo: 'side' must be 'buy' or 'sell'", "event": "echo"}
+    assert got["bad_side"] == {"code": "bad_request", "message": "echo: 'side' must be 'buy' or 'sell'",
+                               "event": "echo"}
     assert got["missing"] == {"code": "bad_request", "message": "echo: 'symbol' is required", "event": "echo"}
     assert got["unknown"]["code"] == "bad_request" and got["unknown"]["message"].endswith(", ping, echo")
     assert got["errors"] == [got["too_many"], got["extra"], got["bad_side"], got["missing"], got["unknown"]]
