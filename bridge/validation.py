@@ -49,8 +49,11 @@ class Context:
 class Field(Protocol):
     """One field kind of a payload schema: the ``keys`` it reads, the value it gives under ``name``."""
 
-    name: str
-    required: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def required(self) -> bool: ...
 
     @property
     def keys(self) -> tuple[str, ...]: ...
