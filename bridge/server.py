@@ -32,12 +32,13 @@ from bridge.config import BridgeConfig
 from bridge.events import ClientNamespace
 from bridge.fanout import ALL, Fanout
 from bridge.hosts import guard_middleware
-from bridge.metrics import BridgeMetrics, TimedRpc
+from bridge.metrics import BridgeMetrics
 from bridge.payloads import SHAPES, SYMBOL, Malformed
 from bridge.payloads import check as check_payload
 from bridge.quietlog import INTERVAL_S, LibraryLog
 from bridge.ratelimit import TokenBucket
 from bridge.sessions import Sessions
+from bridge.stats import BridgeStats, TimedRpc, render_health
 from bridge.subscriptions import Subscriptions, symbol_room, timeframe_room
 from bridge.transport import PUBLIC, TextPacket, open_transport
 from bridge.validation import ClientError, Context
@@ -53,8 +54,6 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree
     VERSION = "0.0.0"
 
-LATENCY_WINDOW = 500  # recent ticks (~8 s for 5 symbols at the sim's default rate)
-FLUSH_WINDOW = 640  # recent flushes (8 s at 50 ms and 4 phases)
 SUBSCRIBED_PREFIXES = [f"{kind}:".encode() for kind in SHAPES]
 # What a resync asks the engine's snapshot for, kind by kind (health comes live every second):
 # one prefix for everything could be refused as too_many by foreign topics alone.
@@ -113,6 +112,7 @@ class Bridge:
         self.app = web.Application(middlewares=[guard_middleware(rule, self.refused, self.bad_input)])
         self.sio.attach(self.app)
         self.app.router.add_get("/health", self.http_health)
+        self.stats = BridgeStats(self.server_offset_ms)
         self.metrics = BridgeMetrics(self)
         self.app.router.add_get("/metrics", self.metrics.http_metrics)
         add_dashboard(self.app)
@@ -153,10 +153,6 @@ class Bridge:
         self.resync_failures = 0
         self.resync_refused = 0  # topics the engine refused as too_many even one by one
         self.flushes = 0
-        # Tick time_msc -> the end of the flush that wrote it to every subscriber (ms), recent ticks.
-        self.tick_latency: deque[int] = deque(maxlen=LATENCY_WINDOW)
-        self.flush_ms: deque[int] = deque(maxlen=FLUSH_WINDOW)  # how long each recent flush took
-        self.flush_late_ms: deque[int] = deque(maxlen=FLUSH_WINDOW)  # and how late it started
         self.rate_limited = 0  # counted by the ClientNamespace
         self.errors_sent = 0  # counted by the ClientNamespace
         self.candle_fetches = 0
@@ -169,7 +165,7 @@ class Bridge:
     # Lifecycle
     async def _start(self, app: web.Application) -> None:
         self._ctx = zmq.asyncio.Context()
-        self.rpc = TimedRpc(self.metrics.rpc_seconds, self._ctx, self.config.rpc_endpoint,
+        self.rpc = TimedRpc(self.stats, self._ctx, self.config.rpc_endpoint,
                             self.config.rpc_timeout_ms, self.curve)
         self.bus = BusReader(self._ctx, self.config.bus_endpoint, SUBSCRIBED_PREFIXES, curve=self.curve)
         loop = asyncio.get_running_loop()
@@ -271,7 +267,7 @@ class Bridge:
         assert self.bus is not None
         async for topic, data in self.bus.messages():
             if self.on_bus_message(topic, data):
-                self.metrics.on_bus(topic, data)
+                self.stats.on_bus(topic, data)
 
     def on_bus_message(self, topic: str, data: Any) -> bool:
         """Relay one bus message; ``False`` when it was dropped (counted)."""
@@ -370,7 +366,7 @@ class Bridge:
                 deadline = loop.time()
                 delay = 0
             await asyncio.sleep(delay)
-            self.flush_late_ms.append(round((loop.time() - deadline) * 1000))
+            self.stats.flush_late.observe(max(0.0, loop.time() - deadline))
             self.flush(phase)
             phase = (phase + 1) % phases
 
@@ -380,13 +376,7 @@ class Bridge:
         started = time.perf_counter()
         rooms = self.batchers[phase].take()
         self.fanout.deliver({room: encode_room(events) for room, events in rooms.items()}, phase)
-        self.flush_ms.append(round((time.perf_counter() - started) * 1000))
-        self.metrics.on_flush(phase, rooms, time.perf_counter() - started)
-        done = now_ms() + self.server_offset_ms()
-        for events in rooms.values():
-            for event, payload, _ in events:
-                if event == "tick" and isinstance(payload.get("time_msc"), int):
-                    self.tick_latency.append(done - payload["time_msc"])
+        self.stats.on_flush(rooms, time.perf_counter() - started, partial(self.fanout.members_in, group=phase))
 
     def server_offset_ms(self) -> int:
         """How far the engine's market clock is ahead of UTC (the trade server's offset for the
@@ -408,7 +398,7 @@ class Bridge:
                 self.resync_needed = True
             elif self.resync_needed and self.symbol_names is not None and now >= self.resync_at:
                 await self._resync_with_backoff(now)
-            status = "ok" if engine == "ok" and self.symbol_names is not None else "degraded"
+            status = self.bridge_status()
             if status != self.status:
                 self.status = status
                 log.info("bridge: status %s (engine %s)", status, self.engine_status())
@@ -491,59 +481,35 @@ class Bridge:
             return "degraded"
         return str(self.engine_health.get("status", "degraded"))
 
+    def engine_silence_s(self) -> float:
+        """Seconds since the last ``health:engine:`` (infinite before the first)."""
+        return time.monotonic() - self.engine_seen
+
+    def bridge_status(self) -> str:
+        """``ok`` while the engine is ok and its symbols are known, else ``degraded``."""
+        return "ok" if self.engine_status() == "ok" and self.symbol_names is not None else "degraded"
+
     def health(self) -> dict[str, Any]:
-        """The ``health`` event and ``GET /health`` body."""
+        """The ``health`` event and ``GET /health`` body: the declared figures (``bridge.stats``:
+        ``status``, ``uptime``, ``clients``, ... and ``stats``) and what the bridge sees of the others."""
         now = time.monotonic()
         stale = self.config.engine_stale_ms / 1000.0
-        engine = self.engine_status()
-        stats = self.fanout.stats
+        figures, stats = render_health(self)
         return {
-            "status": "ok" if engine == "ok" and self.symbol_names is not None else "degraded",
+            **figures,
             "bridge": "ok",
             "server_time": now_ms(),
             "version": VERSION,
-            "uptime": round(now - self.started, 1),
-            "clients": len(self.clients),
-            "sessions_pending": len(self.sessions.pending),
-            "subscriptions": self.fanout.subscriptions(),
             "delivery": self.transport.delivery,
             **({"delivery_reason": self.transport.reason} if self.transport.delivery == PUBLIC else {}),
-            "engine": {"status": engine, **({"health": self.engine_health} if self.engine_health else {})},
+            "engine": {"status": self.engine_status(),
+                       **({"health": self.engine_health} if self.engine_health else {})},
             "workers": {name: ("down" if now - seen > stale else data["status"])
                         for name, (seen, data) in self.components.items(now)},
-            "stats": {
-                "flushes": self.flushes, "updates": self.batchers[0].updates,
-                "conflated": sum(b.conflated for b in self.batchers),
-                "packets_sent": stats.packets_sent, "skipped_slow": stats.skipped_slow,
-                "slow_disconnects": stats.slow_disconnects, "rate_limited": self.rate_limited,
-                "errors_sent": self.errors_sent, "bus_gaps": self.tracker.gaps,
-                "bus_restarts": self.tracker.restarts,
-                "bus_malformed_dropped": self.malformed_drops.count + (self.bus.malformed if self.bus else 0),
-                "bus_unknown_dropped": self.unknown_drops.count,
-                "components_refused": self.components.refused,
-                "resync_failures": self.resync_failures, "resync_refused": self.resync_refused,
-                "cache_hits": self.candles.hits, "cache_misses": self.candles.misses,
-                "candle_fetches": self.candle_fetches,
-                "rpc_timeouts": self.rpc.timeouts if self.rpc else 0,
-                "tick_to_write_ms": _percentiles(self.tick_latency),
-                "flush_ms": _percentiles(self.flush_ms),
-                "flush_late_ms": _percentiles(self.flush_late_ms),
-                "raw_writes": self.transport.counts.raw_writes,
-                "queued_writes": self.transport.counts.queued_writes,
-                "refused": dict(self.refused), "disconnected": dict(self.sessions.disconnects),
-                "library_errors": self.library_log.errors,
-            },
+            "stats": stats,
         }
 
     async def http_health(self, request: web.Request) -> web.Response:
         body = self.health()
         return web.json_response(body, status=503 if body["engine"]["status"] == "down" else 200)
 
-
-def _percentiles(values: deque[int]) -> dict[str, int | None]:
-    """p50/p99/max of recent values (``None`` before any)."""
-    ordered = sorted(values)
-    if not ordered:
-        return {"p50": None, "p99": None, "max": None, "n": 0}
-    n = len(ordered)
-    return {"p50": ordered[n // 2], "p99": ordered[min(n - 1, int(0.99 * n))], "max": ordered[-1], "n": n}

@@ -29,11 +29,12 @@ from bridge.config import BridgeConfig
 from bridge.payloads import INDICATOR_VALUES, MAX_BOOK_LEVELS, SHAPES, Malformed, check
 from bridge.server import RESYNC_KINDS, Bridge
 from engine.launcher import Launcher, build_children
-from engine.models import Book, Candle, SymbolInfo, Tick
+from engine.models import Book, Candle, Tick
 from engine.protocol import (ACCOUNT, BOOK, BOOK_FIELDS, CANDLE, CANDLE_FIELDS, HEALTH, INDICATOR, SUMMARY,
                              TICK, TICK_FIELDS, ErrorCode, RpcError)
 from engine.service import EngineService
-from engine.sources.sim import SimSource, demo_account
+from engine.sources.sim import SimSource
+from engine.sources.sim_account import DEMO_BALANCE, account_info
 from indicators.series import IndicatorSeries
 from indicators.worker import IndicatorWorker, WorkerConfig
 from tests.bridge_procs import BridgeProcess, BusInjector, Recorder
@@ -54,7 +55,6 @@ def valid_payloads() -> dict[str, dict[str, Any]]:
     bars = [Candle(SYMBOL, "M1", 60 * i, 1.0 + i, 2.0 + i, 0.5, 1.5 + i).to_payload(True) for i in range(30)]
     series.warm(bars)
     ind = series.on_candle(Candle(SYMBOL, "M1", 60 * 30, 1.0, 2.0, 0.5, 1.7).to_payload(False))
-    info = SymbolInfo(SYMBOL, 5, 0.00001, "Euro vs US Dollar", "EUR", "USD")
     ctx = zmq.Context()
     try:  # neither opens a socket before it runs
         config = engine_config()
@@ -67,7 +67,7 @@ def valid_payloads() -> dict[str, dict[str, Any]]:
         f"candle:{SYMBOL}:M1:": {**Candle(SYMBOL, "M1", 60, 1.0, 2.0, 0.5, 1.5, 12).to_payload(False), **STAMP},
         f"ind:{SYMBOL}:M1:": {**ind, **STAMP},
         f"book:{SYMBOL}:": {**Book(SYMBOL, 1, [[1.1, 2.0], [1.0, 1.5]], [[1.2, 0.5]]).to_payload(), **STAMP},
-        "account:": {**demo_account(info, 1.1, 1.2), **STAMP},
+        "account:": {**account_info(DEMO_BALANCE, 12.5, 110.0), **STAMP},
         "summary:": {"time_msc": 1, "symbols": {SYMBOL: {"last": 1.1, "open": 1.0, "high": 1.2, "low": 0.9,
                                                          "prev_close": 1.0, "change": 0.1, "change_pct": 10.0,
                                                          "day": 86400}}, **STAMP},
@@ -544,6 +544,6 @@ def test_tick_lag_is_measured_in_utc_whatever_the_engine_clock(unit_bridge):
     happened = time.time_ns() // 1_000_000 - 250  # 250 ms ago, UTC
     tick = {**VALID[T], "time_msc": happened + offset_s * 1000}
     assert unit_bridge.on_bus_message(T, tick)
-    unit_bridge.metrics.on_bus(T, tick)  # as the bus reader does for each accepted message
-    lag = unit_bridge.metrics.engine_lag
+    unit_bridge.stats.on_bus(T, tick)  # as the bus reader does for each accepted message
+    lag = unit_bridge.stats.engine_lag
     assert sum(lag.counts) == 1 and 0.25 <= lag.total < 5.0
