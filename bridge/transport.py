@@ -132,6 +132,10 @@ def websocket_driver(sessions: Sessions) -> type[eio_aiohttp.WebSocket]:
     queue (for the budget and the direct writes) and every frame checked."""
 
     class NoCompressWebSocket(eio_aiohttp.WebSocket):
+        def __init__(self, handler: Any, server: Any) -> None:
+            super().__init__(handler, server)
+            self.server = server  # python-engineio before 4.13 does not keep it
+
         async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
             request = environ["aiohttp.request"]
             self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
@@ -199,8 +203,8 @@ def engine_sessions_problem(sio: socketio.AsyncServer) -> str | None:
             handler = getattr(sio, name, None)
             if not inspect.iscoroutinefunction(handler) or eio.handlers.get(event) != handler:
                 return f"python-socketio does not handle engine.io's {event!r} event with {name}()"
-        for name in CLOSE_REASONS:
-            if not isinstance(getattr(eio.reason, name, None), str):
+        for name in CLOSE_REASONS:  # python-engineio 4.11 and later
+            if not isinstance(getattr(getattr(eio, "reason", None), name, None), str):
                 return f"engineio has no reason.{name}"
         made: asyncio.Queue[Any] = asyncio.Queue()
         eio.create_queue = lambda *args, **kwargs: made
