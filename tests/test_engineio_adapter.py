@@ -176,9 +176,9 @@ def test_each_internal_the_session_policy_uses_is_there_and_behaves_over_long_po
             eio_sid = await asyncio.to_thread(polling_session, port)
             sock = s.sio.eio.sockets[eio_sid]
             assert isinstance(sock.queue, BudgetQueue) and sock.queue.eio_sid == eio_sid
-            assert eio_sid not in s.sessions.pending.opened  # joined: python-socketio ran after the policy
             while not s.fanout.members:
                 await asyncio.sleep(0.01)
+            assert eio_sid not in s.sessions.pending.opened  # joined: python-socketio ran after the policy
             sid = next(iter(s.fanout.members))
             await s.connection(sid)
             get = f"/socket.io/?EIO=4&transport=polling&sid={eio_sid}"
