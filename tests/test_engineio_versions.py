@@ -36,7 +36,8 @@ def install(engineio: str, socketio: str, target: Path) -> None:
     with pip's last words when the package index cannot give them."""
     pip = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--target", str(target), f"python-engineio=={engineio}", f"python-socketio=={socketio}"],
+         "--timeout", "15", "--retries", "1", "--target", str(target),
+         f"python-engineio=={engineio}", f"python-socketio=={socketio}"],
         capture_output=True, text=True, timeout=180)
     if pip.returncode != 0:
         last = (pip.stderr.strip().splitlines() or ["no output"])[-1]
