@@ -14,7 +14,7 @@ import hmac
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from importlib import metadata
 from typing import Any
@@ -24,14 +24,15 @@ import zmq.asyncio
 from aiohttp import web
 
 from bridge.activity import OpenItems
+from bridge.api import EVENTS, unstamped
 from bridge.batching import Batcher, encode_room
 from bridge.bus import RESTART, AsyncRpc, BusReader, EveryLog, SeqTracker
 from bridge.cache import CandleCache, ValueCache
 from bridge.components import ComponentTable
 from bridge.config import BridgeConfig
+from bridge.events import ClientNamespace
 from bridge.fanout import ALL, Fanout
 from bridge.hosts import guard_middleware
-from bridge.indicator_history import indicator_history
 from bridge.metrics import BridgeMetrics
 from bridge.payloads import SHAPES, SYMBOL, Malformed
 from bridge.payloads import check as check_payload
@@ -41,7 +42,7 @@ from bridge.sessions import Sessions
 from bridge.stats import BridgeStats, TimedRpc, render_health
 from bridge.subscriptions import Subscriptions, symbol_room, timeframe_room
 from bridge.transport import PUBLIC, TextPacket, open_transport
-from bridge.validation import RATE_LIMITED, ClientError, Request, event_name, parse_request
+from bridge.validation import ClientError, Context
 from bridge.webui import add_dashboard
 from engine.logs import RateLimitedLog
 from engine.activity import CLOSED
@@ -70,9 +71,6 @@ NARROWED_ON = (ErrorCode.TOO_MANY, ErrorCode.TIMEOUT)
 SYMBOLS_RETRY_S = 0.25
 # Engine errors a client may see as they are; anything else becomes ``unavailable``.
 PASSED_CODES = {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_SYMBOL, ErrorCode.UNKNOWN_TIMEFRAME, ErrorCode.TOO_MANY}
-STAMP_FIELDS = ("seq", "epoch")
-# Up to MAX_CANDLES bars, or MAX_TICKS ticks, each.
-LARGE_REPLIES = frozenset({"get_candles", "get_indicators", "get_ticks"})
 
 
 def engine_error(event: str, exc: RpcError) -> ClientError:
@@ -83,11 +81,6 @@ def engine_error(event: str, exc: RpcError) -> ClientError:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def unstamped(data: dict[str, Any]) -> dict[str, Any]:
-    """The payload without the bus's ``seq``/``epoch`` (the bridge handles gaps for its clients)."""
-    return {k: v for k, v in data.items() if k not in STAMP_FIELDS}
 
 
 @dataclass
@@ -131,9 +124,9 @@ class Bridge:
         add_dashboard(self.app)
         self.app.on_startup.append(self._start)
         self.app.on_cleanup.append(self._stop)
-        self.sio.on("connect", self.on_connect)
-        self.sio.on("disconnect", self.on_disconnect)
-        self.sio.on("*", self._on_any_event)
+        # The client events this bridge answers (its own copy: one may be declared on it alone).
+        self.events = EVENTS.copy()
+        self.sio.register_namespace(ClientNamespace(self, self.events))
         self.sessions = Sessions(self.sio, config.client_buffer_hard, config.session_join_timeout_ms / 1000.0,
                                  self.bad_input)
         self.transport = open_transport(self.sio, self.sessions, config.fast_path)
@@ -167,12 +160,8 @@ class Bridge:
         self.resync_failures = 0
         self.resync_refused = 0  # topics the engine refused as too_many even one by one
         self.flushes = 0
-        self.rate_limited = 0
-        # Large replies are encoded one at a time (a get_candles(1000) reply takes milliseconds):
-        # many clients' requests arriving together then take turns with the flush instead of all
-        # running in one pass of the event loop ahead of it.
-        self._reply_turn = asyncio.Semaphore(1)
-        self.errors_sent = 0
+        self.rate_limited = 0  # counted by the ClientNamespace
+        self.errors_sent = 0  # counted by the ClientNamespace
         self.candle_fetches = 0
         self._fetching: dict[tuple[str, str], tuple[int, asyncio.Task[list[dict[str, Any]]]]] = {}
         self._ctx: zmq.asyncio.Context | None = None
@@ -202,7 +191,8 @@ class Bridge:
         if self._ctx is not None:
             self._ctx.term()
 
-    # Socket.IO handlers
+    # Socket.IO: connect and disconnect (from the ClientNamespace), and what the client API's
+    # handlers (bridge.api) ask of the bridge
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = self.config.token
         if token:
@@ -220,95 +210,17 @@ class Bridge:
         self.fanout.remove_client(sid)
         self.transport.forget(sid)
 
-    async def _on_any_event(self, *args: Any) -> Any:
-        """python-socketio's catch-all gets ``(event, sid, *data)``, except for an event named
-        ``"*"`` itself, which it hands over as ``(sid, *data)``: put the name back."""
-        if args and isinstance(args[0], str) and args[0] in self.clients:
-            args = ("*", *args)
-        return await self.on_event(*args)
-
-    async def on_event(self, event: Any, sid: str, *args: Any) -> Any:
-        """Every client event: rate limit, validate, answer (event + acknowledgement)."""
-        client = self.clients.get(sid)
-        if client is None:
-            return None
-        now = time.monotonic()
-        if not client.bucket.take(now):
-            self.rate_limited += 1
-            error = ClientError(RATE_LIMITED, f"more than {self.config.rate_limit_per_s:g} requests/s "
-                                f"(burst {self.config.rate_limit_burst}); slow down", event_name(event))
-            if now - client.limited_at >= 1.0:  # one error per second, not one per flooded request
-                client.limited_at = now
-                await self._send_error(sid, error)
-            return error.payload()
-        if self.symbol_names is None:  # not fetched yet (engine just started): try now
+    async def request_context(self) -> Context:
+        """What a client request is checked against; the symbol list fetched now if it is not known
+        yet (the engine just started)."""
+        if self.symbol_names is None:
             try:
-                await self._symbols()
+                await self.symbol_list()
             except ClientError:
                 pass
-        try:
-            request = parse_request(event, args, self.symbol_names, self.config.timeframes,
-                                    self.config.max_candles)
-            reply_event, payload = await self._answer(sid, request)
-        except ClientError as error:
-            await self._send_error(sid, error)
-            return error.payload()
-        if request.event in LARGE_REPLIES:
-            async with self._reply_turn:
-                if sid not in self.clients:
-                    return None  # gone meanwhile (disconnected over its budget, say): no work for it
-                await self.sio.emit(reply_event, payload, to=sid)
-        else:
-            await self.sio.emit(reply_event, payload, to=sid)
-        return payload
+        return Context(self.symbol_names, self.config.timeframes, self.config.max_candles)
 
-    async def _send_error(self, sid: str, error: ClientError) -> None:
-        self.errors_sent += 1
-        await self.sio.emit("error", error.payload(), to=sid)
-
-    async def _answer(self, sid: str, req: Request) -> tuple[str, Any]:
-        if req.event == "subscribe":
-            self._resubscribe(sid, req)
-            return "subscribed", {"symbol": req.symbol, "timeframe": req.timeframe}
-        if req.event == "unsubscribe":
-            self._resubscribe(sid, req)
-            return "unsubscribed", {"symbol": req.symbol, "timeframe": req.timeframe}
-        if req.event == "get_symbols":
-            return "symbols", await self._symbols()
-        if req.event == "get_candles" and req.span is not None:
-            # Ranges are not cached: each one asks the engine (memory, or the source's store).
-            bars = await self._call(req.event, "candles", symbol=req.symbol, timeframe=req.timeframe,
-                                    **{"from": req.span[0], "to": req.span[1]})
-            return "candles", {"symbol": req.symbol, "timeframe": req.timeframe, "from": req.span[0],
-                               "to": req.span[1], "candles": bars}
-        if req.event == "get_candles":
-            bars = await self._candles(req)
-            return "candles", {"symbol": req.symbol, "timeframe": req.timeframe, "candles": bars}
-        if req.event == "get_ticks":
-            assert req.span is not None
-            ticks = await self._call(req.event, "ticks", symbol=req.symbol, from_msc=req.span[0],
-                                     to_msc=req.span[1], count=req.count)
-            return "ticks", {"symbol": req.symbol, "from_msc": req.span[0], "to_msc": req.span[1], "ticks": ticks}
-        if req.event == "get_indicators":
-            return "indicators_history", await self._indicators(req)
-        if req.event == "get_order_book":
-            return "order_book", unstamped(await self._call(req.event, "book", symbol=req.symbol))
-        if req.event == "get_account_info":
-            return "account_info", unstamped(await self._call(req.event, "account"))
-        return "health", self.health()
-
-    def _resubscribe(self, sid: str, req: Request) -> None:
-        """Change the client's subscriptions and move it into and out of exactly the rooms that changes."""
-        client = self.clients.get(sid)
-        if client is None:  # gone while the symbol list was fetched
-            return
-        assert req.symbol is not None
-        subs = client.subscriptions
-        change = (subs.subscribe if req.event == "subscribe" else subs.unsubscribe)(req.symbol, req.timeframe)
-        self.fanout.leave(sid, list(change.leave))
-        self.fanout.join(sid, list(change.enter))
-
-    async def _call(self, event: str, op: str, **params: Any) -> Any:
+    async def engine_call(self, event: str, op: str, **params: Any) -> Any:
         """An engine request; its error becomes the client's ``ClientError``."""
         assert self.rpc is not None
         try:
@@ -316,10 +228,11 @@ class Bridge:
         except RpcError as exc:
             raise engine_error(event, exc) from None
 
-    async def _symbols(self) -> list[dict[str, Any]]:
+    async def symbol_list(self) -> list[dict[str, Any]]:
+        """The engine's symbols, cached for CACHE_TTL_SECONDS."""
         cached = self.symbols.get(time.monotonic())
         if cached is None:
-            cached = await self._call("get_symbols", "symbols")
+            cached = await self.engine_call("get_symbols", "symbols")
             self._set_symbols(cached)
         return cached
 
@@ -328,30 +241,22 @@ class Bridge:
         self.symbol_names = frozenset(s["name"] for s in symbols if isinstance(s, dict) and SYMBOL.test(s.get("name")))
         self.candles.retain(self.symbol_names)
 
-    async def _candles(self, req: Request) -> list[dict[str, Any]]:
-        """From the cache, else from the engine; concurrent misses share one request."""
-        assert req.symbol is not None and req.timeframe is not None
-        bars = self.candles.get(req.symbol, req.timeframe, req.count, time.monotonic())
+    async def recent_candles(self, event: str, symbol: str, timeframe: str, count: int) -> list[dict[str, Any]]:
+        """The last ``count`` bars for ``event``: from the cache, else from the engine; concurrent
+        misses share one request."""
+        bars = self.candles.get(symbol, timeframe, count, time.monotonic())
         if bars is not None:
             return bars
-        key, asked = (req.symbol, req.timeframe), self.candles.fetch_count(req.count)
+        key, asked = (symbol, timeframe), self.candles.fetch_count(count)
         inflight = self._fetching.get(key)
         if inflight is None or inflight[0] < asked:
-            task = asyncio.get_running_loop().create_task(self._fetch_candles(req.symbol, req.timeframe, asked))
+            task = asyncio.get_running_loop().create_task(self._fetch_candles(symbol, timeframe, asked))
             inflight = self._fetching[key] = (asked, task)
             task.add_done_callback(partial(self._fetched, key))
         try:
-            return (await asyncio.shield(inflight[1]))[-req.count:]
+            return (await asyncio.shield(inflight[1]))[-count:]
         except RpcError as exc:  # named after this request: the fetch may serve several events
-            raise engine_error(req.event, exc) from None
-
-    async def _indicators(self, req: Request) -> dict[str, Any]:
-        """Values for the bars ``get_candles`` would return, computed over up to ``MAX_CANDLES``
-        bars of history so that the first of them are warmed up as the worker's are."""
-        assert req.symbol is not None and req.timeframe is not None
-        bars = await self._candles(replace(req, count=self.config.max_candles))
-        values = indicator_history(req.symbol, req.timeframe, bars, req.count, self.config.periods)
-        return {"symbol": req.symbol, "timeframe": req.timeframe, "values": values}
+            raise engine_error(event, exc) from None
 
     def _fetched(self, key: tuple[str, str], task: asyncio.Task[Any]) -> None:
         if self._fetching.get(key, (0, None))[1] is task:
