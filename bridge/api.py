@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from bridge.events import EventTable
 from bridge.indicator_history import indicator_history
 from bridge.subscriptions import RoomChange
-from bridge.validation import MAX_BRIDGE_TICKS, Count, Request, Span, Symbol, Timeframe
-from engine.protocol import MAX_TIME_S
+from bridge.validation import MAX_BRIDGE_TICKS, ClientError, Count, Request, Span, Symbol, Text, Timeframe
+from engine.protocol import MAX_SYMBOL_LEN, MAX_TIME_S, ORDER, POSITION, ErrorCode, validate_symbol
 
 if TYPE_CHECKING:
     from bridge.server import Bridge
@@ -98,6 +98,47 @@ async def get_order_book(bridge: Bridge, sid: str, req: Request) -> dict[str, An
 @EVENTS.event("get_account_info", reply="account_info")
 async def get_account_info(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
     return unstamped(await bridge.engine_call(req.event, "account"))
+
+
+# The account's activity may be filtered by any symbol the account trades, not only served ones.
+ACCOUNT_SYMBOL = Text("symbol", MAX_SYMBOL_LEN, convert=validate_symbol)
+
+
+@EVENTS.event("get_positions", ACCOUNT_SYMBOL, reply="positions")
+async def get_positions(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    """The open positions, from the bridge's cache of the position: topics."""
+    return {"symbol": req["symbol"], "positions": await _open_items(bridge, req, POSITION, "positions")}
+
+
+@EVENTS.event("get_orders", ACCOUNT_SYMBOL, reply="orders")
+async def get_orders(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    """The pending orders, from the bridge's cache of the order: topics."""
+    return {"symbol": req["symbol"], "orders": await _open_items(bridge, req, ORDER, "orders")}
+
+
+async def _open_items(bridge: Bridge, req: Request, kind: str, op: str) -> list[dict[str, Any]]:
+    """The cache once it is in step with the engine (its snapshot applied), the engine's own
+    answer before (just started, or after an outage)."""
+    symbol = req["symbol"]
+    if bridge.resync_needed:
+        items = await bridge.engine_call(req.event, op, **({"symbol": symbol} if symbol else {}))
+    elif not bridge.engine_health.get("account_activity"):
+        raise ClientError(ErrorCode.UNAVAILABLE, f"{req.event}: the engine publishes no account activity "
+                                                 "(a replay, or ACCOUNT_STREAMS=0)", req.event)
+    else:
+        items = bridge.open_items[kind].items(symbol)
+    return [unstamped(item) for item in items]
+
+
+@EVENTS.event("get_deals", Span("from", "to", MAX_TIME_S, "epoch seconds, deal times", required=True),
+              ACCOUNT_SYMBOL, reply="deals", large=True)
+async def get_deals(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    """Deals by date range, from the engine (the terminal's history, or the sim's)."""
+    first, last = req["span"]
+    symbol = req["symbol"]
+    deals = await bridge.engine_call(req.event, "deals", **{"from": first, "to": last},
+                                     **({"symbol": symbol} if symbol else {}))
+    return {"from": first, "to": last, "symbol": symbol, "deals": deals}
 
 
 @EVENTS.event("ping", reply="health")

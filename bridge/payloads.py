@@ -237,7 +237,7 @@ SHAPES: dict[str, TopicShape] = {
                                       "rpc_requests_refused", "rpc_replies_dropped", "rpc_connections_closed",
                                       "bus_subscriptions_refused", "bus_subscription_bytes",
                                       "bus_connections_closed")},
-        "source_connected": FLAG, "source_finished": FLAG, "source": text(), "source_detail": text(MAX_DETAIL),
+        "source_connected": FLAG, "source_finished": FLAG, "account_activity": FLAG, "source": text(), "source_detail": text(MAX_DETAIL),
         "shard": text(),
         **{name: list_of(SYMBOL, MAX_SUMMARY_SYMBOLS) for name in ("missing_symbols", "stale_symbols")},
         "history_incomplete": list_of(text(), MAX_SUMMARY_SYMBOLS),

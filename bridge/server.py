@@ -311,6 +311,18 @@ class Bridge:
         if kind == HEALTH:  # health topics have no sequence to keep: each is the whole state
             self._on_health(names[0], data)
             return
+        if kind in OPEN_ITEM_EVENTS:
+            # A set's items: kept by ticket, not by topic (the account may trade any symbol, so
+            # its topics are not bounded by the served ones); the engine republishes the set.
+            if self.open_items[kind].apply(data):
+                # A closing update is never conflated nor dropped for a slow client: it would
+                # keep showing a position that is gone. Others carry the whole item: the latest will do.
+                self._batch(ALL, OPEN_ITEM_EVENTS[kind], unstamped(data), closed=data["state"] == CLOSED,
+                            key=data["ticket"])
+            return
+        if kind == DEAL:
+            self._batch(ALL, "deal", unstamped(data), closed=True)
+            return
         change = self.tracker.check(topic, data)
         if change is not None:
             self._on_sequence_break(kind, data, change)
@@ -336,14 +348,6 @@ class Bridge:
             self._batch(ALL, "account_update", unstamped(data))
         elif kind == SUMMARY:
             self._batch(ALL, "market_summary", unstamped(data))
-        elif kind in OPEN_ITEM_EVENTS:
-            # A closing update is never conflated nor dropped for a slow client: it would keep
-            # showing a position that is gone. Others carry the whole item: the latest will do.
-            if self.open_items[kind].apply(data):
-                self._batch(ALL, OPEN_ITEM_EVENTS[kind], unstamped(data), closed=data["state"] == CLOSED,
-                            key=data["ticket"])
-        elif kind == DEAL:
-            self._batch(ALL, "deal", unstamped(data), closed=True)
 
     def _batch(self, room: str, event: str, payload: dict[str, Any], closed: bool = False,
                key: Any = None) -> None:
@@ -445,6 +449,8 @@ class Bridge:
         asked again in a loop. Raises ``RpcError`` for the caller to back off on any other error,
         or on a timeout at the narrowest level (the engine is away)."""
         pending = deque(f"{kind}:" for kind in RESYNC_KINDS)
+        for cache in self.open_items.values():
+            cache.asking()
         while pending:
             prefix = pending.popleft()
             try:

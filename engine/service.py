@@ -595,6 +595,9 @@ class EngineService:
             "forged_dropped": self._refusals.total,
             "foreign_topics": len(self._foreign),
             "tick_journal_bytes": self._journal.nbytes if self._journal else 0,
+            # Whether positions, orders and deals flow (ACCOUNT_STREAMS and a source that has them).
+            "account_activity": self._activity.live,
+            "deals_published": self._activity.deals,
             **self._peer_health(),
         }
 

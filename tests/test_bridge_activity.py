@@ -94,7 +94,7 @@ def test_bad_activity_requests_get_a_clear_error_and_the_stream_goes_on(terminal
     async def scenario(client) -> None:
         for event, data, says in [
             ("get_deals", {"from": 20, "to": 10}, "'from' (20) is after 'to' (10)"),
-            ("get_deals", {"from": 10}, "'from' and 'to'"),
+            ("get_deals", {"from": 10}, "'to' is required"),
             ("get_deals", {}, "'from' is required"),
             ("get_positions", {"symbol": 7}, "symbol"),
             ("get_orders", {"ticket": 1}, "unexpected field"),

@@ -30,8 +30,10 @@ from bridge.payloads import INDICATOR_VALUES, MAX_BOOK_LEVELS, SHAPES, Malformed
 from bridge.server import RESYNC_KINDS, Bridge
 from engine.launcher import Launcher, build_children
 from engine.models import Book, Candle, Tick
-from engine.protocol import (ACCOUNT, BOOK, BOOK_FIELDS, CANDLE, CANDLE_FIELDS, HEALTH, INDICATOR, SUMMARY,
-                             TICK, TICK_FIELDS, ErrorCode, RpcError)
+from engine.activity import DEALS, ORDERS, POSITIONS
+from engine.protocol import (ACCOUNT, BOOK, BOOK_FIELDS, CANDLE, CANDLE_FIELDS, DEAL, DEAL_FIELDS, HEALTH, INDICATOR,
+                             ORDER, ORDER_FIELDS, POSITION, POSITION_FIELDS, SUMMARY, TICK, TICK_FIELDS, ErrorCode,
+                             RpcError)
 from engine.service import EngineService
 from engine.sources.sim import SimSource
 from engine.sources.sim_account import DEMO_BALANCE, account_info
@@ -39,6 +41,7 @@ from indicators.series import IndicatorSeries
 from indicators.worker import IndicatorWorker, WorkerConfig
 from tests.bridge_procs import BridgeProcess, BusInjector, Recorder
 from tests.hostile import OpenBus, RssWatch, report
+from tests.mt5_trading import TradeBook
 from tests.procs import EngineProcess, engine_config, free_port, running
 
 SYMBOL = "EURUSD"
@@ -74,6 +77,22 @@ def valid_payloads() -> dict[str, dict[str, Any]]:
         "health:engine:": {**engine_health, **STAMP},
         "health:indicators:0:": {**worker_health, **STAMP},
         "health:service:": {**Launcher(build_children(1, True, ".env", []), env={}).health(), **STAMP},
+        **activity_payloads(),
+    }
+
+
+def activity_payloads() -> dict[str, dict]:
+    """A position, an order and deals (one without a symbol) as the engine publishes them."""
+    book = TradeBook(lambda symbol: (1.1, 1.1002, 100_000.0), 0.0)
+    book.deposit(1_700_000_000_000, 100.0)
+    book.open_position(1_700_000_000_001, SYMBOL, 0, 1.0, 1.1, sl=1.0)
+    book.place_order(1_700_000_000_002, SYMBOL, 2, 0.5, 1.05)
+    deposit, entry = book.deals(0, 2**40)
+    return {
+        f"position:{SYMBOL}:": {**POSITIONS.record(book.positions()[0]), "state": "open", **STAMP},
+        f"order:{SYMBOL}:": {**ORDERS.record(book.orders()[0]), "state": "modified", **STAMP},
+        f"deal:{SYMBOL}:": {**DEALS.record(entry), **STAMP},
+        "deal:-:": {**DEALS.record(deposit), **STAMP},
     }
 
 
@@ -126,7 +145,7 @@ MALFORMED = [
                                                                   "'symbol'"),
     (f"candle:{SYMBOL}:", VALID[C], "does not name"), ("account:x:", VALID["account:"],
                                                                   "does not name"),
-    ("order:EURUSD:", VALID[T], "not one the bridge reads"), (T, [1, 2], "not a map"),
+    ("trade:EURUSD:", VALID[T], "not one the bridge reads"), (T, [1, 2], "not a map"),
 ]
 
 
@@ -153,8 +172,11 @@ def test_what_the_engine_the_worker_and_the_launcher_publish_has_its_declared_sh
 
 
 def test_the_declared_fields_are_the_protocols_and_the_workers():
-    assert set(SHAPES) == {TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY, HEALTH}
+    assert set(SHAPES) == {TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY, HEALTH, POSITION, ORDER, DEAL}
     stamps = {"seq", "epoch"}
+    assert set(SHAPES[POSITION].payload.fields) == {*POSITION_FIELDS, "state", *stamps}
+    assert set(SHAPES[ORDER].payload.fields) == {*ORDER_FIELDS, "state", *stamps}
+    assert set(SHAPES[DEAL].payload.fields) == {*DEAL_FIELDS, *stamps}
     assert set(SHAPES[TICK].payload.fields) == {*TICK_FIELDS, *stamps}
     assert set(SHAPES[CANDLE].payload.fields) == {*CANDLE_FIELDS, *stamps}
     assert set(SHAPES[BOOK].payload.fields) == {*BOOK_FIELDS, *stamps}
@@ -198,7 +220,8 @@ def test_the_reader_drops_and_counts_every_malformed_family_and_batches_only_the
     for topic, payload in VALID.items():
         assert unit_bridge.on_bus_message(topic, payload) is True
     events = {event for _, event, _ in batched(unit_bridge)}
-    assert events == {"tick", "candles", "indicators", "order_book", "account_update", "market_summary"}
+    assert events == {"tick", "candles", "indicators", "order_book", "account_update", "market_summary",
+                      "position_update", "order_update", "deal"}
     assert set(unit_bridge.health()["workers"]) == {"indicators:0", "service"}
     assert unit_bridge.engine_health["component"] == "engine"
 
@@ -211,7 +234,8 @@ def test_forged_topics_for_symbols_the_engine_does_not_serve_create_no_state(uni
     forged = 0
     for i in range(3000):
         for topic, payload in VALID.items():
-            if SHAPES[topic.split(":")[0]].parts[:1] == ("symbol",):
+            shape = SHAPES[topic.split(":")[0]]
+            if shape.served_only and shape.parts[:1] == ("symbol",):
                 name = f"FAKE{i}"
                 forged_topic = topic.replace(SYMBOL, name)
                 assert bridge.on_bus_message(forged_topic, {**payload, "symbol": name}) is False

@@ -152,3 +152,13 @@ def test_account_streams_off_keeps_the_activity_off_the_bus_and_the_rpc(zmq_ctx)
                 assert err.value.code == ErrorCode.UNAVAILABLE and "ACCOUNT_STREAMS" in err.value.message
             assert rpc.snapshot("position:") == []
     assert [t for t, _ in seen if not t.startswith(b"health")] == []
+
+
+def test_the_core_position_is_held_all_day_but_its_last_slot() -> None:
+    day_start = START_MS // 1000 // DAY_S * DAY_S
+    for minutes in (0, 1, 59, 600, 1000, 1436):
+        at = (day_start + minutes * 60) * 1000
+        positions = sim(at).activity(at).positions
+        assert positions and positions[0]["symbol"] == SYMBOLS[0], minutes  # sorted names: EURUSD first
+    last_slot = (day_start + DAY_S - SLOT_S) * 1000
+    assert sim(last_slot).activity(last_slot).positions == ()

@@ -656,12 +656,13 @@
     const d = (sym) => digitsOf[sym] ?? 5;
     const open = byTicket(positions);
     $("positions-count").textContent = open.length ? String(open.length) : "";
-    table("positions", ["symbol", "side", "lots", "open", "now", "SL / TP", "profit"],
-      open.slice(0, MAX_ROWS).map((p) => elem("tr", { className: mine(p.symbol) },
-        elem("td", null, text(p.symbol)), elem("td", null, side(p.type)), elem("td", null, num(p.volume, 2)),
-        elem("td", null, price(p.price_open, d(p.symbol))), elem("td", null, price(p.price_current, d(p.symbol))),
-        elem("td", { className: "muted" }, `${p.sl ? price(p.sl, d(p.symbol)) : "—"} / ${p.tp ? price(p.tp, d(p.symbol)) : "—"}`),
-        elem("td", null, signed(p.profit)))), "none");
+    // The current price is the quote's; SL and TP show on hovering the row.
+    table("positions", ["symbol", "side", "lots", "open", "profit"],
+      open.slice(0, MAX_ROWS).map((p) => elem("tr", {
+        className: mine(p.symbol),
+        title: `SL ${p.sl ? price(p.sl, d(p.symbol)) : "—"} · TP ${p.tp ? price(p.tp, d(p.symbol)) : "—"} · now ${price(p.price_current, d(p.symbol))}`,
+      }, elem("td", null, text(p.symbol)), elem("td", null, side(p.type)), elem("td", null, num(p.volume, 2)),
+        elem("td", null, price(p.price_open, d(p.symbol))), elem("td", null, signed(p.profit)))), "none");
     const pending = byTicket(orders);
     $("orders-count").textContent = pending.length ? String(pending.length) : "";
     table("orders", ["symbol", "type", "lots", "price"],

@@ -1,8 +1,9 @@
 """The sim's demo account: a day trader, deterministic from the seed.
 
-Every ``SLOT_S`` of market time the trader may open a position on one of the symbols, move a
-position's SL/TP, close part or all of one, place a pending limit order or cancel one; the day's
-last slot closes and cancels everything. Each UTC day starts flat with a ``DEMO_BALANCE``
+The day's first slot opens a core position on the first symbol, held all day; every ``SLOT_S`` of
+market time after it the trader may open another position on one of the symbols, move a
+position's SL/TP, close part or all of one (not the core one), place a pending limit order or
+cancel one; the day's last slot closes and cancels everything. Each UTC day starts flat with a ``DEMO_BALANCE``
 deposit, so the account at any instant is a pure function of (seed, symbols, time): a restarted
 engine shows the same positions and tickets, and any day's deals can be computed again.
 
@@ -62,6 +63,7 @@ class DemoDay:
         self.deals: list[Record] = []
         self.balance = 0.0
         self.slot = -1  # the last slot played
+        self.core: int | None = None  # the position held all day
         self._tickets = 10_000_000 + day * 10_000
         self._deal(day * DAY_S * 1000, "", DEAL_BALANCE, ENTRY_IN, 0.0, 0.0, DEMO_BALANCE, 0, 0, "Demo deposit")
 
@@ -81,6 +83,10 @@ class DemoDay:
                 del self.orders[ticket]
             return
         rng = random.Random(f"{self._seed}:{self.day}:{slot}")
+        if slot == 0:
+            self.core = self._open(rng, t_s, self._names[0])
+            return
+        closable = sorted(t for t in self.positions if t != self.core)
         roll = rng.random()
         if roll < 0.30:
             return
@@ -89,19 +95,19 @@ class DemoDay:
         elif roll < 0.62 and self.positions:
             position = self.positions[rng.choice(sorted(self.positions))]
             self._protect(rng, position, t_s)
-        elif roll < 0.72 and self.positions:
-            ticket = rng.choice(sorted(self.positions))
+        elif roll < 0.72 and closable:
+            ticket = rng.choice(closable)
             volume = self.positions[ticket]["volume"]
             self._close(ticket, t_s, round(volume / 2, 2) if volume >= 0.02 else None)
-        elif roll < 0.84 and self.positions:
-            self._close(rng.choice(sorted(self.positions)), t_s, None)
+        elif roll < 0.84 and closable:
+            self._close(rng.choice(closable), t_s, None)
         elif roll < 0.94 and len(self.orders) < MAX_ORDERS:
             self._place(rng, t_s)
         elif self.orders:
             del self.orders[rng.choice(sorted(self.orders))]
 
-    def _open(self, rng: random.Random, t_s: int) -> None:
-        symbol = rng.choice(self._names)
+    def _open(self, rng: random.Random, t_s: int, symbol: str | None = None) -> int:
+        symbol = symbol or rng.choice(self._names)
         side = rng.choice((BUY, SELL))
         volume = rng.choice(VOLUMES)
         bid, ask = self._quote(symbol, t_s // 60)
@@ -113,6 +119,7 @@ class DemoDay:
             "comment": "demo",
         }
         self._deal(t_s * 1000, symbol, side, ENTRY_IN, volume, price, 0.0, ticket, ticket, "demo")
+        return ticket
 
     def _protect(self, rng: random.Random, position: dict[str, Any], t_s: int) -> None:
         """Stop loss and take profit a few hundred points from the current price."""
