@@ -9,7 +9,7 @@ import zmq
 
 from engine.activity import DEALS, ORDERS, POSITIONS
 from engine.client import RpcClient
-from engine.protocol import ErrorCode, RpcError
+from engine.protocol import MAX_DEALS, ErrorCode, RpcError
 from engine.service import EngineService
 from engine.sources.mt5 import MT5Source
 from tests.mt5_standin import MT5StandIn
@@ -162,3 +162,15 @@ def test_a_failed_call_keeps_the_positions_and_the_stream_goes_on(terminal, engi
     with pytest.raises(RpcError) as err:
         rpc.call("deals", **{"from": 0, "to": 1})
     assert err.value.code == ErrorCode.UNAVAILABLE and "history_deals_get" in err.value.message
+
+
+def test_a_deals_range_over_the_cap_is_too_many_and_a_narrower_one_answers(terminal, engine) -> None:
+    _, bus, rpc = engine
+    t = (server_now() // 1000 + 10) * 1000  # a whole second, past the fixture's deals
+    for i in range(MAX_DEALS + 1):  # 50 minutes of balance operations, one every 300 ms
+        terminal.trades.deposit(t + i * 300, 1.0, comment="rebate")
+    with pytest.raises(RpcError) as err:
+        rpc.call("deals", **{"from": t // 1000, "to": t // 1000 + 3600})
+    assert err.value.code == ErrorCode.TOO_MANY and "MAX_DEALS=10000" in err.value.message
+    half = rpc.call("deals", **{"from": t // 1000, "to": t // 1000 + 1500})
+    assert len(half) == 5004 and [d["time_msc"] for d in half] == sorted(d["time_msc"] for d in half)

@@ -131,6 +131,10 @@ def script_market(mt5: object) -> None:
     mt5.add_tick("XAUUSD.pro", T0 + 3, 2050.25, 2050.55, last=2050.4, volume=2)
     mt5.set_rates("EURUSD", H1, [(T0 // 1000 - 3600 * k, 1.1, 1.2, 1.0, 1.15, 100 + k, 7, 0) for k in (2, 1, 0)])
     mt5.set_book("EURUSD", [(1, 1.1003, 5.0), (1, 1.1002, 2.5), (2, 1.1001, 3.0)])
+    mt5.trades.deposit(T0 - 1000, 500.0)
+    ticket = mt5.trades.open_position(T0 + 1, "EURUSD", 0, 0.5, 1.1001, sl=1.09)
+    mt5.trades.close_position(T0 + 2, ticket, 1.1005, volume=0.2)
+    mt5.trades.place_order(T0 + 3, "XAUUSD.pro", 3, 0.1, 2060.0)
 
 
 def feed(mt5: object, times: list[int], base: float = 1.2) -> list[tuple[int, float]]:
@@ -222,6 +226,9 @@ def test_remote_results_equal_the_in_process_standins(start_server, terminal_of,
         ("copy_rates_from", ("EURUSD", H1, since, 2), {}),
         ("copy_rates_from_pos", ("EURUSD", 12345, 0, 10), {}),  # invalid timeframe: None, -2
         ("symbol_info", ("GBPUSD",), {}),  # unknown: None, -4
+        ("positions_get", (), {}), ("positions_get", (), {"symbol": "XAUUSD.pro"}),  # none: ()
+        ("orders_get", (), {"group": "XAU*"}), ("history_deals_get", (0, T0 // 1000 + 60), {}),
+        ("history_deals_get", (since, since + datetime.timedelta(hours=1)), {"group": "EURUSD"}),
     ]
     for name, args, kwargs in calls:
         want, got = getattr(local, name)(*args, **kwargs), getattr(remote, name)(*args, **kwargs)
