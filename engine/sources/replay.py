@@ -46,6 +46,9 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
+from engine.aggregation import TickColumns
 from engine.config import EngineConfig
 from engine.models import (
     TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Candle, SymbolInfo, Tick,
@@ -53,9 +56,11 @@ from engine.models import (
 from engine.protocol import ProtocolError, validate_symbol
 from engine.sources.base import MarketSource, SourceError
 from engine.sources.recording_reader import RecordingReader, recorded_ticks
+from engine.tick_journal import tick_columns
 from engine.timeframes import TIMEFRAMES, Timeframe
 
 BATCH = 1000  # ticks per poll in "as fast as possible" mode
+BAR_BATCH = 1000  # bars per ``poll_bars`` (about 4,000 ticks)
 SAMPLE_ROWS = 200  # first rows read to infer digits and the bar length
 IDLE_DUE_MS = 1000  # next_due once the file is played
 EXTENSIONS = (".csv", ".txt", ".tsv")
@@ -65,6 +70,8 @@ TICK_COLUMNS = ("DATE", "TIME", "BID", "ASK")
 CSV_COLUMNS = ("symbol", "time_msc", "bid", "ask")
 
 Row = tuple[int, list[str]]  # line number, fields
+# A bar read from an export: open (ms), length (ms), OHLC, spread (points), bullish.
+BarRow = tuple[int, int, float, float, float, float, int, bool]
 
 
 # -- pure pieces ------------------------------------------------------------------------------
@@ -244,7 +251,8 @@ class _Replay:
         self.infos = [SymbolInfo(self._valid(name), digits, 10.0 ** -digits)]
         rows = chain(sample, rows)
         if self.kind == "bars":
-            self.ticks = self._bar_ticks(rows, name, digits, self._bar_length(sample))
+            self.bars = BarTicks(self._bars(rows, self._bar_length(sample)), name, digits)
+            self.ticks = self.bars
         else:
             self.ticks = self._export_ticks(rows, name)
 
@@ -304,12 +312,10 @@ class _Replay:
         step = min(steps, default=60_000)
         return lambda _: step
 
-    def _bar_ticks(
-        self, rows: Iterator[Row], symbol: str, digits: int, length: Callable[[int], int],
-    ) -> Iterator[Tick]:
+    def _bars(self, rows: Iterator[Row], length: Callable[[int], int]) -> Iterator[BarRow]:
         width, (i_d, i_t, i_o, i_h, i_l, i_c, i_s) = _indices(
             self.cols, ("DATE", "TIME", "OPEN", "HIGH", "LOW", "CLOSE", "SPREAD"))
-        timed, point = "TIME" in self.cols, 10.0 ** -digits
+        timed = "TIME" in self.cols
         bullish = False
         previous = -1
         for lineno, f in rows:
@@ -330,8 +336,7 @@ class _Replay:
                 raise SourceError(f"{self.path}:{lineno}: bar time goes back or repeats")
             previous = t
             bullish = bar_is_bullish(o, c, bullish)
-            yield from bar_ticks(
-                symbol, t, length(t), o, h, low, c, spread * point, digits, bullish)
+            yield t, length(t), o, h, low, c, spread, bullish
 
     def _export_ticks(self, rows: Iterator[Row], symbol: str) -> Iterator[Tick]:
         width, (i_d, i_t, i_b, i_a, i_l, i_v, i_f) = _indices(
@@ -414,6 +419,80 @@ class _Replay:
         return digits
 
 
+class BarTicks:
+    """A bar file's ticks (``bar_ticks``), drawn one by one or, at a bar's start, handed over
+    as columns whole bars at a time (``take``), which spares a ``Tick`` per tick."""
+
+    def __init__(self, bars: Iterator[BarRow], symbol: str, digits: int) -> None:
+        self._bars = bars
+        self.symbol = symbol
+        self.digits = digits
+        self.point = 10.0 ** -digits
+        self._bar: BarRow | None = None  # the bar whose ticks are being drawn
+        self._left: list[Tick] = []  # its ticks not drawn yet, the next last
+
+    def __iter__(self) -> BarTicks:
+        return self
+
+    def __next__(self) -> Tick:
+        while not self._left:
+            self._bar = bar = next(self._bars)
+            t, length, o, h, low, c, spread, bullish = bar
+            self._left = bar_ticks(self.symbol, t, length, o, h, low, c, spread * self.point,
+                                   self.digits, bullish)[::-1]
+        return self._left.pop()
+
+    @property
+    def at_bar_start(self) -> bool:
+        """Whether exactly the first tick of the current bar has been drawn."""
+        return self._bar is not None and len(self._left) == _tick_count(self._bar) - 1
+
+    def take(self, count: int) -> tuple[TickColumns, SourceError | None]:
+        """The ticks of the current bar (its first tick drawn: ``at_bar_start``) and of up to
+        ``count - 1`` bars after it, as columns; and the error of a bad row that ended them
+        early (the bars before it are played first)."""
+        rows, error = [self._bar], None
+        try:
+            rows.extend(islice(self._bars, count - 1))
+        except SourceError as exc:
+            error = exc
+        self._bar, self._left = None, []
+        return bars_to_ticks(rows, self.point, self.digits), error
+
+
+def _tick_count(bar: BarRow) -> int:
+    _, _, o, h, low, c, _, bullish = bar
+    path = (o, low, h, c) if bullish else (o, h, low, c)
+    return 1 + sum(a != b for a, b in zip(path, path[1:]))
+
+
+def bars_to_ticks(rows: list[BarRow], point: float, digits: int) -> TickColumns:
+    """``bar_ticks`` of many bars at once, as columns (``Tick``'s fields but the symbol)."""
+    t, length, o, h, low, c, spread, bullish = (np.array(column) for column in zip(*rows))
+    second, third = np.where(bullish, low, h), np.where(bullish, h, low)
+    bid = np.column_stack((o, second, third, c))
+    time_msc = t[:, None] + np.arange(4) * length[:, None] // 4
+    keep = np.ones(bid.shape, bool)
+    keep[:, 1:] = bid[:, 1:] != bid[:, :-1]  # a price repeating the one before is no tick
+    bid, time_msc = bid[keep], time_msc[keep]
+    ask = _rounded(bid + np.repeat(spread * point, keep.sum(axis=1)), digits)
+    n = len(bid)
+    return {"time_msc": time_msc, "bid": bid, "ask": ask, "last": np.zeros(n),
+            "volume": np.zeros(n, np.int64), "flags": np.full(n, TICK_FLAG_BID | TICK_FLAG_ASK, np.int64),
+            "volume_real": np.zeros(n)}
+
+
+def _rounded(values: np.ndarray, digits: int) -> np.ndarray:
+    """``round(v, digits)`` of each value, as Python rounds it: numpy's scaled rounding agrees
+    except within a hair of a half, where Python's own is used."""
+    scale = 10.0 ** digits
+    scaled = values * scale
+    out = np.rint(scaled) / scale
+    for i in np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6).tolist():
+        out[i] = round(float(values[i]), digits)
+    return out
+
+
 def count_rows(path: Path) -> int:
     """The data rows of a replay file: its non-blank lines after the header; a recording's
     tick rows."""
@@ -441,11 +520,12 @@ class ReplaySource(MarketSource):
 
     name = "replay"
 
-    def __init__(self, config: EngineConfig, batch: int = BATCH) -> None:
+    def __init__(self, config: EngineConfig, batch: int = BATCH, bar_batch: int = BAR_BATCH) -> None:
         self._path = Path(config.replay_file)
         self._symbol = config.replay_symbol
         self._speed = config.replay_speed
         self._batch = batch
+        self._bar_batch = bar_batch
         self._replay: _Replay | None = None
         self._next: Tick | None = None
         self._error: SourceError | None = None  # raised by the poll after the good ticks
@@ -503,6 +583,33 @@ class ReplaySource(MarketSource):
         if nxt is None:
             self._replay.close()
         return out
+
+    @property
+    def plays_bars(self) -> bool:
+        """Whether the ticks come from ``poll_bars``: a bar file played as fast as possible."""
+        return self._speed == 0 and self._replay is not None and self._replay.kind == "bars"
+
+    def poll_bars(self, now_ms: int) -> tuple[str, TickColumns] | None:
+        """``poll`` for ``plays_bars``: the ticks of up to ``BAR_BATCH`` whole bars, as columns
+        (``Tick``'s fields but the symbol) with their symbol; None when none are due."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._next is None or self._state != PLAYING:
+            return None
+        bars = self._replay.bars
+        if not bars.at_bar_start:  # not after a seek or a poll: play on to the next bar's start
+            ticks = self.poll(now_ms)
+            return (bars.symbol, tick_columns(ticks)) if ticks else None
+        columns, self._error = bars.take(self._bar_batch)
+        try:
+            self._next = next(bars, None) if self._error is None else None
+        except SourceError as exc:  # the bars before the bad row are played first
+            self._error, self._next = exc, None
+        self._last_ms = int(columns["time_msc"][-1])
+        if self._next is None:
+            self._replay.close()
+        return bars.symbol, columns
 
     def next_due(self, now_ms: int) -> int:
         if self._next is None:
