@@ -499,6 +499,19 @@ class BusPublisher:
         self._send(frame, 0, True)  # the first frame taken, the rest of the message is
         self.sent += 1
 
+    def publish_frames(self, topic: bytes, frames: Iterable[bytes]) -> None:
+        """``publish_frame`` for several payloads of one topic, in order."""
+        send, last = self._send, self.last
+        for frame in frames:
+            last[topic] = frame
+            try:
+                send(topic, _SNDMORE_NOBLOCK, True)
+            except zmq.Again:
+                if not self._wait_room(topic):
+                    continue
+            send(frame, 0, True)
+            self.sent += 1
+
     def _wait_room(self, topic: bytes) -> bool:
         """Retry the first frame of a message until it is taken (True) or dropped (False)."""
         self.waits += 1

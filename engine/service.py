@@ -17,7 +17,7 @@ from typing import Any
 
 import zmq
 
-from engine.aggregation import CandleAggregator, CandleEvent
+from engine.aggregation import CandleAggregator, CandleEvent, TickColumns
 from engine.bus import BusPublisher, EmbeddedBus, publisher_socket, recv_waiting
 from engine.config import EngineConfig
 from engine.foreign_cache import ForeignCache
@@ -31,6 +31,7 @@ from engine.protocol import (
     PUBLISHER_QUEUE_MESSAGES,
     SERVICE_COMPONENT,
     SUMMARY_TOPIC,
+    TICK_FIELDS,
     ErrorCode,
     Packed,
     ProtocolError,
@@ -158,6 +159,7 @@ class EngineService:
         self._infos: dict[str, dict[str, Any]] = {}
         self._ticks: dict[str, Tick] = {}
         self._unaggregated: list[Tick] = []  # published, not yet folded into candles
+        self._unaggregated_columns: list[tuple[str, TickColumns]] = []  # the same, as columns
         self._tick_out: dict[str, tuple[bytes, TickEncoder]] = {}
         self._candle_topics: dict[tuple[str, str], bytes] = {}
         self._booked: dict[str, int] = {}
@@ -339,9 +341,7 @@ class EngineService:
                     # What the external bus relayed (the engine's own health among it).
                     for frames in recv_waiting(sub, FOREIGN_DRAIN):
                         self._cache_foreign(frames)
-            ticks = self._poll_source(now_ms())
-            if ticks:
-                self.on_ticks(ticks)
+            if self._poll_source(now_ms()):
                 sent_ns = time.time_ns()
 
     def _wait_for_room(self) -> bool:
@@ -428,18 +428,26 @@ class EngineService:
                 entry[0] = now + entry[1]
                 entry[2](now)
 
-    def _poll_source(self, now: int) -> list[Tick]:
-        """The source's new ticks; a failing source is reported in health, never fatal."""
+    def _poll_source(self, now: int) -> bool:
+        """Publish the source's new ticks (True if there were any); a failing source is
+        reported in health, never fatal."""
+        bars = self._replay is not None and self._replay.plays_bars
         try:
-            ticks = self.source.poll(now)
+            ticks = self._replay.poll_bars(now) if bars else self.source.poll(now)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if error != self._source_error:
                 log.error("source %s failed: %s", self.source.name, error)
             self._source_error = error
-            return []
+            return False
         self._source_error = ""
-        return ticks
+        if not ticks:
+            return False
+        if bars:
+            self.on_tick_columns(*ticks)
+        else:
+            self.on_ticks(ticks)
+        return True
 
     def on_ticks(self, ticks: list[Tick]) -> None:
         """Publish a batch of due ticks; ``aggregate_pending`` folds them into candles later.
@@ -458,8 +466,29 @@ class EngineService:
         self._ticks_in += len(ticks)
         self._unaggregated += ticks
 
+    def on_tick_columns(self, symbol: str, columns: TickColumns) -> None:
+        """``on_ticks`` for one symbol's ticks given as columns (a bar replay at full speed),
+        encoded all at once: ``pack_ticks`` writes the frames ``TickEncoder`` would."""
+        pub = self._pub
+        topic, encoder = self._tick_out[symbol]
+        n = len(columns["time_msc"])
+        first_seq = pub.stamper.last_seq(topic) + 1
+        seqs = [pub.stamper.next_seq(topic) for _ in range(n)]
+        if any(columns[name].min() < 0 for name in ("time_msc", "volume", "flags")):
+            # Not a uint64: the encoder's own way, tick by tick.
+            frames = [encoder.encode(*row, seq, pub.epoch) for row, seq in zip(zip(*(
+                columns[name].tolist() for name in TICK_FIELDS[1:])), seqs)]
+        else:
+            packed, size = pack_ticks(symbol, columns, first_seq, pub.epoch), encoder.size
+            frames = [packed[i:i + size] for i in range(len(packed) - n * size, len(packed), size)]
+        pub.publish_frames(topic, frames)
+        self._ticks_in += n
+        self._unaggregated_columns.append((symbol, columns))
+
     def aggregate_pending(self) -> None:
         """Fold the ticks published since the last call into candles and publish their events."""
+        if self._unaggregated_columns:
+            self._aggregate_columns()
         if not self._unaggregated:
             return
         ticks, self._unaggregated = self._unaggregated, []
@@ -470,6 +499,19 @@ class EngineService:
             events = aggs[tick.symbol].on_tick(tick)
             if events:
                 self._publish_candles(events)
+
+    def _aggregate_columns(self) -> None:
+        """``aggregate_pending`` for ticks published as columns: each symbol's batches joined,
+        so the journal numbers them from the topic's last ``seq``."""
+        batches, self._unaggregated_columns = self._unaggregated_columns, []
+        by_symbol: dict[str, list[TickColumns]] = {}
+        for symbol, columns in batches:
+            by_symbol.setdefault(symbol, []).append(columns)
+        for symbol, parts in by_symbol.items():
+            columns = parts[0] if len(parts) == 1 else joined(parts)
+            self._journal.append_columns(symbol, columns)
+            self._ticks[symbol] = Tick(symbol, *(columns[name][-1].item() for name in Tick._fields[1:]))
+            self._publish_candles(self._aggs[symbol].on_tick_columns(columns))
 
     def _publish_candles(self, events: list[CandleEvent]) -> None:
         for candle, closed in events:

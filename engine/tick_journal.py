@@ -285,6 +285,11 @@ class TickJournal:
         if len(self._pending) >= FLUSH_TICKS:
             self._flush()
 
+    def append_columns(self, symbol: str, columns: Columns) -> None:
+        """Journal one symbol's ticks given as columns (``COLUMNS``), after those ``append`` queued."""
+        self._flush()
+        self._append(symbol, columns)
+
     def _flush(self) -> None:
         """Store the queued ticks: one conversion to columns, one stable sort by symbol, then
         each symbol's slice into its ring."""
