@@ -16,7 +16,7 @@ whole-array work and gives the events ``on_tick`` would give tick by tick, in th
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -155,20 +155,22 @@ class CandleAggregator:
                 events.append((c, False))
         return events
 
-    def on_tick_columns(self, columns: TickColumns) -> list[CandleEvent]:
+    def on_tick_columns(self, columns: TickColumns, wanted: Collection[str] | None = None) -> list[CandleEvent]:
         """``on_tick`` for each of a batch of this symbol's ticks, given as columns; the events
-        are the same, in the same order. Whole-array work when the batch is plain (bid chart,
-        both quotes on every tick, times never going back, none before a forming bar's
-        window), tick by tick otherwise."""
+        are the same, in the same order (only those of the ``wanted`` timeframes). Whole-array
+        work when the batch is plain (bid chart, both quotes on every tick, times never going
+        back, none before a forming bar's window), tick by tick otherwise."""
         t, bid, ask = columns["time_msc"], columns["bid"], columns["ask"]
         if not self._foldable(t, bid, ask):
             # The forming candle is the live object: copied, as later ticks of the batch change it.
             return [(c, True) if closed else (c.copy(), False)
-                    for tick in _ticks_of(self.symbol, columns) for c, closed in self.on_tick(tick)]
+                    for tick in _ticks_of(self.symbol, columns) for c, closed in self.on_tick(tick)
+                    if wanted is None or c.timeframe in wanted]
         spread = np.rint((ask - bid) / self.point).astype(np.int64)  # round(), half to even
         keyed: list[tuple[tuple[int, int, int], Candle, bool]] = []
         for rank, s in enumerate(self._ordered):
-            keyed += self._fold(s, rank, t, bid, spread, columns["volume"])
+            keyed += self._fold(s, rank, wanted is None or s.tf.name in wanted, t, bid, spread,
+                                columns["volume"])
         keyed.sort(key=itemgetter(0))  # by tick, then timeframe, a close before an open
         return [(c, closed) for _, c, closed in keyed]
 
@@ -180,10 +182,10 @@ class CandleAggregator:
         first = int(t[0])
         return all(first >= (s.start_ms if s.forming is not None else s.end_ms) for s in self._ordered)
 
-    def _fold(self, s: _Series, rank: int, t: np.ndarray, price: np.ndarray, spread: np.ndarray,
-              volume: np.ndarray) -> list[tuple[tuple[int, int, int], Candle, bool]]:
-        """One series' events for a foldable batch, keyed by (tick, rank, forming), and its
-        state after the batch. A segment is the ticks of one bar; the first may continue the
+    def _fold(self, s: _Series, rank: int, wanted: bool, t: np.ndarray, price: np.ndarray,
+              spread: np.ndarray, volume: np.ndarray) -> list[tuple[tuple[int, int, int], Candle, bool]]:
+        """One series' state after a foldable batch, and its events (if ``wanted``) keyed by
+        (tick, rank, forming). A segment is the ticks of one bar; the first may continue the
         forming bar (``carried``)."""
         n, tf, old = len(t), s.tf, s.forming
         opens = _bar_opens(tf, t)
@@ -208,18 +210,21 @@ class CandleAggregator:
         if carried:  # the forming bar's ticks so far count too
             for values, rows in ((bars, slice(0, 1)), (forming, at == 0)):
                 _merge(values, rows, old, s.min_spread)
-        out = []
-        if old is not None and not carried:  # the first tick closes the forming bar
-            out.append(((0, rank, 0), old, True))
-        closed = [Candle(self.symbol, tf.name, *row) for row in _rows(bars, slice(0, -1))]
-        out += [((int(k), rank, 0), c, True) for k, c in zip(ends[:-1], closed)]
-        out += [((k, rank, 1), Candle(self.symbol, tf.name, *row), False)
-                for k, row in zip(emits.tolist(), _rows(forming, slice(None)))]
-        if old is not None and not carried:
-            closed.insert(0, old)
-        if closed:
-            s.closed.extend(Bars.from_candles(closed))
-            s.newest = closed[-1]
+        closes_old = old is not None and not carried  # the first tick closes the forming bar
+        out: list[tuple[tuple[int, int, int], Candle, bool]] = []
+        if wanted:
+            if closes_old:
+                out.append(((0, rank, 0), old, True))
+            out += [((k, rank, 0), Candle(self.symbol, tf.name, *row), True)
+                    for k, row in zip(ends[:-1].tolist(), _rows(bars, slice(0, -1)))]
+            out += [((k, rank, 1), Candle(self.symbol, tf.name, *row), False)
+                    for k, row in zip(emits.tolist(), _rows(forming, slice(None)))]
+        if closes_old:
+            s.closed.append(old)
+            s.newest = old
+        if len(seg) > 1:
+            s.closed.extend(Bars(**{name: values[:-1] for name, values in bars.items()}))
+            s.newest = Candle(self.symbol, tf.name, *_rows(bars, slice(-2, -1))[0])
         last = _rows(bars, slice(-1, None))[0]
         s.min_spread = last[6]
         s.forming = Candle(self.symbol, tf.name, *last[:6], 0 if last[6] == NO_SPREAD else last[6], last[7])

@@ -262,6 +262,12 @@ class Stamper:
         self._seq[topic_] = seq
         return seq
 
+    def next_seqs(self, topic_: bytes, count: int) -> int:
+        """``next_seq`` for ``count`` messages at once: the ``seq`` of the first."""
+        first = self._seq.get(topic_, 0) + 1
+        self._seq[topic_] = first + count - 1
+        return first
+
     def last_seq(self, topic_: bytes) -> int:
         return self._seq.get(topic_, 0)
 

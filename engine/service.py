@@ -472,12 +472,11 @@ class EngineService:
         pub = self._pub
         topic, encoder = self._tick_out[symbol]
         n = len(columns["time_msc"])
-        first_seq = pub.stamper.last_seq(topic) + 1
-        seqs = [pub.stamper.next_seq(topic) for _ in range(n)]
+        first_seq = pub.stamper.next_seqs(topic, n)
         if any(columns[name].min() < 0 for name in ("time_msc", "volume", "flags")):
             # Not a uint64: the encoder's own way, tick by tick.
-            frames = [encoder.encode(*row, seq, pub.epoch) for row, seq in zip(zip(*(
-                columns[name].tolist() for name in TICK_FIELDS[1:])), seqs)]
+            frames = [encoder.encode(*row, seq, pub.epoch) for seq, row in enumerate(zip(*(
+                columns[name].tolist() for name in TICK_FIELDS[1:])), first_seq)]
         else:
             packed, size = pack_ticks(symbol, columns, first_seq, pub.epoch), encoder.size
             frames = [packed[i:i + size] for i in range(len(packed) - n * size, len(packed), size)]
@@ -511,7 +510,7 @@ class EngineService:
             columns = parts[0] if len(parts) == 1 else joined(parts)
             self._journal.append_columns(symbol, columns)
             self._ticks[symbol] = Tick(symbol, *(columns[name][-1].item() for name in Tick._fields[1:]))
-            self._publish_candles(self._aggs[symbol].on_tick_columns(columns))
+            self._publish_candles(self._aggs[symbol].on_tick_columns(columns, self._published_tfs))
 
     def _publish_candles(self, events: list[CandleEvent]) -> None:
         for candle, closed in events:
