@@ -437,12 +437,17 @@ class StallWatch:
 
 def recv_waiting(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
     """Up to ``limit`` messages already waiting on ``sock``, without blocking."""
+    # The compiled calls: ``recv_multipart`` costs twice as much per message in Python.
+    recv, more = _compiled_recv.__get__(sock), _compiled_get.__get__(sock)
     out = []
     for _ in range(limit):
         try:
-            out.append(sock.recv_multipart(zmq.NOBLOCK))
+            frames = [recv(_NOBLOCK, True)]
         except zmq.Again:
             break
+        while more(_RCVMORE):  # the rest of a message is there once its first frame is
+            frames.append(recv(0, True))
+        out.append(frames)
     return out
 
 

@@ -71,10 +71,8 @@ def shard_of(symbol: str, shards: int) -> int:
     return zlib.crc32(symbol.encode()) % shards
 
 
-def read_candle(candle_topic: bytes, payload: bytes) -> dict[str, Any]:
-    """The payload of a ``candle:SYMBOL:TF:`` message, checked for what the worker uses: its
-    symbol and timeframe those of the topic, ``time``/``seq``/``epoch`` non-negative integers,
-    OHLC finite numbers and ``closed`` a bool; ``ProtocolError`` otherwise."""
+def read_candle_topic(candle_topic: bytes) -> tuple[str, str]:
+    """The symbol and timeframe of a ``candle:SYMBOL:TF:`` topic; ``ProtocolError`` otherwise."""
     try:
         parts = topic_parts(candle_topic)
     except UnicodeDecodeError:
@@ -85,6 +83,16 @@ def read_candle(candle_topic: bytes, payload: bytes) -> dict[str, Any]:
     validate_symbol(symbol)
     if timeframe not in TIMEFRAMES:
         raise ProtocolError(f"unknown timeframe {timeframe[:16]!r}")
+    return symbol, timeframe
+
+
+def read_candle(candle_topic: bytes, payload: bytes,
+                symbol_timeframe: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The payload of a ``candle:SYMBOL:TF:`` message, checked for what the worker uses: its
+    symbol and timeframe those of the topic, ``time``/``seq``/``epoch`` non-negative integers,
+    OHLC finite numbers and ``closed`` a bool; ``ProtocolError`` otherwise.
+    ``symbol_timeframe``: what ``read_candle_topic`` gave for this topic before."""
+    symbol, timeframe = symbol_timeframe or read_candle_topic(candle_topic)
     candle = decode(payload)
     if candle.get("symbol") != symbol or candle.get("timeframe") != timeframe:
         raise ProtocolError("symbol and timeframe differ from the topic's")
@@ -181,6 +189,10 @@ class IndicatorWorker:
         self._ctx = ctx or zmq.Context.instance()
         self._stop = StopFlag()
         self._series: dict[bytes, IndicatorSeries] = {}
+        # Candle topics of this shard's symbols, read once: (symbol, timeframe), and the topic
+        # their values go out on. Bounded: valid timeframes of the served symbols only.
+        self._topics: dict[bytes, tuple[str, str]] = {}
+        self._out_topics: dict[bytes, bytes] = {}
         self._streams: dict[bytes, tuple[int, int]] = {}  # candle topic -> (epoch, seq) of a warm series
         self._warmed_at: dict[bytes, float] = {}  # candle topic -> its last warm-up (monotonic s)
         self._symbols: frozenset[str] = frozenset()
@@ -271,10 +283,15 @@ class IndicatorWorker:
         try:
             if len(frames) != 2:
                 raise ProtocolError(f"expected 2 frames, got {len(frames)}")
-            candle = read_candle(*frames)
-            if candle["symbol"] not in self._symbols:
-                raise ProtocolError(f"symbol {candle['symbol']!r} is not one of this shard's")
-            series = self._series_for(frames[0], candle)
+            candle_topic = frames[0]
+            known = self._topics.get(candle_topic)
+            candle = read_candle(candle_topic, frames[1], known)
+            if known is None:
+                if candle["symbol"] not in self._symbols:
+                    raise ProtocolError(f"symbol {candle['symbol']!r} is not one of this shard's")
+                self._topics[candle_topic] = (candle["symbol"], candle["timeframe"])
+                self._out_topics[candle_topic] = indicator_topic(candle["symbol"], candle["timeframe"])
+            series = self._series_for(candle_topic, candle)
             if series is None:
                 return
             if not (latest or candle["closed"]):
@@ -287,7 +304,7 @@ class IndicatorWorker:
                               self.malformed, exc, frames[0][:80])
             return
         if values is not None:
-            self._pub.publish(indicator_topic(series.symbol, series.timeframe), values)
+            self._pub.publish(self._out_topics[frames[0]], values)
             self.updates += 1
             self._max_lag_us = max(self._max_lag_us, (time.perf_counter() - received) * 1e6)
 
