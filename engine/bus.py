@@ -246,6 +246,7 @@ class EmbeddedBus:
             raise
         self.subscriptions = SubscriptionBudget()
         self.subscriptions_refused = 0
+        self._send = _compiled_send.__get__(self.xpub)
         self.held: list[bytes] | None = None  # a relayed message the XPUB could not take yet
         self.relays_waited = 0  # relayed messages that had to wait (lossless only)
         self.stalls = StallWatch()
@@ -276,10 +277,10 @@ class EmbeddedBus:
                 return 0
             self.held = None
             relayed += 1
+        receive = message_receiver(self.xsub)
         for _ in range(limit - relayed):
-            try:
-                frames = self.xsub.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            frames = receive()
+            if frames is None:
                 break
             if admit(frames):
                 if not self._relay(frames):
@@ -291,13 +292,14 @@ class EmbeddedBus:
 
     def _relay(self, frames: list[bytes]) -> bool:
         """Send ``frames`` unless a subscriber is at its high-water mark (lossless only)."""
+        send = self._send
         try:
-            self.xpub.send(frames[0], _SNDMORE_NOBLOCK if len(frames) > 1 else _NOBLOCK)
+            send(frames[0], _SNDMORE_NOBLOCK if len(frames) > 1 else _NOBLOCK, True)
         except zmq.Again:
             return False
         # Once the first frame is taken the rest are (libzmq checks the HWM per message).
-        if len(frames) > 1:
-            self.xpub.send_multipart(frames[1:])
+        for k in range(1, len(frames)):
+            send(frames[k], _SNDMORE if k < len(frames) - 1 else 0, True)
         return True
 
     def cut_stalled(self, stall_s: float) -> int:
@@ -435,18 +437,29 @@ class StallWatch:
         return out
 
 
-def recv_waiting(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
-    """Up to ``limit`` messages already waiting on ``sock``, without blocking."""
-    # The compiled calls: ``recv_multipart`` costs twice as much per message in Python.
+def message_receiver(sock: zmq.Socket) -> Callable[[], list[bytes] | None]:
+    """A function that reads the next message waiting on ``sock`` without blocking (None if
+    there is none), with the compiled calls: ``recv_multipart`` costs twice as much."""
     recv, more = _compiled_recv.__get__(sock), _compiled_get.__get__(sock)
-    out = []
-    for _ in range(limit):
+
+    def receive() -> list[bytes] | None:
         try:
             frames = [recv(_NOBLOCK, True)]
         except zmq.Again:
-            break
+            return None
         while more(_RCVMORE):  # the rest of a message is there once its first frame is
             frames.append(recv(0, True))
+        return frames
+    return receive
+
+
+def recv_waiting(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
+    """Up to ``limit`` messages already waiting on ``sock``, without blocking."""
+    receive, out = message_receiver(sock), []
+    for _ in range(limit):
+        frames = receive()
+        if frames is None:
+            break
         out.append(frames)
     return out
 

@@ -60,7 +60,7 @@ from engine.tick_journal import tick_columns
 from engine.timeframes import TIMEFRAMES, Timeframe
 
 BATCH = 1000  # ticks per poll in "as fast as possible" mode
-BAR_BATCH = 1000  # bars per ``poll_bars`` (about 4,000 ticks)
+BAR_BATCH = 250  # bars per ``poll_bars`` (about 1,000 ticks, as BATCH)
 SAMPLE_ROWS = 200  # first rows read to infer digits and the bar length
 IDLE_DUE_MS = 1000  # next_due once the file is played
 EXTENSIONS = (".csv", ".txt", ".tsv")
