@@ -439,16 +439,19 @@ class StallWatch:
 
 def message_receiver(sock: zmq.Socket) -> Callable[[], list[bytes] | None]:
     """A function that reads the next message waiting on ``sock`` without blocking (None if
-    there is none), with the compiled calls: ``recv_multipart`` costs twice as much."""
-    recv, more = _compiled_recv.__get__(sock), _compiled_get.__get__(sock)
+    there is none), with the compiled call: ``recv_multipart`` costs twice as much, and asking
+    ``RCVMORE`` of the socket more than a frame's own ``more``."""
+    recv = _compiled_recv.__get__(sock)
 
     def receive() -> list[bytes] | None:
         try:
-            frames = [recv(_NOBLOCK, True)]
+            frame = recv(_NOBLOCK, False)
         except zmq.Again:
             return None
-        while more(_RCVMORE):  # the rest of a message is there once its first frame is
-            frames.append(recv(0, True))
+        frames = [frame.bytes]
+        while frame.more:  # the rest of a message is there once its first frame is
+            frame = recv(0, False)
+            frames.append(frame.bytes)
         return frames
     return receive
 
