@@ -520,6 +520,13 @@ class BusPublisher:
         self._send(frame, 0, True)  # the first frame taken, the rest of the message is
         self.sent += 1
 
+    def publish_all(self, messages: Iterable[tuple[bytes, dict[str, Any]]]) -> None:
+        """``publish`` each ``(topic, payload)``: all stamped and encoded first, then sent one
+        after the other."""
+        stamp = self.stamper.stamp
+        for topic, frame in [(topic, encode(stamp(topic, payload))) for topic, payload in messages]:
+            self.publish_frame(topic, frame)
+
     def publish_frames(self, topic: bytes, frames: Iterable[bytes]) -> None:
         """``publish_frame`` for several payloads of one topic, in order."""
         send, last = self._send, self.last
