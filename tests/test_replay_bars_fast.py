@@ -15,7 +15,7 @@ from engine.candle_store import Bars, CandleRing
 from engine.config import EngineConfig
 from engine.models import Candle, Tick
 from engine.sources.base import SourceError
-from engine.sources.replay import ReplaySource, _Replay, bars_to_ticks
+from engine.sources.replay import ReplaySource, _Replay, bar_columns, bars_to_ticks
 from engine.tick_journal import tick_columns
 from engine.timeframes import TIMEFRAMES
 from tests.replay_bots import write_bar_export
@@ -135,7 +135,7 @@ def test_the_tick_path_takes_over_where_the_array_path_cannot_go():
 def test_bars_to_ticks_rounds_the_ask_as_python_does():
     rows = [(0, 60_000, 1.00005, 1.00009, 1.00001, 1.00003, 7, False),
             (60_000, 60_000, 0.12345, 0.12345, 0.12345, 0.12345, 3, True)]
-    columns = bars_to_ticks(rows, 0.00001, 5)
+    columns = bars_to_ticks(bar_columns(rows), 0.00001, 5)
     assert columns["bid"].tolist() == [1.00005, 1.00009, 1.00001, 1.00003, 0.12345]
     assert columns["ask"].tolist() == [round(b + s * 0.00001, 5) for b, s in
                                        zip(columns["bid"].tolist(), (7, 7, 7, 7, 3))]

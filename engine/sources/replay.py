@@ -70,8 +70,11 @@ TICK_COLUMNS = ("DATE", "TIME", "BID", "ASK")
 CSV_COLUMNS = ("symbol", "time_msc", "bid", "ask")
 
 Row = tuple[int, list[str]]  # line number, fields
-# A bar read from an export: open (ms), length (ms), OHLC, spread (points), bullish.
+# A bar read from an export: open (ms), length (ms), OHLC, spread (points), bullish; and
+# many of them as columns of these names.
 BarRow = tuple[int, int, float, float, float, float, int, bool]
+BAR_FIELDS = ("time", "length", "open", "high", "low", "close", "spread", "bullish")
+BarColumns = dict[str, np.ndarray]
 
 
 # -- pure pieces ------------------------------------------------------------------------------
@@ -251,7 +254,7 @@ class _Replay:
         self.infos = [SymbolInfo(self._valid(name), digits, 10.0 ** -digits)]
         rows = chain(sample, rows)
         if self.kind == "bars":
-            self.bars = BarTicks(self._bars(rows, self._bar_length(sample)), name, digits)
+            self.bars = BarTicks(_BarReader(self, rows, self._bar_length(sample)), name, digits)
             self.ticks = self.bars
         else:
             self.ticks = self._export_ticks(rows, name)
@@ -311,32 +314,6 @@ class _Replay:
         steps = [b - a for a, b in zip(times, times[1:]) if b > a]
         step = min(steps, default=60_000)
         return lambda _: step
-
-    def _bars(self, rows: Iterator[Row], length: Callable[[int], int]) -> Iterator[BarRow]:
-        width, (i_d, i_t, i_o, i_h, i_l, i_c, i_s) = _indices(
-            self.cols, ("DATE", "TIME", "OPEN", "HIGH", "LOW", "CLOSE", "SPREAD"))
-        timed = "TIME" in self.cols
-        bullish = False
-        previous = -1
-        for lineno, f in rows:
-            self.rows_read += 1
-            try:
-                if len(f) < width:
-                    f += [""] * (width - len(f))
-                t = parse_date(f[i_d].strip()) * 1000
-                if timed:
-                    t += parse_clock(f[i_t].strip())
-                o, h, low, c = float(f[i_o]), float(f[i_h]), float(f[i_l]), float(f[i_c])
-                spread = int(f[i_s].strip() or 0)
-                if not (low <= o <= h and low <= c <= h):
-                    raise ValueError("prices break low <= open, close <= high")
-            except ValueError as exc:
-                raise self._error(lineno, f, exc) from None
-            if t <= previous:
-                raise SourceError(f"{self.path}:{lineno}: bar time goes back or repeats")
-            previous = t
-            bullish = bar_is_bullish(o, c, bullish)
-            yield t, length(t), o, h, low, c, spread, bullish
 
     def _export_ticks(self, rows: Iterator[Row], symbol: str) -> Iterator[Tick]:
         width, (i_d, i_t, i_b, i_a, i_l, i_v, i_f) = _indices(
@@ -419,11 +396,121 @@ class _Replay:
         return digits
 
 
+class _BarReader:
+    """A bar export's rows as bars: one by one (``BarRow``), or many at once as columns
+    (``many``), read with whole-array work where the rows are plain and row by row otherwise,
+    so a bad row gets the same error either way."""
+
+    def __init__(self, replay: _Replay, rows: Iterator[Row], length: Callable[[int], int]) -> None:
+        self._replay = replay
+        self._rows = rows
+        self._length = length
+        self._width, self._at = _indices(replay.cols, ("DATE", "TIME", "OPEN", "HIGH", "LOW", "CLOSE", "SPREAD"))
+        self._timed = "TIME" in replay.cols
+        self._bullish = False  # the last bar's direction (a doji goes the other way)
+        self._previous = -1  # the last bar's open (ms)
+
+    def __iter__(self) -> _BarReader:
+        return self
+
+    def __next__(self) -> BarRow:
+        return self._bar(*next(self._rows))
+
+    def _bar(self, lineno: int, f: list[str]) -> BarRow:
+        i_d, i_t, i_o, i_h, i_l, i_c, i_s = self._at
+        self._replay.rows_read += 1
+        try:
+            if len(f) < self._width:
+                f += [""] * (self._width - len(f))
+            t = parse_date(f[i_d].strip()) * 1000
+            if self._timed:
+                t += parse_clock(f[i_t].strip())
+            o, h, low, c = float(f[i_o]), float(f[i_h]), float(f[i_l]), float(f[i_c])
+            spread = int(f[i_s].strip() or 0)
+            if not (low <= o <= h and low <= c <= h):
+                raise ValueError("prices break low <= open, close <= high")
+        except ValueError as exc:
+            raise self._replay._error(lineno, f, exc) from None
+        if t <= self._previous:
+            raise SourceError(f"{self._replay.path}:{lineno}: bar time goes back or repeats")
+        self._previous = t
+        self._bullish = bar_is_bullish(o, c, self._bullish)
+        return t, self._length(t), o, h, low, c, spread, self._bullish
+
+    def many(self, count: int) -> tuple[BarColumns, SourceError | None]:
+        """Up to ``count`` bars as columns (``BAR_FIELDS``), and the error of a bad row that
+        ended them early."""
+        rows: list[Row] = []
+        error = None
+        try:
+            rows.extend(islice(self._rows, count))
+        except SourceError as exc:  # a line that cannot be decoded
+            error = exc
+        columns = self._plain(rows)
+        if columns is not None:
+            return columns, error
+        bars: list[BarRow] = []
+        try:
+            for row in rows:
+                bars.append(self._bar(*row))
+        except SourceError as exc:
+            error = exc
+        return bar_columns(bars), error
+
+    def _plain(self, rows: list[Row]) -> BarColumns | None:
+        """``rows`` read at once, or None if any is not plain (short, blank, malformed, out of
+        order), for ``_bar`` to read them one by one."""
+        i_d, i_t, i_o, i_h, i_l, i_c, i_s = self._at
+        used = [i for i in self._at if i < self._width - 1]  # the header's columns
+        if not rows or min(len(f) for _, f in rows) <= max(used):
+            return None
+        fields = list(zip(*(f for _, f in rows)))
+        try:
+            t = np.array(list(map(parse_date, map(str.strip, fields[i_d]))), np.int64) * 1000
+            if self._timed:
+                t += np.array(list(map(_bar_clock, map(str.strip, fields[i_t]))), np.int64)
+            o, h, low, c = (np.array(list(map(float, fields[i])), np.float64) for i in (i_o, i_h, i_l, i_c))
+            spread = (np.array(list(map(int, fields[i_s])), np.int64) if i_s in used
+                      else np.zeros(len(rows), np.int64))
+        except ValueError:
+            return None
+        if not ((low <= o) & (o <= h) & (low <= c) & (c <= h)).all() or t[0] <= self._previous or (
+                len(t) > 1 and (t[1:] <= t[:-1]).any()):
+            return None
+        bullish = _directions(o, c, self._bullish)
+        self._replay.rows_read += len(rows)
+        self._previous, self._bullish = int(t[-1]), bool(bullish[-1])
+        length = np.array(list(map(self._length, t.tolist())), np.int64)
+        return {"time": t, "length": length, "open": o, "high": h, "low": low, "close": c,
+                "spread": spread, "bullish": bullish}
+
+
+_bar_clock = lru_cache(maxsize=4096)(parse_clock)  # bars repeat the same times of day
+
+
+def _directions(o: np.ndarray, c: np.ndarray, bullish: bool) -> np.ndarray:
+    """``bar_is_bullish`` of each bar, the bar before the first one ``bullish``: a doji goes
+    the other way of the bar before it, so a run of dojis alternates from the last real bar."""
+    n = len(o)
+    real = o != c
+    last_real = np.maximum.accumulate(np.where(real, np.arange(n), -1))
+    base = np.where(last_real >= 0, c[np.maximum(last_real, 0)] > o[np.maximum(last_real, 0)], bullish)
+    return base ^ ((np.arange(n) - last_real) % 2 == 1)
+
+
+def bar_columns(bars: list[BarRow]) -> BarColumns:
+    """Bars as columns (``BAR_FIELDS``)."""
+    if not bars:
+        return {name: np.empty(0, np.float64 if name in ("open", "high", "low", "close") else
+                               bool if name == "bullish" else np.int64) for name in BAR_FIELDS}
+    return {name: np.array(column) for name, column in zip(BAR_FIELDS, zip(*bars))}
+
+
 class BarTicks:
     """A bar file's ticks (``bar_ticks``), drawn one by one or, at a bar's start, handed over
     as columns whole bars at a time (``take``), which spares a ``Tick`` per tick."""
 
-    def __init__(self, bars: Iterator[BarRow], symbol: str, digits: int) -> None:
+    def __init__(self, bars: _BarReader, symbol: str, digits: int) -> None:
         self._bars = bars
         self.symbol = symbol
         self.digits = digits
@@ -451,13 +538,11 @@ class BarTicks:
         """The ticks of the current bar (its first tick drawn: ``at_bar_start``) and of up to
         ``count - 1`` bars after it, as columns; and the error of a bad row that ended them
         early (the bars before it are played first)."""
-        rows, error = [self._bar], None
-        try:
-            rows.extend(islice(self._bars, count - 1))
-        except SourceError as exc:
-            error = exc
+        more, error = self._bars.many(count - 1)
+        first = bar_columns([self._bar])
         self._bar, self._left = None, []
-        return bars_to_ticks(rows, self.point, self.digits), error
+        bars = {name: np.concatenate((first[name], more[name])) for name in BAR_FIELDS}
+        return bars_to_ticks(bars, self.point, self.digits), error
 
 
 def _tick_count(bar: BarRow) -> int:
@@ -466,16 +551,17 @@ def _tick_count(bar: BarRow) -> int:
     return 1 + sum(a != b for a, b in zip(path, path[1:]))
 
 
-def bars_to_ticks(rows: list[BarRow], point: float, digits: int) -> TickColumns:
-    """``bar_ticks`` of many bars at once, as columns (``Tick``'s fields but the symbol)."""
-    t, length, o, h, low, c, spread, bullish = (np.array(column) for column in zip(*rows))
+def bars_to_ticks(bars: BarColumns, point: float, digits: int) -> TickColumns:
+    """``bar_ticks`` of many bars at once (columns ``BAR_FIELDS``), as tick columns (``Tick``'s
+    fields but the symbol)."""
+    o, h, low, c, bullish = (bars[name] for name in ("open", "high", "low", "close", "bullish"))
     second, third = np.where(bullish, low, h), np.where(bullish, h, low)
     bid = np.column_stack((o, second, third, c))
-    time_msc = t[:, None] + np.arange(4) * length[:, None] // 4
+    time_msc = bars["time"][:, None] + np.arange(4) * bars["length"][:, None] // 4
     keep = np.ones(bid.shape, bool)
     keep[:, 1:] = bid[:, 1:] != bid[:, :-1]  # a price repeating the one before is no tick
     bid, time_msc = bid[keep], time_msc[keep]
-    ask = _rounded(bid + np.repeat(spread * point, keep.sum(axis=1)), digits)
+    ask = _rounded(bid + np.repeat(bars["spread"] * point, keep.sum(axis=1)), digits)
     n = len(bid)
     return {"time_msc": time_msc, "bid": bid, "ask": ask, "last": np.zeros(n),
             "volume": np.zeros(n, np.int64), "flags": np.full(n, TICK_FLAG_BID | TICK_FLAG_ASK, np.int64),
