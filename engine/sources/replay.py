@@ -29,7 +29,8 @@ first rows. Times stay the file's own (MT5 writes the trade server's clock) and 
 Playing: at ``REPLAY_SPEED`` s > 0 the replay clock starts at the first tick when the engine
 first polls and runs s times faster than the wall clock, gaps (nights, weekends) included; at 0
 ticks come as fast as the engine takes them, ``BATCH`` per poll, and the clock is the time of
-the last tick delivered. The file is read as it plays, never loaded whole; a plain CSV is read
+the last tick delivered. A bar file at 0 is read ``BAR_BATCH`` whole bars at a time as arrays
+(``poll_bars``): the same ticks, without a Python object per row or tick. The file is read as it plays, never loaded whole; a plain CSV is read
 once beforehand, to learn its symbols, and every file once to count its rows (``status``).
 
 Control (the RPC op ``replay``): with ``REPLAY_START=paused`` the file is loaded and nothing
