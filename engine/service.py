@@ -24,6 +24,7 @@ from engine.foreign_cache import ForeignCache
 from engine.models import Tick
 from engine.protocol import (
     ACCOUNT_TOPIC,
+    CandleEncoder,
     ENGINE_COMPONENT,
     HEALTH,
     INDICATOR,
@@ -161,7 +162,7 @@ class EngineService:
         self._unaggregated: list[Tick] = []  # published, not yet folded into candles
         self._unaggregated_columns: list[tuple[str, TickColumns]] = []  # the same, as columns
         self._tick_out: dict[str, tuple[bytes, TickEncoder]] = {}
-        self._candle_topics: dict[tuple[str, str], bytes] = {}
+        self._candle_out: dict[tuple[str, str], tuple[bytes, CandleEncoder]] = {}
         self._booked: dict[str, int] = {}
         self._policy = ForeignPolicy(())  # the source's symbols, once it has started
         self._foreign = ForeignCache()
@@ -249,7 +250,7 @@ class EngineService:
             for tf in self._tfs:
                 # A live terminal's forming bar may already hold ticks the stream delivers.
                 agg.seed(tf.name, history[tf.name], self.source.history_covers(name, tf))
-                self._candle_topics[(name, tf.name)] = candle_topic(name, tf.name)
+                self._candle_out[(name, tf.name)] = (candle_topic(name, tf.name), CandleEncoder(name, tf.name))
             self._aggs[name] = agg
         self._policy = ForeignPolicy(self._aggs)
         log.info("%d symbols, timeframes %s, history loaded", len(self._aggs),
@@ -515,9 +516,16 @@ class EngineService:
     def _publish_candles(self, events: list[CandleEvent]) -> None:
         """Publish the events of the published timeframes, encoded first and then sent one
         after the other (a send right after another wakes no ZeroMQ I/O thread)."""
-        published, topics = self._published_tfs, self._candle_topics
-        self._pub.publish_all([(topics[(c.symbol, c.timeframe)], c.to_payload(closed))
-                               for c, closed in events if c.timeframe in published])
+        pub, published, out = self._pub, self._published_tfs, self._candle_out
+        next_seq, epoch, frames = pub.stamper.next_seq, pub.epoch, []
+        for c, closed in events:
+            if c.timeframe in published:
+                topic, encoder = out[(c.symbol, c.timeframe)]
+                frames.append((topic, encoder.encode(c.time, c.open, c.high, c.low, c.close, c.tick_volume,
+                                                     c.spread, c.real_volume, closed, next_seq(topic), epoch)))
+        publish = pub.publish_frame
+        for topic, frame in frames:
+            publish(topic, frame)
 
     def _admit_foreign(self, frames: list[bytes]) -> bool:
         """Whether the embedded bus relays this message from another publisher (then cached for

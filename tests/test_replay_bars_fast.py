@@ -14,6 +14,7 @@ from engine.aggregation import CandleAggregator
 from engine.candle_store import Bars, CandleRing
 from engine.config import EngineConfig
 from engine.models import Candle, Tick
+from engine.protocol import CandleEncoder, decode
 from engine.sources.base import SourceError
 from engine.sources.replay import ReplaySource, _Replay, bar_columns, bars_to_ticks
 from engine.tick_journal import tick_columns
@@ -175,3 +176,15 @@ def test_a_bad_row_ends_the_batch_and_the_bars_before_it_play_first(tmp_path):
         assert played == [bars[0].time, bars[8].time] and source.poll_bars(0) is None
     finally:
         source.stop()
+
+
+@pytest.mark.parametrize("real_volume, spread, closed", [(0, 7, True), (5, -3, False), ((1 << 63) + 5, 7, False)])
+def test_candle_encoder_writes_the_stamped_payload_encode_would(real_volume, spread, closed):
+    candle = Candle(SYMBOL, "M5", 1_704_153_600, 1.1, 1.2, 1.0, 1.15, 4, spread, real_volume)
+    want = {**candle.to_payload(closed), "seq": 9, "epoch": 1_704_150_000_000}
+    frame = CandleEncoder(SYMBOL, "M5").encode(
+        candle.time, candle.open, candle.high, candle.low, candle.close, candle.tick_volume,
+        candle.spread, candle.real_volume, closed, 9, 1_704_150_000_000)
+    got = decode(frame)
+    assert list(got.items()) == list(want.items())  # key order too
+    assert [type(v) for v in got.values()] == [type(v) for v in want.values()]
