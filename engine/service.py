@@ -78,6 +78,7 @@ FOREIGN_PREFIXES = (f"{INDICATOR}:".encode(), f"{HEALTH}:".encode())
 # (measured 1.6-3.5 µs), so a flood holds the next ticks back 1-2 ms at most.
 FOREIGN_DRAIN = 500
 TOO_MANY_COMPONENTS = "health component over the limit"
+ADMISSIBLE_TOPICS = 4096  # admitted topics remembered (a symbol's indicators and health are a few)
 UNDECODABLE = "undecodable payload"
 # How often the RPC's and the bus subscribers' connections are checked for unread bytes over
 # their bound (a multipart message libzmq holds until it is whole).
@@ -165,6 +166,9 @@ class EngineService:
         self._candle_out: dict[tuple[str, str], tuple[bytes, CandleEncoder]] = {}
         self._booked: dict[str, int] = {}
         self._policy = ForeignPolicy(())  # the source's symbols, once it has started
+        # Topics the policy admitted (as two-frame messages): not checked again, as the workers
+        # publish the same few topics all the time.
+        self._admissible: set[bytes] = set()
         self._foreign = ForeignCache()
         self._refusals = Refusals()
         self._service_health = service_health
@@ -253,6 +257,7 @@ class EngineService:
                 self._candle_out[(name, tf.name)] = (candle_topic(name, tf.name), CandleEncoder(name, tf.name))
             self._aggs[name] = agg
         self._policy = ForeignPolicy(self._aggs)
+        self._admissible.clear()
         log.info("%d symbols, timeframes %s, history loaded", len(self._aggs),
                  ",".join(self.config.timeframes))
 
@@ -538,9 +543,12 @@ class EngineService:
     def _cache_foreign(self, frames: list[bytes]) -> str | None:
         """Cache another publisher's message if the policy and the cache's bounds allow it;
         returns None, or why not."""
-        reason = self._policy.refusal(frames[0], len(frames))
-        if reason is not None:
-            return reason
+        if len(frames) != 2 or frames[0] not in self._admissible:
+            reason = self._policy.refusal(frames[0], len(frames))
+            if reason is not None:
+                return reason
+            if len(self._admissible) < ADMISSIBLE_TOPICS:
+                self._admissible.add(frames[0])
         try:
             payload = decode(frames[1])
         except ProtocolError:
