@@ -1,9 +1,10 @@
 """Per-room conflation and one-time serialisation of the updates of one flush (pure).
 
 Between flushes the bus reader ``add``s every update to its room. ``take`` then yields, per
-room, the events to send: the latest ``tick``/``order_book``/forming value per room (earlier ones
-are conflated and counted), every closed candle and closed indicator value in order (never
-dropped), the candles of a room merged into one ``candles {symbol, timeframe, candles}`` event.
+room, the events to send: the latest ``tick``/``order_book``/forming value per room, or per key
+within a room (a position's latest per ticket; earlier ones are conflated and counted), every
+closed candle, closed indicator value, deal and closing update in order (never dropped), the
+candles of a room merged into one ``candles {symbol, timeframe, candles}`` event.
 ``encode_room`` serialises a room's events once; every member of the room gets the same text.
 """
 from __future__ import annotations
@@ -37,19 +38,21 @@ class Batcher:
     """Collects updates between flushes; ``take`` returns and resets them."""
 
     def __init__(self) -> None:
-        self._rooms: dict[str, dict[str, _Slot]] = {}
+        self._rooms: dict[str, dict[tuple[str, Any], _Slot]] = {}
         self.updates = 0
         self.conflated = 0
 
-    def add(self, room: str, event: str, payload: dict[str, Any], closed: bool = False) -> None:
-        """Queue ``payload`` as ``event`` for ``room``; ``closed`` ones are never conflated."""
+    def add(self, room: str, event: str, payload: dict[str, Any], closed: bool = False,
+            key: Any = None) -> None:
+        """Queue ``payload`` as ``event`` for ``room``; ``closed`` ones are never conflated, the
+        others are conflated per ``key`` (one per event and room by default)."""
         self.updates += 1
         slots = self._rooms.get(room)
         if slots is None:
             slots = self._rooms[room] = {}
-        slot = slots.get(event)
+        slot = slots.get((event, key))
         if slot is None:
-            slot = slots[event] = _Slot()
+            slot = slots[(event, key)] = _Slot()
         if closed:
             slot.closed.append(payload)
             return
@@ -63,12 +66,15 @@ class Batcher:
         return {room: _room_events(slots) for room, slots in rooms.items()}
 
 
-def _room_events(slots: dict[str, _Slot]) -> list[tuple[str, dict[str, Any], bool]]:
+def _room_events(slots: dict[tuple[str, Any], _Slot]) -> list[tuple[str, dict[str, Any], bool]]:
     out: list[tuple[str, dict[str, Any], bool]] = []
-    for event, slot in slots.items():
+    for (event, key), slot in slots.items():
         latest = slot.latest
-        if latest is not None and slot.closed and latest.get("time", 0) <= slot.closed[-1].get("time", 0):
-            latest = None  # the bar closed after this update: the closed value supersedes it
+        if latest is not None and slot.closed and (
+                key is not None or latest.get("time", 0) <= slot.closed[-1].get("time", 0)):
+            # The bar closed after this update, or the keyed item (a position) was closed:
+            # the closing message supersedes it.
+            latest = None
         items = [*slot.closed, latest] if latest is not None else slot.closed
         if not items:
             continue

@@ -8,7 +8,7 @@ the latest state of those rooms once it has caught up; closed candles are still 
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +39,8 @@ class _Member:
 
 @dataclass
 class FanoutStats:
+    """What delivery did (``bridge.stats`` declares each as a figure)."""
+
     packets_sent: int = 0
     deliveries: int = 0
     skipped_slow: int = 0
@@ -56,10 +58,12 @@ class Fanout:
         self.transport = transport
         self.soft = soft
         self.hard = hard
-        self.rooms: dict[str, set[str]] = defaultdict(set)
+        self._rooms: dict[str, set[str]] = defaultdict(set)
         self.members: dict[str, _Member] = {}
         # Clients in turn go to groups 0..groups-1; ``deliver`` serves one group.
         self.groups: list[dict[str, _Member]] = [{} for _ in range(groups)]
+        # Members of each room per group, kept as they join and leave: what a flush wrote costs no set work.
+        self._group_sizes: list[Counter[str]] = [Counter() for _ in range(groups)]
         self._next_group = 0
         # Latest droppable wire per (room, event): what a stale or new member is sent.
         self._latest: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -78,7 +82,7 @@ class Fanout:
             return
         del self.groups[member.group][sid]
         for room in member.rooms:
-            self._leave(sid, room)
+            self._leave(sid, member.group, room)
 
     def join(self, sid: str, rooms: list[str]) -> None:
         """Add ``sid`` to ``rooms``; it gets their latest state with the next flush."""
@@ -89,7 +93,8 @@ class Fanout:
         member.rooms = member.rooms.union(new)
         member.stale.update(new)
         for room in new:
-            self.rooms[room].add(sid)
+            self._rooms[room].add(sid)
+            self._group_sizes[member.group][room] += 1
 
     def leave(self, sid: str, rooms: list[str]) -> None:
         member = self.members.get(sid)
@@ -99,21 +104,33 @@ class Fanout:
         member.rooms = member.rooms.difference(gone)
         for room in gone:
             member.stale.discard(room)
-            self._leave(sid, room)
+            self._leave(sid, member.group, room)
 
-    def _leave(self, sid: str, room: str) -> None:
-        sids = self.rooms.get(room)
+    def _leave(self, sid: str, group: int, room: str) -> None:
+        sizes = self._group_sizes[group]
+        sizes[room] -= 1
+        if not sizes[room]:
+            del sizes[room]
+        sids = self._rooms.get(room)
         if sids is not None:
             sids.discard(sid)
             if not sids:
-                del self.rooms[room]
+                del self._rooms[room]
 
     def has_members(self, room: str) -> bool:
-        return room in self.rooms
+        return room in self._rooms
+
+    def room_sizes(self) -> dict[str, int]:
+        """``{room: members}`` of every room with members, the room every client is in included."""
+        return {room: len(sids) for room, sids in self._rooms.items()}
 
     def subscriptions(self) -> int:
         """Room memberships, not counting the room every client is in."""
-        return sum(len(m.rooms) - 1 for m in self.members.values())
+        return sum(map(len, self._rooms.values())) - len(self._rooms.get(ALL, ()))
+
+    def members_in(self, room: str, group: int) -> int:
+        """Members of ``room`` in client group ``group`` (those its flush writes to)."""
+        return self._group_sizes[group][room]
 
     def deliver(self, batch: dict[str, list[Packet]], group: int = 0) -> None:
         """Send one flush to the members of ``group``: ``{room: packets}`` serialised once per room.

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.protocol import (ACCOUNT, BOOK, CANDLE, HEALTH, HEALTH_STATUSES, INDICATOR, MAX_SYMBOL_LEN,
-                             SUMMARY, TICK, ProtocolError, validate_symbol)
+from engine.activity import DEALS, ORDERS, POSITIONS, ActivityKind, deal_topic_part
+from engine.protocol import (ACCOUNT, ACTIVITY_STATES, BOOK, CANDLE, HEALTH, HEALTH_STATUSES, INDICATOR,
+                             MAX_SYMBOL_LEN, SUMMARY, TICK, ProtocolError, validate_symbol)
 from engine.timeframes import TIMEFRAMES
 
 MAX_TEXT = 256  # a name, a currency, a status detail
@@ -151,10 +152,17 @@ def _shown(value: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TopicShape:
-    """A topic kind: the payload fields its topic names, in topic order, and its payload."""
+    """A topic kind: the payload fields its topic names, in topic order, and its payload.
+
+    ``names_of`` gives the topic's names from a payload where they are not its fields' values
+    as they are (a deal without a symbol is on ``deal:-:``). ``served_only``: a message for a
+    symbol the engine does not serve is dropped (the account may trade any symbol: its
+    activity is not)."""
 
     parts: tuple[str, ...]
     payload: Record
+    names_of: Callable[[dict[str, Any]], tuple[str, ...]] | None = None
+    served_only: bool = True
 
 
 STAMP = {"seq": INTEGER, "epoch": INTEGER}
@@ -166,6 +174,22 @@ MAX_FIGURE_ITEMS, MAX_FIGURE_TEXT = 16, 64
 _ITEM = either(NUMBER, FLAG, text(MAX_FIGURE_TEXT), Check("nil", lambda v: v is None))
 FIGURE = either(SCALAR, list_of(_ITEM, MAX_FIGURE_ITEMS), map_of(text(MAX_FIGURE_TEXT), _ITEM, MAX_FIGURE_ITEMS),
                 wants=f"a scalar, or a list or map of at most {MAX_FIGURE_ITEMS} short scalars")
+ACTIVITY_STATE = Check(f"one of {', '.join(ACTIVITY_STATES)}", lambda v: type(v) is str and v in ACTIVITY_STATES)
+NO_SYMBOL = Check("an empty string", lambda v: v == "")
+
+
+def activity(kind: ActivityKind, symbol: Check, **more: Check) -> Record:
+    """An account activity payload: the engine's declared fields (engine.activity), prices and
+    amounts as numbers, the rest integers, ``symbol`` and ``comment`` strings."""
+    def field_check(name: str) -> Check:
+        if name == "symbol":
+            return symbol
+        if name == "comment":
+            return text()
+        return NUMBER if name in kind.floats else INTEGER
+    return Record({**{name: field_check(name) for name in kind.fields}, **more, **STAMP})
+
+
 LEVEL = Check("[price, volume]", lambda v: type(v) is list and len(v) == 2 and _is_number(v[0]) and _is_number(v[1]))
 # The worker's ind: values (indicators.series.IndicatorSeries.on_candle); nil while warming up.
 INDICATOR_VALUES = ("sma", "ema", "rsi", "macd", "macd_signal", "macd_hist")
@@ -196,6 +220,11 @@ SHAPES: dict[str, TopicShape] = {
         "symbols": map_of(SYMBOL, Record({
             **{name: NUMBER for name in ("last", "open", "high", "low", "prev_close", "change", "change_pct")},
             "day": INTEGER}).check(), MAX_SUMMARY_SYMBOLS)})),
+    # The account's activity: any symbol it trades, not only the served ones.
+    POSITIONS.name: TopicShape(("symbol",), activity(POSITIONS, SYMBOL, state=ACTIVITY_STATE), served_only=False),
+    ORDERS.name: TopicShape(("symbol",), activity(ORDERS, SYMBOL, state=ACTIVITY_STATE), served_only=False),
+    DEALS.name: TopicShape(("symbol",), activity(DEALS, either(SYMBOL, NO_SYMBOL)),
+                           names_of=lambda deal: (deal_topic_part(deal),), served_only=False),
     # health:engine:, health:indicators:N:, health:service: and any other component: the
     # figures /metrics reads are typed, the others are FIGUREs.
     HEALTH: TopicShape(("component",), Record({"component": COMPONENT, "status": STATUS, "time_msc": INTEGER,
@@ -208,7 +237,7 @@ SHAPES: dict[str, TopicShape] = {
                                       "rpc_requests_refused", "rpc_replies_dropped", "rpc_connections_closed",
                                       "bus_subscriptions_refused", "bus_subscription_bytes",
                                       "bus_connections_closed")},
-        "source_connected": FLAG, "source_finished": FLAG, "source": text(), "source_detail": text(MAX_DETAIL),
+        "source_connected": FLAG, "source_finished": FLAG, "account_activity": FLAG, "source": text(), "source_detail": text(MAX_DETAIL),
         "shard": text(),
         **{name: list_of(SYMBOL, MAX_SUMMARY_SYMBOLS) for name in ("missing_symbols", "stale_symbols")},
         "history_incomplete": list_of(text(), MAX_SUMMARY_SYMBOLS),
@@ -233,7 +262,8 @@ def check(topic: Any, data: Any) -> tuple[str, tuple[str, ...]]:
     problem = shape.payload.problem(data)
     if problem is not None:
         raise Malformed(f"{kind}: {problem}")
-    for name, part in zip(shape.parts, names):
-        if data[name] != part:
-            raise Malformed(f"{kind}: {name} {_shown(data[name])} is not the topic's {_shown(part)}")
+    given = shape.names_of(data) if shape.names_of is not None else tuple(data[name] for name in shape.parts)
+    for name, part, value in zip(shape.parts, names, given):
+        if value != part:
+            raise Malformed(f"{kind}: the topic's {name} is {_shown(part)}, the payload's gives {_shown(value)}")
     return kind, names

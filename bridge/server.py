@@ -14,7 +14,7 @@ import hmac
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from importlib import metadata
 from typing import Any
@@ -23,26 +23,31 @@ import socketio
 import zmq.asyncio
 from aiohttp import web
 
+from bridge.activity import OpenItems
+from bridge.api import EVENTS, unstamped
 from bridge.batching import Batcher, encode_room
 from bridge.bus import RESTART, AsyncRpc, BusReader, EveryLog, SeqTracker
 from bridge.cache import CandleCache, ValueCache
 from bridge.components import ComponentTable
 from bridge.config import BridgeConfig
+from bridge.events import ClientNamespace
 from bridge.fanout import ALL, Fanout
 from bridge.hosts import guard_middleware
-from bridge.indicator_history import indicator_history
-from bridge.metrics import BridgeMetrics, TimedRpc
+from bridge.metrics import BridgeMetrics
 from bridge.payloads import SHAPES, SYMBOL, Malformed
 from bridge.payloads import check as check_payload
 from bridge.quietlog import INTERVAL_S, LibraryLog
 from bridge.ratelimit import TokenBucket
 from bridge.sessions import Sessions
+from bridge.stats import BridgeStats, TimedRpc, render_health
 from bridge.subscriptions import Subscriptions, symbol_room, timeframe_room
 from bridge.transport import PUBLIC, TextPacket, open_transport
-from bridge.validation import RATE_LIMITED, ClientError, Request, event_name, parse_request
+from bridge.validation import ClientError, Context
 from bridge.webui import add_dashboard
 from engine.logs import RateLimitedLog
-from engine.protocol import ACCOUNT, BOOK, CANDLE, HEALTH, INDICATOR, SUMMARY, TICK, ErrorCode, RpcError
+from engine.activity import CLOSED
+from engine.protocol import (ACCOUNT, BOOK, CANDLE, DEAL, HEALTH, INDICATOR, ORDER, POSITION, SUMMARY, TICK, ErrorCode,
+                             RpcError)
 from engine.security import CurveClient
 
 log = logging.getLogger("bridge")
@@ -52,12 +57,13 @@ try:
 except metadata.PackageNotFoundError:  # running from a source tree
     VERSION = "0.0.0"
 
-LATENCY_WINDOW = 500  # recent ticks (~8 s for 5 symbols at the sim's default rate)
-FLUSH_WINDOW = 640  # recent flushes (8 s at 50 ms and 4 phases)
 SUBSCRIBED_PREFIXES = [f"{kind}:".encode() for kind in SHAPES]
 # What a resync asks the engine's snapshot for, kind by kind (health comes live every second):
 # one prefix for everything could be refused as too_many by foreign topics alone.
-RESYNC_KINDS = (TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY)
+RESYNC_KINDS = (TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY, POSITION, ORDER)
+# The account's open positions and pending orders: sets kept by ticket (bridge.activity), each
+# change pushed to every client as this event, the latest per ticket per flush.
+OPEN_ITEM_EVENTS = {POSITION: "position_update", ORDER: "order_update"}
 MONITOR_INTERVAL_S = 0.25
 RESYNC_BACKOFF_MAX_S = 8.0
 # Snapshot errors that a narrower prefix may not have.
@@ -65,9 +71,6 @@ NARROWED_ON = (ErrorCode.TOO_MANY, ErrorCode.TIMEOUT)
 SYMBOLS_RETRY_S = 0.25
 # Engine errors a client may see as they are; anything else becomes ``unavailable``.
 PASSED_CODES = {ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_SYMBOL, ErrorCode.UNKNOWN_TIMEFRAME, ErrorCode.TOO_MANY}
-STAMP_FIELDS = ("seq", "epoch")
-# Up to MAX_CANDLES bars, or MAX_TICKS ticks, each.
-LARGE_REPLIES = frozenset({"get_candles", "get_indicators", "get_ticks"})
 
 
 def engine_error(event: str, exc: RpcError) -> ClientError:
@@ -78,11 +81,6 @@ def engine_error(event: str, exc: RpcError) -> ClientError:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def unstamped(data: dict[str, Any]) -> dict[str, Any]:
-    """The payload without the bus's ``seq``/``epoch`` (the bridge handles gaps for its clients)."""
-    return {k: v for k, v in data.items() if k not in STAMP_FIELDS}
 
 
 @dataclass
@@ -120,14 +118,15 @@ class Bridge:
         self.app = web.Application(middlewares=[guard_middleware(rule, self.refused, self.bad_input)])
         self.sio.attach(self.app)
         self.app.router.add_get("/health", self.http_health)
+        self.stats = BridgeStats(self.server_offset_ms)
         self.metrics = BridgeMetrics(self)
         self.app.router.add_get("/metrics", self.metrics.http_metrics)
         add_dashboard(self.app)
         self.app.on_startup.append(self._start)
         self.app.on_cleanup.append(self._stop)
-        self.sio.on("connect", self.on_connect)
-        self.sio.on("disconnect", self.on_disconnect)
-        self.sio.on("*", self._on_any_event)
+        # The client events this bridge answers (its own copy: one may be declared on it alone).
+        self.events = EVENTS.copy()
+        self.sio.register_namespace(ClientNamespace(self, self.events))
         self.sessions = Sessions(self.sio, config.client_buffer_hard, config.session_join_timeout_ms / 1000.0,
                                  self.bad_input)
         self.transport = open_transport(self.sio, self.sessions, config.fast_path)
@@ -141,6 +140,7 @@ class Bridge:
         # staggered, so a flush's writes are spread over the interval instead of one burst.
         self.batchers = [Batcher() for _ in range(config.batch_phases)]
         self.candles = CandleCache(config.cache_ttl_seconds, config.max_candles)
+        self.open_items = {kind: OpenItems() for kind in OPEN_ITEM_EVENTS}
         self.symbols = ValueCache(config.cache_ttl_seconds)
         self.symbol_names: frozenset[str] | None = None
         self.tracker = SeqTracker()
@@ -160,16 +160,8 @@ class Bridge:
         self.resync_failures = 0
         self.resync_refused = 0  # topics the engine refused as too_many even one by one
         self.flushes = 0
-        # Tick time_msc -> the end of the flush that wrote it to every subscriber (ms), recent ticks.
-        self.tick_latency: deque[int] = deque(maxlen=LATENCY_WINDOW)
-        self.flush_ms: deque[int] = deque(maxlen=FLUSH_WINDOW)  # how long each recent flush took
-        self.flush_late_ms: deque[int] = deque(maxlen=FLUSH_WINDOW)  # and how late it started
-        self.rate_limited = 0
-        # Large replies are encoded one at a time (a get_candles(1000) reply takes milliseconds):
-        # many clients' requests arriving together then take turns with the flush instead of all
-        # running in one pass of the event loop ahead of it.
-        self._reply_turn = asyncio.Semaphore(1)
-        self.errors_sent = 0
+        self.rate_limited = 0  # counted by the ClientNamespace
+        self.errors_sent = 0  # counted by the ClientNamespace
         self.candle_fetches = 0
         self._fetching: dict[tuple[str, str], tuple[int, asyncio.Task[list[dict[str, Any]]]]] = {}
         self._ctx: zmq.asyncio.Context | None = None
@@ -180,7 +172,7 @@ class Bridge:
     # Lifecycle
     async def _start(self, app: web.Application) -> None:
         self._ctx = zmq.asyncio.Context()
-        self.rpc = TimedRpc(self.metrics.rpc_seconds, self._ctx, self.config.rpc_endpoint,
+        self.rpc = TimedRpc(self.stats, self._ctx, self.config.rpc_endpoint,
                             self.config.rpc_timeout_ms, self.curve)
         self.bus = BusReader(self._ctx, self.config.bus_endpoint, SUBSCRIBED_PREFIXES, curve=self.curve)
         loop = asyncio.get_running_loop()
@@ -199,7 +191,8 @@ class Bridge:
         if self._ctx is not None:
             self._ctx.term()
 
-    # Socket.IO handlers
+    # Socket.IO: connect and disconnect (from the ClientNamespace), and what the client API's
+    # handlers (bridge.api) ask of the bridge
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = self.config.token
         if token:
@@ -217,95 +210,17 @@ class Bridge:
         self.fanout.remove_client(sid)
         self.transport.forget(sid)
 
-    async def _on_any_event(self, *args: Any) -> Any:
-        """python-socketio's catch-all gets ``(event, sid, *data)``, except for an event named
-        ``"*"`` itself, which it hands over as ``(sid, *data)``: put the name back."""
-        if args and isinstance(args[0], str) and args[0] in self.clients:
-            args = ("*", *args)
-        return await self.on_event(*args)
-
-    async def on_event(self, event: Any, sid: str, *args: Any) -> Any:
-        """Every client event: rate limit, validate, answer (event + acknowledgement)."""
-        client = self.clients.get(sid)
-        if client is None:
-            return None
-        now = time.monotonic()
-        if not client.bucket.take(now):
-            self.rate_limited += 1
-            error = ClientError(RATE_LIMITED, f"more than {self.config.rate_limit_per_s:g} requests/s "
-                                f"(burst {self.config.rate_limit_burst}); slow down", event_name(event))
-            if now - client.limited_at >= 1.0:  # one error per second, not one per flooded request
-                client.limited_at = now
-                await self._send_error(sid, error)
-            return error.payload()
-        if self.symbol_names is None:  # not fetched yet (engine just started): try now
+    async def request_context(self) -> Context:
+        """What a client request is checked against; the symbol list fetched now if it is not known
+        yet (the engine just started)."""
+        if self.symbol_names is None:
             try:
-                await self._symbols()
+                await self.symbol_list()
             except ClientError:
                 pass
-        try:
-            request = parse_request(event, args, self.symbol_names, self.config.timeframes,
-                                    self.config.max_candles)
-            reply_event, payload = await self._answer(sid, request)
-        except ClientError as error:
-            await self._send_error(sid, error)
-            return error.payload()
-        if request.event in LARGE_REPLIES:
-            async with self._reply_turn:
-                if sid not in self.clients:
-                    return None  # gone meanwhile (disconnected over its budget, say): no work for it
-                await self.sio.emit(reply_event, payload, to=sid)
-        else:
-            await self.sio.emit(reply_event, payload, to=sid)
-        return payload
+        return Context(self.symbol_names, self.config.timeframes, self.config.max_candles)
 
-    async def _send_error(self, sid: str, error: ClientError) -> None:
-        self.errors_sent += 1
-        await self.sio.emit("error", error.payload(), to=sid)
-
-    async def _answer(self, sid: str, req: Request) -> tuple[str, Any]:
-        if req.event == "subscribe":
-            self._resubscribe(sid, req)
-            return "subscribed", {"symbol": req.symbol, "timeframe": req.timeframe}
-        if req.event == "unsubscribe":
-            self._resubscribe(sid, req)
-            return "unsubscribed", {"symbol": req.symbol, "timeframe": req.timeframe}
-        if req.event == "get_symbols":
-            return "symbols", await self._symbols()
-        if req.event == "get_candles" and req.span is not None:
-            # Ranges are not cached: each one asks the engine (memory, or the source's store).
-            bars = await self._call(req.event, "candles", symbol=req.symbol, timeframe=req.timeframe,
-                                    **{"from": req.span[0], "to": req.span[1]})
-            return "candles", {"symbol": req.symbol, "timeframe": req.timeframe, "from": req.span[0],
-                               "to": req.span[1], "candles": bars}
-        if req.event == "get_candles":
-            bars = await self._candles(req)
-            return "candles", {"symbol": req.symbol, "timeframe": req.timeframe, "candles": bars}
-        if req.event == "get_ticks":
-            assert req.span is not None
-            ticks = await self._call(req.event, "ticks", symbol=req.symbol, from_msc=req.span[0],
-                                     to_msc=req.span[1], count=req.count)
-            return "ticks", {"symbol": req.symbol, "from_msc": req.span[0], "to_msc": req.span[1], "ticks": ticks}
-        if req.event == "get_indicators":
-            return "indicators_history", await self._indicators(req)
-        if req.event == "get_order_book":
-            return "order_book", unstamped(await self._call(req.event, "book", symbol=req.symbol))
-        if req.event == "get_account_info":
-            return "account_info", unstamped(await self._call(req.event, "account"))
-        return "health", self.health()
-
-    def _resubscribe(self, sid: str, req: Request) -> None:
-        """Change the client's subscriptions and move it into and out of exactly the rooms that changes."""
-        client = self.clients.get(sid)
-        if client is None:  # gone while the symbol list was fetched
-            return
-        assert req.symbol is not None
-        subs = client.subscriptions
-        change = (subs.subscribe if req.event == "subscribe" else subs.unsubscribe)(req.symbol, req.timeframe)
-        self.fanout.leave(sid, list(change.leave))
-        self.fanout.join(sid, list(change.enter))
-
-    async def _call(self, event: str, op: str, **params: Any) -> Any:
+    async def engine_call(self, event: str, op: str, **params: Any) -> Any:
         """An engine request; its error becomes the client's ``ClientError``."""
         assert self.rpc is not None
         try:
@@ -313,10 +228,11 @@ class Bridge:
         except RpcError as exc:
             raise engine_error(event, exc) from None
 
-    async def _symbols(self) -> list[dict[str, Any]]:
+    async def symbol_list(self) -> list[dict[str, Any]]:
+        """The engine's symbols, cached for CACHE_TTL_SECONDS."""
         cached = self.symbols.get(time.monotonic())
         if cached is None:
-            cached = await self._call("get_symbols", "symbols")
+            cached = await self.engine_call("get_symbols", "symbols")
             self._set_symbols(cached)
         return cached
 
@@ -325,30 +241,22 @@ class Bridge:
         self.symbol_names = frozenset(s["name"] for s in symbols if isinstance(s, dict) and SYMBOL.test(s.get("name")))
         self.candles.retain(self.symbol_names)
 
-    async def _candles(self, req: Request) -> list[dict[str, Any]]:
-        """From the cache, else from the engine; concurrent misses share one request."""
-        assert req.symbol is not None and req.timeframe is not None
-        bars = self.candles.get(req.symbol, req.timeframe, req.count, time.monotonic())
+    async def recent_candles(self, event: str, symbol: str, timeframe: str, count: int) -> list[dict[str, Any]]:
+        """The last ``count`` bars for ``event``: from the cache, else from the engine; concurrent
+        misses share one request."""
+        bars = self.candles.get(symbol, timeframe, count, time.monotonic())
         if bars is not None:
             return bars
-        key, asked = (req.symbol, req.timeframe), self.candles.fetch_count(req.count)
+        key, asked = (symbol, timeframe), self.candles.fetch_count(count)
         inflight = self._fetching.get(key)
         if inflight is None or inflight[0] < asked:
-            task = asyncio.get_running_loop().create_task(self._fetch_candles(req.symbol, req.timeframe, asked))
+            task = asyncio.get_running_loop().create_task(self._fetch_candles(symbol, timeframe, asked))
             inflight = self._fetching[key] = (asked, task)
             task.add_done_callback(partial(self._fetched, key))
         try:
-            return (await asyncio.shield(inflight[1]))[-req.count:]
+            return (await asyncio.shield(inflight[1]))[-count:]
         except RpcError as exc:  # named after this request: the fetch may serve several events
-            raise engine_error(req.event, exc) from None
-
-    async def _indicators(self, req: Request) -> dict[str, Any]:
-        """Values for the bars ``get_candles`` would return, computed over up to ``MAX_CANDLES``
-        bars of history so that the first of them are warmed up as the worker's are."""
-        assert req.symbol is not None and req.timeframe is not None
-        bars = await self._candles(replace(req, count=self.config.max_candles))
-        values = indicator_history(req.symbol, req.timeframe, bars, req.count, self.config.periods)
-        return {"symbol": req.symbol, "timeframe": req.timeframe, "values": values}
+            raise engine_error(event, exc) from None
 
     def _fetched(self, key: tuple[str, str], task: asyncio.Task[Any]) -> None:
         if self._fetching.get(key, (0, None))[1] is task:
@@ -366,7 +274,7 @@ class Bridge:
         assert self.bus is not None
         async for topic, data in self.bus.messages():
             if self.on_bus_message(topic, data):
-                self.metrics.on_bus(topic, data)
+                self.stats.on_bus(topic, data)
 
     def on_bus_message(self, topic: str, data: Any) -> bool:
         """Relay one bus message; ``False`` when it was dropped (counted)."""
@@ -384,7 +292,7 @@ class Bridge:
         except Malformed as exc:
             self.malformed_drops(str(exc))
             return None
-        if SHAPES[kind].parts[:1] == ("symbol",):
+        if SHAPES[kind].served_only and SHAPES[kind].parts[:1] == ("symbol",):
             if self.symbol_names is None:  # just started: no client can be in a symbol's room yet
                 return None
             if names[0] not in self.symbol_names:
@@ -402,6 +310,18 @@ class Bridge:
     def _relay(self, topic: str, data: dict[str, Any], kind: str, names: tuple[str, ...]) -> None:
         if kind == HEALTH:  # health topics have no sequence to keep: each is the whole state
             self._on_health(names[0], data)
+            return
+        if kind in OPEN_ITEM_EVENTS:
+            # A set's items: kept by ticket, not by topic (the account may trade any symbol, so
+            # its topics are not bounded by the served ones); the engine republishes the set.
+            if self.open_items[kind].apply(data):
+                # A closing update is never conflated nor dropped for a slow client: it would
+                # keep showing a position that is gone. Others carry the whole item: the latest will do.
+                self._batch(ALL, OPEN_ITEM_EVENTS[kind], unstamped(data), closed=data["state"] == CLOSED,
+                            key=data["ticket"])
+            return
+        if kind == DEAL:
+            self._batch(ALL, "deal", unstamped(data), closed=True)
             return
         change = self.tracker.check(topic, data)
         if change is not None:
@@ -429,9 +349,10 @@ class Bridge:
         elif kind == SUMMARY:
             self._batch(ALL, "market_summary", unstamped(data))
 
-    def _batch(self, room: str, event: str, payload: dict[str, Any], closed: bool = False) -> None:
+    def _batch(self, room: str, event: str, payload: dict[str, Any], closed: bool = False,
+               key: Any = None) -> None:
         for batcher in self.batchers:
-            batcher.add(room, event, payload, closed)
+            batcher.add(room, event, payload, closed, key)
 
     def _on_sequence_break(self, kind: str, data: dict[str, Any], change: str) -> None:
         if kind == CANDLE:
@@ -465,7 +386,7 @@ class Bridge:
                 deadline = loop.time()
                 delay = 0
             await asyncio.sleep(delay)
-            self.flush_late_ms.append(round((loop.time() - deadline) * 1000))
+            self.stats.flush_late.observe(max(0.0, loop.time() - deadline))
             self.flush(phase)
             phase = (phase + 1) % phases
 
@@ -475,13 +396,7 @@ class Bridge:
         started = time.perf_counter()
         rooms = self.batchers[phase].take()
         self.fanout.deliver({room: encode_room(events) for room, events in rooms.items()}, phase)
-        self.flush_ms.append(round((time.perf_counter() - started) * 1000))
-        self.metrics.on_flush(phase, rooms, time.perf_counter() - started)
-        done = now_ms() + self.server_offset_ms()
-        for events in rooms.values():
-            for event, payload, _ in events:
-                if event == "tick" and isinstance(payload.get("time_msc"), int):
-                    self.tick_latency.append(done - payload["time_msc"])
+        self.stats.on_flush(rooms, time.perf_counter() - started, partial(self.fanout.members_in, group=phase))
 
     def server_offset_ms(self) -> int:
         """How far the engine's market clock is ahead of UTC (the trade server's offset for the
@@ -503,7 +418,7 @@ class Bridge:
                 self.resync_needed = True
             elif self.resync_needed and self.symbol_names is not None and now >= self.resync_at:
                 await self._resync_with_backoff(now)
-            status = "ok" if engine == "ok" and self.symbol_names is not None else "degraded"
+            status = self.bridge_status()
             if status != self.status:
                 self.status = status
                 log.info("bridge: status %s (engine %s)", status, self.engine_status())
@@ -534,6 +449,8 @@ class Bridge:
         asked again in a loop. Raises ``RpcError`` for the caller to back off on any other error,
         or on a timeout at the narrowest level (the engine is away)."""
         pending = deque(f"{kind}:" for kind in RESYNC_KINDS)
+        for cache in self.open_items.values():
+            cache.asking()
         while pending:
             prefix = pending.popleft()
             try:
@@ -548,7 +465,7 @@ class Bridge:
                 else:
                     raise
                 continue
-            self._apply_snapshot(messages)
+            self._apply_snapshot(messages, prefix)
 
     def _narrower(self, prefix: str) -> list[str]:
         """The prefixes one name longer (``ind:`` -> ``ind:EURUSD:`` -> ``ind:EURUSD:M1:``) over
@@ -560,19 +477,34 @@ class Bridge:
         served = {"symbol": sorted(self.symbol_names or ()), "timeframe": self.config.timeframes}
         return [f"{prefix}{name}:" for name in served.get(parts[len(names)], ())]
 
-    def _apply_snapshot(self, messages: Any) -> None:
-        """Relay each ``[topic, payload]`` the stream has not brought a newer one of."""
+    def _apply_snapshot(self, messages: Any, prefix: str = "") -> None:
+        """Relay each ``[topic, payload]`` the stream has not brought a newer one of. A set's
+        items (positions, orders: many per topic) go to its cache instead, replacing the set
+        when the snapshot is of the whole kind (``prefix`` ``position:``); clients get them
+        with the engine's next republish of the set."""
         if not isinstance(messages, list):
             self.malformed_drops(f"snapshot reply is {type(messages).__name__}, not a list")
             return
+        items: dict[str, list[dict[str, Any]]] = {}
         for message in messages:
             if not (isinstance(message, list) and len(message) == 2):
                 self.malformed_drops("snapshot entry is not [topic, payload]")
                 continue
             topic, data = message
             accepted = self.accept(topic, data)
-            if accepted is not None and accepted[0] != HEALTH and self.tracker.is_newer(topic, data):
+            if accepted is None or accepted[0] == HEALTH:
+                continue
+            if accepted[0] in self.open_items:
+                items.setdefault(accepted[0], []).append(data)
+            elif self.tracker.is_newer(topic, data):
                 self.relay(topic, data, *accepted)
+        whole = prefix[:-1] if prefix[:-1] in self.open_items else None
+        for kind, cache in self.open_items.items():
+            if kind == whole:
+                cache.resync(items.get(kind, ()))
+            else:
+                for data in items.get(kind, ()):
+                    cache.apply(data)
 
     # Health
     def engine_status(self) -> str:
@@ -586,59 +518,35 @@ class Bridge:
             return "degraded"
         return str(self.engine_health.get("status", "degraded"))
 
+    def engine_silence_s(self) -> float:
+        """Seconds since the last ``health:engine:`` (infinite before the first)."""
+        return time.monotonic() - self.engine_seen
+
+    def bridge_status(self) -> str:
+        """``ok`` while the engine is ok and its symbols are known, else ``degraded``."""
+        return "ok" if self.engine_status() == "ok" and self.symbol_names is not None else "degraded"
+
     def health(self) -> dict[str, Any]:
-        """The ``health`` event and ``GET /health`` body."""
+        """The ``health`` event and ``GET /health`` body: the declared figures (``bridge.stats``:
+        ``status``, ``uptime``, ``clients``, ... and ``stats``) and what the bridge sees of the others."""
         now = time.monotonic()
         stale = self.config.engine_stale_ms / 1000.0
-        engine = self.engine_status()
-        stats = self.fanout.stats
+        figures, stats = render_health(self)
         return {
-            "status": "ok" if engine == "ok" and self.symbol_names is not None else "degraded",
+            **figures,
             "bridge": "ok",
             "server_time": now_ms(),
             "version": VERSION,
-            "uptime": round(now - self.started, 1),
-            "clients": len(self.clients),
-            "sessions_pending": len(self.sessions.pending),
-            "subscriptions": self.fanout.subscriptions(),
             "delivery": self.transport.delivery,
             **({"delivery_reason": self.transport.reason} if self.transport.delivery == PUBLIC else {}),
-            "engine": {"status": engine, **({"health": self.engine_health} if self.engine_health else {})},
+            "engine": {"status": self.engine_status(),
+                       **({"health": self.engine_health} if self.engine_health else {})},
             "workers": {name: ("down" if now - seen > stale else data["status"])
                         for name, (seen, data) in self.components.items(now)},
-            "stats": {
-                "flushes": self.flushes, "updates": self.batchers[0].updates,
-                "conflated": sum(b.conflated for b in self.batchers),
-                "packets_sent": stats.packets_sent, "skipped_slow": stats.skipped_slow,
-                "slow_disconnects": stats.slow_disconnects, "rate_limited": self.rate_limited,
-                "errors_sent": self.errors_sent, "bus_gaps": self.tracker.gaps,
-                "bus_restarts": self.tracker.restarts,
-                "bus_malformed_dropped": self.malformed_drops.count + (self.bus.malformed if self.bus else 0),
-                "bus_unknown_dropped": self.unknown_drops.count,
-                "components_refused": self.components.refused,
-                "resync_failures": self.resync_failures, "resync_refused": self.resync_refused,
-                "cache_hits": self.candles.hits, "cache_misses": self.candles.misses,
-                "candle_fetches": self.candle_fetches,
-                "rpc_timeouts": self.rpc.timeouts if self.rpc else 0,
-                "tick_to_write_ms": _percentiles(self.tick_latency),
-                "flush_ms": _percentiles(self.flush_ms),
-                "flush_late_ms": _percentiles(self.flush_late_ms),
-                "raw_writes": self.transport.counts.raw_writes,
-                "queued_writes": self.transport.counts.queued_writes,
-                "refused": dict(self.refused), "disconnected": dict(self.sessions.disconnects),
-                "library_errors": self.library_log.errors,
-            },
+            "stats": stats,
         }
 
     async def http_health(self, request: web.Request) -> web.Response:
         body = self.health()
         return web.json_response(body, status=503 if body["engine"]["status"] == "down" else 200)
 
-
-def _percentiles(values: deque[int]) -> dict[str, int | None]:
-    """p50/p99/max of recent values (``None`` before any)."""
-    ordered = sorted(values)
-    if not ordered:
-        return {"p50": None, "p99": None, "max": None, "n": 0}
-    n = len(ordered)
-    return {"p50": ordered[n // 2], "p99": ordered[min(n - 1, int(0.99 * n))], "max": ordered[-1], "n": n}

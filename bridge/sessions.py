@@ -11,6 +11,9 @@ Installed on a python-socketio ``AsyncServer``:
 ``evict`` closes a session at once and drops what was queued for it: python-engineio's own close
 waits for the queue to drain, which a client that reads nothing never lets happen. A websocket
 client gets an ``error`` event and a close frame first, if it still reads.
+
+Every engine.io internal this takes is ``bridge.transport``'s (``open_engine_sessions``): when its
+self-test fails, none of this is installed and python-socketio keeps its sessions alone.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from bridge.budget import OVER_BUDGET, BudgetQueue, packet_bytes
 from engine.heap import release_free_memory
 from bridge.inbound import ATTACHMENTS, BINARY, MALFORMED, REASONS, sio_refusal
 from engine.logs import RateLimitedLog
-from bridge.transport import Wire, ws_close_frame
+from bridge.transport import Wire, open_engine_sessions, ws_close_frame
 from bridge.validation import SLOW_CONSUMER
 from engine.protocol import ErrorCode
 
@@ -83,41 +86,35 @@ class Sessions:
 
     def __init__(self, sio: socketio.AsyncServer, budget: int, join_timeout_s: float,
                  bad_input: RateLimitedLog) -> None:
-        self.sio = sio
-        self.eio = sio.eio
         self.budget = budget
         self.pending = PendingSessions(join_timeout_s)
         self.bad_input = bad_input
         self.disconnects: Counter[str] = Counter({kind: 0 for kind in DISCONNECT_KINDS})
         self._evicting: set[asyncio.Task[None]] = set()
         self._trim: asyncio.TimerHandle | None = None
-        # Instance attributes shadow the engine.io server's method and python-socketio's handlers.
-        self.eio.create_queue = self._create_queue
-        self.eio.on("connect", self._on_open)
-        self.eio.on("message", self._on_message)
-        self.eio.on("disconnect", self._on_close)
+        self.engine = open_engine_sessions(sio)
+        self.engine.install(self)
 
-    def _create_queue(self, *args: Any, **kwargs: Any) -> BudgetQueue:
+    # The policy, as engine.io's session events ask it (``transport.SessionPolicy``).
+    def create_queue(self) -> BudgetQueue:
         return BudgetQueue(self.budget, self._over_budget)
 
-    async def _on_open(self, eio_sid: str, environ: dict[str, Any]) -> Any:
-        sock = self.eio.sockets.get(eio_sid)
-        if sock is not None:
-            sock.queue.eio_sid = eio_sid
+    def opened(self, eio_sid: str, queue: BudgetQueue | None) -> None:
+        if queue is not None:
+            queue.eio_sid = eio_sid
         self.pending.open(eio_sid, time.monotonic())
-        return await self.sio._handle_eio_connect(eio_sid, environ)
 
-    async def _on_message(self, eio_sid: str, data: Any) -> None:
+    async def admit(self, eio_sid: str, data: Any) -> bool:
+        """Whether python-socketio may decode an inbound packet; a refused one disconnects its session."""
         refusal = sio_refusal(data)
-        if refusal is not None:
-            await self.refuse(eio_sid, refusal)
-            return
-        await self.sio._handle_eio_message(eio_sid, data)
+        if refusal is None:
+            return True
+        await self.refuse(eio_sid, refusal)
+        return False
 
-    async def _on_close(self, eio_sid: str, reason: Any) -> None:
+    def closed(self, eio_sid: str) -> None:
         self.pending.settle(eio_sid)
         self._release_memory_later()
-        await self.sio._handle_eio_disconnect(eio_sid, reason)
 
     def joined(self, eio_sid: str) -> None:
         """The session's client joined the namespace (it was let in)."""
@@ -142,12 +139,11 @@ class Sessions:
 
     async def evict(self, eio_sid: str, kind: str) -> bool:
         """Close the session now and release what it holds; ``False`` if it was already closing."""
-        sock = self.eio.sockets.get(eio_sid)
-        if sock is None or sock.closing or sock.closed:
+        queue: BudgetQueue | None = self.engine.queue(eio_sid)
+        if queue is None:
             return False
         self.disconnects[kind] += 1
         self.pending.settle(eio_sid)
-        queue: BudgetQueue = sock.queue
         queue.over = True
         queue.discard()
         tcp = queue.tcp
@@ -157,17 +153,16 @@ class Sessions:
             # with a reset, which makes its kernel drop the error before the client reads it.
             tcp.write_eof()
             asyncio.get_running_loop().call_later(CLOSE_GRACE_S, tcp.abort)
-        # Runs the disconnect handlers (the client leaves the fan-out) without queueing a CLOSE.
-        await sock.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
+        # Runs the disconnect handlers (the client leaves the fan-out).
+        await self.engine.close(eio_sid)
         if tcp is None:
             # A long-poll, or a websocket on engineio's own driver (the public delivery path):
             # the error goes through the queue (emptied above, so past the budget's check),
-            # ahead of the end-of-stream mark that ends the poll or closes the websocket.
+            # ahead of the end of the stream, which ends the poll or closes the websocket.
             error = error_wire(kind).packet
             queue.bytes += packet_bytes(error)
             asyncio.Queue.put_nowait(queue, error)
-            queue.put_nowait(None)
-        self.eio.sockets.pop(eio_sid, None)
+            self.engine.end_stream(queue)
         return True
 
     def _release_memory_later(self) -> None:

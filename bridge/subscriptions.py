@@ -20,16 +20,28 @@ from engine.protocol import ErrorCode
 MAX_SUBSCRIPTIONS = 1000
 
 Subscription = tuple[str, str | None]
+SYMBOL_ROOM, TIMEFRAME_ROOM = "s:", "t:"
 
 
 def symbol_room(symbol: str) -> str:
     """The room of a symbol's ticks and order books."""
-    return f"s:{symbol}"
+    return f"{SYMBOL_ROOM}{symbol}"
 
 
 def timeframe_room(symbol: str, timeframe: str) -> str:
     """The room of a symbol's candles and indicator values on one timeframe."""
-    return f"t:{symbol}:{timeframe}"
+    return f"{TIMEFRAME_ROOM}{symbol}:{timeframe}"
+
+
+def subscription_of(room: str) -> Subscription | None:
+    """What a room serves: ``(symbol, None)`` for a symbol's room, ``(symbol, timeframe)`` for a
+    timeframe's; ``None`` for any other room."""
+    if room.startswith(SYMBOL_ROOM):
+        return room[len(SYMBOL_ROOM):], None
+    if room.startswith(TIMEFRAME_ROOM):
+        symbol, _, timeframe = room[len(TIMEFRAME_ROOM):].rpartition(":")
+        return symbol, timeframe
+    return None
 
 
 def rooms_of(held: Set[Subscription]) -> frozenset[str]:

@@ -17,15 +17,22 @@ What waits for a client, in that queue and in its TCP buffer, is one budget
 (``budget.BudgetQueue``); ``sessions.Sessions`` disconnects a client over it.
 
 That fast path leans on python-engineio internals (the ``_async["websocket"]`` driver, the
-socket behind ``handler.__self__``, ``eio.sockets``, a socket's ``queue``/``upgraded``/``closing``).
-This module is their one home: ``open_transport`` runs ``fast_path_problem`` (a self-test of the
-installed versions, a throwaway socket through the same code) and, when it finds a problem or
-``BRIDGE_FAST_PATH=0`` asks for it, serves through ``PublicTransport`` instead: python-engineio's
-public ``send_packet`` per client and packet, slower but with no private attribute in the way.
+socket behind ``handler.__self__``, ``eio.sockets``, a socket's ``queue``/``upgraded``/``closing``),
+and the session policy (``bridge.sessions``) on more (``create_queue`` building each socket's queue,
+python-socketio's engine.io handlers, an aborting ``close``, ``None`` as a queue's end-of-stream).
+This module is their one home. ``open_engine_sessions`` self-tests the session internals
+(``engine_sessions_problem``) and hands the policy ``EngineSessions``, or ``PublicSessions`` when one
+is missing or changed: python-socketio's own handling then (its buffer limit, engine.io's ping
+timeout), without the per-client byte budget, the packet checks or the join timeout.
+``open_transport`` runs ``fast_path_problem`` (a throwaway socket through the same code) and, when
+it or the session self-test finds a problem or ``BRIDGE_FAST_PATH=0`` asks for it, serves through
+``PublicTransport`` instead: python-engineio's public ``send_packet`` per client and packet, slower
+but with no private attribute in the way. ``/health`` names the path and why.
 """
 from __future__ import annotations
 
 import asyncio
+import inspect
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -125,6 +132,10 @@ def websocket_driver(sessions: Sessions) -> type[eio_aiohttp.WebSocket]:
     queue (for the budget and the direct writes) and every frame checked."""
 
     class NoCompressWebSocket(eio_aiohttp.WebSocket):
+        def __init__(self, handler: Any, server: Any) -> None:
+            super().__init__(handler, server)
+            self.server = server  # python-engineio before 4.13 does not keep it
+
         async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
             request = environ["aiohttp.request"]
             self._sock = WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
@@ -158,6 +169,160 @@ def websocket_driver(sessions: Sessions) -> type[eio_aiohttp.WebSocket]:
                 await sessions.refuse(session.sid, refusal)
 
     return NoCompressWebSocket
+
+
+# python-socketio's handlers of engine.io's events, which the session policy runs in front of.
+SIO_HANDLERS = {"connect": "_handle_eio_connect", "message": "_handle_eio_message",
+                "disconnect": "_handle_eio_disconnect"}
+# What an eviction passes to a socket's close: at once, without queueing a CLOSE, with a reason.
+CLOSE_PARAMETERS = ("wait", "abort", "reason")
+CLOSE_REASONS = ("SERVER_DISCONNECT", "CLIENT_DISCONNECT")
+
+
+class SessionPolicy(Protocol):
+    """What ``bridge.sessions.Sessions`` decides, asked from engine.io's session events."""
+
+    def create_queue(self) -> asyncio.Queue[Any]: ...
+    def opened(self, eio_sid: str, queue: Any) -> None: ...
+    async def admit(self, eio_sid: str, data: Any) -> bool: ...
+    def closed(self, eio_sid: str) -> None: ...
+
+
+def engine_sessions_problem(sio: socketio.AsyncServer) -> str | None:
+    """Why the installed python-engineio/python-socketio cannot carry the session policy, or ``None``.
+
+    Checks that python-socketio's engine.io handlers are the ones registered (the policy runs in
+    front of them), that engineio builds a socket's queue with ``create_queue`` (a throwaway socket
+    gets the queue it returns), and the socket's state flags, close parameters and reasons.
+    """
+    try:
+        eio = sio.eio
+        if not isinstance(eio.sockets, dict):
+            return "engineio's server has no 'sockets' dict"
+        for event, name in SIO_HANDLERS.items():
+            handler = getattr(sio, name, None)
+            if not inspect.iscoroutinefunction(handler) or eio.handlers.get(event) != handler:
+                return f"python-socketio does not handle engine.io's {event!r} event with {name}()"
+        for name in CLOSE_REASONS:  # python-engineio 4.11 and later
+            if not isinstance(getattr(getattr(eio, "reason", None), name, None), str):
+                return f"engineio has no reason.{name}"
+        made: asyncio.Queue[Any] = asyncio.Queue()
+        eio.create_queue = lambda *args, **kwargs: made
+        try:
+            sock = eio_socket.AsyncSocket(eio, "probe")
+        finally:
+            del eio.create_queue
+        if sock.queue is not made:
+            return "engineio does not build a socket's queue with create_queue"
+        for name in ("upgraded", "closed", "closing"):
+            if getattr(sock, name, None) is not False:
+                return f"a new engineio socket's {name!r} is not False"
+        missing = [name for name in CLOSE_PARAMETERS if name not in inspect.signature(sock.close).parameters]
+        if missing or not inspect.iscoroutinefunction(sock.close):
+            return f"an engineio socket's close() takes no {', '.join(missing) or 'await'}"
+    except Exception as exc:  # an incompatible version may fail anywhere in there
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+class EngineSessions:
+    """The engine.io internals the session policy uses, once ``engine_sessions_problem`` passed."""
+
+    problem = ""
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self.sio = sio
+        self.eio = sio.eio
+        self._policy: SessionPolicy | None = None
+
+    def install(self, policy: SessionPolicy) -> None:
+        """Every session's queue from ``policy``, and ``policy`` asked before python-socketio's handlers."""
+        self._policy = policy
+        # An instance attribute shadows the server's method; engineio builds each socket's queue with it.
+        self.eio.create_queue = lambda *args, **kwargs: policy.create_queue()
+        self.eio.on("connect", self._on_open)
+        self.eio.on("message", self._on_message)
+        self.eio.on("disconnect", self._on_close)
+
+    async def _on_open(self, eio_sid: str, environ: dict[str, Any]) -> Any:
+        assert self._policy is not None
+        sock = self.eio.sockets.get(eio_sid)
+        self._policy.opened(eio_sid, None if sock is None else sock.queue)
+        return await self.sio._handle_eio_connect(eio_sid, environ)
+
+    async def _on_message(self, eio_sid: str, data: Any) -> None:
+        assert self._policy is not None
+        if await self._policy.admit(eio_sid, data):
+            await self.sio._handle_eio_message(eio_sid, data)
+
+    async def _on_close(self, eio_sid: str, reason: Any) -> None:
+        assert self._policy is not None
+        self._policy.closed(eio_sid)
+        if reason == self.eio.reason.CLIENT_DISCONNECT:
+            self._end_poll_soon(eio_sid)
+        await self.sio._handle_eio_disconnect(eio_sid, reason)
+
+    def _end_poll_soon(self, eio_sid: str) -> None:
+        """On a long-polling client's CLOSE, engineio closes the session without answering the GET
+        that waits for packets: it ends only at its timeout, and python-engineio's client, which
+        waits for it, takes ~30 s to disconnect. Once the close is done, answer it with a CLOSE
+        (what engine.io's own server does); the session is dropped after that GET."""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is not None and not sock.upgraded:
+            asyncio.get_running_loop().call_soon(self._end_poll, sock)
+
+    @staticmethod
+    def _end_poll(sock: Any) -> None:
+        if sock.closed and sock.queue.empty():  # else what is queued answers the poll
+            sock.queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))
+
+    def queue(self, eio_sid: str) -> Any:
+        """The session's outgoing queue while it is open (``None``: gone, closing or closed)."""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is None or sock.closing or sock.closed:
+            return None
+        return sock.queue
+
+    async def close(self, eio_sid: str) -> None:
+        """Close the session at once and forget it: its disconnect handlers run, and no CLOSE is
+        queued or waited for (a client that reads nothing would never let it through)."""
+        sock = self.eio.sockets.get(eio_sid)
+        if sock is None:
+            return
+        await sock.close(wait=False, abort=True, reason=self.eio.reason.SERVER_DISCONNECT)
+        self.eio.sockets.pop(eio_sid, None)
+
+    @staticmethod
+    def end_stream(queue: asyncio.Queue[Any]) -> None:
+        """Mark the end of a closed session's packets: it ends a long-poll with what came before
+        and stops engineio's own websocket writer."""
+        queue.put_nowait(None)
+
+
+class PublicSessions:
+    """The session policy's hands when its internals are missing or changed: none. python-socketio
+    keeps its sessions alone (its buffer limit, engine.io's ping timeout); nothing is evicted."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def install(self, policy: SessionPolicy) -> None:
+        """Nothing to install: python-socketio's handlers stay as they are."""
+
+    def queue(self, eio_sid: str) -> Any:
+        return None
+
+    async def close(self, eio_sid: str) -> None:
+        """Never reached: ``queue`` is ``None`` for every session."""
+
+    def end_stream(self, queue: asyncio.Queue[Any]) -> None:
+        """Never reached, as ``close``."""
+
+
+def open_engine_sessions(sio: socketio.AsyncServer) -> EngineSessions | PublicSessions:
+    """The session internals when their self-test passes, else the public stand-in (with why)."""
+    problem = engine_sessions_problem(sio)
+    return EngineSessions(sio) if problem is None else PublicSessions(problem)
 
 
 PROBE_TEXT = '2["probe",1]'
@@ -218,8 +383,16 @@ class Transport(Protocol):
     def disconnect(self, sid: str) -> None: ...
 
 
+# What the bridge does without its session internals, as /health's delivery_reason says.
+WITHOUT_SESSIONS = ("no per-client byte budget, packet checks or join timeout: python-socketio's "
+                    "buffer limit and engine.io's ping timeout apply")
+
+
 def open_transport(sio: socketio.AsyncServer, sessions: Sessions, fast: bool) -> Transport:
-    """The fast path when ``fast`` and the self-test passes, else the public one (with why)."""
+    """The fast path when ``fast`` and the self-tests pass, else the public one (with why)."""
+    if sessions.engine.problem:
+        reason = f"session self-test failed: {sessions.engine.problem} ({WITHOUT_SESSIONS})"
+        return PublicTransport(sio, sessions, reason if fast else f"BRIDGE_FAST_PATH=0; {reason}")
     if not fast:
         return PublicTransport(sio, sessions, "BRIDGE_FAST_PATH=0")
     problem = fast_path_problem(sio, sessions)

@@ -276,6 +276,11 @@ class EngineConfig(Settings):
     forming_throttle_ms: int = field(default=250, metadata=setting("FORMING_THROTTLE_MS", between(0, DAY_MS)))
     book_interval_ms: int = field(default=250, metadata=setting("BOOK_INTERVAL_MS", INTERVAL_MS))
     account_interval_ms: int = field(default=1000, metadata=setting("ACCOUNT_INTERVAL_MS", INTERVAL_MS))
+    # Positions, pending orders and deals (position:/order:/deal: topics and RPC); 0 turns the
+    # account's activity off everywhere. Polled with the account, the open sets republished
+    # every ACCOUNT_SNAPSHOT_MS.
+    account_streams: bool = field(default=True, metadata=setting("ACCOUNT_STREAMS"))
+    account_snapshot_ms: int = field(default=5000, metadata=setting("ACCOUNT_SNAPSHOT_MS", INTERVAL_MS))
     summary_interval_ms: int = field(default=2000, metadata=setting("SUMMARY_INTERVAL_MS", INTERVAL_MS))
     health_interval_ms: int = field(default=1000, metadata=setting("HEALTH_INTERVAL_MS", INTERVAL_MS))
     mt5_login: int = field(default=0, metadata=setting("MT5_LOGIN", between(0, 2**63 - 1)))

@@ -22,6 +22,9 @@ BOOK = "book"
 ACCOUNT = "account"
 SUMMARY = "summary"
 HEALTH = "health"
+POSITION = "position"
+ORDER = "order"
+DEAL = "deal"
 
 ACCOUNT_TOPIC = b"account:"
 SUMMARY_TOPIC = b"summary:"
@@ -33,6 +36,22 @@ CANDLE_FIELDS = (
     "tick_volume", "spread", "real_volume", "closed",
 )
 BOOK_FIELDS = ("symbol", "time_msc", "bids", "asks")
+# Account activity: MT5's TradePosition, TradeOrder and TradeDeal fields (times in the market
+# clock). Positions and orders also carry ``state`` (ACTIVITY_STATES), so an order's own MT5
+# state (ORDER_STATE_*) is ``order_state``.
+POSITION_FIELDS = (
+    "ticket", "time_msc", "type", "magic", "identifier", "volume", "price_open", "sl", "tp",
+    "price_current", "swap", "profit", "symbol", "comment",
+)
+ORDER_FIELDS = (
+    "ticket", "time_setup_msc", "type", "order_state", "volume_initial", "volume_current",
+    "price_open", "sl", "tp", "symbol", "comment",
+)
+DEAL_FIELDS = (
+    "ticket", "order", "time_msc", "type", "entry", "magic", "position_id", "volume", "price",
+    "commission", "swap", "profit", "fee", "symbol", "comment",
+)
+ACTIVITY_STATES = ("open", "modified", "closed")
 HEALTH_STATUSES = ("ok", "degraded", "down")
 
 MAX_SYMBOL_LEN = 64
@@ -40,7 +59,7 @@ MAX_SYMBOL_LEN = 64
 # Who may publish what (engine.publish_policy): the market's kinds, and the health of these
 # components, come only from the engine; other publishers have ``ind:`` and other components'
 # ``health:``.
-ENGINE_KINDS = (TICK, CANDLE, BOOK, ACCOUNT, SUMMARY)
+ENGINE_KINDS = (TICK, CANDLE, BOOK, ACCOUNT, SUMMARY, POSITION, ORDER, DEAL)
 ENGINE_COMPONENT = "engine"
 SERVICE_COMPONENT = "service"  # mt5-service, the launcher, whose health the engine publishes
 ENGINE_COMPONENTS = (ENGINE_COMPONENT, SERVICE_COMPONENT)
@@ -314,12 +333,15 @@ class Stamper:
 
 # RPC: request ``{"op": ..., ...}``; reply ``{"ok": True, "data": ...}`` or
 # ``{"ok": False, "error": {"code": ..., "message": ...}}``.
-RPC_OPS = ("symbols", "tick", "candles", "ticks", "book", "account", "snapshot", "health", "replay")
+RPC_OPS = ("symbols", "tick", "candles", "ticks", "book", "account", "positions", "orders", "deals",
+           "snapshot", "health", "replay")
 # The ``replay`` op's actions (the replay source's playback; ``seek`` takes ``time``, epoch s).
 REPLAY_ACTIONS = ("start", "pause", "resume", "status", "seek")
 MAX_REQUEST_BYTES = 64 * 1024
 # Ticks in one ``ticks`` reply (about 1.3 MB of msgpack with their seq and epoch).
 MAX_TICKS = 10_000
+# Deals in one ``deals`` reply (a longer range is too_many).
+MAX_DEALS = 10_000
 # Times a date range may name: epoch seconds up to the end of year 9999 (ms for ticks).
 MAX_TIME_S = 253_402_300_799
 # What a client decodes of one reply: larger than a bus payload, as a ``ticks`` reply may be.

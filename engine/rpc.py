@@ -16,6 +16,7 @@ import zmq
 from engine.connections import ENDED, PeerWatch, copying_socket
 from engine.logs import RateLimitedLog
 from engine.protocol import (
+    MAX_DEALS,
     MAX_ENVELOPE_FRAME_BYTES,
     MAX_QUEUED_REPLIES,
     MAX_QUEUED_REPLY_BYTES,
@@ -34,6 +35,7 @@ from engine.protocol import (
     encode,
     encode_reply,
     ok_reply,
+    validate_symbol,
 )
 from engine.security import CurveServer
 
@@ -70,6 +72,9 @@ class MarketState(Protocol):
     def ticks_since(self, symbol: str, epoch: int, after_seq: int, count: int) -> Packed: ...
     def book(self, symbol: str) -> dict[str, Any] | None: ...
     def account(self) -> dict[str, Any] | None: ...
+    def positions(self, symbol: str | None) -> list[dict[str, Any]] | None: ...
+    def orders(self, symbol: str | None) -> list[dict[str, Any]] | None: ...
+    def deals(self, from_s: int, to_s: int, symbol: str | None, count: int) -> list[dict[str, Any]] | None: ...
     def snapshot(self, prefix: bytes) -> list[list[Any]]: ...
     def health(self) -> dict[str, Any]: ...
     def replay(self, action: str, time_s: float | None) -> dict[str, Any]: ...
@@ -90,6 +95,9 @@ class RpcHandler:
             "ticks": self._ticks,
             "book": self._book,
             "account": self._account,
+            "positions": self._positions,
+            "orders": self._orders,
+            "deals": self._deals,
             "snapshot": self._snapshot,
             "health": self._health,
             "replay": self._replay,
@@ -228,6 +236,41 @@ class RpcHandler:
         if account is None:
             raise RpcError(ErrorCode.UNAVAILABLE, "the source has no account")
         return account
+
+    def _positions(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._activity(self.state.positions(self._any_symbol(request)))
+
+    def _orders(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._activity(self.state.orders(self._any_symbol(request)))
+
+    def _deals(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """Deals by date range (``from``, ``to``: epoch seconds of the market clock, inclusive)."""
+        span = self._span(request, "from", "to", MAX_TIME_S, "epoch seconds")
+        if span is None:
+            raise RpcError(ErrorCode.BAD_REQUEST, "'deals' takes 'from' and 'to' (epoch seconds, inclusive)")
+        deals = self._activity(self.state.deals(*span, self._any_symbol(request), MAX_DEALS + 1))
+        if len(deals) > MAX_DEALS:
+            raise RpcError(ErrorCode.TOO_MANY, f"deals from {span[0]} to {span[1]} are more than "
+                                               f"MAX_DEALS={MAX_DEALS}; narrow the range")
+        return deals
+
+    @staticmethod
+    def _any_symbol(request: dict[str, Any]) -> str | None:
+        """An optional symbol filter: any name, as the account may trade symbols this engine
+        does not serve (one it never traded gives an empty list)."""
+        if "symbol" not in request:
+            return None
+        try:
+            return validate_symbol(request["symbol"])
+        except ProtocolError as exc:
+            raise RpcError(ErrorCode.BAD_REQUEST, f"'symbol': {exc}") from None
+
+    @staticmethod
+    def _activity(items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        if items is None:
+            raise RpcError(ErrorCode.UNAVAILABLE, "the source has no account activity "
+                                                  "(a replay, or ACCOUNT_STREAMS=0)")
+        return items
 
     def _snapshot(self, request: dict[str, Any]) -> list[list[Any]]:
         prefix = request.get("prefix", "")

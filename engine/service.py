@@ -17,6 +17,7 @@ from typing import Any
 
 import zmq
 
+from engine.activity_feed import SET_PREFIXES, ActivityFeed
 from engine.aggregation import CandleAggregator, CandleEvent, TickColumns
 from engine.bus import BusPublisher, EmbeddedBus, publisher_socket, recv_waiting
 from engine.config import EngineConfig
@@ -173,6 +174,7 @@ class EngineService:
         self._refusals = Refusals()
         self._service_health = service_health
         self._account: dict[str, Any] | None = None
+        self._activity = ActivityFeed(lambda t, p: self._pub.publish(t, p), config.account_snapshot_ms)
         self._source_error = ""
         # Where ranges older than memory are read: the source's own store, then a recording.
         self._stores: list[Any] = [source]
@@ -227,6 +229,7 @@ class EngineService:
         self._rpc = RpcServer(self._ctx, cfg.rpc_endpoint, RpcHandler(self), curve)
         self.source.start()
         self._load_history()
+        self._publish_activity(now_ms())  # the open positions and orders, before any request
         # Ticks are handed to the journal as they are aggregated, and RPC requests are served
         # only once every published tick was (``run``), so a symbol's last seq is that of the
         # newest tick the journal was given.
@@ -300,6 +303,7 @@ class EngineService:
             [0, cfg.health_interval_ms, self._publish_health],
             [0, cfg.book_interval_ms, self._publish_books],
             [0, cfg.account_interval_ms, self._publish_account],
+            [0, cfg.account_interval_ms, self._publish_activity],
             [0, cfg.summary_interval_ms, self._publish_summary],
             [0, 1000, self._expire_foreign],
             [0, HOUSEKEEPING_MS, self._publish_service_health],
@@ -578,6 +582,13 @@ class EngineService:
             self._account = account
             self._pub.publish(ACCOUNT_TOPIC, dict(account))
 
+    def _publish_activity(self, now: int) -> None:
+        if not self.config.account_streams:
+            return
+        activity = self.source.activity(now)
+        if activity is not None:
+            self._activity.update(activity, now)
+
     def _publish_summary(self, now: int) -> None:
         symbols = {}
         for name, agg in self._aggs.items():
@@ -642,6 +653,9 @@ class EngineService:
             "forged_dropped": self._refusals.total,
             "foreign_topics": len(self._foreign),
             "tick_journal_bytes": self._journal.nbytes if self._journal else 0,
+            # Whether positions, orders and deals flow (ACCOUNT_STREAMS and a source that has them).
+            "account_activity": self._activity.live,
+            "deals_published": self._activity.deals,
             **self._peer_health(),
         }
 
@@ -737,8 +751,29 @@ class EngineService:
     def account(self) -> dict[str, Any] | None:
         return self.source.account(now_ms())
 
+    def positions(self, symbol: str | None) -> list[dict[str, Any]] | None:
+        return self._activity.open_items("position", symbol) if self._has_activity() else None
+
+    def orders(self, symbol: str | None) -> list[dict[str, Any]] | None:
+        return self._activity.open_items("order", symbol) if self._has_activity() else None
+
+    def deals(self, from_s: int, to_s: int, symbol: str | None, count: int) -> list[dict[str, Any]] | None:
+        """Deals with ``time`` in ``from_s..to_s`` (the market clock), ``count`` at most."""
+        if not self._has_activity():
+            return None
+        try:
+            return self.source.deal_range(from_s, to_s, symbol, count)
+        except Exception as exc:  # a terminal call failing: that reply fails, clearly
+            raise RpcError(ErrorCode.UNAVAILABLE, f"could not read the deals: {exc}") from None
+
+    def _has_activity(self) -> bool:
+        return self._activity.live
+
     def snapshot(self, prefix: bytes) -> list[list[Any]]:
-        out = [[t.decode(), decode(f)] for t, f in self._pub.last.items() if t.startswith(prefix)]
+        # Positions and orders are sets: every open one, not the last message of each topic.
+        out = [[t.decode(), decode(f)] for t, f in self._pub.last.items()
+               if t.startswith(prefix) and not t.startswith(SET_PREFIXES)]
+        out += self._activity.snapshot(prefix)
         out += [[t.decode(), p] for t, p in self._foreign.items(prefix)]
         out.sort(key=lambda m: m[0])
         return out

@@ -1,19 +1,22 @@
 """The recent ticks of each symbol with their ``seq``: ``TickRing`` (one symbol) and ``TickJournal``.
 
 Bots that lost ticks (a slow reader, a full high-water mark) ask for them again by ``seq``; a
-date range inside the journal is answered from it too. Rings hold compact packed records, as
+date range inside the journal is answered from it too. Rings hold compact columns, as
 ``engine.candle_store`` does for bars: prices as int32 points (exact, switching to float64 for a
 price off the grid), ``flags`` as uint32, ``volume`` and ``volume_real`` only from their first
 non-zero value on; 24 bytes a tick for an FX pair. A tick's ``seq`` is not stored: the ticks of a
 topic are numbered consecutively, so a ring keeps the ``seq`` of its oldest tick.
 
 Appends come in bulk (the engine's deferred path hands over every tick published since the last
-call) and are stored thousands at a time, so the cost per tick is a few numpy element copies.
+call) and are stored thousands at a time: the ticks are turned into columns once, every check
+(on the price grid? flags, volumes) runs once over all of them, and each symbol's ring then
+copies its slice, so the cost per tick is one transposition and a few numpy element copies.
 """
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,7 +31,10 @@ _KINDS = {name: np.float64 if name in (*PRICES, "volume_real") else np.int64 for
 Columns = dict[str, np.ndarray]
 _OFTEN_CONSTANT = frozenset(("last", "volume", "flags", "volume_real"))
 _MIN_ALLOC = 64  # a quiet symbol's ring grows only if it is used
-FLUSH_TICKS = 2048  # ticks queued before they are stored
+FLUSH_TICKS = 2048  # ticks queued before they are stored...
+# ... or this many a symbol, when there are many: a ring's share of a flush costs a few µs
+# whatever its size, so each should take its ticks dozens at a time.
+FLUSH_TICKS_PER_SYMBOL = 32
 _POINTS = np.int32
 _POINTS_MAX = int(np.iinfo(_POINTS).max)
 _FLAGS = np.uint32
@@ -39,34 +45,50 @@ class TooOld(LookupError):
     """The ticks asked for are no longer in the journal (or the epoch is not the current one)."""
 
 
+class Layout(NamedTuple):
+    """How a ring stores ticks; or what some ticks need."""
+
+    points: bool  # prices as int32 points (else float64)
+    wide_flags: bool  # flags as int64 (else uint32)
+    volume: bool  # a volume column at all
+    volume_real: bool
+
+    def widened(self, needs: Layout) -> Layout:
+        """This layout, widened to hold ticks that need ``needs``."""
+        return Layout(self.points and needs.points, self.wide_flags or needs.wide_flags,
+                      self.volume or needs.volume, self.volume_real or needs.volume_real)
+
+
 @functools.cache
-def _record(points: bool, wide_flags: bool, volume: bool, volume_real: bool) -> np.dtype:
-    """The packed record of one tick; columns not stored are left out."""
-    price = _POINTS if points else np.float64
-    columns = [("time_msc", np.int64), *((p, price) for p in PRICES),
-               ("flags", np.int64 if wide_flags else _FLAGS)]
-    if volume:
-        columns.append(("volume", np.int64))
-    if volume_real:
-        columns.append(("volume_real", np.float64))
-    return np.dtype(columns)
+def _stored(layout: Layout) -> dict[str, type]:
+    """The columns a ring of ``layout`` stores, and their types."""
+    price = _POINTS if layout.points else np.float64
+    kinds = {"time_msc": np.int64, **dict.fromkeys(PRICES, price),
+             "flags": np.int64 if layout.wide_flags else _FLAGS}
+    if layout.volume:
+        kinds["volume"] = np.int64
+    if layout.volume_real:
+        kinds["volume_real"] = np.float64
+    return kinds
 
 
 class TickRing:
     """The last ``capacity`` ticks of one symbol, with the ``seq`` of each.
 
-    Storage grows by doubling up to ``capacity`` and is then reused in place. ``covers_from``
-    is the first millisecond from which the ring holds every tick appended.
+    Storage (one array a stored column) grows by doubling up to ``capacity`` and is then reused
+    in place. ``covers_from`` is the first millisecond from which the ring holds every tick
+    appended.
     """
 
-    __slots__ = ("capacity", "_scale", "_layout", "_data", "_start", "_size", "_first_seq",
+    __slots__ = ("capacity", "scale", "_layout", "_cols", "_alloc", "_start", "_size", "_first_seq",
                  "_boundary_msc")
 
     def __init__(self, capacity: int, point: float) -> None:
         self.capacity = capacity
-        self._scale = price_scale(point)  # None: prices are stored as float64
-        self._layout = (self._scale is not None, False, False, False)
-        self._data = np.empty(0, _record(*self._layout))
+        self.scale = price_scale(point)  # None: prices are stored as float64
+        self._layout = Layout(self.scale is not None, False, False, False)
+        self._cols = {name: np.empty(0, kind) for name, kind in _stored(self._layout).items()}
+        self._alloc = 0
         self._start = 0
         self._size = 0
         self._first_seq = 0  # seq of the oldest tick held
@@ -79,7 +101,7 @@ class TickRing:
 
     @property
     def nbytes(self) -> int:
-        return self._data.nbytes
+        return sum(col.nbytes for col in self._cols.values())
 
     @property
     def first_seq(self) -> int:
@@ -95,10 +117,11 @@ class TickRing:
         """The first ms from which every tick appended is held (None while empty)."""
         return None if self._boundary_msc is None else self._boundary_msc + 1
 
-    def append(self, columns: dict[str, np.ndarray], first_seq: int) -> None:
-        """Store ticks numbered ``first_seq``, ``first_seq + 1``... given as columns
-        (``TICK_FIELDS`` but ``symbol``), oldest first. A batch that does not follow on from
-        the newest held (its numbering restarted) replaces what was held."""
+    def append(self, columns: Columns, points: Columns, needs: Layout, first_seq: int) -> None:
+        """Store ticks numbered ``first_seq``, ``first_seq + 1``... oldest first, given as
+        ``columns`` (``TICK_FIELDS`` but ``symbol``), with their prices in whole points of
+        ``scale`` (``points``: bid, ask, last) exact where ``needs.points``. A batch that does not
+        follow on from the newest held (its numbering restarted) replaces what was held."""
         n = len(columns["time_msc"])
         if not n:
             return
@@ -107,28 +130,32 @@ class TickRing:
             self._boundary_msc = None
         if self._boundary_msc is None:
             self._boundary_msc = int(columns["time_msc"][0])
-        self._fit(columns)
+        self._fit(needs)
         if n >= self.capacity:  # only the newest capacity ticks are kept
             skip = n - self.capacity
             if skip or self._size:
                 self._boundary_msc = int(columns["time_msc"][skip - 1]) if skip else \
-                    int(self._data["time_msc"][(self._start + self._size - 1) % len(self._data)])
+                    int(self._cols["time_msc"][(self._start + self._size - 1) % self._alloc])
             columns = {k: v[skip:] for k, v in columns.items()}
+            points = {k: v[skip:] for k, v in points.items()}
             first_seq += skip
             n = self.capacity
             self._start = self._size = 0
         if not self._size:
             self._first_seq = first_seq
         self._reserve(self._size + n)
-        alloc = len(self._data)
+        alloc = self._alloc
         dropped = max(0, self._size + n - alloc)
         if dropped:
-            self._boundary_msc = int(self._data["time_msc"][(self._start + dropped - 1) % alloc])
+            self._boundary_msc = int(self._cols["time_msc"][(self._start + dropped - 1) % alloc])
         first = (self._start + self._size) % alloc
-        rows = np.arange(first, first + n) % alloc if first + n > alloc else slice(first, first + n)
-        data = self._data
-        for name in data.dtype.names:
-            data[name][rows] = self._stored(name, columns[name])
+        head = min(n, alloc - first)  # rows up to the end of the storage, the rest from its start
+        in_points = self._layout.points
+        for name, col in self._cols.items():
+            values = points[name] if in_points and name in PRICES else columns[name]
+            col[first:first + head] = values[:head]
+            if head < n:
+                col[:n - head] = values[head:]
         self._size += n - dropped
         self._start = (self._start + dropped) % alloc
         self._first_seq += dropped
@@ -150,8 +177,8 @@ class TickRing:
 
     def _search(self, time_msc: int, side: str) -> int:
         """The logical index where ``time_msc`` would go in the held times (in time order)."""
-        alloc, start, size = len(self._data), self._start, self._size
-        times = self._data["time_msc"]
+        alloc, start, size = self._alloc, self._start, self._size
+        times = self._cols["time_msc"]
         head = times[start:min(alloc, start + size)]
         k = int(np.searchsorted(head, time_msc, side))
         if k < len(head) or start + size <= alloc:
@@ -160,64 +187,93 @@ class TickRing:
 
     def _columns(self, lo: int, hi: int) -> Columns:
         """Logical rows ``lo..hi-1`` as float64 and int64 columns, every tick column present."""
-        alloc, n = len(self._data), hi - lo
+        n = hi - lo
         if not n:
             return empty_columns()
-        first = (self._start + lo) % alloc
-        rows = self._data[np.arange(first, first + n) % alloc if first + n > alloc else slice(first, first + n)]
-        names = rows.dtype.names
+        first = (self._start + lo) % self._alloc
         out: Columns = {}
         for name in COLUMNS:
-            kind = _KINDS[name]
-            if name not in names:
-                out[name] = np.zeros(n, kind)
-            elif name in PRICES and self._layout[0]:
-                out[name] = rows[name] / self._scale
+            col = self._cols.get(name)
+            if col is None:
+                out[name] = np.zeros(n, _KINDS[name])
+                continue
+            rows = col[first:first + n] if first + n <= self._alloc else \
+                np.concatenate((col[first:], col[:first + n - self._alloc]))
+            if name in PRICES and self._layout.points:
+                out[name] = rows / self.scale
             else:
-                out[name] = rows[name].astype(kind)
+                out[name] = rows.astype(_KINDS[name])
         return out
 
-    def _stored(self, name: str, values: np.ndarray) -> np.ndarray:
-        if name in PRICES and self._layout[0]:
-            return np.rint(values * self._scale)
-        return values
-
-    def _fit(self, columns: dict[str, np.ndarray]) -> None:
-        """Widen the layout (copying what is held) if the new ticks need more."""
-        points, wide, volume, real = self._layout
-        if points and not all(_on_grid(columns[p], self._scale) for p in PRICES):
-            points = False
-        flags = columns["flags"]
-        wide = wide or bool(len(flags) and (flags.min() < 0 or flags.max() > _FLAGS_MAX))
-        volume = volume or bool(columns["volume"].any())
-        real = real or bool(columns["volume_real"].any())
-        layout = (points, wide, volume, real)
+    def _fit(self, needs: Layout) -> None:
+        """Widen the layout (converting what is held) if the new ticks need more."""
+        layout = self._layout.widened(needs)
         if layout == self._layout:
             return
-        old, old_points = self._data, self._layout[0]
-        data = np.zeros(len(old), _record(*layout))
-        for name in old.dtype.names:
-            data[name] = old[name] / self._scale if name in PRICES and old_points and not points \
-                else old[name]
-        self._data, self._layout = data, layout
+        old, in_points = self._cols, self._layout.points
+        cols = {}
+        for name, kind in _stored(layout).items():
+            if name not in old:
+                cols[name] = np.zeros(self._alloc, kind)
+            elif name in PRICES and in_points and not layout.points:
+                cols[name] = old[name] / self.scale
+            else:
+                cols[name] = old[name].astype(kind)
+        self._cols, self._layout = cols, layout
 
     def _reserve(self, rows: int) -> None:
         """Grow the storage (up to capacity) to hold ``rows``, oldest first from index 0."""
-        alloc = len(self._data)
+        alloc = self._alloc
         if rows <= alloc or alloc >= self.capacity:
             return
-        grown = np.empty(min(self.capacity, max(_MIN_ALLOC, 2 * alloc, rows)), self._data.dtype)
+        grown = min(self.capacity, max(_MIN_ALLOC, 2 * alloc, rows))
         n, start = self._size, self._start
         tail = min(n, alloc - start)
-        grown[:tail] = self._data[start:start + tail]
-        grown[tail:n] = self._data[:n - tail]
-        self._data, self._start = grown, 0
+        for name, col in self._cols.items():
+            new = np.empty(grown, col.dtype)
+            new[:tail] = col[start:start + tail]
+            new[tail:n] = col[:n - tail]
+            self._cols[name] = new
+        self._alloc, self._start = grown, 0
 
 
-def _on_grid(prices: np.ndarray, scale: float) -> bool:
-    """Whether every price comes back bit for bit from int32 points."""
-    q = np.rint(prices * scale)
-    return bool((q / scale == prices).all() and (not q.size or np.abs(q).max() <= _POINTS_MAX))
+def _needs(columns: Columns, constant: dict[str, object], starts: np.ndarray,
+           scale: float | np.ndarray) -> tuple[Columns, list[Layout]]:
+    """The prices of ``columns`` in whole points of ``scale`` (one for all, or one a tick; NaN:
+    none), and the layout each group of ticks needs, the groups beginning at ``starts``.
+
+    Every check runs once over all the groups (``reduceat``): a symbol's share of a flush may
+    be a dozen ticks, and numpy's cost per call would otherwise be paid per symbol.
+    """
+    points: Columns = {}
+    on_grid = np.ones(len(starts), bool)
+    for name in PRICES:
+        prices = columns[name]
+        if constant.get(name, 1) == 0:  # zero is zero points at any scale
+            points[name] = prices
+            continue
+        q = np.rint(prices * scale)
+        exact = q / scale == prices
+        exact &= np.abs(q) <= _POINTS_MAX
+        on_grid &= np.logical_and.reduceat(exact, starts)
+        points[name] = q
+    wide = _any("flags", columns, constant, starts, lambda f: (f < 0) | (f > _FLAGS_MAX))
+    volume = _any("volume", columns, constant, starts, _nonzero)
+    real = _any("volume_real", columns, constant, starts, _nonzero)
+    return points, [Layout(*row) for row in zip(on_grid.tolist(), wide, volume, real)]
+
+
+def _any(name: str, columns: Columns, constant: dict[str, object], starts: np.ndarray,
+         test: Callable[[np.ndarray], np.ndarray]) -> list[bool]:
+    """Per group, whether any of its values of column ``name`` passes ``test``; a constant
+    column is tested once."""
+    if name in constant:
+        return [bool(test(np.array(constant[name])))] * len(starts)
+    return np.logical_or.reduceat(test(columns[name]), starts).tolist()
+
+
+def _nonzero(values: np.ndarray) -> np.ndarray:
+    return values != 0
 
 
 def tick_columns(ticks: Sequence[Tick]) -> Columns:
@@ -225,20 +281,22 @@ def tick_columns(ticks: Sequence[Tick]) -> Columns:
     return _transposed(ticks)[1] if ticks else empty_columns()
 
 
-def _transposed(ticks: Sequence[Tick]) -> tuple[tuple[str, ...], Columns]:
-    """The symbols of ``ticks`` and their columns (one transposition, in C)."""
+def _transposed(ticks: Sequence[Tick]) -> tuple[tuple[str, ...], Columns, dict[str, object]]:
+    """The symbols of ``ticks``, their columns (one transposition, in C), and the value of each
+    column that is the same for every tick (``last``, ``volume``, ``flags``, ``volume_real``
+    usually are: a currency pair has no trades)."""
     symbols, *values = zip(*ticks)
-    return symbols, {name: _column(v, name) for name, v in zip(Tick._fields[1:], values)}
-
-
-def _column(values: tuple[object, ...], name: str) -> np.ndarray:
-    """One column as an array. ``last``, ``volume``, ``flags`` and ``volume_real`` are often the
-    same for every tick (a currency pair has no trades): counting that is cheaper than
-    converting each value (a quarter of the journal's cost per tick)."""
-    kind = _KINDS[name]
-    if name in _OFTEN_CONSTANT and values.count(first := values[0]) == len(values):
-        return np.full(len(values), first, kind)
-    return np.array(values, kind)
+    columns: Columns = {}
+    constant: dict[str, object] = {}
+    for name, column in zip(Tick._fields[1:], values):
+        kind = _KINDS[name]
+        # Counting is cheaper than converting each value (a quarter of the journal's cost).
+        if name in _OFTEN_CONSTANT and column.count(first := column[0]) == len(column):
+            constant[name] = first
+            columns[name] = np.full(len(column), first, kind)
+        else:
+            columns[name] = np.array(column, kind)
+    return symbols, columns, constant
 
 
 def empty_columns() -> Columns:
@@ -250,14 +308,19 @@ def joined(parts: Sequence[Columns]) -> Columns:
     return {name: np.concatenate([p[name] for p in parts]) for name in COLUMNS} if parts else empty_columns()
 
 
+def _id_type(symbols: int) -> type:
+    return np.int16 if symbols <= np.iinfo(np.int16).max else np.intp
+
+
 class TickJournal:
     """The last ``capacity`` ticks of every symbol, numbered as published, for one ``epoch``.
 
-    ``append`` only queues the ticks; they are stored ``FLUSH_TICKS`` at a time, or before any
-    read, so numpy's cost per call is spread over thousands of ticks whatever the number of
-    symbols. ``last_seq(symbol)`` is the ``seq`` of the newest tick of ``symbol`` handed to
-    ``append``; the ones before it count down. It must hold whenever ``append`` or a read is
-    called: every tick published has been handed over by then.
+    ``append`` only queues the ticks; they are stored ``FLUSH_TICKS`` at a time (at least
+    ``FLUSH_TICKS_PER_SYMBOL`` a symbol), or before any read, so numpy's cost per call is spread
+    over thousands of ticks whatever the number of symbols. ``last_seq(symbol)`` is the ``seq``
+    of the newest tick of ``symbol`` handed to ``append``; the ones before it count down. It
+    must hold whenever ``append`` or a read is called: every tick published has been handed
+    over by then.
     """
 
     def __init__(self, capacity: int, epoch: int, points: dict[str, float],
@@ -282,41 +345,54 @@ class TickJournal:
     def append(self, ticks: Sequence[Tick]) -> None:
         """Journal ``ticks`` (several symbols, each in publishing order)."""
         self._pending += ticks
-        if len(self._pending) >= FLUSH_TICKS:
+        if len(self._pending) >= max(FLUSH_TICKS, FLUSH_TICKS_PER_SYMBOL * len(self._rings)):
             self._flush()
 
     def append_columns(self, symbol: str, columns: Columns) -> None:
         """Journal one symbol's ticks given as columns (``COLUMNS``), after those ``append`` queued."""
         self._flush()
-        self._append(symbol, columns)
+        n = len(columns["time_msc"])
+        if not n:
+            return
+        ring = self._ring(symbol)
+        points, needs = _needs(columns, {}, np.zeros(1, np.intp), np.nan if ring.scale is None else ring.scale)
+        ring.append(columns, points, needs[0], self._last_seq(symbol) - n + 1)
 
     def _flush(self) -> None:
-        """Store the queued ticks: one conversion to columns, one stable sort by symbol, then
-        each symbol's slice into its ring."""
+        """Store the queued ticks: one conversion to columns, one stable sort by symbol, the
+        checks on all of them at once, then each symbol's slice into its ring."""
         ticks, self._pending = self._pending, []
         if not ticks:
             return
-        symbols, columns = _transposed(ticks)
-        first = symbols[0]
-        if symbols.count(first) == len(symbols):
-            self._append(first, columns)
-            return
-        for name in set(symbols).difference(self._ids):
-            self._ids[name] = len(self._names)
-            self._names.append(name)
-        ids = np.fromiter(map(self._ids.__getitem__, symbols), np.int64, len(symbols))
-        order = np.argsort(ids, kind="stable")
-        ids = ids[order]
-        columns = {k: v[order] for k, v in columns.items()}
-        bounds = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), len(ids)]
-        for lo, hi in zip(bounds, bounds[1:]):
-            self._append(self._names[ids[lo]], {k: v[lo:hi] for k, v in columns.items()})
+        symbols, columns, constant = _transposed(ticks)
+        n = len(symbols)
+        if symbols.count(symbols[0]) == n:
+            names, starts = [symbols[0]], np.zeros(1, np.intp)
+        else:
+            for name in set(symbols).difference(self._ids):
+                self._ids[name] = len(self._names)
+                self._names.append(name)
+            # Small integers sort by radix: a stable sort in linear time.
+            ids = np.fromiter(map(self._ids.__getitem__, symbols), _id_type(len(self._names)), n)
+            order = np.argsort(ids, kind="stable")
+            ids = ids[order]
+            columns = {k: v if k in constant else v[order] for k, v in columns.items()}
+            starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+            names = [self._names[i] for i in ids[starts].tolist()]
+        rings = [self._ring(name) for name in names]
+        bounds = [*starts.tolist(), n]
+        scales = [np.nan if r.scale is None else r.scale for r in rings]
+        scale = scales[0] if len(rings) == 1 else np.repeat(scales, np.diff(bounds))
+        points, needs = _needs(columns, constant, starts, scale)
+        for name, ring, lo, hi, need in zip(names, rings, bounds, bounds[1:], needs):
+            ring.append({k: v[lo:hi] for k, v in columns.items()},
+                        {k: v[lo:hi] for k, v in points.items()}, need, self._last_seq(name) - (hi - lo) + 1)
 
-    def _append(self, symbol: str, columns: Columns) -> None:
+    def _ring(self, symbol: str) -> TickRing:
         ring = self._rings.get(symbol)
         if ring is None:
             ring = self._rings[symbol] = TickRing(self.capacity, self._points.get(symbol, 0.0))
-        ring.append(columns, self._last_seq(symbol) - len(columns["time_msc"]) + 1)
+        return ring
 
     def since(self, symbol: str, epoch: int, after_seq: int, count: int) -> tuple[int, Columns]:
         """``symbol``'s ticks after ``after_seq`` (at most ``count``): ``(seq of the first,

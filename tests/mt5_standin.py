@@ -12,7 +12,11 @@ says why), over an in-memory terminal that a test scripts:
   ``fail_next`` may concern one symbol only;
 * ``set_rates(..., ready=, per_call=)`` models history the terminal is still downloading, and
   ``max_bars`` its "Max bars in chart";
-* ``call_delay`` makes every call take time, so ticks land while a call is in progress.
+* ``call_delay`` makes every call take time, so ticks land while a call is in progress;
+* ``trades`` (``tests.mt5_trading.TradeBook``) is the account's trade server side: positions,
+  pending orders and deals a test opens, modifies and closes; ``positions_get``, ``orders_get``
+  and ``history_deals_get`` answer from it, and ``account_info``'s balance, profit and equity
+  follow it.
 
 ``copy_ticks_*`` read ``date_from`` with whole-second resolution (a ``datetime``, aware or naive
 local time as Python's ``timestamp()`` reads it, or seconds since 1970), the documented contract,
@@ -31,6 +35,9 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+
+from tests import mt5_trading
+from tests.mt5_trading import TradeBook, TradeDeal, TradeOrder, TradePosition
 
 # Result codes (last_error), as in the package.
 RES_S_OK = 1
@@ -154,7 +161,7 @@ class MT5StandIn:
         self, *, login: int = 5001234, password: str = "s3cret-pass", server: str = "Demo-Server",
     ) -> None:
         # The module's integer constants (TIMEFRAME_*, COPY_TICKS_*, ...) as attributes.
-        for name, value in globals().items():
+        for name, value in (*globals().items(), *vars(mt5_trading).items()):
             if name.isupper() and isinstance(value, int):
                 setattr(self, name, value)
         self.login_id = login
@@ -176,6 +183,7 @@ class MT5StandIn:
         }
         self._lock = threading.RLock()
         self._symbols: dict[str, _Symbol] = {}
+        self.trades = TradeBook(self._quote, self.account_fields["balance"])
         self._initialized = False
         self._ipc_down_until: float | None = None  # monotonic deadline; inf = until restored
         self._ticks_at_drop: dict[str, int] = {}
@@ -368,7 +376,40 @@ class MT5StandIn:
             err = self._precheck("account_info")
             if err:
                 return self._fail(err, None)
-            return self._ok(AccountInfo(**self.account_fields))
+            fields = dict(self.account_fields)
+            profit = self.trades.profit()
+            fields.update(balance=self.trades.balance, profit=profit,
+                          equity=round(self.trades.balance + fields["credit"] + profit, 2))
+            fields["margin_free"] = fields["equity"] - fields["margin"]
+            return self._ok(AccountInfo(**fields))
+
+    def positions_get(self, symbol: str | None = None, group: str | None = None,
+                      ticket: int | None = None) -> tuple[TradePosition, ...] | None:
+        return self._trade_items("positions_get", self.trades.positions, symbol, group, ticket)
+
+    def orders_get(self, symbol: str | None = None, group: str | None = None,
+                   ticket: int | None = None) -> tuple[TradeOrder, ...] | None:
+        return self._trade_items("orders_get", self.trades.orders, symbol, group, ticket)
+
+    def history_deals_get(self, date_from: Any = None, date_to: Any = None, group: str | None = None,
+                          ticket: int | None = None, position: int | None = None,
+                          ) -> tuple[TradeDeal, ...] | None:
+        """Deals with ``date_from <= time <= date_to`` (whole seconds in the server's clock, as
+        deal times are), or by the order ``ticket`` or ``position`` alone."""
+        self._delay()
+        with self._lock:
+            err = self._precheck("history_deals_get")
+            by_id = ticket is not None or position is not None
+            if err is None and not by_id and (date_from is None or date_to is None):
+                err = INVALID_PARAMS
+            if err:
+                return self._fail(err, None)
+            if by_id:
+                deals = [d for d in self.trades.deals(0, 2**62)
+                         if (ticket is None or d.order == ticket) and (position is None or d.position_id == position)]
+            else:
+                deals = self.trades.deals(_seconds(date_from), _seconds(date_to))
+            return self._ok(tuple(d for d in deals if group is None or _in_group(d.symbol, group)))
 
     def symbols_total(self) -> int:
         with self._lock:
@@ -484,6 +525,29 @@ class MT5StandIn:
             return self._ok(True)
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _trade_items(self, name: str, items: Any, symbol: str | None, group: str | None,
+                     ticket: int | None) -> tuple[Any, ...] | None:
+        """``positions_get`` / ``orders_get``: all, or filtered by symbol, group or ticket; an
+        empty tuple when none match (a symbol the account never traded is no error)."""
+        self._delay()
+        with self._lock:
+            err = self._precheck(name)
+            if err:
+                return self._fail(err, None)
+            return self._ok(tuple(
+                item for item in items()
+                if (symbol is None or item.symbol == symbol)
+                and (group is None or _in_group(item.symbol, group))
+                and (ticket is None or item.ticket == ticket)))
+
+    def _quote(self, symbol: str) -> tuple[float, float, float]:
+        """The symbol's latest bid and ask, and the account currency (USD) one lot makes when
+        the price moves by one."""
+        sym = self._symbols[symbol]
+        bid, ask = (sym.ticks[-1][1], sym.ticks[-1][2]) if sym.ticks else (0.0, 0.0)
+        value = sym.contract_size / (bid if sym.currency_base == "USD" and bid else 1.0)
+        return bid, ask, value
 
     def _copy_ticks(
         self, name: str, symbol: str, date_from: Any, date_to: Any, count: int | None, flags: int,

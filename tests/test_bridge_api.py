@@ -313,6 +313,8 @@ def test_indicator_values_from_the_bus_relay_with_nil_values_and_closed_ones_all
     ("get_order_book", {"symbol": "NOPE"}, "unknown_symbol"),
     ("no_such_event", {"symbol": SYMBOL}, "bad_request"),
     ("*", {}, "bad_request"),  # python-socketio's catch-all name, sent as an event
+    ("connect", {}, "bad_request"),  # python-socketio's own lifecycle names, sent as events
+    ("disconnect", {}, "bad_request"),
 ])
 def test_bad_input_gets_an_error_to_its_sender_only_and_the_connection_stays_usable(bridge, event, data, code):
     async def scenario(c, bystander):

@@ -18,11 +18,13 @@ import socketio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bridge.api import EVENTS as DECLARED
 from tests.bridge_procs import BridgeProcess, Recorder
 from tests.procs import free_port
 
-EVENTS = ["subscribe", "unsubscribe", "get_symbols", "get_candles", "get_order_book",
-          "get_account_info", "ping"]
+# Every declared event (a new one is fuzzed without being listed here) and every key they read.
+EVENTS = [event.name for event in DECLARED]
+KEYS = sorted({key for event in DECLARED for field in event.fields for key in field.keys})
 CODES = {"bad_request", "unknown_symbol", "unknown_timeframe", "too_many", "rate_limited", "unavailable"}
 CASES = int(os.environ.get("FUZZ_CASES", "1000")) // 2
 
@@ -32,7 +34,7 @@ payloads = st.recursive(leaves, lambda inner: st.one_of(
     st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=12), inner, max_size=6)), max_leaves=30)
 requests = st.tuples(st.one_of(st.sampled_from(EVENTS), st.text(min_size=1, max_size=40)),
                      st.one_of(payloads, st.fixed_dictionaries(
-                         {}, optional={"symbol": leaves, "timeframe": leaves, "count": leaves})))
+                         {}, optional=dict.fromkeys(KEYS, leaves))))
 
 
 def rss_kb(pid: int) -> int:

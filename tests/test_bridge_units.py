@@ -13,7 +13,8 @@ from bridge.config import BridgeConfig
 from bridge.fanout import ALL, Fanout
 from bridge.ratelimit import TokenBucket
 from bridge.transport import ws_text_frame
-from bridge.validation import ClientError, parse_request
+from bridge.api import EVENTS
+from bridge.validation import ClientError, Context
 from engine.config import ConfigError
 from indicators.series import Periods
 
@@ -78,15 +79,15 @@ def test_nan_and_infinity_become_null():
 
 # Validation
 def parse(event, *args, symbols=SYMBOLS):
-    return parse_request(event, args, symbols, TFS, 1000)
+    return EVENTS.find(event).parse(args, Context(symbols, TFS, 1000))
 
 
 def test_valid_requests_parse_with_defaults():
-    assert parse("subscribe", {"symbol": "EURUSD"}).timeframe is None
-    assert parse("get_candles", {"symbol": "EURUSD", "timeframe": "H1"}).count == 100
-    assert parse("get_candles", {"symbol": "EURUSD", "timeframe": "H1", "count": 1000}).count == 1000
-    assert parse("get_indicators", {"symbol": "EURUSD", "timeframe": "H1"}).count == 100
-    assert parse("get_indicators", {"symbol": "EURUSD", "timeframe": "M1", "count": 7}).count == 7
+    assert parse("subscribe", {"symbol": "EURUSD"})["timeframe"] is None
+    assert parse("get_candles", {"symbol": "EURUSD", "timeframe": "H1"})["count"] == 100
+    assert parse("get_candles", {"symbol": "EURUSD", "timeframe": "H1", "count": 1000})["count"] == 1000
+    assert parse("get_indicators", {"symbol": "EURUSD", "timeframe": "H1"})["count"] == 100
+    assert parse("get_indicators", {"symbol": "EURUSD", "timeframe": "M1", "count": 7})["count"] == 7
     assert parse("ping").event == "ping"
     assert parse("get_symbols", None).event == "get_symbols"
     assert parse("get_account_info", {}).event == "get_account_info"

@@ -14,6 +14,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,13 @@ def test_dashboard_shows_live_candles_and_switches_symbols(start_stack, tmp_path
     assert symbol in dom["legend"] and "SMA" in dom["legend"]
     assert dom["book"] == 20 and "equity" in dom["account"] and "indicators:0" in dom["health"]
     assert dom["summaryRows"] == 5 and dom["banner"] is None
+    # The sim's demo account: the day's deposit and its core position (held all day but for the
+    # day's last three minutes, UTC), shown under the account panel.
+    assert live["deals"] >= 2 and dom["dealRows"] == min(live["deals"], 12)
+    assert re.search(r"(buy|sell) (in|out)|balance", dom["deals"])
+    if time.gmtime().tm_hour * 60 + time.gmtime().tm_min < 1437:
+        assert live["positions"] >= 1 and dom["positionRows"] == min(live["positions"], 12)
+        assert "buy" in dom["positions"] or "sell" in dom["positions"]
 
     switched = result["steps"]["switched"]
     old, new, before, after = switched["old"], switched["next"], switched["before"], switched["after"]

@@ -1,7 +1,8 @@
-"""The python-engineio/python-socketio internals the fast path relies on (``bridge.transport``),
-checked against the installed versions over a real connection, and the public path it falls back
-to when one of them is missing or changed: a real ``AsyncServer`` on aiohttp on a free port, real
-clients, the bridge's own ``Sessions``, transport and ``Fanout``.
+"""The python-engineio/python-socketio internals the fast path and the session policy rely on
+(``bridge.transport``), checked against the installed versions over a real connection, and the
+public path the bridge falls back to when one of them is missing or changed: a real
+``AsyncServer`` on aiohttp on a free port, real clients, the bridge's own ``Sessions``, transport
+and ``Fanout``. tests/test_engineio_versions.py runs this file on each supported python-engineio.
 """
 from __future__ import annotations
 
@@ -17,19 +18,22 @@ from typing import Any
 import pytest
 import socketio
 from aiohttp import web
-from engineio import base_socket
+from engineio import async_socket, base_socket
 from engineio.async_drivers import aiohttp as eio_aiohttp
+from socketio import base_server
 
 from bridge.batching import Packet
-from bridge.budget import OVER_BUDGET
+from bridge.budget import OVER_BUDGET, BudgetQueue
 from bridge.config import BridgeConfig
 from bridge.fanout import Fanout
 from bridge.server import Bridge
+from bridge.inbound import MALFORMED
 from bridge.sessions import Sessions
-from bridge.transport import FAST, PUBLIC, TextPacket, Transport, fast_path_problem, open_transport
+from bridge.transport import (FAST, PUBLIC, EngineSessions, TextPacket, Transport, engine_sessions_problem,
+                              fast_path_problem, open_transport)
 from engine.logs import RateLimitedLog
 from tests.procs import free_port
-from tests.test_hostile_bridge_clients import raw_websocket, ws_frame
+from tests.test_hostile_bridge_clients import polling_session, post, raw_websocket, request, ws_frame
 
 ROOM = "t:EURUSD"
 BUDGET = 256 * 1024  # CLIENT_BUFFER_HARD_BYTES of the served bridge: small, so a test fills it fast
@@ -102,8 +106,8 @@ class Listener:
         self.ticks: list[Any] = []
         self.client.on("tick", self.ticks.append)
 
-    async def connect(self, url: str) -> str:
-        await self.client.connect(url, transports=["websocket"], wait_timeout=5)
+    async def connect(self, url: str, transport: str = "websocket") -> str:
+        await self.client.connect(url, transports=[transport], wait_timeout=5)
         return self.client.get_sid()
 
     async def until(self, count: int, timeout: float = 5.0) -> list[Any]:
@@ -122,7 +126,10 @@ def versions() -> str:
 
 
 def test_the_installed_versions_pass_the_fast_path_self_test():
-    assert fast_path_problem(*server_and_sessions()) is None
+    assert engine_sessions_problem(socketio.AsyncServer(async_mode="aiohttp")) is None
+    sio, sessions = server_and_sessions()
+    assert isinstance(sessions.engine, EngineSessions) and sessions.engine.problem == ""
+    assert fast_path_problem(sio, sessions) is None
     transport = open_transport(*server_and_sessions(), fast=True)
     assert transport.delivery == FAST and transport.reason == ""
     forced = open_transport(*server_and_sessions(), fast=False)
@@ -159,6 +166,74 @@ def test_each_internal_the_fast_path_uses_is_there_and_behaves_over_a_real_webso
     asyncio.run(main())
 
 
+def test_each_internal_the_session_policy_uses_is_there_and_behaves_over_long_polling():
+    """create_queue builds the session's queue, the policy's handlers run in front of
+    python-socketio's (a refused packet disconnects), an eviction wakes the waiting GET with the
+    error, and the aborting close forgets the session."""
+    async def main() -> None:
+        async with served(fast=True) as s:
+            port = int(s.url.rsplit(":", 1)[1])
+            eio_sid = await asyncio.to_thread(polling_session, port)
+            sock = s.sio.eio.sockets[eio_sid]
+            assert isinstance(sock.queue, BudgetQueue) and sock.queue.eio_sid == eio_sid
+            while not s.fanout.members:
+                await asyncio.sleep(0.01)
+            assert eio_sid not in s.sessions.pending.opened  # joined: python-socketio ran after the policy
+            sid = next(iter(s.fanout.members))
+            await s.connection(sid)
+            get = f"/socket.io/?EIO=4&transport=polling&sid={eio_sid}"
+            status, _, body = await asyncio.to_thread(request, port, "GET", get)
+            assert status == 200 and body == f'40{{"sid":"{sid}"}}'
+            started = time.monotonic()
+            poll = asyncio.create_task(asyncio.to_thread(request, port, "GET", get))
+            await asyncio.sleep(0.2)  # the GET waits for packets
+            assert not poll.done()
+            assert await asyncio.to_thread(post, port, eio_sid, "42[") == 200  # not a packet
+            status, _, body = await asyncio.wait_for(poll, 5)
+            waited = time.monotonic() - started
+            assert status == 200 and body.startswith('42["error",') and "could not be decoded" in body
+            assert s.sessions.disconnects[MALFORMED] == 1
+            assert eio_sid not in s.sio.eio.sockets and sock.closed and not s.fanout.members
+            assert (await asyncio.to_thread(request, port, "GET", get))[0] == 400
+            print(f"\nrefused packet: the waiting GET answered with the error after {waited:.2f} s")
+    asyncio.run(main())
+
+
+POLL_CLOSE_BOUND_S = 2.0  # engine.io's own answer to a pending GET after a CLOSE: ~30 s
+
+
+@pytest.mark.parametrize("side", ["client", "server", "evicted"])
+def test_a_long_polling_client_is_disconnected_within_a_couple_of_seconds(side):
+    """Its waiting GET is answered: python-engineio's client waits for it (30 s without the answer)."""
+    async def main() -> float:
+        async with served(fast=True) as s:
+            listener = Listener()
+            sid = await listener.connect(s.url, transport="polling")
+            await s.connection(sid)
+            eio_sid = s.sio.manager.eio_sid_from_sid(sid, "/")
+            await asyncio.sleep(0.3)  # its next GET is waiting
+            started = time.monotonic()
+            if side == "client":
+                await asyncio.wait_for(listener.client.disconnect(), 10)
+            else:
+                if side == "server":
+                    await s.sio.disconnect(sid)
+                else:
+                    assert await s.sessions.evict(eio_sid, OVER_BUDGET)
+                while listener.client.eio.state != "disconnected" and time.monotonic() - started < 10:
+                    await asyncio.sleep(0.01)
+            seconds = time.monotonic() - started
+            assert listener.client.eio.state == "disconnected"
+            while eio_sid in s.sio.eio.sockets and time.monotonic() - started < 10:
+                await asyncio.sleep(0.01)
+            assert eio_sid not in s.sio.eio.sockets and not s.fanout.members
+            await listener.client.disconnect()
+            return seconds
+    seconds = asyncio.run(main())
+    print(f"\nlong-polling client, {side} side: disconnected in {seconds:.2f} s")
+    assert seconds < POLL_CLOSE_BOUND_S
+
+
 class RenamedDriver(eio_aiohttp.WebSocket):
     """A websocket driver of a python-engineio the bridge does not know."""
 
@@ -180,8 +255,36 @@ def renamed_driver(monkeypatch: pytest.MonkeyPatch) -> str:
     return "websocket driver"
 
 
+def socketio_handlers_renamed(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A python-socketio whose engine.io handlers are not the ``_handle_eio_*`` methods."""
+    init = base_server.BaseServer.__init__
+
+    def registers_others(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        for event, handler in list(self.eio.handlers.items()):
+            async def forward(*args: Any, _handler: Any = handler) -> Any:
+                return await _handler(*args)
+            self.eio.on(event, forward)
+
+    monkeypatch.setattr(base_server.BaseServer, "__init__", registers_others)
+    return "does not handle engine.io's 'connect' event with _handle_eio_connect()"
+
+
+def close_takes_options(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A python-engineio whose socket close takes its options as ``**kwargs``."""
+    close = async_socket.AsyncSocket.close
+
+    async def with_options(self: Any, wait: bool = True, **options: Any) -> None:
+        await close(self, wait, **options)
+
+    monkeypatch.setattr(async_socket.AsyncSocket, "close", with_options)
+    return "close() takes no abort, reason"
+
+
 INCOMPATIBLE = {"queue built without create_queue": queue_outside_create_queue,
-                "websocket driver renamed": renamed_driver}
+                "websocket driver renamed": renamed_driver,
+                "socketio handlers renamed": socketio_handlers_renamed,
+                "socket close changed": close_takes_options}
 
 
 @pytest.mark.parametrize("change", INCOMPATIBLE.values(), ids=INCOMPATIBLE.keys())

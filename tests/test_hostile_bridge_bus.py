@@ -29,15 +29,19 @@ from bridge.config import BridgeConfig
 from bridge.payloads import INDICATOR_VALUES, MAX_BOOK_LEVELS, SHAPES, Malformed, check
 from bridge.server import RESYNC_KINDS, Bridge
 from engine.launcher import Launcher, build_children
-from engine.models import Book, Candle, SymbolInfo, Tick
-from engine.protocol import (ACCOUNT, BOOK, BOOK_FIELDS, CANDLE, CANDLE_FIELDS, HEALTH, INDICATOR, SUMMARY,
-                             TICK, TICK_FIELDS, ErrorCode, RpcError)
+from engine.models import Book, Candle, Tick
+from engine.activity import DEALS, ORDERS, POSITIONS
+from engine.protocol import (ACCOUNT, BOOK, BOOK_FIELDS, CANDLE, CANDLE_FIELDS, DEAL, DEAL_FIELDS, HEALTH, INDICATOR,
+                             ORDER, ORDER_FIELDS, POSITION, POSITION_FIELDS, SUMMARY, TICK, TICK_FIELDS, ErrorCode,
+                             RpcError)
 from engine.service import EngineService
-from engine.sources.sim import SimSource, demo_account
+from engine.sources.sim import SimSource
+from engine.sources.sim_account import DEMO_BALANCE, account_info
 from indicators.series import IndicatorSeries
 from indicators.worker import IndicatorWorker, WorkerConfig
 from tests.bridge_procs import BridgeProcess, BusInjector, Recorder
 from tests.hostile import OpenBus, RssWatch, report
+from tests.mt5_trading import TradeBook
 from tests.procs import EngineProcess, engine_config, free_port, running
 
 SYMBOL = "EURUSD"
@@ -54,7 +58,6 @@ def valid_payloads() -> dict[str, dict[str, Any]]:
     bars = [Candle(SYMBOL, "M1", 60 * i, 1.0 + i, 2.0 + i, 0.5, 1.5 + i).to_payload(True) for i in range(30)]
     series.warm(bars)
     ind = series.on_candle(Candle(SYMBOL, "M1", 60 * 30, 1.0, 2.0, 0.5, 1.7).to_payload(False))
-    info = SymbolInfo(SYMBOL, 5, 0.00001, "Euro vs US Dollar", "EUR", "USD")
     ctx = zmq.Context()
     try:  # neither opens a socket before it runs
         config = engine_config()
@@ -67,13 +70,29 @@ def valid_payloads() -> dict[str, dict[str, Any]]:
         f"candle:{SYMBOL}:M1:": {**Candle(SYMBOL, "M1", 60, 1.0, 2.0, 0.5, 1.5, 12).to_payload(False), **STAMP},
         f"ind:{SYMBOL}:M1:": {**ind, **STAMP},
         f"book:{SYMBOL}:": {**Book(SYMBOL, 1, [[1.1, 2.0], [1.0, 1.5]], [[1.2, 0.5]]).to_payload(), **STAMP},
-        "account:": {**demo_account(info, 1.1, 1.2), **STAMP},
+        "account:": {**account_info(DEMO_BALANCE, 12.5, 110.0), **STAMP},
         "summary:": {"time_msc": 1, "symbols": {SYMBOL: {"last": 1.1, "open": 1.0, "high": 1.2, "low": 0.9,
                                                          "prev_close": 1.0, "change": 0.1, "change_pct": 10.0,
                                                          "day": 86400}}, **STAMP},
         "health:engine:": {**engine_health, **STAMP},
         "health:indicators:0:": {**worker_health, **STAMP},
         "health:service:": {**Launcher(build_children(1, True, ".env", []), env={}).health(), **STAMP},
+        **activity_payloads(),
+    }
+
+
+def activity_payloads() -> dict[str, dict]:
+    """A position, an order and deals (one without a symbol) as the engine publishes them."""
+    book = TradeBook(lambda symbol: (1.1, 1.1002, 100_000.0), 0.0)
+    book.deposit(1_700_000_000_000, 100.0)
+    book.open_position(1_700_000_000_001, SYMBOL, 0, 1.0, 1.1, sl=1.0)
+    book.place_order(1_700_000_000_002, SYMBOL, 2, 0.5, 1.05)
+    deposit, entry = book.deals(0, 2**40)
+    return {
+        f"position:{SYMBOL}:": {**POSITIONS.record(book.positions()[0]), "state": "open", **STAMP},
+        f"order:{SYMBOL}:": {**ORDERS.record(book.orders()[0]), "state": "modified", **STAMP},
+        f"deal:{SYMBOL}:": {**DEALS.record(entry), **STAMP},
+        "deal:-:": {**DEALS.record(deposit), **STAMP},
     }
 
 
@@ -126,7 +145,7 @@ MALFORMED = [
                                                                   "'symbol'"),
     (f"candle:{SYMBOL}:", VALID[C], "does not name"), ("account:x:", VALID["account:"],
                                                                   "does not name"),
-    ("order:EURUSD:", VALID[T], "not one the bridge reads"), (T, [1, 2], "not a map"),
+    ("trade:EURUSD:", VALID[T], "not one the bridge reads"), (T, [1, 2], "not a map"),
 ]
 
 
@@ -153,8 +172,11 @@ def test_what_the_engine_the_worker_and_the_launcher_publish_has_its_declared_sh
 
 
 def test_the_declared_fields_are_the_protocols_and_the_workers():
-    assert set(SHAPES) == {TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY, HEALTH}
+    assert set(SHAPES) == {TICK, CANDLE, INDICATOR, BOOK, ACCOUNT, SUMMARY, HEALTH, POSITION, ORDER, DEAL}
     stamps = {"seq", "epoch"}
+    assert set(SHAPES[POSITION].payload.fields) == {*POSITION_FIELDS, "state", *stamps}
+    assert set(SHAPES[ORDER].payload.fields) == {*ORDER_FIELDS, "state", *stamps}
+    assert set(SHAPES[DEAL].payload.fields) == {*DEAL_FIELDS, *stamps}
     assert set(SHAPES[TICK].payload.fields) == {*TICK_FIELDS, *stamps}
     assert set(SHAPES[CANDLE].payload.fields) == {*CANDLE_FIELDS, *stamps}
     assert set(SHAPES[BOOK].payload.fields) == {*BOOK_FIELDS, *stamps}
@@ -198,7 +220,8 @@ def test_the_reader_drops_and_counts_every_malformed_family_and_batches_only_the
     for topic, payload in VALID.items():
         assert unit_bridge.on_bus_message(topic, payload) is True
     events = {event for _, event, _ in batched(unit_bridge)}
-    assert events == {"tick", "candles", "indicators", "order_book", "account_update", "market_summary"}
+    assert events == {"tick", "candles", "indicators", "order_book", "account_update", "market_summary",
+                      "position_update", "order_update", "deal"}
     assert set(unit_bridge.health()["workers"]) == {"indicators:0", "service"}
     assert unit_bridge.engine_health["component"] == "engine"
 
@@ -211,7 +234,8 @@ def test_forged_topics_for_symbols_the_engine_does_not_serve_create_no_state(uni
     forged = 0
     for i in range(3000):
         for topic, payload in VALID.items():
-            if SHAPES[topic.split(":")[0]].parts[:1] == ("symbol",):
+            shape = SHAPES[topic.split(":")[0]]
+            if shape.served_only and shape.parts[:1] == ("symbol",):
                 name = f"FAKE{i}"
                 forged_topic = topic.replace(SYMBOL, name)
                 assert bridge.on_bus_message(forged_topic, {**payload, "symbol": name}) is False
@@ -544,6 +568,6 @@ def test_tick_lag_is_measured_in_utc_whatever_the_engine_clock(unit_bridge):
     happened = time.time_ns() // 1_000_000 - 250  # 250 ms ago, UTC
     tick = {**VALID[T], "time_msc": happened + offset_s * 1000}
     assert unit_bridge.on_bus_message(T, tick)
-    unit_bridge.metrics.on_bus(T, tick)  # as the bus reader does for each accepted message
-    lag = unit_bridge.metrics.engine_lag
+    unit_bridge.stats.on_bus(T, tick)  # as the bus reader does for each accepted message
+    lag = unit_bridge.stats.engine_lag
     assert sum(lag.counts) == 1 and 0.25 <= lag.total < 5.0

@@ -93,17 +93,6 @@ def test_book_has_ten_levels_around_the_quote_best_first():
     assert all(v > 0 for _, v in book.bids + book.asks)
 
 
-def test_account_equity_moves_with_the_open_position():
-    s = sim(symbols=["EURUSD"])
-    first = s.account(START)
-    s.poll(START + 3 * 3600_000)
-    later = s.account(START + 3 * 3600_000)
-    assert first["balance"] == later["balance"] == 10_000.0
-    assert first["equity"] == round(first["balance"] + first["profit"], 2)
-    assert later["equity"] != first["equity"]
-    assert {"login", "leverage", "margin_free", "margin_level", "currency"} <= set(first)
-
-
 def test_max_rate_mode_delivers_batches_without_waiting():
     s = sim(rate=0)
     batch = s.poll(START)

@@ -580,7 +580,7 @@ def test_account_is_account_info_as_a_dict_and_stays_fresh(mt5, make_source) -> 
     assert account is not None
     assert list(account) == list(mt5_standin.AccountInfo._fields)
     assert (account["login"], account["equity"], account["currency"]) == (5001234, 10000.0, "USD")
-    mt5.account_fields["equity"] = 10012.5
+    mt5.trades.deposit(T0, 12.5)
     assert wait_for(lambda: source.account(0)["equity"] == 10012.5)
 
 

@@ -107,6 +107,42 @@ def test_prices_off_the_grid_and_volumes_are_kept_exactly():
     assert since(journal, "EURUSD", EPOCH, 0, 100) == [stamped(k + 1, t) for k, t in enumerate(plain + odd)]
 
 
+def test_symbols_stored_together_each_keep_their_own_layout():
+    # One flush of four symbols: one on its grid, one with a price off it, one with volumes and
+    # flags past uint32, one whose point is not a power of ten (kept as float64 from the start).
+    points = {"EURUSD": 1e-5, "XAUUSD": 0.01, "ESM4": 0.25, "ODD": 0.0003}
+    rows = {
+        "EURUSD": [Tick("EURUSD", 1000 + i, round(1.1 + i * 1e-5, 5), round(1.1001 + i * 1e-5, 5))
+                   for i in range(6)],
+        "XAUUSD": [Tick("XAUUSD", 1000 + i, 2300.5 + (i == 3) * 1e-7, 2300.75) for i in range(6)],
+        "ESM4": [Tick("ESM4", 1000 + i, 5300.25, 5300.5, 5300.25, i, 2**40 + i, i * 0.5) for i in range(6)],
+        "ODD": [Tick("ODD", 1000 + i, 0.1234 + i * 0.0003, 0.125) for i in range(6)],
+    }
+    interleaved = [t for group in zip(*rows.values()) for t in group]
+    journal = TickJournal(64, EPOCH, points, {s: 6 for s in rows}.__getitem__)
+    journal.append(interleaved)
+    for symbol, ticks in rows.items():
+        assert since(journal, symbol, EPOCH, 0, 100) == [stamped(k + 1, t) for k, t in enumerate(ticks)]
+    # An FX pair stays at 24 bytes a tick beside them; the others widened only themselves.
+    assert journal.ring("EURUSD").nbytes == 24 * 64
+    assert journal.ring("XAUUSD").nbytes == journal.ring("ODD").nbytes == 36 * 64
+    assert journal.ring("ESM4").nbytes == 56 * 64  # float64 prices (quarter points), int64 flags, volumes
+
+
+def test_hundreds_of_symbols_in_random_batches_are_each_kept_exactly():
+    symbols = [f"SYM{i:03d}" for i in range(300)]
+    points = {s: 0.01 for s in symbols}
+    journal, numbered = journal_in_batches(40, points, make_ticks(30_000, symbols, seed=5))
+    for symbol in symbols[::7]:
+        ticks = numbered[symbol]
+        ring = journal.ring(symbol)
+        assert ring.last_seq == ticks[-1][0] and len(ring) == min(40, len(ticks))
+        kept = [stamped(s, t) for s, t in ticks[-40:]]
+        assert since(journal, symbol, EPOCH, ring.first_seq - 1, 1000) == kept
+        assert between(journal, symbol, journal.covers_from(symbol), ticks[-1][1].time_msc, 1000) == \
+            [t.to_payload() for _, t in ticks if t.time_msc >= journal.covers_from(symbol)]
+
+
 def test_a_restarted_numbering_replaces_what_was_held():
     last = {"EURUSD": 5}
     journal = TickJournal(50, EPOCH, {"EURUSD": 1e-5}, last.__getitem__)

@@ -13,6 +13,9 @@
   const AXIS_PX = 72;             // right-hand price axis
   const TIME_AXIS_PX = 18;        // bottom time axis of the price pane
   const PING_EVERY_MS = 5000;     // health is pushed on change only; ask for it now and then
+  const MAX_DEALS = 50;           // deals kept for the table and the chart's marks
+  const DEALS_BACK_S = 86400;     // the deals asked for on connect: the last day (market clock)
+  const MAX_ROWS = 12;            // positions and orders shown
   const TOKEN_KEY = "mt5-bridge-token"; // sessionStorage: asked once, kept for the tab session
   const MAX_DIGITS = 10;          // a symbol's digits beyond this are not a price's (toFixed allows 100)
   const COLORS = {
@@ -41,6 +44,13 @@
     overlay: { bars: 0, sma: 0, ema: 0, rsi: 0, macd: 0 }, // bars drawn, and those with each indicator
     bookEvents: 0,
     accountEvents: 0,
+    positions: 0,             // open positions held (get_positions, then position_update events)
+    orders: 0,                // pending orders held
+    deals: 0,                 // deals held (get_deals, then deal events)
+    positionEvents: 0,
+    orderEvents: 0,
+    dealEvents: 0,
+    dealMarks: 0,             // deals marked on the price chart
     summaryEvents: 0,
     healthEvents: 0,
     health: null,
@@ -60,6 +70,10 @@
   let indicators = new Map();      // bar time -> {sma, ema, rsi, macd, macd_signal, macd_hist, closed}
   let book = null;
   let account = null;
+  // The account's activity, by ticket (MT5's TradePosition, TradeOrder and TradeDeal fields).
+  const positions = new Map();
+  const orders = new Map();
+  let deals = [];                  // newest first, at most MAX_DEALS
   let summary = null;
   let lastTick = null;
   // Dragging back through history: the next older window's end (a bar open time), whether a
@@ -85,6 +99,7 @@
     if (parts.has("quote")) renderQuote();
     if (parts.has("book")) renderBook();
     if (parts.has("account")) renderAccount();
+    if (parts.has("activity")) renderActivity();
     if (parts.has("health")) renderHealth();
     if (parts.has("summary")) renderSummary();
   }
@@ -421,6 +436,7 @@
 
     const sma = series(ctx, shown, x, y, (ind) => ind?.sma, COLORS.sma);
     const ema = series(ctx, shown, x, y, (ind) => ind?.ema, COLORS.ema);
+    markDeals(ctx, shown, x, y, top, bottom);
 
     // last price
     const last = shown[shown.length - 1];
@@ -438,6 +454,46 @@
       ema != null && { y: y(ema), text: price(ema), color: COLORS.ema },
       { y: py, text: price(last.close), color, fill: "#fff" },
     ]);
+  }
+
+  // The account's deals in the shown symbol, at their price on the bar holding their time: a
+  // buy points up, a sell down; an entry filled, an exit hollow.
+  function markDeals(ctx, shown, x, y, top, bottom) {
+    let marked = 0;
+    if (shown.length) {
+      const span = tfSeconds(state.timeframe);
+      const first = shown[0].time;
+      const index = new Map(shown.map((b, i) => [b.time, i]));
+      for (const d of deals) {
+        if (d.symbol !== state.symbol || finite(d.price) == null || finite(d.time_msc) == null) continue;
+        const t = Math.floor(d.time_msc / 1000);
+        if (t < first) continue;
+        const i = index.get(t - (t % span));
+        if (i === undefined) continue;
+        const py = y(d.price);
+        if (py < top || py > bottom) continue;
+        const buy = d.type === 0;
+        const cx = x(i);
+        const size = 5;
+        ctx.beginPath();
+        ctx.moveTo(cx, py + (buy ? -size : size));
+        ctx.lineTo(cx - size, py + (buy ? size : -size));
+        ctx.lineTo(cx + size, py + (buy ? size : -size));
+        ctx.closePath();
+        const color = buy ? COLORS.up : COLORS.down;
+        if (d.entry === 0) {
+          ctx.fillStyle = color;
+          ctx.fill();
+        } else {
+          ctx.strokeStyle = color;
+          ctx.lineWidth = 1.5;
+          ctx.stroke();
+          ctx.lineWidth = 1;
+        }
+        marked += 1;
+      }
+    }
+    state.dealMarks = marked;
   }
 
   function drawRsi() {
@@ -584,6 +640,60 @@
       ["margin level", finite(a.margin_level) ? `${num(a.margin_level, 1)} %` : "—"],
       ["leverage", finite(a.leverage) ? `1:${a.leverage}` : "—"],
     ]));
+  }
+
+  const SIDES = ["buy", "sell", "buy limit", "sell limit", "buy stop", "sell stop", "buy stop limit", "sell stop limit"];
+  const side = (type) => (Number.isInteger(type) && type >= 0 && type < SIDES.length ? SIDES[type] : "—");
+  const signed = (v) => elem("span", { className: finite(v) != null && v >= 0 ? "up" : "down" }, money(v));
+  const table = (id, head, rows, empty) => $(id).replaceChildren(
+    elem("thead", null, elem("tr", null, ...head.map((k) => elem("th", null, k)))),
+    elem("tbody", null, ...(rows.length ? rows
+      : [elem("tr", null, elem("td", { className: "muted", colSpan: head.length }, empty))])));
+  const byTicket = (items) => [...items.values()].sort((a, b) => (a.ticket > b.ticket ? 1 : -1));
+  const mine = (symbol) => (symbol === state.symbol ? "current" : "");
+
+  function renderActivity() {
+    const d = (sym) => digitsOf[sym] ?? 5;
+    const open = byTicket(positions);
+    $("positions-count").textContent = open.length ? String(open.length) : "";
+    // The current price is the quote's; SL and TP show on hovering the row.
+    table("positions", ["symbol", "side", "lots", "open", "profit"],
+      open.slice(0, MAX_ROWS).map((p) => elem("tr", {
+        className: mine(p.symbol),
+        title: `SL ${p.sl ? price(p.sl, d(p.symbol)) : "—"} · TP ${p.tp ? price(p.tp, d(p.symbol)) : "—"} · now ${price(p.price_current, d(p.symbol))}`,
+      }, elem("td", null, text(p.symbol)), elem("td", null, side(p.type)), elem("td", null, num(p.volume, 2)),
+        elem("td", null, price(p.price_open, d(p.symbol))), elem("td", null, signed(p.profit)))), "none");
+    const pending = byTicket(orders);
+    $("orders-count").textContent = pending.length ? String(pending.length) : "";
+    table("orders", ["symbol", "type", "lots", "price"],
+      pending.slice(0, MAX_ROWS).map((o) => elem("tr", { className: mine(o.symbol) },
+        elem("td", null, text(o.symbol)), elem("td", null, side(o.type)), elem("td", null, num(o.volume_current, 2)),
+        elem("td", null, price(o.price_open, d(o.symbol))))), "none");
+    table("deals", ["time", "symbol", "", "lots", "price", "profit"],
+      deals.slice(0, MAX_ROWS).map((x) => elem("tr", { className: mine(x.symbol) },
+        elem("td", null, finite(x.time_msc) != null ? timeLabel(Math.floor(x.time_msc / 1000), true) : "—"),
+        elem("td", null, x.symbol ? text(x.symbol) : "balance"),
+        elem("td", null, x.symbol ? `${side(x.type)} ${x.entry === 0 ? "in" : "out"}` : ""),
+        elem("td", null, x.symbol ? num(x.volume, 2) : ""), elem("td", null, x.symbol ? price(x.price, d(x.symbol)) : ""),
+        elem("td", null, x.entry === 0 && x.symbol ? "" : signed(x.profit)))), "none yet");
+  }
+
+  // A position or order update: `closed` removes it, anything else replaces it.
+  function applyUpdate(items, msg) {
+    if (!isObject(msg) || finite(msg.ticket) == null) return;
+    if (msg.state === "closed") items.delete(msg.ticket);
+    else items.set(msg.ticket, msg);
+    state.positions = positions.size;
+    state.orders = orders.size;
+    invalidate("activity");
+  }
+
+  function addDeals(list_) {
+    const known = new Set(deals.map((x) => x.ticket));
+    const fresh = list(list_).filter((x) => isObject(x) && finite(x.ticket) != null && !known.has(x.ticket));
+    deals = [...deals, ...fresh].sort((a, b) => (b.time_msc - a.time_msc) || (b.ticket - a.ticket)).slice(0, MAX_DEALS);
+    state.deals = deals.length;
+    invalidate("activity", "chart");
   }
 
   function pill(el, label, status) {
@@ -737,7 +847,7 @@
     $("symbol").value = symbol;
     markTimeframe();
     history.replaceState(null, "", `?symbol=${encodeURIComponent(symbol)}&tf=${encodeURIComponent(timeframe)}`);
-    invalidate("chart", "book", "quote", "summary");
+    invalidate("chart", "book", "quote", "summary", "activity");
     if (socket.connected) subscribe();
   }
 
@@ -804,6 +914,23 @@
         invalidate("account");
       }
     });
+    // The activity as it stands; the updates that follow keep it current. A source without
+    // activity answers `unavailable`: the tables stay empty.
+    socket.emit("get_positions", {}, (reply) => {
+      if (!isObject(reply) || reply.code) return;
+      positions.clear();
+      list(reply.positions).forEach((p) => applyUpdate(positions, p));
+    });
+    socket.emit("get_orders", {}, (reply) => {
+      if (!isObject(reply) || reply.code) return;
+      orders.clear();
+      list(reply.orders).forEach((o) => applyUpdate(orders, o));
+    });
+    const now = Math.floor(Date.now() / 1000);
+    // The market clock may run hours ahead of UTC (a trade server's): ask a day either side.
+    socket.emit("get_deals", { from: now - DEALS_BACK_S, to: now + DEALS_BACK_S }, (reply) => {
+      if (isObject(reply) && !reply.code) addDeals(reply.deals);
+    });
   });
   socket.on("disconnect", (reason) => {
     state.connected = false;
@@ -840,6 +967,18 @@
     invalidate("account");
   };
   socket.on("account_update", onAccount);
+  socket.on("position_update", (p) => {
+    state.positionEvents += 1;
+    applyUpdate(positions, p);
+  });
+  socket.on("order_update", (o) => {
+    state.orderEvents += 1;
+    applyUpdate(orders, o);
+  });
+  socket.on("deal", (d) => {
+    state.dealEvents += 1;
+    addDeals([d]);
+  });
   socket.on("account_info", onAccount);
   socket.on("market_summary", (s) => {
     state.summaryEvents += 1;

@@ -4,6 +4,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from engine.activity import Activity, Record
 from engine.models import Book, Candle, SourceHealth, SymbolInfo, Tick
 from engine.timeframes import Timeframe
 
@@ -98,6 +99,17 @@ class MarketSource(ABC):
 
     def account(self, now_ms: int) -> dict[str, Any] | None:
         """MT5 ``account_info`` fields, or ``None`` where the source has no account."""
+        return None
+
+    def activity(self, now_ms: int) -> Activity | None:
+        """The account's positions, pending orders and new deals (``engine.activity``), or
+        ``None`` where the source has no account activity. Each deal is returned once."""
+        return None
+
+    def deal_range(self, from_s: int, to_s: int, symbol: str | None, count: int) -> list[Record] | None:
+        """The first ``count`` deals of the account (of ``symbol`` only, if given) with ``time``
+        in ``from_s..to_s`` (inclusive, the market clock), oldest first; ``None`` where the
+        source has no account activity."""
         return None
 
     def health(self) -> SourceHealth:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.activity import DEALS, ORDERS, POSITIONS, Activity, DealCursor, Record
 from engine.config import EngineConfig
 from engine.models import Book, Candle, SourceHealth, SymbolInfo, Tick
 from engine.sources.base import MarketSource, SourceError
@@ -59,6 +60,13 @@ MAX_FILL_IN_TICKS = 1_000_000
 # Ticks a tick range reads beyond what it returns: those of its first second before its first
 # millisecond (no market has this many in one second).
 RANGE_SECOND_TICKS = 10_000
+
+# Deals are read again from this long before the newest one delivered, so a deal the server
+# books late is still found (``engine.activity.DealCursor``).
+DEAL_OVERLAP_MS = 60_000
+# Trade servers' clocks run between UTC-12 and UTC+14: before the first tick tells the offset,
+# deal reads reach this far on both sides of the local clock.
+MAX_SERVER_OFFSET_MS = 14 * 3600 * 1000
 
 MISSING_PACKAGE = (
     "the mt5 source needs the MetaTrader5 package, which exists for Windows only and talks to a "
@@ -287,6 +295,11 @@ class MT5Source(MarketSource):
         self._out: list[Tick] = []
         self._books: dict[str, Book] = {}
         self._account: dict[str, Any] | None = None
+        self._streams = config.account_streams
+        self._positions: tuple[Record, ...] = ()
+        self._orders: tuple[Record, ...] = ()
+        self._new_deals: list[Record] = []  # under _out_lock
+        self._deals: DealCursor | None = None
         self._health = SourceHealth("down", False, "not started")
         self._lost = ""  # why the session was lost, kept in health while reconnecting
         self._clock_offset: int | None = None  # trade-server clock minus local clock, in ms
@@ -312,6 +325,9 @@ class MT5Source(MarketSource):
                 feed.cursor = self._start_cursor(symbol)
             self._refresh_books()
             self._refresh_account()
+            if self._streams:
+                self._deals = self._deal_cursor()
+                self._refresh_activity()
         except CallFailed as exc:
             self._shutdown()
             raise SourceError(f"MT5 terminal failed during start: {exc}") from None
@@ -413,6 +429,13 @@ class MT5Source(MarketSource):
         account = self._account
         return dict(account) if account is not None else None
 
+    def activity(self, now_ms: int) -> Activity | None:
+        if not self._streams:
+            return None
+        with self._out_lock:
+            deals, self._new_deals = self._new_deals, []
+        return Activity(self._positions, self._orders, tuple(deals))
+
     def health(self) -> SourceHealth:
         health, stale = self._health, self._stale
         if health.status == "ok" and stale:
@@ -457,6 +480,8 @@ class MT5Source(MarketSource):
                     next_book = now + self._book_s
                 if now >= next_account:
                     self._refresh_account()
+                    if self._streams:
+                        self._refresh_activity()
                     next_account = now + self._account_s
             except TerminalLost as exc:
                 log.warning("terminal lost (%s); reconnecting", exc)
@@ -635,6 +660,49 @@ class MT5Source(MarketSource):
         if info is not None:
             self._account = info._asdict()
 
+    def _refresh_activity(self) -> None:
+        """Positions and orders replace the last sets only when read: a call that fails keeps
+        them (a failed read is not every position closing). Deals since the cursor, once each."""
+        positions = self._optional("positions_get")
+        if positions is not None:
+            self._positions = tuple(map(POSITIONS.record, positions))
+        orders = self._optional("orders_get")
+        if orders is not None:
+            self._orders = tuple(map(ORDERS.record, orders))
+        assert self._deals is not None
+        try:
+            deals = self._read_deals(self._deals.from_msc // 1000)
+        except TerminalLost:
+            raise
+        except CallFailed as exc:  # this read only: the next one covers the same deals
+            log.debug("deals not read: %s", exc)
+            return
+        fresh = self._deals.accept(deals)
+        if fresh:
+            with self._out_lock:
+                self._new_deals.extend(fresh)
+
+    def _deal_cursor(self) -> DealCursor:
+        """A cursor after the deals booked so far: they are history (``deal_range``), the
+        stream carries the ones booked from now on."""
+        cursor = DealCursor(time.time_ns() // 1_000_000 - MAX_SERVER_OFFSET_MS, DEAL_OVERLAP_MS)
+        cursor.accept(self._read_deals(cursor.from_msc // 1000))
+        return cursor
+
+    def _read_deals(self, from_s: int, to_s: int | None = None) -> list[Record]:
+        """``history_deals_get`` over server times ``from_s..to_s``: by default up to beyond any
+        server's now, as deal times are the server's clock (a local ``now`` would miss the last
+        hours' deals on a server ahead of UTC)."""
+        if to_s is None:
+            to_s = (time.time_ns() // 1_000_000 + 2 * MAX_SERVER_OFFSET_MS) // 1000
+        with self._api:
+            result = self._mt5.history_deals_get(from_s, to_s)
+            error = tuple(self._mt5.last_error()) if result is None else None
+        # None with "Success" is an empty range, as some builds answer it.
+        if error is not None and error[0] != 1:
+            raise call_failure("history_deals_get", error)
+        return [DEALS.record(d) for d in result or ()]
+
     # -- calls -------------------------------------------------------------------------------
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -758,6 +826,13 @@ class MT5Source(MarketSource):
         lo = int(np.searchsorted(times, from_msc, "left"))
         hi = min(int(np.searchsorted(times, to_msc, "right")), lo + count)
         return ticks_from_array(symbol, arr[lo:max(lo, hi)])
+
+    def deal_range(self, from_s: int, to_s: int, symbol: str | None, count: int) -> list[Record] | None:
+        if not self._streams:
+            return None
+        deals = [d for d in self._read_deals(from_s, to_s) if symbol is None or d["symbol"] == symbol]
+        deals.sort(key=lambda d: (d["time_msc"], d["ticket"]))
+        return deals[:count]
 
     def candle_range(self, symbol: str, timeframe: Timeframe, from_s: int, to_s: int,
                      count: int) -> list[Candle] | None:

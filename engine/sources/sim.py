@@ -32,7 +32,9 @@ import numpy as np
 
 from engine.candle_store import PRICES, Bars
 from engine.models import Book, Candle, SymbolInfo, Tick
+from engine.activity import Activity, Record
 from engine.sources.base import MarketSource
+from engine.sources.sim_account import DemoAccount
 from engine.timeframes import Timeframe
 
 ANCHOR_S = 1578268800  # 2020-01-06 00:00:00 UTC, a Monday
@@ -502,6 +504,8 @@ class SimSource(MarketSource):
         self._last: dict[str, Tick] = {}
         self._walk: _FastWalk | None = None
         self._archives: dict[str, SimMarket] = {}  # models answering ranges
+        self._quoting: dict[str, SimMarket] = {}  # models quoting the demo account's trades
+        self._demo = DemoAccount(seed, [s.info for s in self._syms], self._minute_quote)
 
     def start(self) -> None:
         if self._start_ms is None:
@@ -519,6 +523,7 @@ class SimSource(MarketSource):
                 cursor = _TickCursor(market, minute, so_far.count if so_far else 0, self._unprefetched)
                 self._cursors.append(cursor)
                 heapq.heappush(self._heap, (cursor.next_time(), idx))
+        self._demo.activity(now, self._last)  # the account as it stands: its deals so far are history
 
     def symbols(self) -> list[SymbolInfo]:
         return [s.info for s in self._syms]
@@ -646,9 +651,24 @@ class SimSource(MarketSource):
         return Book(symbol, tick.time_msc, bids, asks)
 
     def account(self, now_ms: int) -> dict[str, Any] | None:
-        sym = self._syms[0]
-        entry = self._markets[sym.info.name].day_open(now_ms // 1000)
-        return demo_account(sym.info, entry, self._last[sym.info.name].bid)
+        return self._demo.info(now_ms, self._last)
+
+    def activity(self, now_ms: int) -> Activity | None:
+        return self._demo.activity(now_ms, self._last)
+
+    def deal_range(self, from_s: int, to_s: int, symbol: str | None, count: int) -> list[Record] | None:
+        return self._demo.deal_range(from_s, to_s, symbol, count)
+
+    def _minute_quote(self, symbol: str, minute: int) -> tuple[float, float]:
+        """The bid and ask of the first tick of ``minute``: its bar's open, with its spread."""
+        market = self._quoting.get(symbol)
+        if market is None:
+            live = self._markets[symbol]
+            market = self._quoting[symbol] = SimMarket(live.sym, live.seed, live.ticks_per_minute)
+        open_, *_, spread = market._minute_bar(minute)
+        scale = 10.0 ** market.sym.info.digits
+        points = round(open_ * scale)  # as _quotes rounds: half to even
+        return points / scale, (points + spread) / scale
 
 
 class _FastWalk:
@@ -674,33 +694,3 @@ class _FastWalk:
         self._prices = prices[-1].copy()
         bids, asks = _quotes(prices, self._scale, self._spread)
         return [Tick(name, now_ms, bid, ask) for name, bid, ask in zip(self._names, bids, asks)]
-
-
-# The demo account: a balance and one long position in the first symbol, opened at the day's open.
-DEMO_BALANCE = 10_000.0
-DEMO_LEVERAGE = 100
-DEMO_VOLUME = 0.10
-
-
-def demo_account(info: SymbolInfo, entry: float, bid: float) -> dict[str, Any]:
-    """MT5 ``account_info`` fields for the demo account with its position marked at ``bid``."""
-    profit = (bid - entry) * DEMO_VOLUME * info.trade_contract_size
-    notional = DEMO_VOLUME * info.trade_contract_size * entry
-    if info.currency_profit != "USD" and info.currency_base == "USD":
-        profit /= bid  # quoted in the other currency: convert to the USD account
-        notional /= entry
-    profit = round(profit, 2)
-    equity = round(DEMO_BALANCE + profit, 2)
-    margin = round(notional / DEMO_LEVERAGE, 2)
-    return {
-        "login": 10000001, "trade_mode": 0, "leverage": DEMO_LEVERAGE, "limit_orders": 200,
-        "margin_so_mode": 0, "trade_allowed": True, "trade_expert": True, "margin_mode": 2,
-        "currency_digits": 2, "fifo_close": False, "balance": DEMO_BALANCE, "credit": 0.0,
-        "profit": profit, "equity": equity, "margin": margin,
-        "margin_free": round(equity - margin, 2),
-        "margin_level": round(equity / margin * 100, 2) if margin else 0.0,
-        "margin_so_call": 50.0, "margin_so_so": 30.0, "margin_initial": 0.0,
-        "margin_maintenance": 0.0, "assets": 0.0, "liabilities": 0.0,
-        "commission_blocked": 0.0, "name": "Demo Trader", "server": "Simulated-Demo",
-        "currency": "USD", "company": "MT5 market-data simulator",
-    }

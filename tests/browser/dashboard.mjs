@@ -20,11 +20,12 @@ await run(executablePath, async ({ page, result, state, drawn, waitFor }) => {
 
   // Live: more candles events for the selection (the history reply was one), ticks, indicators, book, summary.
   const first = result.steps.loaded;
-  await waitFor("live candles, ticks, indicators, book, account, summary and health",
+  await waitFor("live candles, ticks, indicators, book, account, deals, summary and health",
     ([c0, t0, sym]) => {
       const s = window.dashboardState;
       return s.candleEvents >= c0 + 3 && (s.ticks[sym] || 0) >= t0 + 3 && s.indicatorEvents > 0 &&
-        s.bookEvents > 0 && s.accountEvents > 0 && s.summaryEvents > 0 && s.health && s.pingMs != null;
+        s.bookEvents > 0 && s.accountEvents > 0 && s.summaryEvents > 0 && s.health && s.pingMs != null &&
+        s.deals > 0;
     }, [first.candleEvents, first.ticks[first.symbol] || 0, first.symbol]);
   await sleep(300); // let the frame with the newest values paint
   result.steps.live = await state();
@@ -35,6 +36,10 @@ await run(executablePath, async ({ page, result, state, drawn, waitFor }) => {
     account: document.getElementById("account").textContent,
     health: document.getElementById("health").textContent,
     summaryRows: document.querySelectorAll("#summary tbody tr").length,
+    positionRows: document.querySelectorAll("#positions tbody tr").length,
+    positions: document.getElementById("positions").textContent,
+    deals: document.getElementById("deals").textContent,
+    dealRows: document.querySelectorAll("#deals tbody tr").length,
     banner: document.getElementById("banner").hidden ? null : document.getElementById("banner").textContent,
   }));
   result.screenshot = join(outDir, "dashboard.png");

@@ -1,0 +1,146 @@
+"""The bridge's client API: every Socket.IO event a client may send, each declared once here with
+its payload fields, its reply event and its handler.
+
+A new event is one ``@EVENTS.event(name, *fields, reply=..., large=...)`` declaration on one
+handler ``(bridge, sid, request) -> reply payload``; ``bridge.events.ClientNamespace`` does the
+rate limiting, validation, reply and acknowledgement for all of them.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bridge.events import EventTable
+from bridge.indicator_history import indicator_history
+from bridge.subscriptions import RoomChange
+from bridge.validation import MAX_BRIDGE_TICKS, ClientError, Count, Request, Span, Symbol, Text, Timeframe
+from engine.protocol import MAX_SYMBOL_LEN, MAX_TIME_S, ORDER, POSITION, ErrorCode, validate_symbol
+
+if TYPE_CHECKING:
+    from bridge.server import Bridge
+
+STAMP_FIELDS = ("seq", "epoch")
+
+EVENTS = EventTable()
+
+
+def unstamped(data: dict[str, Any]) -> dict[str, Any]:
+    """The payload without the bus's ``seq``/``epoch`` (the bridge handles gaps for its clients)."""
+    return {k: v for k, v in data.items() if k not in STAMP_FIELDS}
+
+
+@EVENTS.event("subscribe", Symbol(required=True), Timeframe(), reply="subscribed")
+async def subscribe(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    client = bridge.clients.get(sid)
+    if client is not None:  # else gone while the symbol list was fetched
+        _move(bridge, sid, client.subscriptions.subscribe(req["symbol"], req["timeframe"]))
+    return {"symbol": req["symbol"], "timeframe": req["timeframe"]}
+
+
+@EVENTS.event("unsubscribe", Symbol(required=True), Timeframe(), reply="unsubscribed")
+async def unsubscribe(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    client = bridge.clients.get(sid)
+    if client is not None:
+        _move(bridge, sid, client.subscriptions.unsubscribe(req["symbol"], req["timeframe"]))
+    return {"symbol": req["symbol"], "timeframe": req["timeframe"]}
+
+
+def _move(bridge: Bridge, sid: str, change: RoomChange) -> None:
+    """Move the client into and out of exactly the rooms its subscriptions' change names."""
+    bridge.fanout.leave(sid, list(change.leave))
+    bridge.fanout.join(sid, list(change.enter))
+
+
+@EVENTS.event("get_symbols", reply="symbols")
+async def get_symbols(bridge: Bridge, sid: str, req: Request) -> list[dict[str, Any]]:
+    return await bridge.symbol_list()
+
+
+@EVENTS.event("get_candles", Symbol(required=True), Timeframe(required=True),
+              Span("from", "to", MAX_TIME_S, "epoch seconds, bar open times", instead_of="count"), Count(),
+              reply="candles", large=True)
+async def get_candles(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    symbol, timeframe, span = req["symbol"], req["timeframe"], req["span"]
+    if span is None:
+        bars = await bridge.recent_candles(req.event, symbol, timeframe, req["count"])
+        return {"symbol": symbol, "timeframe": timeframe, "candles": bars}
+    # Ranges are not cached: each one asks the engine (memory, or the source's store).
+    bars = await bridge.engine_call(req.event, "candles", symbol=symbol, timeframe=timeframe,
+                                    **{"from": span[0], "to": span[1]})
+    return {"symbol": symbol, "timeframe": timeframe, "from": span[0], "to": span[1], "candles": bars}
+
+
+@EVENTS.event("get_ticks", Symbol(required=True), Span("from_msc", "to_msc", MAX_TIME_S * 1000, "epoch ms",
+                                                        required=True),
+              Count(MAX_BRIDGE_TICKS, "MAX_BRIDGE_TICKS", default=None), reply="ticks", large=True)
+async def get_ticks(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    first, last = req["span"]
+    ticks = await bridge.engine_call(req.event, "ticks", symbol=req["symbol"], from_msc=first, to_msc=last,
+                                     count=req["count"])
+    return {"symbol": req["symbol"], "from_msc": first, "to_msc": last, "ticks": ticks}
+
+
+@EVENTS.event("get_indicators", Symbol(required=True), Timeframe(required=True), Count(),
+              reply="indicators_history", large=True)
+async def get_indicators(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    """Values for the bars ``get_candles`` would return, computed over up to ``MAX_CANDLES`` bars
+    of history so that the first of them are warmed up as the worker's are."""
+    symbol, timeframe = req["symbol"], req["timeframe"]
+    bars = await bridge.recent_candles(req.event, symbol, timeframe, bridge.config.max_candles)
+    values = indicator_history(symbol, timeframe, bars, req["count"], bridge.config.periods)
+    return {"symbol": symbol, "timeframe": timeframe, "values": values}
+
+
+@EVENTS.event("get_order_book", Symbol(required=True), reply="order_book")
+async def get_order_book(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    return unstamped(await bridge.engine_call(req.event, "book", symbol=req["symbol"]))
+
+
+@EVENTS.event("get_account_info", reply="account_info")
+async def get_account_info(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    return unstamped(await bridge.engine_call(req.event, "account"))
+
+
+# The account's activity may be filtered by any symbol the account trades, not only served ones.
+ACCOUNT_SYMBOL = Text("symbol", MAX_SYMBOL_LEN, convert=validate_symbol)
+
+
+@EVENTS.event("get_positions", ACCOUNT_SYMBOL, reply="positions")
+async def get_positions(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    """The open positions, from the bridge's cache of the position: topics."""
+    return {"symbol": req["symbol"], "positions": await _open_items(bridge, req, POSITION, "positions")}
+
+
+@EVENTS.event("get_orders", ACCOUNT_SYMBOL, reply="orders")
+async def get_orders(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    """The pending orders, from the bridge's cache of the order: topics."""
+    return {"symbol": req["symbol"], "orders": await _open_items(bridge, req, ORDER, "orders")}
+
+
+async def _open_items(bridge: Bridge, req: Request, kind: str, op: str) -> list[dict[str, Any]]:
+    """The cache once it is in step with the engine (its snapshot applied), the engine's own
+    answer before (just started, or after an outage)."""
+    symbol = req["symbol"]
+    if bridge.resync_needed:
+        items = await bridge.engine_call(req.event, op, **({"symbol": symbol} if symbol else {}))
+    elif not bridge.engine_health.get("account_activity"):
+        raise ClientError(ErrorCode.UNAVAILABLE, f"{req.event}: the engine publishes no account activity "
+                                                 "(a replay, or ACCOUNT_STREAMS=0)", req.event)
+    else:
+        items = bridge.open_items[kind].items(symbol)
+    return [unstamped(item) for item in items]
+
+
+@EVENTS.event("get_deals", Span("from", "to", MAX_TIME_S, "epoch seconds, deal times", required=True),
+              ACCOUNT_SYMBOL, reply="deals", large=True)
+async def get_deals(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    """Deals by date range, from the engine (the terminal's history, or the sim's)."""
+    first, last = req["span"]
+    symbol = req["symbol"]
+    deals = await bridge.engine_call(req.event, "deals", **{"from": first, "to": last},
+                                     **({"symbol": symbol} if symbol else {}))
+    return {"from": first, "to": last, "symbol": symbol, "deals": deals}
+
+
+@EVENTS.event("ping", reply="health")
+async def ping(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
+    return bridge.health()
