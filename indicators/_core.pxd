@@ -100,7 +100,7 @@ cdef struct CciState:
 cdef struct StochState:
     double highest
     double lowest
-    double diff         # (highest - lowest) / 100
+    double diff         # highest - lowest
     double k_total      # running sums of the slow %K and slow %D SMAs
     double d_total
     double slowk

@@ -36,8 +36,10 @@ reciprocal division (fast-math style) computes:
   population standard deviation of the window from that mean (a pass over the window);
 * ATR, ADX: Wilder's smoothing seeded as TA-Lib seeds it (ATR: the SMA of the first true ranges;
   ADX: sums of the first period-1 DMs and true ranges, then the mean of the first period DX);
-* CCI: the mean deviation over the window each step, summed in TA-Lib's ring order;
-* STOCH: fast %K from the window's extremes, slow %K and %D as SMAs (TA-Lib's default MA type).
+* CCI: the mean deviation over the window each step, summed in TA-Lib's ring order; 0 when the
+  close's deviation or the mean deviation is under 1e-14 of the mean (TA-Lib 0.8's threshold);
+* STOCH: fast %K = 100 * ((close - lowest) / (highest - lowest)) over the window, slow %K and %D
+  as SMAs of it (TA-Lib's default MA type).
 
 One known difference: where magnitudes near the float limit (|x| ~ 1e307 and up) make a price
 change or an RSI sum overflow to inf, TA-Lib's RSI gives values (0 rather than NaN) that its
@@ -477,7 +479,7 @@ cdef inline double cci_step(CciState* s, double* ring, double high, double low, 
     cdef int p = s.period
     cdef int i
     cdef double typical = (high + low + close) / 3
-    cdef double mean = 0.0, dev = 0.0, t
+    cdef double mean = 0.0, dev = 0.0, t, zero
     ring[c % p] = typical
     s.count = c + 1
     s.value = NAN
@@ -489,7 +491,11 @@ cdef inline double cci_step(CciState* s, double* ring, double high, double low, 
     for i in range(p):
         dev += fabs(ring[i] - mean)
     t = typical - mean
-    s.value = t / (0.015 * (dev / p)) if (t != 0.0 and dev != 0.0) else 0.0
+    dev /= p
+    # TA-Lib 0.8: 0 when the deviation from the mean or the mean deviation is within 1e-14 of the
+    # mean (relative; found empirically: 1e-14 of the mean, not an absolute threshold)
+    zero = 1e-14 * fabs(mean)
+    s.value = t / (0.015 * dev) if (fabs(t) >= zero and dev >= zero and t != 0.0 and dev != 0.0) else 0.0
     return s.value
 
 
@@ -520,11 +526,11 @@ cdef inline void stoch_step(StochState* s, double* buf, double high, double low,
             if lows[i % fk] < s.lowest:
                 s.lowest_idx = i
                 s.lowest = lows[i % fk]
-        s.diff = (s.highest - s.lowest) / 100.0
+        s.diff = s.highest - s.lowest
     elif low <= s.lowest:
         s.lowest_idx = c
         s.lowest = low
-        s.diff = (s.highest - s.lowest) / 100.0
+        s.diff = s.highest - s.lowest
     if s.highest_idx < trailing:
         s.highest_idx = trailing
         s.highest = highs[trailing % fk]
@@ -532,12 +538,12 @@ cdef inline void stoch_step(StochState* s, double* buf, double high, double low,
             if highs[i % fk] > s.highest:
                 s.highest_idx = i
                 s.highest = highs[i % fk]
-        s.diff = (s.highest - s.lowest) / 100.0
+        s.diff = s.highest - s.lowest
     elif high >= s.highest:
         s.highest_idx = c
         s.highest = high
-        s.diff = (s.highest - s.lowest) / 100.0
-    fastk = (close - s.lowest) / s.diff if s.diff != 0.0 else 0.0
+        s.diff = s.highest - s.lowest
+    fastk = 100.0 * ((close - s.lowest) / s.diff) if s.diff != 0.0 else 0.0   # TA-Lib 0.8's order
     j = c - (fk - 1)                       # index in the fast %K series
     fastks[j % sk] = fastk
     s.k_total += fastk
