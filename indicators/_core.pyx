@@ -117,6 +117,7 @@ cdef extern from *:
     double ind_fma(double a, double b, double c) noexcept nogil
     void ind_detect_cpu() noexcept nogil
 
+ind_detect_cpu()
 
 cdef enum:
     MAX_PERIOD = 100000      # TA-Lib's upper bound for every period
