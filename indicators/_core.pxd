@@ -32,6 +32,7 @@ cdef struct WmaState:
     double value
     long long count
     int period
+    int head            # ring slot of the next value (== count % period)
 
 cdef struct RsiState:
     double prev         # previous input
@@ -70,12 +71,15 @@ cdef struct BbandsState:
     double lower
     long long count
     int period
+    int head            # ring slot of the next value (== count % period)
 
 cdef struct AtrState:
     double prev_close
     double tr_sum       # sum of the first `period` true ranges (the seed)
     double atr
     double value
+    double pm1          # period - 1
+    double recip        # 1 / period
     long long count
     int period
 
@@ -96,6 +100,7 @@ cdef struct CciState:
     double value
     long long count
     int period
+    int head            # ring slot of the next value (== count % period)
 
 cdef struct StochState:
     double highest
@@ -111,6 +116,9 @@ cdef struct StochState:
     int fastk_period
     int slowk_period
     int slowd_period
+    int head            # slot of the next bar in the high/low rings (== count % fastk_period)
+    int k_head          # slot of the next fast %K (its index % slowk_period)
+    int d_head          # slot of the next slow %K (its index % slowd_period)
 
 cdef struct ObvState:
     double prev_close

@@ -356,11 +356,18 @@ cdef inline void macd_step(MacdState* s, double x) noexcept nogil:
 
 
 
+cdef inline int ring_next(int slot, int size) noexcept nogil:
+    """The slot after `slot` in a ring of `size` (no integer division on the hot path)."""
+    slot += 1
+    return 0 if slot == size else slot
+
+
 cdef inline double wma_step(WmaState* s, double* ring, double x) noexcept nogil:
     cdef long long c = s.count
     cdef int p = s.period
     cdef double out = NAN
-    ring[c % p] = x
+    ring[s.head] = x
+    s.head = ring_next(s.head, p)
     s.count = c + 1
     if p == 1:                             # TA-Lib: WMA(1) is the input itself
         out = x
@@ -371,19 +378,41 @@ cdef inline double wma_step(WmaState* s, double* ring, double x) noexcept nogil:
         s.plain += x
         s.plain -= s.trailing
         s.total += x * <double>p
-        s.trailing = ring[(c + 1) % p]     # x[c - p + 1], leaving at the next step
+        s.trailing = ring[s.head]          # x[c - p + 1], leaving at the next step
         out = s.total / s.divider
         s.total -= s.plain
     s.value = out
     return out
 
 
+cdef inline double window_variance(const double* ring, int p, double mean) noexcept nogil:
+    """Mean squared deviation from `mean` over the ring: four running sums, so the additions
+    overlap (TA-Lib's vectorised loop sums in some such order too)."""
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, d
+    cdef int i = 0
+    while i + 4 <= p:
+        d = ring[i] - mean
+        s0 += d * d
+        d = ring[i + 1] - mean
+        s1 += d * d
+        d = ring[i + 2] - mean
+        s2 += d * d
+        d = ring[i + 3] - mean
+        s3 += d * d
+        i += 4
+    while i < p:
+        d = ring[i] - mean
+        s0 += d * d
+        i += 1
+    return ((s0 + s1) + (s2 + s3)) / p
+
+
 cdef inline void bbands_step(BbandsState* s, double* ring, double x) noexcept nogil:
     cdef long long c = s.count
     cdef int p = s.period
-    cdef int i
-    cdef double mid, d, var = 0.0, dev
-    ring[c % p] = x
+    cdef double mid, var, dev
+    ring[s.head] = x
+    s.head = ring_next(s.head, p)
     s.count = c + 1
     s.total += x
     if c < p - 1:
@@ -392,11 +421,9 @@ cdef inline void bbands_step(BbandsState* s, double* ring, double x) noexcept no
         s.lower = NAN
         return
     mid = s.total / p
-    s.total -= ring[(c + 1) % p]           # x[c - p + 1], the oldest in the window
-    for i in range(p):                     # TA-Lib 0.8: deviations from the mean, not E[x^2] - mean^2
-        d = ring[i] - mid
-        var += d * d
-    var /= p
+    s.total -= ring[s.head]                # x[c - p + 1], the oldest in the window
+    # TA-Lib 0.8: the deviations from the mean, not E[x^2] - mean^2
+    var = window_variance(ring, p, mid)
     dev = sqrt(var) if var > 0.0 else 0.0
     s.middle = mid
     s.upper = mid + dev * s.nbdevup
@@ -420,7 +447,7 @@ cdef inline double atr_step(AtrState* s, double high, double low, double close) 
             return NAN
         s.atr = s.tr_sum / p
     else:
-        s.atr = (s.atr * (p - 1) + tr) / p
+        s.atr = ind_fma(s.atr, s.pm1, tr) * s.recip
     s.value = s.atr
     return s.atr
 
@@ -481,7 +508,8 @@ cdef inline double cci_step(CciState* s, double* ring, double high, double low, 
     cdef int i
     cdef double typical = (high + low + close) / 3
     cdef double mean = 0.0, dev = 0.0, t, zero
-    ring[c % p] = typical
+    ring[s.head] = typical
+    s.head = ring_next(s.head, p)
     s.count = c + 1
     s.value = NAN
     if c < p - 1:
@@ -509,24 +537,29 @@ cdef inline void stoch_step(StochState* s, double* buf, double high, double low,
     cdef double* fastks = buf + 2 * fk
     cdef double* slowks = fastks + sk
     cdef long long c = s.count
-    cdef long long trailing, i, j, m
+    cdef long long trailing, i
+    cdef int slot, oldest
     cdef double fastk, slowk
-    highs[c % fk] = high
-    lows[c % fk] = low
+    highs[s.head] = high
+    lows[s.head] = low
+    s.head = ring_next(s.head, fk)         # now the slot of the oldest bar in the window
     s.count = c + 1
     s.slowk = NAN
     s.slowd = NAN
     if c < fk - 1:
         return
     trailing = c - fk + 1
+    oldest = s.head
     # the window's extremes, rescanned only when the old one left the window (TA-Lib's way)
     if s.lowest_idx < trailing:
         s.lowest_idx = trailing
-        s.lowest = lows[trailing % fk]
+        s.lowest = lows[oldest]
+        slot = oldest
         for i in range(trailing + 1, c + 1):
-            if lows[i % fk] < s.lowest:
+            slot = ring_next(slot, fk)
+            if lows[slot] < s.lowest:
                 s.lowest_idx = i
-                s.lowest = lows[i % fk]
+                s.lowest = lows[slot]
         s.diff = s.highest - s.lowest
     elif low <= s.lowest:
         s.lowest_idx = c
@@ -534,31 +567,35 @@ cdef inline void stoch_step(StochState* s, double* buf, double high, double low,
         s.diff = s.highest - s.lowest
     if s.highest_idx < trailing:
         s.highest_idx = trailing
-        s.highest = highs[trailing % fk]
+        s.highest = highs[oldest]
+        slot = oldest
         for i in range(trailing + 1, c + 1):
-            if highs[i % fk] > s.highest:
+            slot = ring_next(slot, fk)
+            if highs[slot] > s.highest:
                 s.highest_idx = i
-                s.highest = highs[i % fk]
+                s.highest = highs[slot]
         s.diff = s.highest - s.lowest
     elif high >= s.highest:
         s.highest_idx = c
         s.highest = high
         s.diff = s.highest - s.lowest
     fastk = 100.0 * ((close - s.lowest) / s.diff) if s.diff != 0.0 else 0.0   # TA-Lib 0.8's order
-    j = c - (fk - 1)                       # index in the fast %K series
-    fastks[j % sk] = fastk
+    # slow %K: the SMA of fast %K (index c - fk + 1 in its series)
+    fastks[s.k_head] = fastk
+    s.k_head = ring_next(s.k_head, sk)
     s.k_total += fastk
-    if j < sk - 1:
+    if c - (fk - 1) < sk - 1:
         return
     slowk = s.k_total / sk
-    s.k_total -= fastks[(j + 1) % sk]
-    m = j - (sk - 1)                       # index in the slow %K series
-    slowks[m % sd] = slowk
+    s.k_total -= fastks[s.k_head]          # the oldest fast %K of the window
+    # slow %D: the SMA of slow %K
+    slowks[s.d_head] = slowk
+    s.d_head = ring_next(s.d_head, sd)
     s.d_total += slowk
-    if m < sd - 1:
+    if c - (fk - 1) - (sk - 1) < sd - 1:
         return
     s.slowd = s.d_total / sd
-    s.d_total -= slowks[(m + 1) % sd]
+    s.d_total -= slowks[s.d_head]
     s.slowk = slowk
 
 
@@ -738,7 +775,7 @@ cdef class Indicator:
                 raise ValueError(f"{where}: fields say {key}={now[key]!r}, params {value!r}")
         if ind._count() < 0:
             raise ValueError(f"{where}: negative count {ind._count()}")
-        if "head" in now and now["head"] != now["count"] % now["period"]:
+        if "period" in now and "head" in now and now["head"] != now["count"] % now["period"]:
             raise ValueError(f"{where}: head {now['head']} does not follow count {now['count']}")
         buffer = state["buffer"]
         if len(buffer) != ind.nbuf:
@@ -915,6 +952,7 @@ cdef class WMA(Indicator):
         self.st.trailing = 0.0
         self.st.value = NAN
         self.st.count = 0
+        self.st.head = 0
 
     cdef long long _count(self) noexcept:
         return self.st.count
@@ -942,7 +980,7 @@ cdef class WMA(Indicator):
             self._need_init("WMA.peek")
             _check_finite(x, "WMA.peek")
         cdef WmaState tmp = self.st
-        cdef Py_ssize_t slot = tmp.count % tmp.period
+        cdef Py_ssize_t slot = tmp.head
         cdef double kept = self.buf[slot]
         cdef double out = wma_step(&tmp, self.buf, x)
         self.buf[slot] = kept
@@ -1140,6 +1178,7 @@ cdef class BBANDS(Indicator):
         self.st.middle = NAN
         self.st.lower = NAN
         self.st.count = 0
+        self.st.head = 0
 
     cdef long long _count(self) noexcept:
         return self.st.count
@@ -1168,7 +1207,7 @@ cdef class BBANDS(Indicator):
             self._need_init("BBANDS.peek")
             _check_finite(x, "BBANDS.peek")
         cdef BbandsState tmp = self.st
-        cdef Py_ssize_t slot = tmp.count % tmp.period
+        cdef Py_ssize_t slot = tmp.head
         cdef double kept = self.buf[slot]
         bbands_step(&tmp, self.buf, x)
         self.buf[slot] = kept
@@ -1196,6 +1235,8 @@ cdef class ATR(Indicator):
     def __init__(self, timeperiod=14):
         cdef int p = _check_period(timeperiod, "ATR timeperiod", 1)
         self.st.period = p
+        self.st.pm1 = p - 1
+        self.st.recip = 1.0 / p
         self._setup((p,), p, 0, 3, 1, True)
 
     cdef void _reset(self) noexcept:
@@ -1218,13 +1259,13 @@ cdef class ATR(Indicator):
         self.st = d
         return 0
 
-    def update(self, double high, double low, double close):
+    def update(self, double high, double low, double close, /):
         """Commit a closed bar; return the ATR (NaN until `timeperiod` + 1 bars were seen)."""
         if not (isfinite(high) and isfinite(low) and isfinite(close)):
             _check_finite3(high, low, close, _INPUT_NAMES[3], "ATR.update")
         return atr_step(&self.st, high, low, close)
 
-    def peek(self, double high, double low, double close):
+    def peek(self, double high, double low, double close, /):
         """Return what ``update`` would return, changing nothing."""
         if not (isfinite(high) and isfinite(low) and isfinite(close)):
             _check_finite3(high, low, close, _INPUT_NAMES[3], "ATR.peek")
@@ -1278,13 +1319,13 @@ cdef class ADX(Indicator):
         self.st = d
         return 0
 
-    def update(self, double high, double low, double close):
+    def update(self, double high, double low, double close, /):
         """Commit a closed bar; return the ADX (NaN until 2 * `timeperiod` bars were seen)."""
         if not (isfinite(high) and isfinite(low) and isfinite(close)):
             _check_finite3(high, low, close, _INPUT_NAMES[3], "ADX.update")
         return adx_step(&self.st, high, low, close)
 
-    def peek(self, double high, double low, double close):
+    def peek(self, double high, double low, double close, /):
         """Return what ``update`` would return, changing nothing."""
         if not (isfinite(high) and isfinite(low) and isfinite(close)):
             _check_finite3(high, low, close, _INPUT_NAMES[3], "ADX.peek")
@@ -1315,6 +1356,7 @@ cdef class CCI(Indicator):
     cdef void _reset(self) noexcept:
         self.st.value = NAN
         self.st.count = 0
+        self.st.head = 0
 
     cdef long long _count(self) noexcept:
         return self.st.count
@@ -1329,20 +1371,20 @@ cdef class CCI(Indicator):
         self.st = d
         return 0
 
-    def update(self, double high, double low, double close):
+    def update(self, double high, double low, double close, /):
         """Commit a closed bar; return the CCI (NaN until `timeperiod` bars were seen)."""
         if not (isfinite(high) and isfinite(low) and isfinite(close)) or self.buf == NULL:
             self._need_init("CCI.update")
             _check_finite3(high, low, close, _INPUT_NAMES[3], "CCI.update")
         return cci_step(&self.st, self.buf, high, low, close)
 
-    def peek(self, double high, double low, double close):
+    def peek(self, double high, double low, double close, /):
         """Return what ``update`` would return, changing nothing."""
         if not (isfinite(high) and isfinite(low) and isfinite(close)) or self.buf == NULL:
             self._need_init("CCI.peek")
             _check_finite3(high, low, close, _INPUT_NAMES[3], "CCI.peek")
         cdef CciState tmp = self.st
-        cdef Py_ssize_t slot = tmp.count % tmp.period
+        cdef Py_ssize_t slot = tmp.head
         cdef double kept = self.buf[slot]
         cdef double out = cci_step(&tmp, self.buf, high, low, close)
         self.buf[slot] = kept
@@ -1385,6 +1427,9 @@ cdef class STOCH(Indicator):
         self.st.highest_idx = -1
         self.st.lowest_idx = -1
         self.st.count = 0
+        self.st.head = 0
+        self.st.k_head = 0
+        self.st.d_head = 0
 
     cdef long long _count(self) noexcept:
         return self.st.count
@@ -1397,21 +1442,22 @@ cdef class STOCH(Indicator):
 
     cdef int _set_fields(self, dict d) except -1:
         self.st = d
+        cdef long long k = self.st.count - (self.st.fastk_period - 1)   # fast %K values so far
+        cdef long long m = k - (self.st.slowk_period - 1)               # slow %K values so far
+        if self.st.count >= 0:                 # the ring slots follow from the count
+            self.st.head = self.st.count % self.st.fastk_period
+            self.st.k_head = max(k, 0) % self.st.slowk_period
+            self.st.d_head = max(m, 0) % self.st.slowd_period
         return 0
 
     cdef void _slots(self, const StochState* s, Py_ssize_t* slots) noexcept:
-        """The four window slots the next step writes (highs, lows, fast %K, slow %K)."""
-        cdef int fk = s.fastk_period
-        cdef int sk = s.slowk_period
-        cdef long long c = s.count
-        cdef long long j = c - (fk - 1)
-        cdef long long m = j - (sk - 1)
-        slots[0] = c % fk
-        slots[1] = fk + c % fk
-        slots[2] = 2 * fk + j % sk if j >= 0 else 0
-        slots[3] = 2 * fk + sk + m % s.slowd_period if m >= 0 else 0
+        """The four window slots the next step may write (highs, lows, fast %K, slow %K)."""
+        slots[0] = s.head
+        slots[1] = s.fastk_period + s.head
+        slots[2] = 2 * s.fastk_period + s.k_head
+        slots[3] = 2 * s.fastk_period + s.slowk_period + s.d_head
 
-    def update(self, double high, double low, double close):
+    def update(self, double high, double low, double close, /):
         """Commit a closed bar; return ``(slowk, slowd)`` (NaNs while warming up)."""
         if not (isfinite(high) and isfinite(low) and isfinite(close)) or self.buf == NULL:
             self._need_init("STOCH.update")
@@ -1419,7 +1465,7 @@ cdef class STOCH(Indicator):
         stoch_step(&self.st, self.buf, high, low, close)
         return (self.st.slowk, self.st.slowd)
 
-    def peek(self, double high, double low, double close):
+    def peek(self, double high, double low, double close, /):
         """Return what ``update`` would return, changing nothing."""
         if not (isfinite(high) and isfinite(low) and isfinite(close)) or self.buf == NULL:
             self._need_init("STOCH.peek")
@@ -1472,13 +1518,13 @@ cdef class OBV(Indicator):
         self.st = d
         return 0
 
-    def update(self, double close, double volume):
+    def update(self, double close, double volume, /):
         """Commit a closed bar; return the OBV."""
         if not (isfinite(close) and isfinite(volume)):
             _check_finite3(close, volume, 0.0, _INPUT_NAMES[2], "OBV.update")
         return obv_step(&self.st, close, volume)
 
-    def peek(self, double close, double volume):
+    def peek(self, double close, double volume, /):
         """Return what ``update`` would return, changing nothing."""
         if not (isfinite(close) and isfinite(volume)):
             _check_finite3(close, volume, 0.0, _INPUT_NAMES[2], "OBV.peek")
