@@ -64,6 +64,7 @@ cdef struct MacdState:
 
 cdef struct BbandsState:
     double total        # running sum (the middle band is TA-Lib's SMA)
+    double m2           # sum of squared deviations from the middle band (summed anew every period)
     double nbdevup
     double nbdevdn
     double upper
@@ -78,7 +79,7 @@ cdef struct AtrState:
     double tr_sum       # sum of the first `period` true ranges (the seed)
     double atr
     double value
-    double pm1          # period - 1
+    double decay        # (period - 1) / period
     double recip        # 1 / period
     long long count
     int period

@@ -33,7 +33,8 @@ reciprocal division (fast-math style) computes:
   fast - slow, signal = EMA(signal) of the line seeded by the mean of its first values (all three
   EMAs as above); a slow period shorter than the fast one is swapped with it, as TA-Lib does;
 * WMA: TA-Lib's running weighted sum and plain sum; BBANDS: the SMA as middle band and the
-  population standard deviation of the window from that mean (a pass over the window);
+  population standard deviation of the window from that mean (slid by Welford's update, summed
+  anew every period);
 * ATR, ADX: Wilder's smoothing seeded as TA-Lib seeds it (ATR: the SMA of the first true ranges;
   ADX: sums of the first period-1 DMs and true ranges, then the mean of the first period DX);
 * CCI: the mean deviation over the window each step, summed in TA-Lib's ring order; 0 when the
@@ -226,14 +227,12 @@ def _restore(cls, state):
 # the steps: one committed value, TA-Lib's arithmetic. `s.count` is the index of the input.
 
 cdef inline double true_range(double high, double low, double prev_close) noexcept nogil:
+    # TA-Lib's TRUE_RANGE; the conditional expressions compile to maxsd, without branches
     cdef double out = high - low
     cdef double d = fabs(high - prev_close)
-    if d > out:
-        out = d
+    out = d if d > out else out
     d = fabs(low - prev_close)
-    if d > out:
-        out = d
-    return out
+    return d if d > out else out
 
 
 cdef inline double sma_step(SmaState* s, double* ring, double x) noexcept nogil:
@@ -385,9 +384,9 @@ cdef inline double wma_step(WmaState* s, double* ring, double x) noexcept nogil:
     return out
 
 
-cdef inline double window_variance(const double* ring, int p, double mean) noexcept nogil:
-    """Mean squared deviation from `mean` over the ring: four running sums, so the additions
-    overlap (TA-Lib's vectorised loop sums in some such order too)."""
+cdef inline double squared_deviations(const double* ring, int p, double mean) noexcept nogil:
+    """Sum of squared deviations from `mean` over the ring, in four running sums (so the
+    additions overlap)."""
     cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0, d
     cdef int i = 0
     while i + 4 <= p:
@@ -404,13 +403,13 @@ cdef inline double window_variance(const double* ring, int p, double mean) noexc
         d = ring[i] - mean
         s0 += d * d
         i += 1
-    return ((s0 + s1) + (s2 + s3)) / p
+    return (s0 + s1) + (s2 + s3)
 
 
 cdef inline void bbands_step(BbandsState* s, double* ring, double x) noexcept nogil:
     cdef long long c = s.count
     cdef int p = s.period
-    cdef double mid, var, dev
+    cdef double mid, leaving = ring[s.head], var, dev
     ring[s.head] = x
     s.head = ring_next(s.head, p)
     s.count = c + 1
@@ -422,8 +421,14 @@ cdef inline void bbands_step(BbandsState* s, double* ring, double x) noexcept no
         return
     mid = s.total / p
     s.total -= ring[s.head]                # x[c - p + 1], the oldest in the window
-    # TA-Lib 0.8: the deviations from the mean, not E[x^2] - mean^2
-    var = window_variance(ring, p, mid)
+    # TA-Lib 0.8 sums the squared deviations from the mean (not E[x^2] - mean^2, which loses the
+    # digits of a quiet window); this slides that sum by one value (Welford's update) and sums it
+    # anew once per period, so rounding cannot build up beyond one period's worth
+    if c == p - 1 or s.head == 0:
+        s.m2 = squared_deviations(ring, p, mid)
+    else:
+        s.m2 += (x - leaving) * ((x - mid) + (leaving - s.middle))
+    var = s.m2 / p
     dev = sqrt(var) if var > 0.0 else 0.0
     s.middle = mid
     s.upper = mid + dev * s.nbdevup
@@ -447,7 +452,7 @@ cdef inline double atr_step(AtrState* s, double high, double low, double close) 
             return NAN
         s.atr = s.tr_sum / p
     else:
-        s.atr = ind_fma(s.atr, s.pm1, tr) * s.recip
+        s.atr = ind_fma(s.atr, s.decay, tr * s.recip)   # (atr * (p-1) + tr) / p, one rounding less
     s.value = s.atr
     return s.atr
 
@@ -1174,6 +1179,7 @@ cdef class BBANDS(Indicator):
 
     cdef void _reset(self) noexcept:
         self.st.total = 0.0
+        self.st.m2 = 0.0
         self.st.upper = NAN
         self.st.middle = NAN
         self.st.lower = NAN
@@ -1235,7 +1241,7 @@ cdef class ATR(Indicator):
     def __init__(self, timeperiod=14):
         cdef int p = _check_period(timeperiod, "ATR timeperiod", 1)
         self.st.period = p
-        self.st.pm1 = p - 1
+        self.st.decay = (p - 1.0) / p
         self.st.recip = 1.0 / p
         self._setup((p,), p, 0, 3, 1, True)
 
@@ -1273,10 +1279,28 @@ cdef class ATR(Indicator):
         return atr_step(&tmp, high, low, close)
 
     cdef bint _run(self, const double** xs, double** out, Py_ssize_t n, bint force) noexcept nogil:
-        cdef Py_ssize_t i
+        cdef const double* high = xs[0]
+        cdef const double* low = xs[1]
+        cdef const double* close = xs[2]
+        cdef double* o = out[0]
+        cdef Py_ssize_t i = 0
         cdef AtrState st = self.st
-        for i in range(n):
-            out[0][i] = atr_step(&st, xs[0][i], xs[1][i], xs[2][i])
+        cdef double atr, prev
+        cdef Py_ssize_t start
+        while i < n and st.count <= st.period:
+            o[i] = atr_step(&st, high[i], low[i], close[i])
+            i += 1
+        start = i
+        atr, prev = st.atr, st.prev_close
+        for i in range(start, n):              # steady state: atr_step without its warm-up branches
+            atr = ind_fma(atr, st.decay, true_range(high[i], low[i], prev) * st.recip)
+            prev = close[i]
+            o[i] = atr
+        if start < n:
+            st.count += n - start
+            st.atr = atr
+            st.value = atr
+            st.prev_close = prev
         self.st = st
         return True
 
