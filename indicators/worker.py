@@ -53,6 +53,7 @@ from engine.security import CurveClient, SecurityError, apply_client
 from engine.signals import StopFlag, stop_on_signals
 from engine.timeframes import TIMEFRAMES
 from indicators.series import IndicatorSeries, IndicatorSettings
+from indicators.spec import DEFAULT_INDICATORS
 
 log = logging.getLogger("indicators")
 
@@ -150,7 +151,7 @@ class WorkerConfig(IndicatorSettings):
 _FLAGS = (
     ("--shard", "ind_shard", "i/n: serve the symbols whose hash mod n is i (env IND_SHARD, default 0/1)"),
     ("--indicators", "indicators", "the indicator set, [name=]kind:param:param... comma separated "
-                                   "(env INDICATORS, default sma=sma:20,ema=ema:20,rsi=rsi:14,macd=macd:12:26:9)"),
+                                   f"(env INDICATORS, default {DEFAULT_INDICATORS})"),
     ("--sma", "ind_sma", "SMA period of the default set (env IND_SMA, default 20)"),
     ("--ema", "ind_ema", "EMA period of the default set (env IND_EMA, default 20)"),
     ("--rsi", "ind_rsi", "RSI period of the default set (env IND_RSI, default 14)"),

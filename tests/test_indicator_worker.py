@@ -49,6 +49,20 @@ def write_mt5_h1_export(path, bars):
     path.write_text("\n".join(lines) + "\n")
 
 
+def test_a_candle_without_a_finite_tick_volume_is_refused():
+    """OBV reads the candle's tick_volume, so the worker checks it like the prices."""
+    import pytest
+
+    from engine.protocol import ProtocolError, encode
+    from indicators.worker import read_candle
+    good = {"symbol": "EURUSD", "timeframe": "M1", "time": 60, "open": 1.1, "high": 1.2, "low": 1.0,
+            "close": 1.15, "tick_volume": 3, "closed": True, "seq": 1, "epoch": 1}
+    assert read_candle(b"candle:EURUSD:M1:", encode(good))["tick_volume"] == 3
+    for bad in (math.nan, "3", None):
+        with pytest.raises(ProtocolError, match="tick_volume must be a finite number"):
+            read_candle(b"candle:EURUSD:M1:", encode({**good, "tick_volume": bad}))
+
+
 def test_closed_values_equal_talib_over_the_engine_candle_history(tmp_path, start_engine, start_worker, zmq_ctx):
     """Replay 400 H1 bars fast; every closed ind: message equals TA-Lib at that bar."""
     sim = SimSource(["EURUSD"], seed=11, clock_ms=1_790_000_000_000)
