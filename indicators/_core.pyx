@@ -1243,7 +1243,7 @@ cdef class ATR(Indicator):
         self.st.period = p
         self.st.decay = (p - 1.0) / p
         self.st.recip = 1.0 / p
-        self._setup((p,), p, 0, 3, 1, True)
+        self._setup((p,), p, 0, 3, 1, False)
 
     cdef void _reset(self) noexcept:
         self.st.prev_close = 0.0
@@ -1284,10 +1284,15 @@ cdef class ATR(Indicator):
         cdef const double* close = xs[2]
         cdef double* o = out[0]
         cdef Py_ssize_t i = 0
+        cdef Py_ssize_t start
         cdef AtrState st = self.st
         cdef double atr, prev
-        cdef Py_ssize_t start
+        # NaN/inf in high or low reaches the ATR and stays there; in the close it may not (a true
+        # range takes the max of finite terms), so the closes go through `seen` too (x * 0.0 is
+        # NaN for NaN and inf), and so does the first bar, whose high and low are not used
+        cdef double seen = 0.0
         while i < n and st.count <= st.period:
+            seen += (high[i] + low[i] + close[i]) * 0.0
             o[i] = atr_step(&st, high[i], low[i], close[i])
             i += 1
         start = i
@@ -1295,12 +1300,15 @@ cdef class ATR(Indicator):
         for i in range(start, n):              # steady state: atr_step without its warm-up branches
             atr = ind_fma(atr, st.decay, true_range(high[i], low[i], prev) * st.recip)
             prev = close[i]
+            seen += prev * 0.0
             o[i] = atr
         if start < n:
             st.count += n - start
             st.atr = atr
             st.value = atr
             st.prev_close = prev
+        if not force and not (isfinite(seen) and isfinite(st.tr_sum) and isfinite(st.atr)):
+            return False
         self.st = st
         return True
 
