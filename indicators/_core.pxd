@@ -28,7 +28,7 @@ cdef struct WmaState:
     double total        # TA-Lib's `periodSum`: the weighted sum (weights 1..period)
     double plain        # TA-Lib's `periodSub`: the plain sum of the window
     double trailing     # the value leaving the window at the next step
-    double divider      # period * (period + 1) / 2
+    double recip        # 1 / (period * (period + 1) / 2), the weights' sum
     double value
     long long count
     int period

@@ -378,7 +378,7 @@ cdef inline double wma_step(WmaState* s, double* ring, double x) noexcept nogil:
         s.plain -= s.trailing
         s.total += x * <double>p
         s.trailing = ring[s.head]          # x[c - p + 1], leaving at the next step
-        out = s.total / s.divider
+        out = s.total * s.recip
         s.total -= s.plain
     s.value = out
     return out
@@ -948,7 +948,7 @@ cdef class WMA(Indicator):
     def __init__(self, timeperiod=30):
         cdef int p = _check_period(timeperiod, "WMA timeperiod", 1)
         self.st.period = p
-        self.st.divider = (p * (p + 1)) >> 1
+        self.st.recip = 2.0 / (<double>p * (p + 1))   # in doubles: p * (p + 1) overflows an int past 46340
         self._setup((p,), p - 1, p, 1, 1, True)
 
     cdef void _reset(self) noexcept:
