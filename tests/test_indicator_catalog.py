@@ -271,3 +271,10 @@ def test_update_many_refuses_a_wrong_number_of_arrays_or_lengths():
     with pytest.raises(ValueError, match="differ in length"):
         atr.update_many(np.ones(5), np.ones(5), np.ones(4))
     assert atr.count == 0
+
+
+def test_a_wma_period_past_46340_is_talibs():
+    """The weights' sum p(p+1)/2 no longer fits a C int there; it is computed in doubles."""
+    kind = KINDS["wma"]
+    b = bars(60_000, 11, "fx")
+    assert_close(kind.cls(50_000).update_many(b["close"]), talib.WMA(b["close"], 50_000), what="wma(50000)")
