@@ -137,6 +137,18 @@ def test_update_many_equals_talib_over_100k_bars(long_bars, name, params):
         assert_close(o, t, what=f"{name}{params}{suffix}")
 
 
+# Stronger than 1e-9: these repeat TA-Lib 0.8's arithmetic operation for operation (README).
+BIT_EXACT = ["sma", "ema", "rsi", "macd", "adx", "cci", "stoch", "obv"]
+
+
+@pytest.mark.parametrize("name", BIT_EXACT)
+def test_values_are_bit_identical_to_talib(long_bars, name):
+    kind, params = KINDS[name], PARAMS[name][0]
+    for o, t in zip(outputs(kind.cls(*params).update_many(*inputs(kind, long_bars))),
+                    outputs(talib_values(kind, params, long_bars))):
+        np.testing.assert_array_equal(o, t)
+
+
 @pytest.mark.parametrize("name,params", COMMON, ids=str)
 def test_update_one_by_one_equals_talib_over_100k_bars(name, params):
     kind = KINDS[name]
