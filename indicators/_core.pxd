@@ -65,6 +65,7 @@ cdef struct MacdState:
 cdef struct BbandsState:
     double total        # running sum (the middle band is TA-Lib's SMA)
     double m2           # sum of squared deviations from the middle band (summed anew every period)
+    double recip        # 1 / period
     double nbdevup
     double nbdevdn
     double upper

@@ -48,6 +48,7 @@ non-finite arithmetic happens to produce; this RSI gives what IEEE arithmetic gi
 """
 from libc.math cimport NAN, fabs, isfinite, sqrt
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 import operator
 
@@ -428,7 +429,7 @@ cdef inline void bbands_step(BbandsState* s, double* ring, double x) noexcept no
         s.m2 = squared_deviations(ring, p, mid)
     else:
         s.m2 += (x - leaving) * ((x - mid) + (leaving - s.middle))
-    var = s.m2 / p
+    var = s.m2 * s.recip
     dev = sqrt(var) if var > 0.0 else 0.0
     s.middle = mid
     s.upper = mid + dev * s.nbdevup
@@ -731,14 +732,26 @@ cdef class Indicator:
         cdef bint ok
         xs[0], xs[1], xs[2] = &v0[0], &v1[0], &v2[0]
         out[0], out[1], out[2] = &o0[0], &o1[0], &o2[0]
+        cdef double* saved = NULL
         if self.precheck:
             self._check_inputs(ins, where)
-        with nogil:
-            ok = self._run(xs, out, n, False)
-        if not ok:
-            self._check_inputs(ins, where)      # raises; or huge finite inputs overflowed:
-            with nogil:                         # commit what TA-Lib would compute
-                self._run(xs, out, n, True)
+        elif self.nbuf:
+            # _run may write the windows before it finds the state not finite: keep them
+            saved = <double*>malloc(self.nbuf * sizeof(double))
+            if saved == NULL:
+                raise MemoryError()
+            memcpy(saved, self.buf, self.nbuf * sizeof(double))
+        try:
+            with nogil:
+                ok = self._run(xs, out, n, False)
+            if not ok:
+                if saved != NULL:
+                    memcpy(self.buf, saved, self.nbuf * sizeof(double))
+                self._check_inputs(ins, where)  # raises; or huge finite inputs overflowed:
+                with nogil:                     # commit what TA-Lib would compute
+                    self._run(xs, out, n, True)
+        finally:
+            free(saved)
         return outs[0] if self.n_out == 1 else tuple(outs)
 
     cdef int _check_inputs(self, list ins, str where) except -1:
@@ -949,7 +962,7 @@ cdef class WMA(Indicator):
         cdef int p = _check_period(timeperiod, "WMA timeperiod", 1)
         self.st.period = p
         self.st.recip = 2.0 / (<double>p * (p + 1))   # in doubles: p * (p + 1) overflows an int past 46340
-        self._setup((p,), p - 1, p, 1, 1, True)
+        self._setup((p,), p - 1, p, 1, 1, p == 1)   # WMA(1) is not sticky: it is the input
 
     cdef void _reset(self) noexcept:
         self.st.total = 0.0
@@ -996,6 +1009,8 @@ cdef class WMA(Indicator):
         cdef WmaState st = self.st
         for i in range(n):
             out[0][i] = wma_step(&st, self.buf, xs[0][i])
+        if not force and not (isfinite(st.total) and isfinite(st.plain)):
+            return False
         self.st = st
         return True
 
@@ -1175,7 +1190,8 @@ cdef class BBANDS(Indicator):
         self.st.period = p
         self.st.nbdevup = _check_real(nbdevup, "BBANDS nbdevup")
         self.st.nbdevdn = _check_real(nbdevdn, "BBANDS nbdevdn")
-        self._setup((p, self.st.nbdevup, self.st.nbdevdn), p - 1, p, 1, 3, True)
+        self.st.recip = 1.0 / p
+        self._setup((p, self.st.nbdevup, self.st.nbdevdn), p - 1, p, 1, 3, False)
 
     cdef void _reset(self) noexcept:
         self.st.total = 0.0
@@ -1227,6 +1243,8 @@ cdef class BBANDS(Indicator):
             out[0][i] = st.upper
             out[1][i] = st.middle
             out[2][i] = st.lower
+        if not force and not (isfinite(st.total) and isfinite(st.m2)):
+            return False
         self.st = st
         return True
 
