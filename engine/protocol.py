@@ -134,17 +134,43 @@ _packer = msgpack.Packer(use_bin_type=True)
 encode = _packer.pack
 
 
-def decode(data: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
-    """Decode one payload; ``ProtocolError`` if it is not a msgpack map within the limits."""
+def decode(data: bytes, max_bytes: int = MAX_PAYLOAD_BYTES, what: str = "payload") -> dict[str, Any]:
+    """Decode one payload; ``ProtocolError`` if it is not a msgpack map within the limits, its
+    message naming ``what`` was wrong in msgpack's terms (never Python's)."""
     if len(data) > max_bytes:
-        raise ProtocolError(f"payload of {len(data)} bytes exceeds {max_bytes}")
+        raise ProtocolError(f"{what} of {len(data)} bytes exceeds {max_bytes}")
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ProtocolError(f"payload is not valid msgpack ({type(exc).__name__}: {exc})") from None
+        raise ProtocolError(f"{what} is not valid msgpack: {msgpack_fault(exc)}") from None
     if not isinstance(value, dict):
-        raise ProtocolError(f"payload must be a map, got {type(value).__name__}")
+        raise ProtocolError(f"{what} must be a map, got {msgpack_type_name(value)}")
     return value
+
+
+def msgpack_fault(exc: Exception) -> str:
+    """Why msgpack-python refused a frame, said of the bytes rather than of its exception."""
+    if isinstance(exc, msgpack.ExtraData):
+        return f"extra bytes ({len(exc.extra)}) after the first value; send exactly one map per frame"
+    if isinstance(exc, msgpack.StackError):
+        return "values are nested too deeply"
+    if isinstance(exc, msgpack.FormatError):
+        return "it holds a byte that starts no msgpack value (such as 0xc1)"
+    if "incomplete input" in str(exc):
+        return "it ends inside a value (empty or cut short)"
+    if "map key" in str(exc):
+        return "a map key is not a string"
+    return "it does not decode"
+
+
+_MSGPACK_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+                       bytes: "bin (send strings as msgpack str)", list: "an array", dict: "a map",
+                       type(None): "nil", msgpack.ExtType: "an ext value"}
+
+
+def msgpack_type_name(value: object) -> str:
+    """The msgpack type of a decoded value, as an error message names it: ``"an array"``."""
+    return _MSGPACK_TYPE_NAMES.get(type(value), "an unknown value")
 
 
 # A tick's keys after "symbol", each with the msgpack type code of its value: float64 for
