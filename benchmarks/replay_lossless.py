@@ -11,6 +11,9 @@ engine's live publish rate measured in the same run. Prints JSON.
           bars/s = closed bars / that time. Lossless: every closed bar and value arrived, with
           no ``seq`` gap. ``--forming-throttle-ms`` (default 60000: one forming update per bar
           and timeframe) bounds the forming updates the worker answers as well.
+          ``cpu_s``: CPU seconds each process used from the start until the engine had read
+          the whole file (Linux ``/proc``), which a machine shared with other work changes
+          far less than the wall time.
   live    ``mt5-engine --rate 0`` (sim as fast as possible) through its bus to a plain SUB, as
           ``benchmarks/engine_throughput.py`` measures it.
 Target: >= 50,000 M1 bars/s (a year of M1 bars in under 10 s).
@@ -18,6 +21,7 @@ Target: >= 50,000 M1 bars/s (a year of M1 bars in under 10 s).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -46,6 +50,24 @@ def wait_subscribed(rpc: RpcClient, at_least: int, timeout: float = 30.0) -> Non
         time.sleep(0.05)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None off Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_finished(rpc: RpcClient, timeout: float = 900.0) -> None:
+    deadline = time.monotonic() + timeout
+    while rpc.call("replay", action="status")["state"] != "finished":
+        if time.monotonic() > deadline:
+            raise TimeoutError("the replay never finished")
+        time.sleep(0.02)
+
+
 def run_replay(bars: int, throttle_ms: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path, _ = write_bar_export(Path(tmp), bars, SYMBOL)
@@ -63,8 +85,13 @@ def run_replay(bars: int, throttle_ms: int) -> dict:
             with RpcClient(engine.rpc, timeout_ms=10_000) as rpc:
                 wait_subscribed(rpc, sum(len(p) for p in prefixes))
                 time.sleep(0.2)
+                procs = {"engine": engine, "worker": worker, "bot": bot}
+                cpu_before = {name: cpu_seconds(p.proc.pid) for name, p in procs.items()}
                 began = time.monotonic()
                 rpc.call("replay", action="start")
+                wait_finished(rpc)
+                cpu = {name: None if cpu_before[name] is None else round(cpu_seconds(p.proc.pid) - cpu_before[name], 2)
+                       for name, p in procs.items()}
                 result = bot.result(timeout=900)
                 health = rpc.health()
         finally:
@@ -86,6 +113,7 @@ def run_replay(bars: int, throttle_ms: int) -> dict:
         "seconds": round(seconds, 3),
         "bars_per_s": round(closed / seconds) if seconds > 0 else 0,
         "engine_waits_for_subscribers": health["bus_waits"],
+        "cpu_s": cpu,
         "forming_throttle_ms": throttle_ms,
     }
 

@@ -10,11 +10,17 @@ first tick of a later bar, or when the market clock passes its end by ``close_gr
 quiet markets still close bars); each closed bar is emitted once. Forming-bar updates are
 throttled per timeframe by market time. Closed bars are kept in compact numpy ring buffers
 (``engine.candle_store``); only the forming bar is a Python object.
+
+``on_tick_columns`` folds a batch of ticks given as arrays (a replay of bars at full speed) with
+whole-array work and gives the events ``on_tick`` would give tick by tick, in the same order.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
+
+import numpy as np
 
 from engine.candle_store import Bars, CandleRing
 from engine.models import CHART_MODE_BID, CHART_MODE_LAST, TICK_FLAG_LAST, Candle, Tick
@@ -25,6 +31,9 @@ CandleEvent = tuple[Candle, bool]
 
 # The spread of a tick without both quotes: above any real one, so never a bar's smallest.
 NO_SPREAD = 1 << 62
+# A tick's columns as ``on_tick_columns`` takes them (``Tick``'s fields but the symbol).
+TickColumns = Mapping[str, np.ndarray]
+_BAR_FIELDS = ("open", "high", "low", "close", "tick_volume", "spread", "real_volume")
 
 
 class _Series:
@@ -146,6 +155,106 @@ class CandleAggregator:
                 events.append((c, False))
         return events
 
+    def on_tick_columns(self, columns: TickColumns, wanted: Collection[str] | None = None) -> list[CandleEvent]:
+        """``on_tick`` for each of a batch of this symbol's ticks, given as columns; the events
+        are the same, in the same order (only those of the ``wanted`` timeframes). Whole-array
+        work when the batch is plain (bid chart, both quotes on every tick, times never going
+        back, none before a forming bar's window), tick by tick otherwise."""
+        t, bid, ask = columns["time_msc"], columns["bid"], columns["ask"]
+        if not self._foldable(t, bid, ask):
+            # The forming candle is the live object: copied, as later ticks of the batch change it.
+            return [(c, True) if closed else (c.copy(), False)
+                    for tick in _ticks_of(self.symbol, columns) for c, closed in self.on_tick(tick)
+                    if wanted is None or c.timeframe in wanted]
+        spread = np.rint((ask - bid) / self.point).astype(np.int64)  # round(), half to even
+        keyed: list[tuple[tuple[int, int, int], Candle, bool]] = []
+        for rank, s in enumerate(self._ordered):
+            keyed += self._fold(s, rank, wanted is None or s.tf.name in wanted, t, bid, spread,
+                                columns["volume"])
+        keyed.sort(key=itemgetter(0))  # by tick, then timeframe, a close before an open
+        return [(c, closed) for _, c, closed in keyed]
+
+    def _foldable(self, t: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> bool:
+        if not len(t) or self._price_at != Tick._fields.index("bid"):
+            return False
+        if not ((bid > 0.0).all() and (ask > 0.0).all()) or (len(t) > 1 and (t[1:] < t[:-1]).any()):
+            return False
+        first = int(t[0])
+        return all(first >= (s.start_ms if s.forming is not None else s.end_ms) for s in self._ordered)
+
+    def _fold(self, s: _Series, rank: int, wanted: bool, t: np.ndarray, price: np.ndarray,
+              spread: np.ndarray, volume: np.ndarray) -> list[tuple[tuple[int, int, int], Candle, bool]]:
+        """One series' state after a foldable batch, and its events (if ``wanted``) keyed by
+        (tick, rank, forming). A segment is the ticks of one bar; the first may continue the
+        forming bar (``carried``)."""
+        n, tf, old = len(t), s.tf, s.forming
+        opens = _bar_opens(tf, t)
+        new = np.empty(n, bool)
+        new[1:] = opens[1:] != opens[:-1]
+        carried = old is not None and int(t[0]) < s.end_ms
+        new[0] = not carried
+        seg = np.flatnonzero(new) if not carried else np.concatenate(([0], np.flatnonzero(new[1:]) + 1))
+        ends = np.append(seg[1:], n)
+        bars = {"time": opens[seg], "open": price[seg], "high": np.maximum.reduceat(price, seg),
+                "low": np.minimum.reduceat(price, seg), "close": price[ends - 1],
+                "tick_volume": ends - seg, "spread": np.minimum.reduceat(spread, seg),
+                "real_volume": np.add.reduceat(volume, seg)}
+        emits = np.asarray(self._emissions(s, t, new), np.int64)
+        at = np.searchsorted(seg, emits, "right") - 1  # the segment of each emission
+        pairs = np.column_stack((seg[at], emits + 1)).ravel()
+        forming = {"time": bars["time"][at], "open": bars["open"][at], "close": price[emits],
+                   "tick_volume": emits - seg[at] + 1,
+                   **{name: _running(ufunc, column, pairs) for name, ufunc, column in (
+                       ("high", np.maximum, price), ("low", np.minimum, price),
+                       ("spread", np.minimum, spread), ("real_volume", np.add, volume))}}
+        if carried:  # the forming bar's ticks so far count too
+            for values, rows in ((bars, slice(0, 1)), (forming, at == 0)):
+                _merge(values, rows, old, s.min_spread)
+        closes_old = old is not None and not carried  # the first tick closes the forming bar
+        out: list[tuple[tuple[int, int, int], Candle, bool]] = []
+        if wanted:
+            if closes_old:
+                out.append(((0, rank, 0), old, True))
+            out += [((k, rank, 0), Candle(self.symbol, tf.name, *row), True)
+                    for k, row in zip(ends[:-1].tolist(), _rows(bars, slice(0, -1)))]
+            out += [((k, rank, 1), Candle(self.symbol, tf.name, *row), False)
+                    for k, row in zip(emits.tolist(), _rows(forming, slice(None)))]
+        if closes_old:
+            s.closed.append(old)
+            s.newest = old
+        if len(seg) > 1:
+            s.closed.extend(Bars(**{name: values[:-1] for name, values in bars.items()}))
+            s.newest = Candle(self.symbol, tf.name, *_rows(bars, slice(-2, -1))[0])
+        last = _rows(bars, slice(-1, None))[0]
+        s.min_spread = last[6]
+        s.forming = Candle(self.symbol, tf.name, *last[:6], 0 if last[6] == NO_SPREAD else last[6], last[7])
+        if not carried or len(seg) > 1:
+            s.open_ms = s.start_ms = last[0] * 1000
+            s.end_ms = tf.next_open(last[0]) * 1000
+        if len(emits):
+            s.next_emit_ms = int(t[emits[-1]]) + self.forming_throttle_ms
+            s.emitted_volume = int(forming["tick_volume"][-1])
+        return out
+
+    def _emissions(self, s: _Series, t: np.ndarray, new: np.ndarray) -> list[int]:
+        """The ticks after which ``on_tick`` sends the forming bar: each bar's first, then any at
+        or past the last one sent plus the throttle."""
+        throttle, next_emit = self.forming_throttle_ms, s.next_emit_ms
+        if s.tf.seconds and throttle >= s.tf.seconds * 1000:
+            # A bar is shorter than the throttle: after its first tick only a bar carried on
+            # from the batch before can be due, once.
+            emits = np.flatnonzero(new).tolist()
+            if not new[0]:
+                due = np.flatnonzero(t[:emits[0] if emits else len(t)] >= next_emit)
+                emits[:0] = due[:1].tolist()
+            return emits
+        emits = []
+        for i, (ti, opens) in enumerate(zip(t.tolist(), new.tolist())):
+            if opens or ti >= next_emit:
+                emits.append(i)
+                next_emit = ti + throttle
+        return emits
+
     def _on_trade_tick(self, tick: Tick) -> list[CandleEvent]:
         """``on_tick`` of a Last chart: only trades (a positive ``last``) make its bars."""
         if tick.flags & TICK_FLAG_LAST and tick.last > 0.0:
@@ -224,3 +333,39 @@ class CandleAggregator:
 
     def forming(self, timeframe: str) -> Candle | None:
         return self._series[timeframe].forming
+
+
+def _ticks_of(symbol: str, columns: TickColumns) -> list[Tick]:
+    return [Tick(symbol, *row) for row in zip(*(columns[k].tolist() for k in Tick._fields[1:]))]
+
+
+def _bar_opens(tf: Timeframe, t: np.ndarray) -> np.ndarray:
+    """The open (s) of the bar of each tick time (ms)."""
+    seconds = t // 1000
+    if tf.seconds:
+        return tf.bar_open(seconds)  # plain arithmetic: it takes arrays
+    days, at = np.unique(seconds // 86400, return_inverse=True)  # MN1: a month is whole days
+    return np.array([tf.bar_open(int(d) * 86400) for d in days], np.int64)[at]
+
+
+def _running(ufunc: np.ufunc, column: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """``ufunc`` over ``column[a:b]`` for each ``(a, b)`` of ``pairs`` (flattened)."""
+    if not len(pairs):
+        return column[:0]
+    return ufunc.reduceat(np.append(column, column[:1]), pairs)[::2]
+
+
+def _merge(values: dict[str, np.ndarray], rows: Any, old: Candle, min_spread: int) -> None:
+    """Fold the forming bar ``old`` into the ``rows`` of bar columns that continue it."""
+    values["time"][rows] = old.time
+    values["open"][rows] = old.open
+    values["high"][rows] = np.maximum(values["high"][rows], old.high)
+    values["low"][rows] = np.minimum(values["low"][rows], old.low)
+    values["tick_volume"][rows] += old.tick_volume
+    values["spread"][rows] = np.minimum(values["spread"][rows], min_spread)
+    values["real_volume"][rows] += old.real_volume
+
+
+def _rows(values: dict[str, np.ndarray], rows: slice) -> list[tuple[Any, ...]]:
+    """Bar columns as tuples of Python numbers: time, OHLC, tick_volume, spread, real_volume."""
+    return list(zip(*(values[name][rows].tolist() for name in ("time", *_BAR_FIELDS))))

@@ -187,6 +187,28 @@ class CandleRing:
             ))
             self._data[i] = self._record_of(c)
 
+    def extend(self, bars: Bars) -> None:
+        """Store closed bars at once (oldest first), as ``append`` would one by one."""
+        bars = bars[max(0, len(bars) - self.capacity):]
+        n = len(bars)
+        if not n:
+            return
+        ints = tuple(_rung(name, t, *_span(getattr(bars, name))) for name, t in zip(INTEGERS, self._ints))
+        if ints != self._ints:
+            self._retype(ints)
+        prices = np.stack([getattr(bars, name) for name in PRICES])
+        points = None if self._scale is None else _points(prices, self._scale)
+        if self._scale is not None and points is None:
+            self._retype(self._ints, points=False)
+        records = np.empty(n, self._data.dtype)
+        for k, name in enumerate(PRICES):
+            records[name] = prices[k] if points is None else points[k]
+        for name in INTEGERS:
+            if name in records.dtype.names:
+                records[name] = getattr(bars, name)
+        slots = [self._slot() for _ in range(n)]  # first: a slot may grow the storage
+        self._data[slots] = records
+
     def row(self, k: int) -> tuple[Any, ...]:
         """Bar ``k`` (0 the oldest, -1 the newest) as Python numbers in ``COLUMNS`` order."""
         if not -self._size <= k < self._size:

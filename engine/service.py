@@ -18,13 +18,14 @@ from typing import Any
 import zmq
 
 from engine.activity_feed import SET_PREFIXES, ActivityFeed
-from engine.aggregation import CandleAggregator, CandleEvent
+from engine.aggregation import CandleAggregator, CandleEvent, TickColumns
 from engine.bus import BusPublisher, EmbeddedBus, publisher_socket, recv_waiting
 from engine.config import EngineConfig
 from engine.foreign_cache import ForeignCache
 from engine.models import Tick
 from engine.protocol import (
     ACCOUNT_TOPIC,
+    CandleEncoder,
     ENGINE_COMPONENT,
     HEALTH,
     INDICATOR,
@@ -32,6 +33,7 @@ from engine.protocol import (
     PUBLISHER_QUEUE_MESSAGES,
     SERVICE_COMPONENT,
     SUMMARY_TOPIC,
+    TICK_FIELDS,
     ErrorCode,
     Packed,
     ProtocolError,
@@ -77,6 +79,7 @@ FOREIGN_PREFIXES = (f"{INDICATOR}:".encode(), f"{HEALTH}:".encode())
 # (measured 1.6-3.5 µs), so a flood holds the next ticks back 1-2 ms at most.
 FOREIGN_DRAIN = 500
 TOO_MANY_COMPONENTS = "health component over the limit"
+ADMISSIBLE_TOPICS = 4096  # admitted topics remembered (a symbol's indicators and health are a few)
 UNDECODABLE = "undecodable payload"
 # How often the RPC's and the bus subscribers' connections are checked for unread bytes over
 # their bound (a multipart message libzmq holds until it is whole).
@@ -159,10 +162,14 @@ class EngineService:
         self._infos: dict[str, dict[str, Any]] = {}
         self._ticks: dict[str, Tick] = {}
         self._unaggregated: list[Tick] = []  # published, not yet folded into candles
+        self._unaggregated_columns: list[tuple[str, TickColumns]] = []  # the same, as columns
         self._tick_out: dict[str, tuple[bytes, TickEncoder]] = {}
-        self._candle_topics: dict[tuple[str, str], bytes] = {}
+        self._candle_out: dict[tuple[str, str], tuple[bytes, CandleEncoder]] = {}
         self._booked: dict[str, int] = {}
         self._policy = ForeignPolicy(())  # the source's symbols, once it has started
+        # Topics the policy admitted (as two-frame messages): not checked again, as the workers
+        # publish the same few topics all the time.
+        self._admissible: set[bytes] = set()
         self._foreign = ForeignCache()
         self._refusals = Refusals()
         self._service_health = service_health
@@ -250,9 +257,10 @@ class EngineService:
             for tf in self._tfs:
                 # A live terminal's forming bar may already hold ticks the stream delivers.
                 agg.seed(tf.name, history[tf.name], self.source.history_covers(name, tf))
-                self._candle_topics[(name, tf.name)] = candle_topic(name, tf.name)
+                self._candle_out[(name, tf.name)] = (candle_topic(name, tf.name), CandleEncoder(name, tf.name))
             self._aggs[name] = agg
         self._policy = ForeignPolicy(self._aggs)
+        self._admissible.clear()
         log.info("%d symbols, timeframes %s, history loaded", len(self._aggs),
                  ",".join(self.config.timeframes))
 
@@ -343,9 +351,7 @@ class EngineService:
                     # What the external bus relayed (the engine's own health among it).
                     for frames in recv_waiting(sub, FOREIGN_DRAIN):
                         self._cache_foreign(frames)
-            ticks = self._poll_source(now_ms())
-            if ticks:
-                self.on_ticks(ticks)
+            if self._poll_source(now_ms()):
                 sent_ns = time.time_ns()
 
     def _wait_for_room(self) -> bool:
@@ -432,18 +438,26 @@ class EngineService:
                 entry[0] = now + entry[1]
                 entry[2](now)
 
-    def _poll_source(self, now: int) -> list[Tick]:
-        """The source's new ticks; a failing source is reported in health, never fatal."""
+    def _poll_source(self, now: int) -> bool:
+        """Publish the source's new ticks (True if there were any); a failing source is
+        reported in health, never fatal."""
+        bars = self._replay is not None and self._replay.plays_bars
         try:
-            ticks = self.source.poll(now)
+            ticks = self._replay.poll_bars(now) if bars else self.source.poll(now)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if error != self._source_error:
                 log.error("source %s failed: %s", self.source.name, error)
             self._source_error = error
-            return []
+            return False
         self._source_error = ""
-        return ticks
+        if not ticks:
+            return False
+        if bars:
+            self.on_tick_columns(*ticks)
+        else:
+            self.on_ticks(ticks)
+        return True
 
     def on_ticks(self, ticks: list[Tick]) -> None:
         """Publish a batch of due ticks; ``aggregate_pending`` folds them into candles later.
@@ -462,8 +476,28 @@ class EngineService:
         self._ticks_in += len(ticks)
         self._unaggregated += ticks
 
+    def on_tick_columns(self, symbol: str, columns: TickColumns) -> None:
+        """``on_ticks`` for one symbol's ticks given as columns (a bar replay at full speed),
+        encoded all at once: ``pack_ticks`` writes the frames ``TickEncoder`` would."""
+        pub = self._pub
+        topic, encoder = self._tick_out[symbol]
+        n = len(columns["time_msc"])
+        first_seq = pub.stamper.next_seqs(topic, n)
+        if any(columns[name].min() < 0 for name in ("time_msc", "volume", "flags")):
+            # Not a uint64: the encoder's own way, tick by tick.
+            frames = [encoder.encode(*row, seq, pub.epoch) for seq, row in enumerate(zip(*(
+                columns[name].tolist() for name in TICK_FIELDS[1:])), first_seq)]
+        else:
+            packed, size = pack_ticks(symbol, columns, first_seq, pub.epoch), encoder.size
+            frames = [packed[i:i + size] for i in range(len(packed) - n * size, len(packed), size)]
+        pub.publish_frames(topic, frames)
+        self._ticks_in += n
+        self._unaggregated_columns.append((symbol, columns))
+
     def aggregate_pending(self) -> None:
         """Fold the ticks published since the last call into candles and publish their events."""
+        if self._unaggregated_columns:
+            self._aggregate_columns()
         if not self._unaggregated:
             return
         ticks, self._unaggregated = self._unaggregated, []
@@ -475,11 +509,32 @@ class EngineService:
             if events:
                 self._publish_candles(events)
 
+    def _aggregate_columns(self) -> None:
+        """``aggregate_pending`` for ticks published as columns: each symbol's batches joined,
+        so the journal numbers them from the topic's last ``seq``."""
+        batches, self._unaggregated_columns = self._unaggregated_columns, []
+        by_symbol: dict[str, list[TickColumns]] = {}
+        for symbol, columns in batches:
+            by_symbol.setdefault(symbol, []).append(columns)
+        for symbol, parts in by_symbol.items():
+            columns = parts[0] if len(parts) == 1 else joined(parts)
+            self._journal.append_columns(symbol, columns)
+            self._ticks[symbol] = Tick(symbol, *(columns[name][-1].item() for name in Tick._fields[1:]))
+            self._publish_candles(self._aggs[symbol].on_tick_columns(columns, self._published_tfs))
+
     def _publish_candles(self, events: list[CandleEvent]) -> None:
-        for candle, closed in events:
-            if candle.timeframe in self._published_tfs:
-                self._pub.publish(self._candle_topics[(candle.symbol, candle.timeframe)],
-                                  candle.to_payload(closed))
+        """Publish the events of the published timeframes, encoded first and then sent one
+        after the other (a send right after another wakes no ZeroMQ I/O thread)."""
+        pub, published, out = self._pub, self._published_tfs, self._candle_out
+        next_seq, epoch, frames = pub.stamper.next_seq, pub.epoch, []
+        for c, closed in events:
+            if c.timeframe in published:
+                topic, encoder = out[(c.symbol, c.timeframe)]
+                frames.append((topic, encoder.encode(c.time, c.open, c.high, c.low, c.close, c.tick_volume,
+                                                     c.spread, c.real_volume, closed, next_seq(topic), epoch)))
+        publish = pub.publish_frame
+        for topic, frame in frames:
+            publish(topic, frame)
 
     def _admit_foreign(self, frames: list[bytes]) -> bool:
         """Whether the embedded bus relays this message from another publisher (then cached for
@@ -492,9 +547,12 @@ class EngineService:
     def _cache_foreign(self, frames: list[bytes]) -> str | None:
         """Cache another publisher's message if the policy and the cache's bounds allow it;
         returns None, or why not."""
-        reason = self._policy.refusal(frames[0], len(frames))
-        if reason is not None:
-            return reason
+        if len(frames) != 2 or frames[0] not in self._admissible:
+            reason = self._policy.refusal(frames[0], len(frames))
+            if reason is not None:
+                return reason
+            if len(self._admissible) < ADMISSIBLE_TOPICS:
+                self._admissible.add(frames[0])
         try:
             payload = decode(frames[1])
         except ProtocolError:

@@ -348,6 +348,16 @@ class TickJournal:
         if len(self._pending) >= max(FLUSH_TICKS, FLUSH_TICKS_PER_SYMBOL * len(self._rings)):
             self._flush()
 
+    def append_columns(self, symbol: str, columns: Columns) -> None:
+        """Journal one symbol's ticks given as columns (``COLUMNS``), after those ``append`` queued."""
+        self._flush()
+        n = len(columns["time_msc"])
+        if not n:
+            return
+        ring = self._ring(symbol)
+        points, needs = _needs(columns, {}, np.zeros(1, np.intp), np.nan if ring.scale is None else ring.scale)
+        ring.append(columns, points, needs[0], self._last_seq(symbol) - n + 1)
+
     def _flush(self) -> None:
         """Store the queued ticks: one conversion to columns, one stable sort by symbol, the
         checks on all of them at once, then each symbol's slice into its ring."""

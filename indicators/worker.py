@@ -71,10 +71,8 @@ def shard_of(symbol: str, shards: int) -> int:
     return zlib.crc32(symbol.encode()) % shards
 
 
-def read_candle(candle_topic: bytes, payload: bytes) -> dict[str, Any]:
-    """The payload of a ``candle:SYMBOL:TF:`` message, checked for what the worker uses: its
-    symbol and timeframe those of the topic, ``time``/``seq``/``epoch`` non-negative integers,
-    OHLC finite numbers and ``closed`` a bool; ``ProtocolError`` otherwise."""
+def read_candle_topic(candle_topic: bytes) -> tuple[str, str]:
+    """The symbol and timeframe of a ``candle:SYMBOL:TF:`` topic; ``ProtocolError`` otherwise."""
     try:
         parts = topic_parts(candle_topic)
     except UnicodeDecodeError:
@@ -85,7 +83,20 @@ def read_candle(candle_topic: bytes, payload: bytes) -> dict[str, Any]:
     validate_symbol(symbol)
     if timeframe not in TIMEFRAMES:
         raise ProtocolError(f"unknown timeframe {timeframe[:16]!r}")
+    return symbol, timeframe
+
+
+def read_candle(candle_topic: bytes, payload: bytes,
+                symbol_timeframe: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The payload of a ``candle:SYMBOL:TF:`` message, checked for what the worker uses: its
+    symbol and timeframe those of the topic, ``time``/``seq``/``epoch`` non-negative integers,
+    OHLC finite numbers and ``closed`` a bool; ``ProtocolError`` otherwise.
+    ``symbol_timeframe``: what ``read_candle_topic`` gave for this topic before."""
+    symbol, timeframe = symbol_timeframe or read_candle_topic(candle_topic)
     candle = decode(payload)
+    if _well_formed(candle, symbol, timeframe):
+        return candle
+    # Something is off: find what, to say it.
     if candle.get("symbol") != symbol or candle.get("timeframe") != timeframe:
         raise ProtocolError("symbol and timeframe differ from the topic's")
     for key in ("time", "seq", "epoch"):
@@ -97,6 +108,19 @@ def read_candle(candle_topic: bytes, payload: bytes) -> dict[str, Any]:
     if type(candle.get("closed")) is not bool:
         raise ProtocolError(f"closed must be a bool, got {candle.get('closed')!r:.40}")
     return candle
+
+
+def _well_formed(candle: dict[str, Any], symbol: str, timeframe: str) -> bool:
+    """``read_candle``'s checks at once, for the candles that pass them (nearly all)."""
+    try:
+        t, seq, epoch, closed = candle["time"], candle["seq"], candle["epoch"], candle["closed"]
+        prices = candle["open"], candle["high"], candle["low"], candle["close"]
+        same = candle["symbol"] == symbol and candle["timeframe"] == timeframe
+    except KeyError:
+        return False
+    return (same and type(t) is int and type(seq) is int and type(epoch) is int
+            and t >= 0 and seq >= 0 and epoch >= 0 and type(closed) is bool
+            and all(type(p) in (float, int) and math.isfinite(p) for p in prices))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -181,6 +205,10 @@ class IndicatorWorker:
         self._ctx = ctx or zmq.Context.instance()
         self._stop = StopFlag()
         self._series: dict[bytes, IndicatorSeries] = {}
+        # Candle topics of this shard's symbols, read once: (symbol, timeframe), and the topic
+        # their values go out on. Bounded: valid timeframes of the served symbols only.
+        self._topics: dict[bytes, tuple[str, str]] = {}
+        self._out_topics: dict[bytes, bytes] = {}
         self._streams: dict[bytes, tuple[int, int]] = {}  # candle topic -> (epoch, seq) of a warm series
         self._warmed_at: dict[bytes, float] = {}  # candle topic -> its last warm-up (monotonic s)
         self._symbols: frozenset[str] = frozenset()
@@ -258,38 +286,59 @@ class IndicatorWorker:
         that falls behind, as in a full-speed replay, catches up on what matters: every closed
         bar's value, and the newest forming one."""
         latest = {frames[0]: i for i, frames in enumerate(batch)}
+        received = time.perf_counter()
+        values = []
         for i, frames in enumerate(batch):
             if self._stop.is_set():
                 break
-            self.handle(frames, latest[frames[0]] == i)
+            out = self._values(frames, latest[frames[0]] == i)
+            if out is not None:
+                values.append(out)
+        self._publish(values, received)
 
     def handle(self, frames: list[bytes], latest: bool = True) -> None:
         """One bus message; never raises: a bad one is counted and logged at a bounded rate.
         ``latest``: no later message of its topic is waiting (else a forming candle is only
         checked)."""
         received = time.perf_counter()
+        out = self._values(frames, latest)
+        self._publish([out] if out is not None else [], received)
+
+    def _publish(self, values: list[tuple[bytes, dict[str, Any]]], received: float) -> None:
+        """Send the values of messages received at ``received``, one after the other: a send
+        that follows another wakes no ZeroMQ I/O thread (one per send costs more than the rest)."""
+        if not values:
+            return
+        self._pub.publish_all(values)
+        self.updates += len(values)
+        self._max_lag_us = max(self._max_lag_us, (time.perf_counter() - received) * 1e6)
+
+    def _values(self, frames: list[bytes], latest: bool) -> tuple[bytes, dict[str, Any]] | None:
+        """``handle``'s work but the sending: the topic and payload to publish, if any."""
         try:
             if len(frames) != 2:
                 raise ProtocolError(f"expected 2 frames, got {len(frames)}")
-            candle = read_candle(*frames)
-            if candle["symbol"] not in self._symbols:
-                raise ProtocolError(f"symbol {candle['symbol']!r} is not one of this shard's")
-            series = self._series_for(frames[0], candle)
+            candle_topic = frames[0]
+            known = self._topics.get(candle_topic)
+            candle = read_candle(candle_topic, frames[1], known)
+            if known is None:
+                if candle["symbol"] not in self._symbols:
+                    raise ProtocolError(f"symbol {candle['symbol']!r} is not one of this shard's")
+                self._topics[candle_topic] = (candle["symbol"], candle["timeframe"])
+                self._out_topics[candle_topic] = indicator_topic(candle["symbol"], candle["timeframe"])
+            series = self._series_for(candle_topic, candle)
             if series is None:
-                return
+                return None
             if not (latest or candle["closed"]):
                 self.forming_skipped += 1
-                return
+                return None
             values = series.on_candle(candle)
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             self.malformed += 1
             self._log.warning("malformed", "skipped a malformed message (%d so far): %s topic=%r",
                               self.malformed, exc, frames[0][:80])
-            return
-        if values is not None:
-            self._pub.publish(indicator_topic(series.symbol, series.timeframe), values)
-            self.updates += 1
-            self._max_lag_us = max(self._max_lag_us, (time.perf_counter() - received) * 1e6)
+            return None
+        return None if values is None else (self._out_topics[candle_topic], values)
 
     def _series_for(self, candle_topic: bytes, candle: dict[str, Any]) -> IndicatorSeries | None:
         """The warm series of this topic; (re)warmed from history when new or after a gap or an

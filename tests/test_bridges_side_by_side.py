@@ -166,8 +166,8 @@ async def ticks_through(url: str, transports: list[str]) -> int:
     except (socketio.exceptions.ConnectionError, TimeoutError):
         return 0
     finally:
-        # Without waiting for a pending long-poll GET: the bridge answers it only ~30 s after a
-        # polling client's disconnect (a plain python-socketio server at once).
+        # Without the goodbye a polling client sends: behind nginx without ip_hash, its session
+        # may be on the other bridge, or already gone.
         await client.sio.eio.disconnect(abort=True)
 
 

@@ -29,7 +29,8 @@ first rows. Times stay the file's own (MT5 writes the trade server's clock) and 
 Playing: at ``REPLAY_SPEED`` s > 0 the replay clock starts at the first tick when the engine
 first polls and runs s times faster than the wall clock, gaps (nights, weekends) included; at 0
 ticks come as fast as the engine takes them, ``BATCH`` per poll, and the clock is the time of
-the last tick delivered. The file is read as it plays, never loaded whole; a plain CSV is read
+the last tick delivered. A bar file at 0 is read ``BAR_BATCH`` whole bars at a time as arrays
+(``poll_bars``): the same ticks, without a Python object per row or tick. The file is read as it plays, never loaded whole; a plain CSV is read
 once beforehand, to learn its symbols, and every file once to count its rows (``status``).
 
 Control (the RPC op ``replay``): with ``REPLAY_START=paused`` the file is loaded and nothing
@@ -46,6 +47,9 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
+from engine.aggregation import TickColumns
 from engine.config import EngineConfig
 from engine.models import (
     TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Candle, SymbolInfo, Tick,
@@ -53,9 +57,11 @@ from engine.models import (
 from engine.protocol import ProtocolError, validate_symbol
 from engine.sources.base import MarketSource, SourceError
 from engine.sources.recording_reader import RecordingReader, recorded_ticks
+from engine.tick_journal import tick_columns
 from engine.timeframes import TIMEFRAMES, Timeframe
 
 BATCH = 1000  # ticks per poll in "as fast as possible" mode
+BAR_BATCH = 250  # bars per ``poll_bars`` (about 1,000 ticks, as BATCH)
 SAMPLE_ROWS = 200  # first rows read to infer digits and the bar length
 IDLE_DUE_MS = 1000  # next_due once the file is played
 EXTENSIONS = (".csv", ".txt", ".tsv")
@@ -65,6 +71,11 @@ TICK_COLUMNS = ("DATE", "TIME", "BID", "ASK")
 CSV_COLUMNS = ("symbol", "time_msc", "bid", "ask")
 
 Row = tuple[int, list[str]]  # line number, fields
+# A bar read from an export: open (ms), length (ms), OHLC, spread (points), bullish; and
+# many of them as columns of these names.
+BarRow = tuple[int, int, float, float, float, float, int, bool]
+BAR_FIELDS = ("time", "length", "open", "high", "low", "close", "spread", "bullish")
+BarColumns = dict[str, np.ndarray]
 
 
 # -- pure pieces ------------------------------------------------------------------------------
@@ -244,7 +255,8 @@ class _Replay:
         self.infos = [SymbolInfo(self._valid(name), digits, 10.0 ** -digits)]
         rows = chain(sample, rows)
         if self.kind == "bars":
-            self.ticks = self._bar_ticks(rows, name, digits, self._bar_length(sample))
+            self.bars = BarTicks(_BarReader(self, rows, self._bar_length(sample)), name, digits)
+            self.ticks = self.bars
         else:
             self.ticks = self._export_ticks(rows, name)
 
@@ -303,35 +315,6 @@ class _Replay:
         steps = [b - a for a, b in zip(times, times[1:]) if b > a]
         step = min(steps, default=60_000)
         return lambda _: step
-
-    def _bar_ticks(
-        self, rows: Iterator[Row], symbol: str, digits: int, length: Callable[[int], int],
-    ) -> Iterator[Tick]:
-        width, (i_d, i_t, i_o, i_h, i_l, i_c, i_s) = _indices(
-            self.cols, ("DATE", "TIME", "OPEN", "HIGH", "LOW", "CLOSE", "SPREAD"))
-        timed, point = "TIME" in self.cols, 10.0 ** -digits
-        bullish = False
-        previous = -1
-        for lineno, f in rows:
-            self.rows_read += 1
-            try:
-                if len(f) < width:
-                    f += [""] * (width - len(f))
-                t = parse_date(f[i_d].strip()) * 1000
-                if timed:
-                    t += parse_clock(f[i_t].strip())
-                o, h, low, c = float(f[i_o]), float(f[i_h]), float(f[i_l]), float(f[i_c])
-                spread = int(f[i_s].strip() or 0)
-                if not (low <= o <= h and low <= c <= h):
-                    raise ValueError("prices break low <= open, close <= high")
-            except ValueError as exc:
-                raise self._error(lineno, f, exc) from None
-            if t <= previous:
-                raise SourceError(f"{self.path}:{lineno}: bar time goes back or repeats")
-            previous = t
-            bullish = bar_is_bullish(o, c, bullish)
-            yield from bar_ticks(
-                symbol, t, length(t), o, h, low, c, spread * point, digits, bullish)
 
     def _export_ticks(self, rows: Iterator[Row], symbol: str) -> Iterator[Tick]:
         width, (i_d, i_t, i_b, i_a, i_l, i_v, i_f) = _indices(
@@ -414,6 +397,189 @@ class _Replay:
         return digits
 
 
+class _BarReader:
+    """A bar export's rows as bars: one by one (``BarRow``), or many at once as columns
+    (``many``), read with whole-array work where the rows are plain and row by row otherwise,
+    so a bad row gets the same error either way."""
+
+    def __init__(self, replay: _Replay, rows: Iterator[Row], length: Callable[[int], int]) -> None:
+        self._replay = replay
+        self._rows = rows
+        self._length = length
+        self._width, self._at = _indices(replay.cols, ("DATE", "TIME", "OPEN", "HIGH", "LOW", "CLOSE", "SPREAD"))
+        self._timed = "TIME" in replay.cols
+        self._bullish = False  # the last bar's direction (a doji goes the other way)
+        self._previous = -1  # the last bar's open (ms)
+
+    def __iter__(self) -> _BarReader:
+        return self
+
+    def __next__(self) -> BarRow:
+        return self._bar(*next(self._rows))
+
+    def _bar(self, lineno: int, f: list[str]) -> BarRow:
+        i_d, i_t, i_o, i_h, i_l, i_c, i_s = self._at
+        self._replay.rows_read += 1
+        try:
+            if len(f) < self._width:
+                f += [""] * (self._width - len(f))
+            t = parse_date(f[i_d].strip()) * 1000
+            if self._timed:
+                t += parse_clock(f[i_t].strip())
+            o, h, low, c = float(f[i_o]), float(f[i_h]), float(f[i_l]), float(f[i_c])
+            spread = int(f[i_s].strip() or 0)
+            if not (low <= o <= h and low <= c <= h):
+                raise ValueError("prices break low <= open, close <= high")
+        except ValueError as exc:
+            raise self._replay._error(lineno, f, exc) from None
+        if t <= self._previous:
+            raise SourceError(f"{self._replay.path}:{lineno}: bar time goes back or repeats")
+        self._previous = t
+        self._bullish = bar_is_bullish(o, c, self._bullish)
+        return t, self._length(t), o, h, low, c, spread, self._bullish
+
+    def many(self, count: int) -> tuple[BarColumns, SourceError | None]:
+        """Up to ``count`` bars as columns (``BAR_FIELDS``), and the error of a bad row that
+        ended them early."""
+        rows: list[Row] = []
+        error = None
+        try:
+            rows.extend(islice(self._rows, count))
+        except SourceError as exc:  # a line that cannot be decoded
+            error = exc
+        columns = self._plain(rows)
+        if columns is not None:
+            return columns, error
+        bars: list[BarRow] = []
+        try:
+            for row in rows:
+                bars.append(self._bar(*row))
+        except SourceError as exc:
+            error = exc
+        return bar_columns(bars), error
+
+    def _plain(self, rows: list[Row]) -> BarColumns | None:
+        """``rows`` read at once, or None if any is not plain (short, blank, malformed, out of
+        order), for ``_bar`` to read them one by one."""
+        i_d, i_t, i_o, i_h, i_l, i_c, i_s = self._at
+        used = [i for i in self._at if i < self._width - 1]  # the header's columns
+        if not rows or min(len(f) for _, f in rows) <= max(used):
+            return None
+        fields = list(zip(*(f for _, f in rows)))
+        try:
+            t = np.array(list(map(parse_date, map(str.strip, fields[i_d]))), np.int64) * 1000
+            if self._timed:
+                t += np.array(list(map(_bar_clock, map(str.strip, fields[i_t]))), np.int64)
+            o, h, low, c = (np.array(list(map(float, fields[i])), np.float64) for i in (i_o, i_h, i_l, i_c))
+            spread = (np.array(list(map(int, fields[i_s])), np.int64) if i_s in used
+                      else np.zeros(len(rows), np.int64))
+        except ValueError:
+            return None
+        if not ((low <= o) & (o <= h) & (low <= c) & (c <= h)).all() or t[0] <= self._previous or (
+                len(t) > 1 and (t[1:] <= t[:-1]).any()):
+            return None
+        bullish = _directions(o, c, self._bullish)
+        self._replay.rows_read += len(rows)
+        self._previous, self._bullish = int(t[-1]), bool(bullish[-1])
+        length = np.array(list(map(self._length, t.tolist())), np.int64)
+        return {"time": t, "length": length, "open": o, "high": h, "low": low, "close": c,
+                "spread": spread, "bullish": bullish}
+
+
+_bar_clock = lru_cache(maxsize=4096)(parse_clock)  # bars repeat the same times of day
+
+
+def _directions(o: np.ndarray, c: np.ndarray, bullish: bool) -> np.ndarray:
+    """``bar_is_bullish`` of each bar, the bar before the first one ``bullish``: a doji goes
+    the other way of the bar before it, so a run of dojis alternates from the last real bar."""
+    n = len(o)
+    real = o != c
+    last_real = np.maximum.accumulate(np.where(real, np.arange(n), -1))
+    base = np.where(last_real >= 0, c[np.maximum(last_real, 0)] > o[np.maximum(last_real, 0)], bullish)
+    return base ^ ((np.arange(n) - last_real) % 2 == 1)
+
+
+def bar_columns(bars: list[BarRow]) -> BarColumns:
+    """Bars as columns (``BAR_FIELDS``)."""
+    if not bars:
+        return {name: np.empty(0, np.float64 if name in ("open", "high", "low", "close") else
+                               bool if name == "bullish" else np.int64) for name in BAR_FIELDS}
+    return {name: np.array(column) for name, column in zip(BAR_FIELDS, zip(*bars))}
+
+
+class BarTicks:
+    """A bar file's ticks (``bar_ticks``), drawn one by one or, at a bar's start, handed over
+    as columns whole bars at a time (``take``), which spares a ``Tick`` per tick."""
+
+    def __init__(self, bars: _BarReader, symbol: str, digits: int) -> None:
+        self._bars = bars
+        self.symbol = symbol
+        self.digits = digits
+        self.point = 10.0 ** -digits
+        self._bar: BarRow | None = None  # the bar whose ticks are being drawn
+        self._left: list[Tick] = []  # its ticks not drawn yet, the next last
+
+    def __iter__(self) -> BarTicks:
+        return self
+
+    def __next__(self) -> Tick:
+        while not self._left:
+            self._bar = bar = next(self._bars)
+            t, length, o, h, low, c, spread, bullish = bar
+            self._left = bar_ticks(self.symbol, t, length, o, h, low, c, spread * self.point,
+                                   self.digits, bullish)[::-1]
+        return self._left.pop()
+
+    @property
+    def at_bar_start(self) -> bool:
+        """Whether exactly the first tick of the current bar has been drawn."""
+        return self._bar is not None and len(self._left) == _tick_count(self._bar) - 1
+
+    def take(self, count: int) -> tuple[TickColumns, SourceError | None]:
+        """The ticks of the current bar (its first tick drawn: ``at_bar_start``) and of up to
+        ``count - 1`` bars after it, as columns; and the error of a bad row that ended them
+        early (the bars before it are played first)."""
+        more, error = self._bars.many(count - 1)
+        first = bar_columns([self._bar])
+        self._bar, self._left = None, []
+        bars = {name: np.concatenate((first[name], more[name])) for name in BAR_FIELDS}
+        return bars_to_ticks(bars, self.point, self.digits), error
+
+
+def _tick_count(bar: BarRow) -> int:
+    _, _, o, h, low, c, _, bullish = bar
+    path = (o, low, h, c) if bullish else (o, h, low, c)
+    return 1 + sum(a != b for a, b in zip(path, path[1:]))
+
+
+def bars_to_ticks(bars: BarColumns, point: float, digits: int) -> TickColumns:
+    """``bar_ticks`` of many bars at once (columns ``BAR_FIELDS``), as tick columns (``Tick``'s
+    fields but the symbol)."""
+    o, h, low, c, bullish = (bars[name] for name in ("open", "high", "low", "close", "bullish"))
+    second, third = np.where(bullish, low, h), np.where(bullish, h, low)
+    bid = np.column_stack((o, second, third, c))
+    time_msc = bars["time"][:, None] + np.arange(4) * bars["length"][:, None] // 4
+    keep = np.ones(bid.shape, bool)
+    keep[:, 1:] = bid[:, 1:] != bid[:, :-1]  # a price repeating the one before is no tick
+    bid, time_msc = bid[keep], time_msc[keep]
+    ask = _rounded(bid + np.repeat(bars["spread"] * point, keep.sum(axis=1)), digits)
+    n = len(bid)
+    return {"time_msc": time_msc, "bid": bid, "ask": ask, "last": np.zeros(n),
+            "volume": np.zeros(n, np.int64), "flags": np.full(n, TICK_FLAG_BID | TICK_FLAG_ASK, np.int64),
+            "volume_real": np.zeros(n)}
+
+
+def _rounded(values: np.ndarray, digits: int) -> np.ndarray:
+    """``round(v, digits)`` of each value, as Python rounds it: numpy's scaled rounding agrees
+    except within a hair of a half, where Python's own is used."""
+    scale = 10.0 ** digits
+    scaled = values * scale
+    out = np.rint(scaled) / scale
+    for i in np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6).tolist():
+        out[i] = round(float(values[i]), digits)
+    return out
+
+
 def count_rows(path: Path) -> int:
     """The data rows of a replay file: its non-blank lines after the header; a recording's
     tick rows."""
@@ -441,11 +607,12 @@ class ReplaySource(MarketSource):
 
     name = "replay"
 
-    def __init__(self, config: EngineConfig, batch: int = BATCH) -> None:
+    def __init__(self, config: EngineConfig, batch: int = BATCH, bar_batch: int = BAR_BATCH) -> None:
         self._path = Path(config.replay_file)
         self._symbol = config.replay_symbol
         self._speed = config.replay_speed
         self._batch = batch
+        self._bar_batch = bar_batch
         self._replay: _Replay | None = None
         self._next: Tick | None = None
         self._error: SourceError | None = None  # raised by the poll after the good ticks
@@ -503,6 +670,33 @@ class ReplaySource(MarketSource):
         if nxt is None:
             self._replay.close()
         return out
+
+    @property
+    def plays_bars(self) -> bool:
+        """Whether the ticks come from ``poll_bars``: a bar file played as fast as possible."""
+        return self._speed == 0 and self._replay is not None and self._replay.kind == "bars"
+
+    def poll_bars(self, now_ms: int) -> tuple[str, TickColumns] | None:
+        """``poll`` for ``plays_bars``: the ticks of up to ``BAR_BATCH`` whole bars, as columns
+        (``Tick``'s fields but the symbol) with their symbol; None when none are due."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._next is None or self._state != PLAYING:
+            return None
+        bars = self._replay.bars
+        if not bars.at_bar_start:  # not after a seek or a poll: play on to the next bar's start
+            ticks = self.poll(now_ms)
+            return (bars.symbol, tick_columns(ticks)) if ticks else None
+        columns, self._error = bars.take(self._bar_batch)
+        try:
+            self._next = next(bars, None) if self._error is None else None
+        except SourceError as exc:  # the bars before the bad row are played first
+            self._error, self._next = exc, None
+        self._last_ms = int(columns["time_msc"][-1])
+        if self._next is None:
+            self._replay.close()
+        return bars.symbol, columns
 
     def next_due(self, now_ms: int) -> int:
         if self._next is None:
