@@ -172,3 +172,41 @@ def test_every_socketio_event_a_client_receives_validates(engine, worker, doc):
             "indicators_history", "account_info", "positions", "orders", "deals", "health", "error",
             "unsubscribed", "market_summary"} <= set(received)
     assert set(received) <= set(SERVER_EVENTS)
+
+
+def test_a_bar_replays_ops_and_frames_validate_and_are_canonical(start_engine, doc, tmp_path):
+    """The replay op's replies, and what a full-speed bar replay publishes (ticks from
+    ``tick_frames``), against the contract; every frame in msgpack-python's own bytes."""
+    from tests.replay_bots import write_bar_export
+    from tests.test_int_widths import canonical
+
+    path, _ = write_bar_export(tmp_path, 300)
+    engine = start_engine("--source", "replay", "--replay-file", str(path), "--replay-speed", "0",
+                          "--replay-start", "paused", "--symbols", SYMBOL)
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.linger = 0
+    sub.subscribe(b"")
+    sub.connect(engine.bus)
+    seen: dict[str, int] = defaultdict(int)
+    try:
+        with RpcClient(engine.rpc) as rpc:
+            time.sleep(0.5)  # the subscription reaches the bus before the replay starts
+            replies = [rpc.call("replay", action=action) for action in ("status", "start")]
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and rpc.call("replay", action="status")["state"] != "finished":
+                while sub.poll(10):
+                    topic, frame = sub.recv_multipart()
+                    kind = topic.decode().split(":", 1)[0]
+                    payload_schema(doc, kind, kind).validate(decode(frame))
+                    assert frame == canonical(frame), topic
+                    seen[kind] += 1
+            replies.append(rpc.call("replay", action="status"))
+    finally:
+        sub.close()
+        ctx.term()
+    check = payload_schema(doc, "rpc", "replay_reply")
+    for reply in replies:
+        check.validate({"ok": True, "data": reply})
+    print(dict(seen), [r["state"] for r in replies])
+    assert [r["state"] for r in replies] == ["ready", "playing", "finished"] and seen["tick"] >= 300
