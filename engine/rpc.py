@@ -148,7 +148,7 @@ class RpcHandler:
             refused = next((key for key, value in request.items() if isinstance(value, bytes)), None)
             if refused is not None:  # every field is text or a number; bin is a client's mistake
                 raise RpcError(ErrorCode.BAD_REQUEST, f"'{refused[:64]}' is msgpack bin; send strings "
-                                                      "as msgpack str (raw/str type, not bin)")
+                                                      "as msgpack str")
             op = request.get("op")
             if not isinstance(op, str):
                 raise RpcError(ErrorCode.BAD_REQUEST, f"'op' must be a string, one of {', '.join(self._ops)}")
