@@ -145,10 +145,11 @@ class RpcHandler:
                 request_id = None
                 raise RpcError(ErrorCode.BAD_REQUEST, "'id' must be an integer or a string, got "
                                                       f"{msgpack_type_name(request['id'])}")
-            refused = next((key for key, value in request.items() if isinstance(value, bytes)), None)
+            refused = next((key for key, value in request.items()
+                            if isinstance(key, bytes) or isinstance(value, bytes)), None)
             if refused is not None:  # every field is text or a number; bin is a client's mistake
-                raise RpcError(ErrorCode.BAD_REQUEST, f"'{refused[:64]}' is msgpack bin; send strings "
-                                                      "as msgpack str")
+                what = "a key" if isinstance(refused, bytes) else f"'{refused[:64]}'"
+                raise RpcError(ErrorCode.BAD_REQUEST, f"{what} is msgpack bin; send strings as msgpack str")
             op = request.get("op")
             if not isinstance(op, str):
                 raise RpcError(ErrorCode.BAD_REQUEST, f"'op' must be a string, one of {', '.join(self._ops)}")

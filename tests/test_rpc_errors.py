@@ -64,7 +64,9 @@ def test_an_unparseable_request_says_what_is_wrong_and_echoes_a_readable_id(raw,
 def test_bin_strings_are_refused_by_name_with_the_id():
     reply = refused(msgpack.packb({"op": "tick", "symbol": b"EURUSD", "id": 3}, use_bin_type=True))
     assert reply["id"] == 3
-    assert reply["error"]["message"].startswith("'symbol' is msgpack bin; send strings as msgpack str")
+    assert reply["error"]["message"] == "'symbol' is msgpack bin; send strings as msgpack str"
+    reply = refused(msgpack.packb({b"op": "tick", "id": 4}, use_bin_type=True))
+    assert reply["id"] == 4 and reply["error"]["message"] == "a key is msgpack bin; send strings as msgpack str"
 
 
 def test_a_bad_id_is_named_by_its_msgpack_type_and_not_echoed():
