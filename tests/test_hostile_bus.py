@@ -255,9 +255,9 @@ def test_a_flood_of_forged_foreign_topics_leaves_the_engine_and_its_snapshot_bou
         assert forged_health == sorted(f"health:forged{i}:" for i in range(MAX_HEALTH_COMPONENTS))
         assert relayed_health <= MAX_HEALTH_COMPONENTS
         # Beside them: the engine's own topics and the marker's, nothing else.
-        own = {f"{kind}:{s}:" for kind in ("tick", "book") for s in FIVE} | {
+        own = {f"{kind}:{s}:" for kind in ("tick", "book", "position", "order", "deal") for s in FIVE} | {
             f"candle:{s}:{tf}:" for s in FIVE for tf in ("M1", "M5", "M15", "H1")} | {
-            "account:", "summary:", "health:engine:", "ind:EURUSD:M1:"}
+            "account:", "summary:", "health:engine:", "ind:EURUSD:M1:", "deal:-:"}
         assert {t for t, _ in after} - set(forged_health) <= own
         assert health["forged_dropped"] == rounds * (2 * topics - MAX_HEALTH_COMPONENTS)
         assert max(sizes) < 128 * 1024 and len(sizes) > 10
