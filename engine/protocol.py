@@ -228,21 +228,26 @@ class TickEncoder:
     made per combination met, at most 5**5. A negative integer (never from MT5) takes ``encode``.
     """
 
-    __slots__ = ("symbol", "prefix", "_layouts")
+    __slots__ = ("symbol", "prefix", "_layouts", "_usual")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         # The map's header (a fixmap: the tick's fields, seq and epoch) and its first entry.
         self.prefix = bytes([0x80 + len(_TICK_NAMES) + 1]) + _packer.pack("symbol") + _packer.pack(symbol)
         self._layouts: dict[tuple[int, ...], tuple[Any, tuple[bytes, ...]]] = {}
+        self._usual = [self._layout((0, 4, 0, seq_form, 4)) for seq_form in range(5)]  # by seq's form
 
     def encode(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
                volume_real: float, seq: int, epoch: int) -> bytes:
         forms = _FORM_OF_BITS
         try:
-            widths = (forms[volume.bit_length()], forms[time_msc.bit_length()], forms[flags.bit_length()],
-                      forms[seq.bit_length()], forms[epoch.bit_length()])
-            pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = self._layouts.get(widths) or self._layout(widths)
+            if volume < 0x80 and flags < 0x80 and time_msc > 0xFFFFFFFF and epoch > 0xFFFFFFFF:
+                # Most ticks (volume and flags fixints, the times uint64): only seq's form varies.
+                pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = self._usual[forms[seq.bit_length()]]
+            else:
+                widths = (forms[volume.bit_length()], forms[time_msc.bit_length()], forms[flags.bit_length()],
+                          forms[seq.bit_length()], forms[epoch.bit_length()])
+                pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = self._layouts.get(widths) or self._layout(widths)
             return pack(self.prefix, k0, bid, k1, ask, k2, last, k3, volume, k4, time_msc, k5, flags,
                         k6, volume_real, k7, seq, k8, epoch)
         except AttributeError:  # numpy integers: as Python's
