@@ -5,7 +5,8 @@ it reaches a cache, a room or ``/metrics``: numbers are finite numbers (never a 
 infinity), integers are integers, strings are short, lists and maps are bounded and their
 elements have the declared shape, and the names in the topic (``symbol``, ``timeframe``,
 ``component``) are the payload's own. ``check`` says why a message is refused (``Malformed``);
-``SHAPES`` is the table: adding a topic kind or a field is one declaration there.
+``SHAPES`` is the table: adding a topic kind or a field is one declaration there. Each check
+also says what it accepts as JSON Schema, from which ``bridge.contract`` writes docs/asyncapi.yaml.
 """
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ class Malformed(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """A test of one value and what it wants, for the reason a message is refused."""
+    """A test of one value, what it wants (for the reason a message is refused) and the same
+    as JSON Schema (for the written contract)."""
 
     wants: str
     test: Callable[[Any], bool]
+    schema: Mapping[str, Any]
 
 
 def _is_number(value: Any) -> bool:
@@ -58,40 +61,51 @@ def _is_name(value: Any) -> bool:
             and value.strip() == value and not value.endswith(":"))
 
 
-NUMBER = Check("a finite number", _is_number)
-INTEGER = Check("an integer", lambda v: type(v) is int)
-FLAG = Check("a bool", lambda v: type(v) is bool)
-SYMBOL = Check(f"a symbol name (printable, no ':', at most {MAX_SYMBOL_LEN} characters)", _is_symbol)
-TIMEFRAME = Check("a timeframe name", lambda v: type(v) is str and v in TIMEFRAMES)
-COMPONENT = Check(f"a component name (printable, at most {MAX_COMPONENT_LEN} characters)", _is_name)
-STATUS = Check(f"one of {', '.join(HEALTH_STATUSES)}", lambda v: type(v) is str and v in HEALTH_STATUSES)
+# Prices and amounts are float64 on the wire (engine.protocol); a whole number may still come
+# as an integer from another publisher, which the bridge accepts.
+NUMBER = Check("a finite number", _is_number, {"type": "number"})
+INTEGER = Check("an integer", lambda v: type(v) is int, {"type": "integer"})
+FLAG = Check("a bool", lambda v: type(v) is bool, {"type": "boolean"})
+NIL = Check("nil", lambda v: v is None, {"type": "null"})
+SYMBOL = Check(f"a symbol name (printable, no ':', at most {MAX_SYMBOL_LEN} characters)", _is_symbol,
+               {"type": "string", "minLength": 1, "maxLength": MAX_SYMBOL_LEN, "pattern": "^[^:\\s](?:[^:]*[^:\\s])?$"})
+TIMEFRAME = Check("a timeframe name", lambda v: type(v) is str and v in TIMEFRAMES, {"enum": list(TIMEFRAMES)})
+COMPONENT = Check(f"a component name (printable, at most {MAX_COMPONENT_LEN} characters)", _is_name,
+                  {"type": "string", "minLength": 1, "maxLength": MAX_COMPONENT_LEN})
+STATUS = Check(f"one of {', '.join(HEALTH_STATUSES)}", lambda v: type(v) is str and v in HEALTH_STATUSES,
+               {"enum": list(HEALTH_STATUSES)})
 
 
 def text(max_len: int = MAX_TEXT) -> Check:
-    return Check(f"a string of at most {max_len} characters", lambda v: type(v) is str and len(v) <= max_len)
+    return Check(f"a string of at most {max_len} characters", lambda v: type(v) is str and len(v) <= max_len,
+                 {"type": "string", "maxLength": max_len})
 
 
 def nullable(check: Check) -> Check:
     test = check.test
-    return Check(f"{check.wants} or nil", lambda v: v is None or test(v))
+    return Check(f"{check.wants} or nil", lambda v: v is None or test(v), {"anyOf": [check.schema, NIL.schema]})
 
 
 def either(*checks: Check, wants: str = "") -> Check:
     tests = [c.test for c in checks]
-    return Check(wants or " or ".join(c.wants for c in checks), lambda v: any(test(v) for test in tests))
+    return Check(wants or " or ".join(c.wants for c in checks), lambda v: any(test(v) for test in tests),
+                 {"anyOf": [c.schema for c in checks]})
 
 
 def list_of(item: Check, max_len: int) -> Check:
     test = item.test
     return Check(f"a list of at most {max_len} ({item.wants})",
-                 lambda v: type(v) is list and len(v) <= max_len and all(map(test, v)))
+                 lambda v: type(v) is list and len(v) <= max_len and all(map(test, v)),
+                 {"type": "array", "items": item.schema, "maxItems": max_len})
 
 
 def map_of(key: Check, value: Check, max_len: int) -> Check:
     key_test, value_test = key.test, value.test
     return Check(f"a map of at most {max_len} ({key.wants}: {value.wants})",
                  lambda v: type(v) is dict and len(v) <= max_len
-                 and all(key_test(k) and value_test(x) for k, x in v.items()))
+                 and all(key_test(k) and value_test(x) for k, x in v.items()),
+                 {"type": "object", "propertyNames": key.schema, "additionalProperties": value.schema,
+                  "maxProperties": max_len})
 
 
 class Record:
@@ -142,7 +156,16 @@ class Record:
 
     def check(self) -> Check:
         """This record as a ``Check`` for a nested value."""
-        return Check("a map of " + ", ".join(self.fields), lambda v: self.problem(v) is None)
+        return Check("a map of " + ", ".join(self.fields), lambda v: self.problem(v) is None, self.schema())
+
+    def schema(self) -> dict[str, Any]:
+        """This record as JSON Schema: every declared key, the required ones, and other keys
+        only as ``extra`` allows (none where the record is fixed)."""
+        return {"type": "object",
+                "properties": {key: dict(check.schema) for key, check in {**self.fields, **self.optional}.items()},
+                "required": list(self.fields),
+                "additionalProperties": False if self.extra is None else dict(self.extra.schema),
+                "maxProperties": self.max_fields}
 
 
 def _shown(value: Any) -> str:
@@ -166,16 +189,17 @@ class TopicShape:
 
 
 STAMP = {"seq": INTEGER, "epoch": INTEGER}
-SCALAR = either(NUMBER, FLAG, text(), Check("nil", lambda v: v is None),
+SCALAR = either(NUMBER, FLAG, text(), NIL,
                 wants=f"a scalar (a finite number, a bool, a string of at most {MAX_TEXT} characters or nil)")
 # Health figures the bridge does not know: scalars, or a small flat list or map of short ones
 # (the engine's health goes into /health whole: at most ~70 KB, whatever it holds).
 MAX_FIGURE_ITEMS, MAX_FIGURE_TEXT = 16, 64
-_ITEM = either(NUMBER, FLAG, text(MAX_FIGURE_TEXT), Check("nil", lambda v: v is None))
+_ITEM = either(NUMBER, FLAG, text(MAX_FIGURE_TEXT), NIL)
 FIGURE = either(SCALAR, list_of(_ITEM, MAX_FIGURE_ITEMS), map_of(text(MAX_FIGURE_TEXT), _ITEM, MAX_FIGURE_ITEMS),
                 wants=f"a scalar, or a list or map of at most {MAX_FIGURE_ITEMS} short scalars")
-ACTIVITY_STATE = Check(f"one of {', '.join(ACTIVITY_STATES)}", lambda v: type(v) is str and v in ACTIVITY_STATES)
-NO_SYMBOL = Check("an empty string", lambda v: v == "")
+ACTIVITY_STATE = Check(f"one of {', '.join(ACTIVITY_STATES)}", lambda v: type(v) is str and v in ACTIVITY_STATES,
+                       {"enum": list(ACTIVITY_STATES)})
+NO_SYMBOL = Check("an empty string", lambda v: v == "", {"const": ""})
 
 
 def activity(kind: ActivityKind, symbol: Check, **more: Check) -> Record:
@@ -190,7 +214,8 @@ def activity(kind: ActivityKind, symbol: Check, **more: Check) -> Record:
     return Record({**{name: field_check(name) for name in kind.fields}, **more, **STAMP})
 
 
-LEVEL = Check("[price, volume]", lambda v: type(v) is list and len(v) == 2 and _is_number(v[0]) and _is_number(v[1]))
+LEVEL = Check("[price, volume]", lambda v: type(v) is list and len(v) == 2 and _is_number(v[0]) and _is_number(v[1]),
+              {"type": "array", "prefixItems": [NUMBER.schema, NUMBER.schema], "items": False, "minItems": 2})
 # The worker's ind: values (indicators.series.IndicatorSeries.on_candle); nil while warming up.
 INDICATOR_VALUES = ("sma", "ema", "rsi", "macd", "macd_signal", "macd_hist")
 

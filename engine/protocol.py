@@ -7,8 +7,10 @@ colon-terminated (so prefix subscription is exact), the payload a msgpack map st
 """
 from __future__ import annotations
 
+import functools
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -134,119 +136,300 @@ _packer = msgpack.Packer(use_bin_type=True)
 encode = _packer.pack
 
 
-def decode(data: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
-    """Decode one payload; ``ProtocolError`` if it is not a msgpack map within the limits."""
+def decode(data: bytes, max_bytes: int = MAX_PAYLOAD_BYTES, what: str = "payload") -> dict[str, Any]:
+    """Decode one payload; ``ProtocolError`` if it is not a msgpack map within the limits, its
+    message naming ``what`` was wrong in msgpack's terms (never Python's)."""
     if len(data) > max_bytes:
-        raise ProtocolError(f"payload of {len(data)} bytes exceeds {max_bytes}")
+        raise ProtocolError(f"{what} of {len(data)} bytes exceeds {max_bytes}")
     try:
         value = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ProtocolError(f"payload is not valid msgpack ({type(exc).__name__}: {exc})") from None
+        raise ProtocolError(f"{what} is not valid msgpack: {msgpack_fault(exc)}") from None
     if not isinstance(value, dict):
-        raise ProtocolError(f"payload must be a map, got {type(value).__name__}")
+        raise ProtocolError(f"{what} must be a map, got {msgpack_type_name(value)}")
     return value
 
 
-# A tick's keys after "symbol", each with the msgpack type code of its value: float64 for
-# prices and volume_real, uint64 for integers (msgpack's widest; every decoder reads them as
-# the same numbers).
+def msgpack_fault(exc: Exception) -> str:
+    """Why msgpack-python refused a frame, said of the bytes rather than of its exception."""
+    if isinstance(exc, msgpack.ExtraData):
+        return f"extra bytes ({len(exc.extra)}) after the first value; send exactly one map per frame"
+    if isinstance(exc, msgpack.StackError):
+        return "values are nested too deeply"
+    if isinstance(exc, msgpack.FormatError):
+        return "it holds a byte that starts no msgpack value (such as 0xc1)"
+    if "incomplete input" in str(exc):
+        return "it ends inside a value (empty or cut short)"
+    if "map key" in str(exc):
+        return "a map key is not a string"
+    return "it does not decode"
+
+
+_MSGPACK_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+                       bytes: "bin (send strings as msgpack str)", list: "an array", dict: "a map",
+                       type(None): "nil", msgpack.ExtType: "an ext value"}
+
+
+def msgpack_type_name(value: object) -> str:
+    """The msgpack type of a decoded value, as an error message names it: ``"an array"``."""
+    return _MSGPACK_TYPE_NAMES.get(type(value), "an unknown value")
+
+
+# A tick's keys after "symbol", in order. Prices and volume_real are float64 always; the others
+# are integers in msgpack's smallest form, as ``encode`` writes them, on every path (a frame, a
+# ``ticks`` reply, a snapshot), so a decoder gives a field the same type whatever path it took.
+_TICK_NAMES = (*TICK_FIELDS[1:], "seq", "epoch")
 _TICK_FLOATS = ("bid", "ask", "last", "volume_real")
-_TICK_KEYS = tuple(_packer.pack(k) + bytes([0xCB if k in _TICK_FLOATS else 0xCF])
-                   for k in (*TICK_FIELDS[1:], "seq", "epoch"))
-_TICK_BODY = "".join(f"{len(k)}s{'d' if k[-1] == 0xCB else 'Q'}" for k in _TICK_KEYS)
+_TICK_KEYS = {name: _packer.pack(name) for name in _TICK_NAMES}
+_TICK_ENTRIES = tuple((_TICK_KEYS[name], "f" if name in _TICK_FLOATS else "i") for name in _TICK_NAMES)
+# An integer's smallest msgpack form, as msgpack-python picks it: the type byte ahead of it and
+# its struct code (a fixint is its own type byte), by the bit length of a non-negative value
+# (0..4: positive fixint, uint8/16/32/64) or of ``~value`` for a negative one (5..9: negative
+# fixint, int8/16/32/64).
+_INT_FORMS = ((b"", "B"), (b"\xcc", "B"), (b"\xcd", "H"), (b"\xce", "I"), (b"\xcf", "Q"),
+              (b"", "b"), (b"\xd0", "b"), (b"\xd1", "h"), (b"\xd2", "i"), (b"\xd3", "q"))
+_FORM_OF_BITS = (0,) * 8 + (1,) + (2,) * 8 + (3,) * 16 + (4,) * 32
+_NEGATIVE_FORM_OF_BITS = (5,) * 6 + (6,) * 2 + (7,) * 8 + (8,) * 16 + (9,) * 32
+
+
+def _int_form(value: int) -> int:
+    """``value``'s form in ``_INT_FORMS``; IndexError beyond 64 bits."""
+    return _FORM_OF_BITS[value.bit_length()] if value >= 0 else _NEGATIVE_FORM_OF_BITS[(~value).bit_length()]
+
+
+def _map_layout(prefix: bytes, entries: tuple[tuple[bytes, str], ...],
+                forms: tuple[int, ...]) -> tuple[Any, tuple[bytes, ...]]:
+    """The ``struct`` pack of a map with fixed keys after ``prefix``, and its keys with their
+    values' type bytes: ``entries`` are (packed key, kind), kind ``f`` a float64, ``b`` a bool
+    (its value the type byte), ``i`` an integer in the next of ``forms``."""
+    keys, codes, next_form = [], [], iter(forms).__next__
+    for key, kind in entries:
+        type_byte, code = (b"\xcb", "d") if kind == "f" else (b"", "B") if kind == "b" else _INT_FORMS[next_form()]
+        keys.append(key + type_byte)
+        codes.append(f"{len(keys[-1])}s{code}")
+    return struct.Struct(f">{len(prefix)}s" + "".join(codes)).pack, tuple(keys)
+# Reading any msgpack int form: the bytes after its type byte (-1: not an int) and whether signed.
+_INT_WIDTH = np.full(256, -1, np.int64)
+_INT_WIDTH[:0x80] = _INT_WIDTH[0xE0:] = 0
+_INT_WIDTH[[0xCC, 0xCD, 0xCE, 0xCF, 0xD0, 0xD1, 0xD2, 0xD3]] = [1, 2, 4, 8, 1, 2, 4, 8]
+_INT_SIGNED = np.zeros(256, bool)
+_INT_SIGNED[[0xD0, 0xD1, 0xD2, 0xD3]] = True
+_INT64_MAX = 2**63 - 1
+TICK_VALUES = np.dtype([(name, "f8" if name in _TICK_FLOATS else "i8") for name in _TICK_NAMES])
 
 
 class TickEncoder:
-    """Encodes one symbol's stamped tick payloads, four times faster than ``encode``.
+    """Encodes one symbol's stamped tick payloads to the bytes ``encode`` gives, several times
+    faster.
 
-    Ticks are most of the bus' traffic and their map has fixed keys and types, so the frame is
-    one ``struct`` pack of a per-symbol prefix, the keys and the values. Decoded, it is the map
-    ``encode`` would give (key order included); values a uint64 cannot hold (a negative volume)
-    take ``encode``.
+    Ticks are most of the bus' traffic and their map has fixed keys, so a frame is one ``struct``
+    pack of a per-symbol prefix, the keys with their values' type bytes, and the values. The
+    layout depends on the integers' widths (``seq`` grows, ``volume`` and ``flags`` vary): one is
+    made per combination met, at most 5**5. A negative integer (never from MT5) takes ``encode``.
     """
 
-    __slots__ = ("symbol", "_prefix", "_pack", "size", "_layout")
+    __slots__ = ("symbol", "prefix", "_layouts", "_usual")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         # The map's header (a fixmap: the tick's fields, seq and epoch) and its first entry.
-        self._prefix = bytes([0x80 + len(TICK_FIELDS) + 2]) + _packer.pack("symbol") + _packer.pack(symbol)
-        # The prefix packed with the rest spares a concatenation per tick.
-        layout = struct.Struct(f">{len(self._prefix)}s{_TICK_BODY}")
-        self._pack, self.size = layout.pack, layout.size
-        self._layout: tuple[np.dtype, np.ndarray] | None = None
-
-    def values_of(self, frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        """Frames of ``size`` bytes, read at once: a structured array of their values (fields
-        ``bid, ask, last, volume, time_msc, flags, volume_real, seq, epoch``, big-endian) and
-        a mask of the frames this encoder wrote (any other is read with ``decode``)."""
-        if self._layout is None:
-            names = (*TICK_FIELDS[1:], "seq", "epoch")
-            dtype = np.dtype([("head", f"V{len(self._prefix)}")] + [
-                field for i, (key, name) in enumerate(zip(_TICK_KEYS, names))
-                for field in ((f"key{i}", f"V{len(key)}"), (name, ">f8" if key[-1] == 0xCB else ">u8"))])
-            expected = np.zeros(1, dtype)
-            expected["head"] = np.void(self._prefix)
-            for i, key in enumerate(_TICK_KEYS):
-                expected[f"key{i}"] = np.void(key)
-            self._layout = (dtype, expected)
-        dtype, expected = self._layout
-        values = np.frombuffer(b"".join(frames), dtype)
-        written = values["head"] == expected["head"]
-        for i in range(len(_TICK_KEYS)):
-            written &= values[f"key{i}"] == expected[f"key{i}"]
-        return values, written
+        self.prefix = bytes([0x80 + len(_TICK_NAMES) + 1]) + _packer.pack("symbol") + _packer.pack(symbol)
+        self._layouts: dict[tuple[int, ...], tuple[Any, tuple[bytes, ...]]] = {}
+        self._usual = [self._layout((0, 4, 0, seq_form, 4)) for seq_form in range(5)]  # by seq's form
 
     def encode(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
                volume_real: float, seq: int, epoch: int) -> bytes:
-        k0, k1, k2, k3, k4, k5, k6, k7, k8 = _TICK_KEYS
+        forms = _FORM_OF_BITS
         try:
-            return self._pack(self._prefix, k0, bid, k1, ask, k2, last, k3, volume, k4, time_msc,
-                              k5, flags, k6, volume_real, k7, seq, k8, epoch)
-        except struct.error:
-            return encode(dict(zip((*TICK_FIELDS, "seq", "epoch"),
-                                   (self.symbol, bid, ask, last, volume, time_msc, flags, volume_real,
-                                    seq, epoch))))
+            if volume < 0x80 and flags < 0x80 and time_msc > 0xFFFFFFFF and epoch > 0xFFFFFFFF:
+                # Most ticks (volume and flags fixints, the times uint64): only seq's form varies.
+                pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = self._usual[forms[seq.bit_length()]]
+            else:
+                widths = (forms[volume.bit_length()], forms[time_msc.bit_length()], forms[flags.bit_length()],
+                          forms[seq.bit_length()], forms[epoch.bit_length()])
+                pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = self._layouts.get(widths) or self._layout(widths)
+            return pack(self.prefix, k0, bid, k1, ask, k2, last, k3, volume, k4, time_msc, k5, flags,
+                        k6, volume_real, k7, seq, k8, epoch)
+        except AttributeError:  # numpy integers: as Python's
+            return self.encode(bid, ask, last, int(volume), int(time_msc), int(flags), volume_real,
+                               int(seq), int(epoch))
+        except (IndexError, struct.error):  # negative, or wider than 64 bits: msgpack-python's forms
+            values = (float(bid), float(ask), float(last), volume, time_msc, flags, float(volume_real), seq, epoch)
+            return encode({"symbol": self.symbol, **dict(zip(_TICK_NAMES, values))})
+
+    def _layout(self, widths: tuple[int, ...]) -> tuple[Any, tuple[bytes, ...]]:
+        layout = self._layouts[widths] = _map_layout(self.prefix, _TICK_ENTRIES, widths)
+        return layout
+
+    def values_of(self, frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """Frames read at once: their values (``TICK_VALUES``: the tick's fields but ``symbol``,
+        ``seq`` and ``epoch``; floats and int64) and a mask of those that are this symbol's tick
+        as the engine writes it (the prefix, every key in order, float64 prices, integers in any
+        msgpack int form within int64, nothing after); read any other with ``decode``.
+
+        A run of frames of one layout (the integer forms of the run's first frame, and its
+        length) is read as numpy records; after ``_READ_RUNS`` runs, or for a frame that is not
+        in its run's layout, they are parsed field by field (slower: volumes that vary)."""
+        n = len(frames)
+        values, ok = np.zeros(n, TICK_VALUES), np.zeros(n, bool)
+        lengths = np.fromiter(map(len, frames), np.int64, n)
+        starts = np.cumsum(lengths) - lengths
+        joined = b"".join(frames)
+        first, unread = 0, []
+        for _ in range(_READ_RUNS):
+            if first == n:
+                break
+            forms = _uint_forms_of(frames[first])
+            if forms is None:  # not a tick map of unsigned integers
+                unread.append(first)
+                first += 1
+                continue
+            dtype, template = _tick_records(self.prefix, _TICK_NAMES, forms)
+            other = np.flatnonzero(lengths[first:] != dtype.itemsize)
+            run = int(other[0]) if len(other) else n - first
+            records = np.frombuffer(joined, dtype, count=run, offset=int(starts[first]))
+            match = np.ones(run, bool)
+            for field in dtype.names:
+                if field == "head" or field.startswith("key_"):
+                    match &= records[field] == template[field]
+            for name, form in zip(_TICK_INTS, forms):
+                if form == 0:
+                    match &= records[name] < 0x80
+                elif form == 4:
+                    match &= records[name] <= _INT64_MAX
+            block = values[first:first + run]
+            for name in _TICK_NAMES:
+                block[name] = records[name]
+            ok[first:first + run] = match
+            unread += (np.flatnonzero(~match) + first).tolist()
+            first += run
+        rest = np.array([*unread, *range(first, n)], np.int64)
+        if len(rest):
+            values[rest], ok[rest] = self._parse([frames[i] for i in rest])
+        return values, ok
+
+    def _parse(self, frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """``values_of`` for frames of any layout, field by field (slower)."""
+        n = len(frames)
+        lengths = np.fromiter(map(len, frames), np.int64, n)
+        ends = np.cumsum(lengths)
+        joined = b"".join(frames)
+        # Padding, and positions kept within the frames' bytes: a malformed frame reads garbage
+        # from inside the buffer, never past it, and fails the checks.
+        buf = np.frombuffer(joined + bytes(len(self.prefix) + 16), np.uint8)
+        limit = len(joined)
+        pos = ends - lengths
+        ok = _matches(buf, pos, self.prefix)
+        pos, ok = _advance(pos + len(self.prefix), ends, limit, ok)
+        values = np.zeros(n, TICK_VALUES)
+        for name in _TICK_NAMES:
+            ok &= _matches(buf, pos, _TICK_KEYS[name])
+            pos, ok = _advance(pos + len(_TICK_KEYS[name]), ends, limit, ok)
+            head = buf[pos]
+            body = np.ascontiguousarray(buf[pos[:, None] + _AFTER_HEAD]).view(">u8").ravel()
+            if name in _TICK_FLOATS:
+                ok &= head == 0xCB
+                values[name] = body.view(">f8")
+                pos, ok = _advance(pos + 9, ends, limit, ok)
+                continue
+            width = _INT_WIDTH[head]
+            ok &= width >= 0
+            width = np.maximum(width, 0)
+            shift = ((8 - width) % 8 * 8).astype(np.uint64)  # width 8: no shift; 0 (fixint) unused
+            unsigned = body >> shift
+            bits = (width * 8).astype(np.uint64)
+            sign = _INT_SIGNED[head] & (width < 8) & ((unsigned >> np.maximum(bits, 1) - 1) & 1 == 1)
+            value = (unsigned - (sign.astype(np.uint64) << bits)).astype(np.int64)  # two's complement
+            ok &= ~((head == 0xCF) & (unsigned > _INT64_MAX))
+            fixint = head.astype(np.int64)
+            values[name] = np.where(width == 0, np.where(fixint >= 0xE0, fixint - 256, fixint), value)
+            pos, ok = _advance(pos + 1 + width, ends, limit, ok)
+        ok &= pos == ends
+        return values, ok
 
 
-# A candle's keys after symbol and timeframe with the msgpack type code of each value: float64
-# prices, int64 the other numbers (a spread may be negative), then ``closed`` (a bool) and the
-# stamp's uint64 ``seq`` and ``epoch``.
-_CANDLE_NUMBERS = CANDLE_FIELDS[2:-1]
-_CANDLE_BODY = struct.Struct(">" + "".join(
-    f"{len(_packer.pack(k)) + 1}s{'d' if k in ('open', 'high', 'low', 'close') else 'q'}"
-    for k in _CANDLE_NUMBERS) + f"{len(_packer.pack('closed'))}sB" + "".join(
-    f"{len(_packer.pack(k)) + 1}sQ" for k in ("seq", "epoch")))
-_CANDLE_KEYS = tuple(_packer.pack(k) + bytes([0xCB if k in ("open", "high", "low", "close") else 0xD3])
-                     for k in _CANDLE_NUMBERS)
-_CLOSED_KEY = _packer.pack("closed")
-_SEQ_KEY, _EPOCH_KEY = (_packer.pack(k) + b"\xcf" for k in ("seq", "epoch"))
+_AFTER_HEAD = np.arange(1, 9)
+
+
+def _advance(pos: np.ndarray, ends: np.ndarray, limit: int, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions moved on, frames read past their end no longer ok, and positions kept within
+    the buffer (a malformed frame reads garbage from inside it, never past it)."""
+    return np.minimum(pos, limit), ok & (pos <= ends)
+_READ_RUNS = 8  # runs of frames of one layout read as records by values_of
+_TICK_INTS = tuple(name for name in _TICK_NAMES if name not in _TICK_FLOATS)
+_UINT_DTYPES = ("u1", "u1", ">u2", ">u4", ">u8")
+_UINT_BOUNDS = np.array([128, 256, 65536, 2**32], np.uint64)  # where each unsigned form ends
+
+
+def _uint_forms_of(frame: bytes) -> tuple[int, ...] | None:
+    """The unsigned forms of a tick frame's integers, None if it is not such a tick map."""
+    try:
+        tick = msgpack.unpackb(frame)
+        forms = tuple(_int_form(tick[name]) for name in _TICK_INTS)
+    except Exception:  # not msgpack, not a map, a missing or non-integer field
+        return None
+    return forms if max(forms) <= 4 else None
+
+
+@functools.lru_cache(maxsize=1024)
+def _tick_records(prefix: bytes, names: tuple[str, ...], forms: tuple[int, ...]) -> tuple[np.dtype, np.ndarray]:
+    """One layout of a tick map as a numpy record: its dtype (``head``, then ``key_NAME`` (the
+    key and its value's type byte) and ``NAME`` per field) and a record of its fixed bytes."""
+    fields, fixed, next_form = [("head", f"V{len(prefix)}")], {"head": prefix}, iter(forms).__next__
+    for name in names:
+        if name in _TICK_FLOATS:
+            key, code = _TICK_KEYS[name] + b"\xcb", ">f8"
+        else:
+            form = next_form()
+            key, code = _TICK_KEYS[name] + _INT_FORMS[form][0], _UINT_DTYPES[form]
+        fields += [("key_" + name, f"V{len(key)}"), (name, code)]
+        fixed["key_" + name] = key
+    template = np.zeros(1, np.dtype(fields))
+    for field, raw in fixed.items():
+        template[field] = np.void(raw)
+    return template.dtype, template
+
+
+def _matches(buf: np.ndarray, pos: np.ndarray, expected: bytes) -> np.ndarray:
+    """Which rows hold ``expected`` at ``pos``."""
+    return (buf[pos[:, None] + np.arange(len(expected))] == np.frombuffer(expected, np.uint8)).all(axis=1)
+
+
+# A candle's keys after symbol and timeframe: float64 prices, integers (a spread may be negative)
+# in their smallest form, ``closed`` a bool, then the stamp.
+_CANDLE_PRICES = ("open", "high", "low", "close")
+_CANDLE_ENTRIES = tuple((_packer.pack(k), "f" if k in _CANDLE_PRICES else "b" if k == "closed" else "i")
+                        for k in (*CANDLE_FIELDS[2:], "seq", "epoch"))
 
 
 class CandleEncoder:
     """Encodes one (symbol, timeframe)'s stamped candle payloads with one ``struct`` pack, as
-    ``TickEncoder`` does ticks: decoded, the map ``Candle.to_payload`` stamped would give (key
-    order included); values an int64 cannot hold take ``encode``."""
+    ``TickEncoder`` does ticks: the bytes ``encode`` gives for the map ``Candle.to_payload``
+    stamped would give (key order included)."""
 
-    __slots__ = ("symbol", "timeframe", "_prefix", "_pack")
+    __slots__ = ("symbol", "timeframe", "prefix", "_layouts")
 
     def __init__(self, symbol: str, timeframe: str) -> None:
         self.symbol, self.timeframe = symbol, timeframe
-        self._prefix = (bytes([0x80 + len(CANDLE_FIELDS) + 2]) + _packer.pack("symbol") + _packer.pack(symbol)
-                        + _packer.pack("timeframe") + _packer.pack(timeframe))
-        self._pack = _CANDLE_BODY.pack
+        self.prefix = (bytes([0x80 + len(CANDLE_FIELDS) + 2]) + _packer.pack("symbol") + _packer.pack(symbol)
+                       + _packer.pack("timeframe") + _packer.pack(timeframe))
+        self._layouts: dict[tuple[int, ...], tuple[Any, tuple[bytes, ...]]] = {}
 
     def encode(self, time_: int, open_: float, high: float, low: float, close: float,
                tick_volume: int, spread: int, real_volume: int, closed: bool, seq: int, epoch: int) -> bytes:
-        k0, k1, k2, k3, k4, k5, k6, k7 = _CANDLE_KEYS
+        form = _int_form
         try:
-            return self._prefix + self._pack(
-                k0, time_, k1, open_, k2, high, k3, low, k4, close, k5, tick_volume, k6, spread,
-                k7, real_volume, _CLOSED_KEY, 0xC3 if closed else 0xC2, _SEQ_KEY, seq, _EPOCH_KEY, epoch)
-        except struct.error:
+            forms = (form(time_), form(tick_volume), form(spread), form(real_volume), form(seq), form(epoch))
+            layout = self._layouts.get(forms)
+            if layout is None:
+                layout = self._layouts[forms] = _map_layout(self.prefix, _CANDLE_ENTRIES, forms)
+            pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10) = layout
+            return pack(self.prefix, k0, time_, k1, open_, k2, high, k3, low, k4, close, k5, tick_volume,
+                        k6, spread, k7, real_volume, k8, 0xC3 if closed else 0xC2, k9, seq, k10, epoch)
+        except (IndexError, AttributeError, struct.error):  # wider than 64 bits, or numpy numbers
             return encode(dict(zip((*CANDLE_FIELDS, "seq", "epoch"), (
-                self.symbol, self.timeframe, time_, open_, high, low, close, tick_volume, spread,
-                real_volume, closed, seq, epoch))))
+                self.symbol, self.timeframe, int(time_), float(open_), float(high), float(low), float(close),
+                int(tick_volume), int(spread), int(real_volume), bool(closed), int(seq), int(epoch)))))
 
 
 class Packed(bytes):
@@ -261,38 +444,109 @@ def encode_reply(reply: dict[str, Any]) -> bytes:
         encode(k) + (v if isinstance(v, Packed) else encode(v)) for k, v in reply.items())
 
 
+def _tick_columns(columns: dict[str, np.ndarray], first_seq: int | None, epoch: int) -> tuple[tuple[str, ...], dict[str, np.ndarray]]:
+    n = len(columns["time_msc"])
+    values = dict(columns)
+    if first_seq is None:
+        return TICK_FIELDS[1:], values
+    values["seq"] = np.arange(first_seq, first_seq + n, dtype=np.int64)
+    values["epoch"] = np.full(n, epoch, np.int64)
+    return _TICK_NAMES, values
+
+
+def _has_negative(names: tuple[str, ...], values: dict[str, np.ndarray]) -> bool:
+    return any(name not in _TICK_FLOATS and len(values[name]) and values[name].min() < 0 for name in names)
+
+
+def _packed_rows(symbol: str, names: tuple[str, ...], values: dict[str, np.ndarray]) -> tuple[bytes, np.ndarray]:
+    """Every tick's map as ``encode`` writes it (no integer negative), end to end, and where each
+    ends. A run of ticks whose integers have the same forms is one array of numpy records (a
+    template's bytes, then the values); past ``_PACK_RUNS`` runs, ``_masked_rows``."""
+    n = len(values["time_msc"])
+    if not n:
+        return b"", np.zeros(0, np.int64)
+    prefix = bytes([0x80 + 1 + len(names)]) + _packer.pack("symbol") + _packer.pack(symbol)
+    ints = [name for name in names if name not in _TICK_FLOATS]
+    forms = np.stack([np.searchsorted(_UINT_BOUNDS, np.asarray(values[name]).astype(np.uint64), "right")
+                      for name in ints])
+    starts = [0, *(np.flatnonzero((forms[:, 1:] != forms[:, :-1]).any(axis=0)) + 1).tolist()]
+    if len(starts) > _PACK_RUNS:
+        return _masked_rows(prefix, names, values)
+    chunks, sizes = [], []
+    for start, end in zip(starts, [*starts[1:], n]):
+        dtype, template = _tick_records(prefix, names, tuple(forms[:, start].tolist()))
+        records = np.frombuffer(bytearray(template.tobytes() * (end - start)), dtype)
+        for name in names:
+            records[name] = values[name][start:end]
+        chunks.append(records.tobytes())
+        sizes.append(np.full(end - start, dtype.itemsize, np.int64))
+    return b"".join(chunks), np.cumsum(np.concatenate(sizes))
+
+
+_PACK_RUNS = 16  # runs of one layout packed as records; more (volumes that vary) take the mask
+
+
+def _masked_rows(prefix: bytes, names: tuple[str, ...], values: dict[str, np.ndarray]) -> tuple[bytes, np.ndarray]:
+    """``_packed_rows`` for ticks of many layouts: a byte matrix of the fixed parts and of every
+    value at its widest (a type byte and 8 bytes), of which a mask keeps the bytes of each
+    integer's smallest form."""
+    n = len(values["time_msc"])
+    blocks, keeps = [np.broadcast_to(np.frombuffer(prefix, np.uint8), (n, len(prefix)))], []
+    keeps.append(np.ones((n, len(prefix)), bool))
+    for name in names:
+        key = np.frombuffer(_TICK_KEYS[name], np.uint8)
+        slot, keep = np.empty((n, 9), np.uint8), np.ones((n, 9), bool)
+        if name in _TICK_FLOATS:
+            slot[:, 0] = 0xCB
+            slot[:, 1:] = np.asarray(values[name], ">f8").view(np.uint8).reshape(n, 8)
+        else:
+            value = np.asarray(values[name]).astype(np.uint64)
+            smaller = [value < 128, value < 256, value < 65536, value < 2**32]
+            slot[:, 0] = np.select(smaller, [value, *_UINT_TYPES[:3]], _UINT_TYPES[3]).astype(np.uint8)
+            slot[:, 1:] = value.astype(">u8").view(np.uint8).reshape(n, 8)
+            width = np.select(smaller, [0, 1, 2, 4], 8)
+            keep[:, 1:] = _BYTE_INDEX >= 8 - width[:, None]
+        blocks += [np.broadcast_to(key, (n, len(key))), slot]
+        keeps += [np.ones((n, len(key)), bool), keep]
+    mask = np.concatenate(keeps, axis=1)
+    return np.concatenate(blocks, axis=1)[mask].tobytes(), np.cumsum(mask.sum(axis=1))
+
+
+_BYTE_INDEX = np.arange(8)
+_UINT_TYPES = tuple(np.uint64(t) for t in (0xCC, 0xCD, 0xCE, 0xCF))
+
+
 def pack_ticks(symbol: str, columns: dict[str, np.ndarray], first_seq: int | None = None,
                epoch: int = 0) -> Packed:
     """The msgpack array of ``symbol``'s tick payloads from columns (``TICK_FIELDS`` but
     ``symbol``), with ``seq`` from ``first_seq`` and ``epoch`` when ``first_seq`` is given.
 
-    The map ``TickEncoder`` writes, for a whole array at once: one numpy record per tick of the
-    fixed keys and big-endian values, so 10,000 ticks take 1-3 ms instead of the 15-20 a dict
-    per tick and ``encode`` take. Decoded, it is the list of maps ``encode`` would give.
+    The bytes ``encode`` gives for the list of maps, written for the whole array at once (numpy),
+    so 10,000 ticks take a few ms instead of the 15-20 a dict per tick and ``encode`` take.
     """
-    n = len(columns["time_msc"])
-    names = TICK_FIELDS[1:] + (("seq", "epoch") if first_seq is not None else ())
-    values = dict(columns)
-    if first_seq is not None:
-        values["seq"] = np.arange(first_seq, first_seq + n, dtype=np.int64)
-        values["epoch"] = np.full(n, epoch, np.int64)
-    if any(name not in _TICK_FLOATS and n and values[name].min() < 0 for name in names):
-        rows = [dict(zip(("symbol", *names), (symbol, *row)))
-                for row in zip(*(values[name].tolist() for name in names))]
-        return Packed(encode(rows))  # a negative integer: not a uint64
-    prefix = bytes([0x80 + 1 + len(names)]) + _packer.pack("symbol") + _packer.pack(symbol)
-    fields = [("prefix", f"S{len(prefix)}")]
-    for name, key in zip(names, _TICK_KEYS):
-        fields += [("key_" + name, f"S{len(key)}"), (name, ">f8" if name in _TICK_FLOATS else ">u8")]
-    template = np.zeros(1, np.dtype(fields))
-    template["prefix"] = prefix
-    for name, key in zip(names, _TICK_KEYS):
-        template["key_" + name] = key
-    # Every record starts as the template (one copy of its bytes), then takes its values.
-    records = np.frombuffer(bytearray(template.tobytes() * n), template.dtype)
-    for name in names:
-        records[name] = values[name]
-    return Packed(_packer.pack_array_header(n) + records.tobytes())
+    names, values = _tick_columns(columns, first_seq, epoch)
+    n = len(values["time_msc"])
+    if _has_negative(names, values):
+        return Packed(encode([dict(zip(("symbol", *names), (symbol, *row))) for row in _rows(names, values)]))
+    return Packed(_packer.pack_array_header(n) + _packed_rows(symbol, names, values)[0])
+
+
+def tick_frames(symbol: str, columns: dict[str, np.ndarray], first_seq: int, epoch: int) -> list[bytes]:
+    """The bus frames of ``symbol``'s ticks from columns, stamped from ``first_seq``: those
+    ``TickEncoder.encode`` writes, for many ticks at once."""
+    names, values = _tick_columns(columns, first_seq, epoch)
+    if _has_negative(names, values):
+        encoder = TickEncoder(symbol)
+        return [encoder.encode(*row) for row in _rows(names, values)]
+    data, ends = _packed_rows(symbol, names, values)
+    starts = [0, *ends[:-1].tolist()]
+    return [data[start:end] for start, end in zip(starts, ends.tolist())]
+
+
+def _rows(names: tuple[str, ...], values: dict[str, np.ndarray]) -> Iterator[tuple[Any, ...]]:
+    """Each tick's values as Python numbers (prices as floats, whatever their column's type)."""
+    return zip(*(np.asarray(values[name], np.float64 if name in _TICK_FLOATS else None).tolist()
+                 for name in names))
 
 
 def new_epoch() -> int:

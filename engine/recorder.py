@@ -248,7 +248,7 @@ class Recorder:
             topic, record_topic = self._topic(frames[0])
             ticks = record_topic.ticks
             if ticks is not None:
-                if len(frames[1]) == ticks.size:  # the engine's tick layout: read with the others
+                if frames[1].startswith(ticks.prefix):  # the engine's tick map: read with the others
                     pending = self._ticks.get(topic)
                     if pending is None:
                         pending = self._ticks[topic] = (ticks, [])

@@ -1,9 +1,11 @@
 """The engine's request/reply API: validation and dispatch (pure), and the ROUTER shell.
 
 Request: a msgpack map ``{"op": ..., ...}`` (an optional ``id`` is echoed back, for DEALER
-clients that pipeline). Reply: ``{"ok": true, "data": ...}`` or
-``{"ok": false, "error": {"code": ..., "message": ...}}``. Every request gets a reply, except
-from a client that does not read its replies (see ``RpcServer`` for the caps).
+clients that pipeline, and in error replies whenever it can be read). Reply:
+``{"ok": true, "data": ...}`` or ``{"ok": false, "error": {"code": ..., "message": ...}}``. Every
+request that reaches the handler gets a reply; a frame over MAX_REQUEST_FRAME_BYTES is dropped
+inside libzmq with its connection, and a client that does not read its replies has the next ones
+dropped (see ``RpcServer`` for the caps).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import logging
 import time
 from typing import Any, Protocol
 
+import msgpack
 import zmq
 
 from engine.connections import ENDED, PeerWatch, copying_socket
@@ -34,6 +37,7 @@ from engine.protocol import (
     decode,
     encode,
     encode_reply,
+    msgpack_type_name,
     ok_reply,
     validate_symbol,
 )
@@ -53,6 +57,30 @@ TURN_BUDGET_S = 0.005
 STALLED_S = 0.1
 MAX_STALLED_CLIENTS = 10_000
 MAX_SEEK_S = 1e11  # the replay op's seek time: epoch seconds, well past any export (and finite)
+# The bytes of a refused request (too large, not valid msgpack) read for its ``id``: the map's
+# leading entries only, so reading it costs little whatever was sent.
+ID_SCAN_BYTES = 4096
+
+
+def is_request_id(value: object) -> bool:
+    """An ``id`` the reply can echo: an integer or a string."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def peek_request_id(raw: bytes) -> int | str | None:
+    """The ``id`` of a request that is not served, read from its first ID_SCAN_BYTES bytes:
+    None unless they start a map whose entries up to a valid ``id`` are all within them."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=ID_SCAN_BYTES)
+    unpacker.feed(raw[:ID_SCAN_BYTES])
+    try:
+        for _ in range(unpacker.read_map_header()):
+            if unpacker.unpack() == "id":
+                value = unpacker.unpack()
+                return value if is_request_id(value) else None
+            unpacker.skip()
+    except Exception:  # not a map, cut short by the scan, or not msgpack: no id to echo
+        return None
+    return None
 
 
 class MarketState(Protocol):
@@ -107,17 +135,21 @@ class RpcHandler:
         self.requests += 1
         request_id = None
         try:
-            if len(raw) > MAX_REQUEST_BYTES:
-                raise RpcError(ErrorCode.BAD_REQUEST,
-                               f"request of {len(raw)} bytes exceeds {MAX_REQUEST_BYTES}")
             try:
-                request = decode(raw)
+                request = decode(raw, MAX_REQUEST_BYTES, "request")
             except ProtocolError as exc:
-                raise RpcError(ErrorCode.BAD_REQUEST, f"request must be a msgpack map: {exc}") from None
+                request_id = peek_request_id(raw)
+                raise RpcError(ErrorCode.BAD_REQUEST, str(exc)) from None
             request_id = request.get("id")
-            if not isinstance(request_id, (int, str, type(None))) or isinstance(request_id, bool):
+            if request_id is not None and not is_request_id(request_id):
                 request_id = None
-                raise RpcError(ErrorCode.BAD_REQUEST, "'id' must be an integer or a string")
+                raise RpcError(ErrorCode.BAD_REQUEST, "'id' must be an integer or a string, got "
+                                                      f"{msgpack_type_name(request['id'])}")
+            refused = next((key for key, value in request.items()
+                            if isinstance(key, bytes) or isinstance(value, bytes)), None)
+            if refused is not None:  # every field is text or a number; bin is a client's mistake
+                what = "a key" if isinstance(refused, bytes) else f"'{refused[:64]}'"
+                raise RpcError(ErrorCode.BAD_REQUEST, f"{what} is msgpack bin; send strings as msgpack str")
             op = request.get("op")
             if not isinstance(op, str):
                 raise RpcError(ErrorCode.BAD_REQUEST, f"'op' must be a string, one of {', '.join(self._ops)}")
@@ -304,7 +336,8 @@ class RpcServer:
 
     Hard caps per client: frames of at most ``MAX_REQUEST_FRAME_BYTES`` (a longer one closes
     the connection inside libzmq), requests of at most ``MAX_REQUEST_FRAMES`` frames and
-    ``MAX_REQUEST_BYTES`` of body (else a bad_request reply that echoes none of it), at most
+    ``MAX_REQUEST_BYTES`` of body (else a bad_request reply, echoing only its ``id`` if the body's
+    first ID_SCAN_BYTES hold it), at most
     ``MAX_UNREAD_BYTES`` sent and not yet read (a multipart message still arriving counts; over
     it the connection is closed), and ``MAX_QUEUED_REPLY_BYTES`` or ``MAX_QUEUED_REPLIES`` of
     replies waiting to be read (the next ones are dropped and counted until the client reads).
@@ -379,9 +412,12 @@ class RpcServer:
             self._log.warning("refused", "refused a request of %d frames, %d bytes (limits: %d frames, "
                               "envelope frames of %d bytes)", count, size, MAX_REQUEST_FRAMES,
                               MAX_ENVELOPE_FRAME_BYTES)
-            error = RpcError(ErrorCode.BAD_REQUEST, f"a request is at most {MAX_REQUEST_FRAMES} frames, "
-                                                    f"envelope frames of {MAX_ENVELOPE_FRAME_BYTES} bytes")
-            self._reply([routing_id, b""], encode(error.to_reply()), fd)
+            reply = RpcError(ErrorCode.BAD_REQUEST, f"a request is at most {MAX_REQUEST_FRAMES} frames, "
+                                                    f"envelope frames of {MAX_ENVELOPE_FRAME_BYTES} bytes").to_reply()
+            request_id = peek_request_id(frames[-1].bytes) if count <= MAX_REQUEST_FRAMES else None
+            if request_id is not None:  # the body was read whole: its id is the last frame's
+                reply["id"] = request_id
+            self._reply([routing_id, b""], encode(reply), fd)
             return [routing_id], None, None
         return envelope, frames[-1].bytes, fd
 

@@ -33,7 +33,6 @@ from engine.protocol import (
     PUBLISHER_QUEUE_MESSAGES,
     SERVICE_COMPONENT,
     SUMMARY_TOPIC,
-    TICK_FIELDS,
     ErrorCode,
     Packed,
     ProtocolError,
@@ -44,6 +43,7 @@ from engine.protocol import (
     decode,
     health_topic,
     pack_ticks,
+    tick_frames,
     tick_topic,
 )
 from engine.publish_policy import ForeignPolicy, Refusals
@@ -478,19 +478,12 @@ class EngineService:
 
     def on_tick_columns(self, symbol: str, columns: TickColumns) -> None:
         """``on_ticks`` for one symbol's ticks given as columns (a bar replay at full speed),
-        encoded all at once: ``pack_ticks`` writes the frames ``TickEncoder`` would."""
+        encoded all at once: ``tick_frames`` writes the frames ``TickEncoder`` would."""
         pub = self._pub
-        topic, encoder = self._tick_out[symbol]
+        topic = self._tick_out[symbol][0]
         n = len(columns["time_msc"])
         first_seq = pub.stamper.next_seqs(topic, n)
-        if any(columns[name].min() < 0 for name in ("time_msc", "volume", "flags")):
-            # Not a uint64: the encoder's own way, tick by tick.
-            frames = [encoder.encode(*row, seq, pub.epoch) for seq, row in enumerate(zip(*(
-                columns[name].tolist() for name in TICK_FIELDS[1:])), first_seq)]
-        else:
-            packed, size = pack_ticks(symbol, columns, first_seq, pub.epoch), encoder.size
-            frames = [packed[i:i + size] for i in range(len(packed) - n * size, len(packed), size)]
-        pub.publish_frames(topic, frames)
+        pub.publish_frames(topic, tick_frames(symbol, columns, first_seq, pub.epoch))
         self._ticks_in += n
         self._unaggregated_columns.append((symbol, columns))
 
