@@ -6,7 +6,8 @@
 Group "per-update" times a block of BLOCK closes, each fed to all four indicators in a plain
 Python loop: divide the reported time by BLOCK (1,000) for the cost of one new close; it is also
 stored as extra_info["ns_per_update"]. Group "per-element" times all four over a 100k array;
-divide by 100,000 for ns per element (extra_info["ns_per_element"]). Peers that do not import
+divide by 100,000 for ns per element (extra_info["ns_per_element"]). Group "set12-per-bar" times
+BLOCK closed bars into the issue's 12-instance catalogue set (extra_info["ns_per_bar"]). Peers that do not import
 (talipp, nautilus_trader) are skipped. The peers are the factories of
 `benchmarks/indicators_peers.py`, which prints the same comparison as JSON with ratios and targets.
 """
@@ -16,9 +17,9 @@ from collections.abc import Callable
 
 import pytest
 
-from benchmarks.indicators_peers import (BATCH_PEERS, NAMES, core_peek_stream, core_stream,
-                                         nautilus_stream, not_importable, price_series, talib_stream,
-                                         talipp_stream)
+from benchmarks.indicators_peers import (BATCH_PEERS, NAMES, SET12_PEERS, core_peek_stream, core_stream,
+                                         loop_set12, nautilus_stream, not_importable, ohlcv_series,
+                                         price_series, talib_stream, talipp_stream)
 
 BLOCK = 1_000
 ROUNDS = 50
@@ -27,6 +28,9 @@ N_BATCH = 100_000
 HISTORY = price_series(2_000, seed=1)
 STREAM = price_series(BLOCK, seed=2).tolist()
 BATCH = price_series(N_BATCH, seed=3)
+BAR_HISTORY = ohlcv_series(2_000, seed=5)
+BARS = ohlcv_series(BLOCK, seed=6)
+BAR_ROWS = list(zip(*(BARS[k].tolist() for k in ("high", "low", "close", "tick_volume"))))
 
 PER_UPDATE = {
     "core_update": core_stream,
@@ -85,3 +89,11 @@ def test_per_element(benchmark, peer):
     benchmark.extra_info["elements"] = N_BATCH
     benchmark.pedantic(run, rounds=20, warmup_rounds=2)
     record(benchmark, "ns_per_element", N_BATCH)
+
+
+@pytest.mark.benchmark(group="set12-per-bar")
+@pytest.mark.parametrize("peer", SET12_PEERS)
+def test_set12_per_bar(benchmark, peer):
+    fns = build(peer, SET12_PEERS[peer], BAR_HISTORY)
+    benchmark.pedantic(lambda: loop_set12(fns, BAR_ROWS), rounds=ROUNDS, warmup_rounds=2)
+    record(benchmark, "ns_per_bar", BLOCK)

@@ -1,19 +1,27 @@
-"""One set of indicators for one (symbol, timeframe), driven by candle payloads. Pure."""
+"""The configured indicator set for one (symbol, timeframe), driven by candle payloads. Pure.
+
+Also the settings that choose the set (``INDICATORS``; the old ``IND_*`` periods still work as
+periods of the default set), read alike by the workers and the bridge.
+"""
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from engine.config import ConfigError, Settings, setting
-from indicators._core import EMA, MACD, RSI, SMA
+from indicators.catalog import CLOSE, HLC
+from indicators.spec import DEFAULT_INDICATORS, DEFAULT_SET, Instance, parse_indicators
 
 
 @dataclass(frozen=True, slots=True)
 class Periods:
+    """The periods of the default set (the old ``IND_*`` settings)."""
+
     sma: int = 20
     ema: int = 20
     rsi: int = 14
@@ -29,22 +37,35 @@ class Periods:
         except ValueError:
             raise ValueError(f"periods must be integers and MACD fast,slow,signal, got "
                              f"{sma!r}, {ema!r}, {rsi!r}, {macd!r}") from None
-        IndicatorSeries("", "", periods)  # raises ValueError for a period out of the indicators' range
+        parse_indicators(periods.spec)  # raises ValueError for a period out of the indicators' range
         return periods
 
     @property
     def macd_text(self) -> str:
         return ",".join(map(str, self.macd))
 
+    @property
+    def spec(self) -> str:
+        """The default set with these periods, as an ``INDICATORS`` spec (today's keys)."""
+        return f"sma=sma:{self.sma},ema=ema:{self.ema},rsi=rsi:{self.rsi},macd=macd:{':'.join(map(str, self.macd))}"
+
 
 _DEFAULT_PERIODS = Periods()
 
 
-@dataclass(frozen=True)
-class PeriodSettings(Settings):
-    """The indicator periods as settings (``IND_SMA``, ...): the workers compute with them and
-    the bridge's ``get_indicators`` does too, so both read the same variables this way."""
+def indicator_spec(value: str) -> None:
+    """Settings rule: a spec ``parse_indicators`` accepts."""
+    parse_indicators(value)
 
+
+@dataclass(frozen=True)
+class IndicatorSettings(Settings):
+    """The indicator set as settings: ``INDICATORS`` (``[name=]kind:param:param...``, comma
+    separated), and the old ``IND_SMA``, ``IND_EMA``, ``IND_RSI``, ``IND_MACD``, which still set
+    the default set's periods (with ``INDICATORS`` too, they are refused). The workers compute
+    this set and the bridge's ``get_indicators`` does too, so both read the same variables."""
+
+    indicators: str = field(default=DEFAULT_INDICATORS, metadata=setting("INDICATORS", indicator_spec))
     ind_sma: int = field(default=_DEFAULT_PERIODS.sma, metadata=setting("IND_SMA"))
     ind_ema: int = field(default=_DEFAULT_PERIODS.ema, metadata=setting("IND_EMA"))
     ind_rsi: int = field(default=_DEFAULT_PERIODS.rsi, metadata=setting("IND_RSI"))
@@ -52,15 +73,30 @@ class PeriodSettings(Settings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _ = self.periods  # refuses bad IND_* values at start-up
+        _ = self.indicator_set  # refuses bad or conflicting values at start-up
 
     @property
     def periods(self) -> Periods:
-        """The indicator periods; ``ConfigError`` when they are not valid ones."""
+        """The default set's periods (``IND_*``); ``ConfigError`` when they are not valid ones."""
         try:
             return Periods.parse(self.ind_sma, self.ind_ema, self.ind_rsi, self.ind_macd)
         except ValueError as exc:
             raise ConfigError(f"IND_SMA/IND_EMA/IND_RSI/IND_MACD: {exc}") from None
+
+    @cached_property
+    def indicator_set(self) -> tuple[Instance, ...]:
+        """The configured instances, in ``INDICATORS`` order."""
+        periods = self.periods
+        if periods == _DEFAULT_PERIODS:
+            return parse_indicators(self.indicators)
+        if self.indicators != DEFAULT_INDICATORS:
+            raise ConfigError("INDICATORS: set together with IND_SMA/IND_EMA/IND_RSI/IND_MACD, which only change "
+                              f"the default set's periods; put them in INDICATORS (e.g. {periods.spec!r})")
+        return parse_indicators(periods.spec)
+
+
+# The bridge's configuration still imports the settings under their old name.
+PeriodSettings = IndicatorSettings
 
 
 def closed_bars(candles: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -74,63 +110,72 @@ def _nil(x: float) -> float | None:
 
 
 class IndicatorSeries:
-    """SMA, EMA, RSI and MACD over the closes of one candle topic.
+    """The configured indicators over one candle topic (the default set unless told otherwise).
 
-    A closed candle commits its close (once: a bar at or before the last committed one is
-    skipped, as after a warm-up that already holds it); a forming candle is peeked, so its
-    values are what the close would give, and nothing changes.
+    A closed candle commits its bar (once: a bar at or before the last committed one is skipped,
+    as after a warm-up that already holds it); a forming candle is peeked, so its values are what
+    the close would give, and nothing changes. Each indicator reads the candle fields it needs
+    (``close``; ``high``, ``low``, ``close``; or ``close``, ``tick_volume``).
     """
 
-    __slots__ = ("symbol", "timeframe", "sma", "ema", "rsi", "macd", "last_closed")
+    __slots__ = ("symbol", "timeframe", "instances", "indicators", "keys", "last_closed", "_plan")
 
-    def __init__(self, symbol: str, timeframe: str, periods: Periods = Periods()) -> None:
+    def __init__(self, symbol: str, timeframe: str,
+                 indicators: Sequence[Instance] | Periods = DEFAULT_SET) -> None:
         self.symbol = symbol
         self.timeframe = timeframe
-        self.sma = SMA(periods.sma)
-        self.ema = EMA(periods.ema)
-        self.rsi = RSI(periods.rsi)
-        self.macd = MACD(*periods.macd)
+        if isinstance(indicators, Periods):
+            indicators = parse_indicators(indicators.spec)
+        self.instances = tuple(indicators)
+        self.indicators = [inst.make() for inst in self.instances]
+        self.keys = tuple(key for inst in self.instances for key in inst.keys)
+        # what on_candle does per indicator: its inputs and its keys
+        self._plan = [(ind, inst.kind.inputs, inst.keys) for inst, ind in zip(self.instances, self.indicators)]
         self.last_closed = -1  # open time of the last committed bar
 
     def warm(self, candles: Sequence[dict[str, Any]]) -> np.ndarray:
         """Start over from history (oldest first); only closed bars are committed.
 
-        Returns the values after each closed bar, a row each: sma, ema, rsi, macd, signal, hist
-        (NaN while warming up).
+        Returns the values after each closed bar, a row each, a column per key (``keys`` order;
+        NaN while warming up).
         """
-        for ind in (self.sma, self.ema, self.rsi, self.macd):
-            ind.reset()
         closed = closed_bars(candles)
-        closes = np.fromiter((c["close"] for c in closed), dtype=np.float64, count=len(closed))
-        table = np.column_stack((self.sma.update_many(closes), self.ema.update_many(closes),
-                                 self.rsi.update_many(closes), *self.macd.update_many(closes)))
+        columns: dict[str, np.ndarray] = {}
+
+        def column(name: str) -> np.ndarray:
+            if name not in columns:
+                columns[name] = np.fromiter((c[name] for c in closed), dtype=np.float64, count=len(closed))
+            return columns[name]
+
+        outputs: list[np.ndarray] = []
+        for inst, ind in zip(self.instances, self.indicators):
+            ind.reset()
+            values = ind.update_many(*(column(name) for name in inst.kind.inputs))
+            outputs.extend(values if isinstance(values, tuple) else (values,))
         self.last_closed = closed[-1]["time"] if closed else -1
-        return table
+        return np.column_stack(outputs) if outputs else np.empty((len(closed), 0))
 
     def on_candle(self, candle: dict[str, Any]) -> dict[str, Any] | None:
         """The ``ind:`` payload for a candle message, or None if it was already counted."""
-        close = candle["close"]
         closed = candle["closed"]
+        if candle["time"] <= self.last_closed:
+            return None  # a bar already committed, or a stale forming update of one
         if closed:
-            if candle["time"] <= self.last_closed:
-                return None
             self.last_closed = candle["time"]
-            sma, ema, rsi = self.sma.update(close), self.ema.update(close), self.rsi.update(close)
-            macd, signal, hist = self.macd.update(close)
-        else:
-            if candle["time"] <= self.last_closed:
-                return None  # a stale forming update of a bar already closed
-            sma, ema, rsi = self.sma.peek(close), self.ema.peek(close), self.rsi.peek(close)
-            macd, signal, hist = self.macd.peek(close)
-        return {
-            "symbol": self.symbol,
-            "timeframe": self.timeframe,
-            "time": candle["time"],
-            "closed": closed,
-            "sma": _nil(sma),
-            "ema": _nil(ema),
-            "rsi": _nil(rsi),
-            "macd": _nil(macd),
-            "macd_signal": _nil(signal),
-            "macd_hist": _nil(hist),
-        }
+        payload: dict[str, Any] = {"symbol": self.symbol, "timeframe": self.timeframe,
+                                   "time": candle["time"], "closed": closed}
+        close = candle["close"]
+        for ind, inputs, keys in self._plan:
+            step = ind.update if closed else ind.peek
+            if inputs is CLOSE:
+                value = step(close)
+            elif inputs is HLC:
+                value = step(candle["high"], candle["low"], close)
+            else:
+                value = step(*(candle[name] for name in inputs))
+            if len(keys) == 1:
+                payload[keys[0]] = _nil(value)
+            else:
+                for key, v in zip(keys, value):
+                    payload[key] = _nil(v)
+        return payload

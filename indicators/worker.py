@@ -52,7 +52,8 @@ from engine.protocol import (
 from engine.security import CurveClient, SecurityError, apply_client
 from engine.signals import StopFlag, stop_on_signals
 from engine.timeframes import TIMEFRAMES
-from indicators.series import IndicatorSeries, PeriodSettings
+from indicators.series import IndicatorSeries, IndicatorSettings
+from indicators.spec import DEFAULT_INDICATORS
 
 log = logging.getLogger("indicators")
 
@@ -74,7 +75,7 @@ def shard_of(symbol: str, shards: int) -> int:
 def read_candle(candle_topic: bytes, payload: bytes) -> dict[str, Any]:
     """The payload of a ``candle:SYMBOL:TF:`` message, checked for what the worker uses: its
     symbol and timeframe those of the topic, ``time``/``seq``/``epoch`` non-negative integers,
-    OHLC finite numbers and ``closed`` a bool; ``ProtocolError`` otherwise."""
+    OHLC and ``tick_volume`` finite numbers and ``closed`` a bool; ``ProtocolError`` otherwise."""
     try:
         parts = topic_parts(candle_topic)
     except UnicodeDecodeError:
@@ -91,7 +92,7 @@ def read_candle(candle_topic: bytes, payload: bytes) -> dict[str, Any]:
     for key in ("time", "seq", "epoch"):
         if type(candle.get(key)) is not int or candle[key] < 0:
             raise ProtocolError(f"{key} must be a non-negative integer, got {candle.get(key)!r:.40}")
-    for key in ("open", "high", "low", "close"):
+    for key in ("open", "high", "low", "close", "tick_volume"):
         if type(candle.get(key)) not in (float, int) or not math.isfinite(candle[key]):
             raise ProtocolError(f"{key} must be a finite number, got {candle.get(key)!r:.40}")
     if type(candle.get("closed")) is not bool:
@@ -111,7 +112,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
-class WorkerConfig(PeriodSettings):
+class WorkerConfig(IndicatorSettings):
     """Every worker setting; each field's metadata names its variable and the rules it follows."""
 
     bus_endpoint: str = field(default="tcp://127.0.0.1:5555", metadata=setting("BUS_ENDPOINT", endpoint))
@@ -149,10 +150,12 @@ class WorkerConfig(PeriodSettings):
 # Flags (dest = the field they set); every setting also has its variable (WorkerConfig).
 _FLAGS = (
     ("--shard", "ind_shard", "i/n: serve the symbols whose hash mod n is i (env IND_SHARD, default 0/1)"),
-    ("--sma", "ind_sma", "SMA period (env IND_SMA, default 20)"),
-    ("--ema", "ind_ema", "EMA period (env IND_EMA, default 20)"),
-    ("--rsi", "ind_rsi", "RSI period (env IND_RSI, default 14)"),
-    ("--macd", "ind_macd", "fast,slow,signal (env IND_MACD, default 12,26,9)"),
+    ("--indicators", "indicators", "the indicator set, [name=]kind:param:param... comma separated "
+                                   f"(env INDICATORS, default {DEFAULT_INDICATORS})"),
+    ("--sma", "ind_sma", "SMA period of the default set (env IND_SMA, default 20)"),
+    ("--ema", "ind_ema", "EMA period of the default set (env IND_EMA, default 20)"),
+    ("--rsi", "ind_rsi", "RSI period of the default set (env IND_RSI, default 14)"),
+    ("--macd", "ind_macd", "MACD fast,slow,signal of the default set (env IND_MACD, default 12,26,9)"),
     ("--bus-endpoint", "bus_endpoint", "env BUS_ENDPOINT"),
     ("--bus-pub-endpoint", "bus_pub_endpoint", "env BUS_PUB_ENDPOINT"),
     ("--rpc-endpoint", "rpc_endpoint", "env RPC_ENDPOINT"),
@@ -318,7 +321,7 @@ class IndicatorWorker:
         if now < self._rpc_retry_at:
             return None  # the engine just failed to answer: don't queue up more timeouts
         self._warmed_at[candle_topic] = now
-        series = IndicatorSeries(candle["symbol"], candle["timeframe"], self.config.periods)
+        series = IndicatorSeries(candle["symbol"], candle["timeframe"], self.config.indicator_set)
         try:
             history = self._rpc.candles(series.symbol, series.timeframe, self.config.max_candles)
             # Only the bars before this candle's: the stream brings this one and those after it

@@ -102,7 +102,7 @@ def test_the_worker_refuses_bad_periods_at_start_up(monkeypatch, tmp_path):
     for name in ("IND_SMA", "IND_EMA", "IND_MACD"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IND_RSI", "0")
-    with pytest.raises(ConfigError, match="RSI period"):
+    with pytest.raises(ConfigError, match=r"IND_RSI.*rsi=rsi:0.*timeperiod must be in \[2, 100000\]"):
         load_config(["--env-file", str(tmp_path / "none.env")])
     monkeypatch.setenv("IND_RSI", "7")
     assert load_config(["--env-file", str(tmp_path / "none.env"), "--sma", "10"]).periods == Periods(10, 20, 7)

@@ -49,6 +49,20 @@ def write_mt5_h1_export(path, bars):
     path.write_text("\n".join(lines) + "\n")
 
 
+def test_a_candle_without_a_finite_tick_volume_is_refused():
+    """OBV reads the candle's tick_volume, so the worker checks it like the prices."""
+    import pytest
+
+    from engine.protocol import ProtocolError, encode
+    from indicators.worker import read_candle
+    good = {"symbol": "EURUSD", "timeframe": "M1", "time": 60, "open": 1.1, "high": 1.2, "low": 1.0,
+            "close": 1.15, "tick_volume": 3, "closed": True, "seq": 1, "epoch": 1}
+    assert read_candle(b"candle:EURUSD:M1:", encode(good))["tick_volume"] == 3
+    for bad in (math.nan, "3", None):
+        with pytest.raises(ProtocolError, match="tick_volume must be a finite number"):
+            read_candle(b"candle:EURUSD:M1:", encode({**good, "tick_volume": bad}))
+
+
 def test_closed_values_equal_talib_over_the_engine_candle_history(tmp_path, start_engine, start_worker, zmq_ctx):
     """Replay 400 H1 bars fast; every closed ind: message equals TA-Lib at that bar."""
     sim = SimSource(["EURUSD"], seed=11, clock_ms=1_790_000_000_000)
@@ -119,3 +133,32 @@ def test_engine_restart_makes_the_worker_warm_up_again(start_engine, start_worke
         assert any(m["rewarms"] >= 1 and m["status"] == "ok" for _, m in health)
     finally:
         restarted.stop()
+
+
+def test_a_configured_set_publishes_its_keys_equal_to_talib_over_the_engine_history(
+        tmp_path, start_engine, start_worker, zmq_ctx):
+    """INDICATORS with OHLC and volume indicators: every key of every closed ind: message equals
+    TA-Lib over the engine's candle history (RPC candles) at that bar."""
+    from tests.test_indicator_spec import ISSUE_SET, talib_keys
+    sim = SimSource(["EURUSD"], seed=12, clock_ms=1_790_000_000_000)
+    sim.start()
+    export = tmp_path / "EURUSD_H1_test.csv"
+    write_mt5_h1_export(export, sim.history("EURUSD", TIMEFRAMES["H1"], 400))
+    engine = start_engine("--source", "replay", "--replay-file", str(export), "--replay-speed", "180000",
+                          "--timeframes", "H1", "--max-candles", "1000")
+    listener = subscriber(zmq_ctx, engine.bus, b"ind:EURUSD:H1:")
+    start_worker(engine, "--indicators", ISSUE_SET)
+    # until the slowest (EMA 200) has values for a while
+    messages = [m for _, m in collect(
+        listener, lambda ms: sum(m["closed"] and m["ema_200"] is not None for _, m in ms) >= 20, 60)]
+    closed = [m for m in messages if m["closed"]]
+    assert len(closed) >= 100
+    history = rpc(zmq_ctx, engine.rpc, {"op": "candles", "symbol": "EURUSD", "timeframe": "H1", "count": 1000})["data"]
+    bars = [c for c in history if c["closed"]]
+    index = {c["time"]: i for i, c in enumerate(bars)}
+    expected = talib_keys(bars)
+    for m in messages:
+        assert set(m) == {"symbol", "timeframe", "time", "closed", "seq", "epoch", *expected}
+    for m in closed:
+        assert_matches(m, expected, index[m["time"]])
+    assert sum(m["ema_200"] is not None for m in closed) >= 20

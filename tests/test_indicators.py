@@ -278,10 +278,14 @@ def test_from_state_rejects_foreign_or_broken_states():
     state = s.state()
     with pytest.raises(ValueError, match="EMA"):
         EMA.from_state(state)
-    with pytest.raises(ValueError, match="window"):
-        SMA.from_state({**state, "window": state["window"][1:]})
+    with pytest.raises(ValueError, match="buffer has 4 values, expected 5"):
+        SMA.from_state({**state, "buffer": state["buffer"][1:]})
     with pytest.raises(ValueError, match="total"):
-        SMA.from_state({k: v for k, v in state.items() if k != "total"})
+        SMA.from_state({**state, "fields": {k: v for k, v in state["fields"].items() if k != "total"}})
+    with pytest.raises(ValueError, match="period=6, params 5"):
+        SMA.from_state({**state, "fields": {**state["fields"], "period": 6}})
+    with pytest.raises(ValueError, match="negative count"):
+        SMA.from_state({**state, "fields": {**state["fields"], "count": -5, "head": 0}})
     with pytest.raises(ValueError, match="version"):
         SMA.from_state({**state, "version": 99})
     with pytest.raises(TypeError):
