@@ -14,6 +14,7 @@ from bridge.indicator_history import indicator_history
 from bridge.subscriptions import RoomChange
 from bridge.validation import MAX_BRIDGE_TICKS, ClientError, Count, Request, Span, Symbol, Text, Timeframe
 from engine.protocol import MAX_SYMBOL_LEN, MAX_TIME_S, ORDER, POSITION, ErrorCode, validate_symbol
+from indicators.spec import Instance, parse_indicators
 
 if TYPE_CHECKING:
     from bridge.server import Bridge
@@ -79,15 +80,35 @@ async def get_ticks(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
     return {"symbol": req["symbol"], "from_msc": first, "to_msc": last, "ticks": ticks}
 
 
+# A client's own indicator set: computed on demand over the cached history, so bounded.
+MAX_REQUEST_INDICATORS = 16
+MAX_REQUEST_SPEC_CHARS = 1024
+
+
+def request_indicators(spec: str) -> tuple[Instance, ...]:
+    """A client's ``indicators`` spec, checked as ``INDICATORS`` is (``ValueError`` naming the entry)."""
+    return parse_indicators(spec, MAX_REQUEST_INDICATORS)
+
+
 @EVENTS.event("get_indicators", Symbol(required=True), Timeframe(required=True), Count(),
+              Text("indicators", MAX_REQUEST_SPEC_CHARS, convert=request_indicators),
               reply="indicators_history", large=True)
 async def get_indicators(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
     """Values for the bars ``get_candles`` would return, computed over up to ``MAX_CANDLES`` bars
-    of history so that the first of them are warmed up as the worker's are."""
+    of history so that the first of them are warmed up as the worker's are: the configured set,
+    or the client's ``indicators`` spec. ``indicators`` in the reply names the instances and keys."""
     symbol, timeframe = req["symbol"], req["timeframe"]
+    instances = req["indicators"] or bridge.config.indicator_set
     bars = await bridge.recent_candles(req.event, symbol, timeframe, bridge.config.max_candles)
-    values = indicator_history(symbol, timeframe, bars, req["count"], bridge.config.periods)
-    return {"symbol": symbol, "timeframe": timeframe, "values": values}
+    values = indicator_history(symbol, timeframe, bars, req["count"], instances)
+    return {"symbol": symbol, "timeframe": timeframe, "indicators": [described(i) for i in instances],
+            "values": values}
+
+
+def described(instance: Instance) -> dict[str, Any]:
+    """An instance as a client sees it: its name, kind, parameters and payload keys."""
+    return {"name": instance.name, "kind": instance.kind.name, "params": list(instance.params),
+            "keys": list(instance.keys)}
 
 
 @EVENTS.event("get_order_book", Symbol(required=True), reply="order_book")

@@ -12,6 +12,7 @@ from bridge.indicator_history import indicator_history
 from engine.sources.sim import SimSource
 from engine.timeframes import TIMEFRAMES
 from indicators.series import IndicatorSeries, Periods
+from indicators.spec import parse_indicators
 from tests import indicator_reference as ref
 from tests.bridge_procs import BridgeProcess, run
 from tests.test_indicator_worker import write_mt5_h1_export
@@ -107,7 +108,7 @@ def test_a_history_starting_later_than_the_workers_differs_only_by_rounding(late
 def test_periods_are_the_ones_given_and_a_closed_last_bar_stays_closed():
     bars = [dict(b, closed=True) for b in sim_history("M5", 300)]
     periods = Periods(sma=5, ema=9, rsi=7, macd=(3, 10, 4))
-    values = indicator_history("EURUSD", "M5", bars, 50, periods)
+    values = indicator_history("EURUSD", "M5", bars, 50, parse_indicators(periods.spec))
     assert len(values) == 50 and all(v["closed"] for v in values)
     expected = talib_columns(closes_of(bars), periods)
     for k, value in enumerate(values):
@@ -158,3 +159,116 @@ def test_get_indicators_equals_the_live_values_the_worker_published(tmp_path, st
     expected = talib_columns(closes_of(closed_bars))
     for i, bar in enumerate(closed_bars):
         assert_row(by_time[bar["time"]], expected, i)
+
+
+# A configured set (INDICATORS), and a client's own spec
+CUSTOM_SPEC = "fast=ema:5,bb=bbands:10:1.5:2.5,stoch:5:3:3,atr:7,obv"
+
+
+def custom_talib(bars: list[dict]) -> dict[str, np.ndarray]:
+    """TA-Lib over the bars for every key of CUSTOM_SPEC."""
+    h, l, c, v = (np.array([b[k] for b in bars], dtype=float) for k in ("high", "low", "close", "tick_volume"))
+    upper, middle, lower = talib.BBANDS(c, 10, 1.5, 2.5)
+    k, d = talib.STOCH(h, l, c, fastk_period=5, slowk_period=3, slowd_period=3)
+    return {"fast": talib.EMA(c, 5), "bb_upper": upper, "bb_middle": middle,
+            "bb_lower": lower, "stoch_5_3_3_k": k, "stoch_5_3_3_d": d, "atr_7": talib.ATR(h, l, c, 7),
+            "obv": talib.OBV(c, v)}
+
+
+def test_a_configured_set_gives_its_keys_equal_to_talib_and_bit_identical_to_the_worker():
+    from tests.test_indicator_spec import ISSUE_SET, ohlc_candles, talib_keys
+    instances = parse_indicators(ISSUE_SET)
+    bars = ohlc_candles(600)
+    values = indicator_history("EURUSD", "H1", bars, 600, instances)
+    keys = {k for i in instances for k in i.keys}
+    assert all(set(v) == {"symbol", "timeframe", "time", "closed", *keys} for v in values)
+    expected = talib_keys(bars)
+    for i, value in enumerate(values):
+        for key, column in expected.items():
+            want = float(column[i])
+            assert (value[key] is None) if math.isnan(want) else math.isclose(value[key], want, rel_tol=1e-9), (key, i)
+    worker = IndicatorSeries("EURUSD", "H1", instances)  # the worker: warmed from the same first bar
+    worker.warm(bars[:250])
+    published = [worker.on_candle(b) for b in bars[250:]]
+    assert values[250:] == published  # bit-identical
+    print(f"\nconfigured set: {len(keys)} keys over {len(values)} bars equal TA-Lib, "
+          f"{len(published)} bit-identical to the worker's")
+
+
+def test_the_bridge_refuses_a_bad_indicators_setting_naming_it(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "bridge.cli", "--env-file", str(tmp_path / "none.env"),
+                           "--indicators", "ema:21,stoch:5:3"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("mt5-bridge: configuration error: INDICATORS: entry 2 'stoch:5:3': stoch takes 3")
+
+
+# Against a real engine, worker and bridge, all with a non-default INDICATORS
+@pytest.mark.timeout(180)
+def test_a_configured_set_flows_to_clients_and_get_indicators_computes_any_spec(
+        tmp_path, start_engine, start_worker, started):
+    """INDICATORS set alike for the worker and the bridge: the live ``indicators`` events carry its
+    keys, ``get_indicators`` names its instances and equals them; with ``indicators`` it computes
+    that spec over the cached history (TA-Lib over ``get_candles``); a bad spec is refused."""
+    from tests.test_indicator_spec import ISSUE_SET, talib_keys
+    sim = SimSource(["EURUSD"], seed=6, clock_ms=CLOCK_MS)
+    sim.start()
+    bars = sim.history("EURUSD", TIMEFRAMES["H1"], 400)
+    export = tmp_path / "EURUSD_H1_history.csv"
+    write_mt5_h1_export(export, bars)
+    engine = start_engine("--source", "replay", "--replay-file", str(export), "--replay-speed", "180000",
+                          "--timeframes", "H1")
+    start_worker(engine, "--indicators", ISSUE_SET)
+    bridge = BridgeProcess(["--timeframes", "H1", "--indicators", ISSUE_SET], engine=engine)
+    started.append(bridge)
+    bridge.start()
+    last_closed = bars[-1].time
+    too_many = ",".join(f"ema:{p}" for p in range(2, 19))  # 17 instances
+
+    async def scenario(c):
+        await c.call("subscribe", {"symbol": "EURUSD", "timeframe": "H1"})
+        await c.wait_for("indicators", lambda d: d["closed"] and d["time"] == last_closed, timeout=40)
+        configured = await c.call("get_indicators", {"symbol": "EURUSD", "timeframe": "H1", "count": 1000})
+        custom = await c.call("get_indicators", {"symbol": "EURUSD", "timeframe": "H1", "count": 1000,
+                                                 "indicators": CUSTOM_SPEC})
+        candles = await c.call("get_candles", {"symbol": "EURUSD", "timeframe": "H1", "count": 1000})
+        refused = [await c.call("get_indicators", {"symbol": "EURUSD", "timeframe": "H1", "indicators": spec})
+                   for spec in ("ema:9,macd:12:26", "rsi:14,sma:1,foo:3", "a=ema:9,a=sma:5", too_many, 5)]
+        return [d for d in c.of("indicators") if d["closed"]], configured, custom, candles, refused
+
+    live, configured, custom, candles, refused = run(scenario, bridge, timeout=60.0)
+    instances = parse_indicators(ISSUE_SET)
+    assert configured["indicators"] == [{"name": i.name, "kind": i.kind.name, "params": list(i.params),
+                                         "keys": list(i.keys)} for i in instances]
+    keys = {k for i in instances for k in i.keys}
+    closed_bars = [b for b in candles["candles"] if b["closed"]]
+    assert len(live) >= 100 and all(set(d) == {"symbol", "timeframe", "time", "closed", *keys} for d in live)
+    by_time = {v["time"]: v for v in configured["values"]}
+    assert [v["time"] for v in configured["values"]] == [b["time"] for b in candles["candles"]]
+    for event in live:
+        assert event == by_time[event["time"]], event["time"]  # the worker's values, bit for bit
+    expected = talib_keys(closed_bars)
+    expected_custom = custom_talib(closed_bars)
+    assert [i["name"] for i in custom["indicators"]] == ["fast", "bb", "stoch_5_3_3", "atr_7", "obv"]
+    assert [v["time"] for v in custom["values"]] == [b["time"] for b in candles["candles"]]
+    custom_by_time = {v["time"]: v for v in custom["values"]}
+    for i, bar in enumerate(closed_bars):
+        value = custom_by_time[bar["time"]]
+        assert set(value) == {"symbol", "timeframe", "time", "closed", *expected_custom}
+        for key, column in expected_custom.items():
+            want = float(column[i])
+            assert (value[key] is None) if math.isnan(want) else math.isclose(value[key], want, rel_tol=1e-9), key
+        for key, column in expected.items():
+            want = float(column[i])
+            got = by_time[bar["time"]][key]
+            assert (got is None) if math.isnan(want) else math.isclose(got, want, rel_tol=1e-9), key
+    assert [r["code"] for r in refused] == ["bad_request"] * 5
+    messages = [r["message"] for r in refused]
+    assert "entry 2 'macd:12:26': macd takes 3 parameter(s)" in messages[0]
+    assert "entry 2 'sma:1'" not in messages[1] and "entry 3 'foo:3': unknown kind 'foo'" in messages[1]
+    assert "entry 2 'a=sma:5': duplicate name 'a'" in messages[2]
+    assert "names 17 indicators, at most 16" in messages[3]
+    assert "'indicators' must be a string" in messages[4]
+    print(f"\n{len(live)} live closed events with {len(keys)} configured keys equal get_indicators; "
+          f"custom spec: {len(expected_custom)} keys x {len(closed_bars)} bars equal TA-Lib; refused: {messages}")
