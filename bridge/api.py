@@ -80,26 +80,30 @@ async def get_ticks(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
     return {"symbol": req["symbol"], "from_msc": first, "to_msc": last, "ticks": ticks}
 
 
-# A client's own indicator set: computed on demand over the cached history, so bounded.
+# A client's own indicator set: computed on demand over the cached history (in the event loop),
+# so bounded: at most this many instances, periods at most the MAX_CANDLES bars it has.
 MAX_REQUEST_INDICATORS = 16
 MAX_REQUEST_SPEC_CHARS = 1024
 
 
-def request_indicators(spec: str) -> tuple[Instance, ...]:
-    """A client's ``indicators`` spec, checked as ``INDICATORS`` is (``ValueError`` naming the entry)."""
-    return parse_indicators(spec, MAX_REQUEST_INDICATORS)
+def request_indicators(event: str, spec: str, max_candles: int) -> tuple[Instance, ...]:
+    """A client's ``indicators`` spec, checked as ``INDICATORS`` is; ``bad_request`` naming the entry."""
+    try:
+        return parse_indicators(spec, MAX_REQUEST_INDICATORS, max_period=max_candles)
+    except ValueError as exc:
+        raise ClientError(ErrorCode.BAD_REQUEST, f"{event}: 'indicators' {exc}", event) from None
 
 
 @EVENTS.event("get_indicators", Symbol(required=True), Timeframe(required=True), Count(),
-              Text("indicators", MAX_REQUEST_SPEC_CHARS, convert=request_indicators),
-              reply="indicators_history", large=True)
+              Text("indicators", MAX_REQUEST_SPEC_CHARS), reply="indicators_history", large=True)
 async def get_indicators(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
     """Values for the bars ``get_candles`` would return, computed over up to ``MAX_CANDLES`` bars
     of history so that the first of them are warmed up as the worker's are: the configured set,
     or the client's ``indicators`` spec. ``indicators`` in the reply names the instances and keys."""
-    symbol, timeframe = req["symbol"], req["timeframe"]
-    instances = req["indicators"] or bridge.config.indicator_set
-    bars = await bridge.recent_candles(req.event, symbol, timeframe, bridge.config.max_candles)
+    symbol, timeframe, spec = req["symbol"], req["timeframe"], req["indicators"]
+    max_candles = bridge.config.max_candles
+    instances = bridge.config.indicator_set if spec is None else request_indicators(req.event, spec, max_candles)
+    bars = await bridge.recent_candles(req.event, symbol, timeframe, max_candles)
     values = indicator_history(symbol, timeframe, bars, req["count"], instances)
     return {"symbol": symbol, "timeframe": timeframe, "indicators": [described(i) for i in instances],
             "values": values}

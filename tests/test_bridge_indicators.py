@@ -234,7 +234,8 @@ def test_a_configured_set_flows_to_clients_and_get_indicators_computes_any_spec(
                                                  "indicators": CUSTOM_SPEC})
         candles = await c.call("get_candles", {"symbol": "EURUSD", "timeframe": "H1", "count": 1000})
         refused = [await c.call("get_indicators", {"symbol": "EURUSD", "timeframe": "H1", "indicators": spec})
-                   for spec in ("ema:9,macd:12:26", "rsi:14,sma:1,foo:3", "a=ema:9,a=sma:5", too_many, 5)]
+                   for spec in ("ema:9,macd:12:26", "rsi:14,sma:1,foo:3", "a=ema:9,a=sma:5", too_many, 5,
+                                "ema:9,wma:1001")]
         return [d for d in c.of("indicators") if d["closed"]], configured, custom, candles, refused
 
     live, configured, custom, candles, refused = run(scenario, bridge, timeout=60.0)
@@ -263,12 +264,14 @@ def test_a_configured_set_flows_to_clients_and_get_indicators_computes_any_spec(
             want = float(column[i])
             got = by_time[bar["time"]][key]
             assert (got is None) if math.isnan(want) else math.isclose(got, want, rel_tol=1e-9), key
-    assert [r["code"] for r in refused] == ["bad_request"] * 5
+    assert [r["code"] for r in refused] == ["bad_request"] * 6
     messages = [r["message"] for r in refused]
     assert "entry 2 'macd:12:26': macd takes 3 parameter(s)" in messages[0]
     assert "entry 2 'sma:1'" not in messages[1] and "entry 3 'foo:3': unknown kind 'foo'" in messages[1]
     assert "entry 2 'a=sma:5': duplicate name 'a'" in messages[2]
     assert "names 17 indicators, at most 16" in messages[3]
     assert "'indicators' must be a string" in messages[4]
+    # a period longer than the MAX_CANDLES bars of history gives no value: refused before it is built
+    assert "entry 2 'wma:1001': timeperiod must be at most 1000 here" in messages[5]
     print(f"\n{len(live)} live closed events with {len(keys)} configured keys equal get_indicators; "
           f"custom spec: {len(expected_custom)} keys x {len(closed_bars)} bars equal TA-Lib; refused: {messages}")
