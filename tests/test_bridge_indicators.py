@@ -275,3 +275,26 @@ def test_a_configured_set_flows_to_clients_and_get_indicators_computes_any_spec(
     assert "entry 2 'wma:1001': timeperiod must be at most 1000 here" in messages[5]
     print(f"\n{len(live)} live closed events with {len(keys)} configured keys equal get_indicators; "
           f"custom spec: {len(expected_custom)} keys x {len(closed_bars)} bars equal TA-Lib; refused: {messages}")
+
+
+def test_the_ind_shape_holds_the_configured_keys():
+    """The bridge checks a worker's ind: payload against its INDICATORS: exactly the configured
+    keys, numbers or nil; the default set's payload is refused by a bridge configured otherwise."""
+    from bridge.config import BridgeConfig
+    from bridge.payloads import INDICATOR_VALUES, Malformed, check, shapes_for
+    from tests.test_indicator_spec import ISSUE_SET, ohlc_candles
+    config = BridgeConfig.load(environ={"INDICATORS": ISSUE_SET}, dotenv=None)
+    shapes = shapes_for(config.indicator_set)
+    worker = IndicatorSeries("EURUSD", "H1", config.indicator_set)
+    worker.warm(ohlc_candles(300)[:-1])
+    payload = {**worker.on_candle(ohlc_candles(300)[-1]), "seq": 1, "epoch": 1}
+    assert check("ind:EURUSD:H1:", payload, shapes) == ("ind", ("EURUSD", "H1"))
+    warming = {**payload, "ema_200": None}
+    assert check("ind:EURUSD:H1:", warming, shapes) == ("ind", ("EURUSD", "H1"))
+    default = {k: payload[k] for k in ("symbol", "timeframe", "time", "closed", "seq", "epoch")}
+    default.update(dict.fromkeys(INDICATOR_VALUES, 1.0))
+    check("ind:EURUSD:H1:", default)  # the default shape takes it
+    for bad, named in ((default, "no 'ema_9'"), ({k: v for k, v in payload.items() if k != "obv"}, "no 'obv'"),
+                       ({**payload, "atr_14": "1"}, "'atr_14' is '1'"), ({**payload, "sma": 1.0}, "unexpected key 'sma'")):
+        with pytest.raises(Malformed, match=named):
+            check("ind:EURUSD:H1:", bad, shapes)
