@@ -18,6 +18,7 @@
   const MAX_ROWS = 12;            // positions and orders shown
   const TOKEN_KEY = "mt5-bridge-token"; // sessionStorage: asked once, kept for the tab session
   const MAX_DIGITS = 10;          // a symbol's digits beyond this are not a price's (toFixed allows 100)
+  const MAX_INSTANCES = 64;       // indicator instances listed (a switch and maybe a pane each)
   const COLORS = { up: "#26a69a", down: "#ef5350", grid: "#1f2731", axis: "#7d8a99", text: "#d6dde6" };
   // One colour per indicator output, in the order of the configured keys.
   const PALETTE = ["#f5c542", "#4aa3ff", "#b388ff", "#ff9f43", "#4dd0e1", "#f06292", "#aed581", "#ffd54f",
@@ -630,7 +631,7 @@
   const isInstance = (i) => isObject(i) && typeof i.name === "string" && typeof i.kind === "string" &&
     Array.isArray(i.keys) && i.keys.length > 0 && i.keys.every((k) => typeof k === "string");
   function setInstances(described) {
-    const valid = list(described).filter(isInstance);
+    const valid = list(described).filter(isInstance).slice(0, MAX_INSTANCES);
     const signature = JSON.stringify(valid.map((i) => [i.name, i.kind, i.keys]));
     if (signature === JSON.stringify(instances.map((i) => [i.name, i.kind, i.keys]))) return;
     let color = 0;
