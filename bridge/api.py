@@ -7,14 +7,17 @@ rate limiting, validation, reply and acknowledgement for all of them.
 """
 from __future__ import annotations
 
+import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from bridge.events import EventTable
 from bridge.indicator_history import indicator_history
 from bridge.subscriptions import RoomChange
-from bridge.validation import MAX_BRIDGE_TICKS, ClientError, Count, Request, Span, Symbol, Text, Timeframe
+from bridge.validation import (MAX_BRIDGE_TICKS, RATE_LIMITED, ClientError, Count, Request, Span, Symbol, Text,
+                               Timeframe)
 from engine.protocol import MAX_SYMBOL_LEN, MAX_TIME_S, ORDER, POSITION, ErrorCode, validate_symbol
-from indicators.spec import Instance, parse_indicators
+from indicators.spec import DEFAULT_SET, Instance, parse_indicators
 
 if TYPE_CHECKING:
     from bridge.server import Bridge
@@ -81,9 +84,11 @@ async def get_ticks(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
 
 
 # A client's own indicator set: computed on demand over the cached history (in the event loop),
-# so bounded: at most this many instances, periods at most the MAX_CANDLES bars it has.
+# so bounded: at most this many instances, periods at most the MAX_CANDLES bars it has, and its
+# work and reply grow with its keys: it counts as one request per default set's worth of keys.
 MAX_REQUEST_INDICATORS = 16
 MAX_REQUEST_SPEC_CHARS = 1024
+DEFAULT_KEYS = sum(len(instance.keys) for instance in DEFAULT_SET)
 
 
 def request_indicators(event: str, spec: str, max_candles: int) -> tuple[Instance, ...]:
@@ -102,11 +107,26 @@ async def get_indicators(bridge: Bridge, sid: str, req: Request) -> dict[str, An
     or the client's ``indicators`` spec. ``indicators`` in the reply names the instances and keys."""
     symbol, timeframe, spec = req["symbol"], req["timeframe"], req["indicators"]
     max_candles = bridge.config.max_candles
-    instances = bridge.config.indicator_set if spec is None else request_indicators(req.event, spec, max_candles)
+    if spec is None:
+        instances = bridge.config.indicator_set
+    else:
+        instances = request_indicators(req.event, spec, max_candles)
+        charge(bridge, sid, req.event, instances)
     bars = await bridge.recent_candles(req.event, symbol, timeframe, max_candles)
     values = indicator_history(symbol, timeframe, bars, req["count"], instances)
     return {"symbol": symbol, "timeframe": timeframe, "indicators": [described(i) for i in instances],
             "values": values}
+
+
+def charge(bridge: Bridge, sid: str, event: str, instances: tuple[Instance, ...]) -> None:
+    """Take what a client's own set costs beyond the request itself from its rate limit (a
+    request per ``DEFAULT_KEYS`` keys); ``rate_limited`` when its bucket holds less."""
+    keys = sum(len(instance.keys) for instance in instances)
+    extra = math.ceil(keys / DEFAULT_KEYS) - 1
+    client = bridge.clients.get(sid)
+    if extra > 0 and client is not None and not client.bucket.take(time.monotonic(), extra):
+        raise ClientError(RATE_LIMITED, f"{event}: {keys} indicator keys count as {extra + 1} requests against "
+                                        f"the rate limit; slow down", event)
 
 
 def described(instance: Instance) -> dict[str, Any]:

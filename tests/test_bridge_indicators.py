@@ -298,3 +298,12 @@ def test_the_ind_shape_holds_the_configured_keys():
                        ({**payload, "atr_14": "1"}, "'atr_14' is '1'"), ({**payload, "sma": 1.0}, "unexpected key 'sma'")):
         with pytest.raises(Malformed, match=named):
             check("ind:EURUSD:H1:", bad, shapes)
+
+
+def test_a_clients_own_set_counts_as_a_request_per_default_sets_worth_of_keys():
+    from bridge.api import DEFAULT_KEYS
+    from bridge.ratelimit import TokenBucket
+    assert DEFAULT_KEYS == 6
+    bucket = TokenBucket(rate=20.0, burst=40, now=0.0)
+    assert bucket.take(0.0, 39) and not bucket.take(0.0, 2) and bucket.tokens == 1.0  # refused: none taken
+    assert bucket.take(0.05, 2) and bucket.tokens == 0.0
