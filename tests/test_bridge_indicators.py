@@ -295,7 +295,8 @@ def test_the_ind_shape_holds_the_configured_keys():
     default.update(dict.fromkeys(INDICATOR_VALUES, 1.0))
     check("ind:EURUSD:H1:", default)  # the default shape takes it
     for bad, named in ((default, "no 'ema_9'"), ({k: v for k, v in payload.items() if k != "obv"}, "no 'obv'"),
-                       ({**payload, "atr_14": "1"}, "'atr_14' is '1'"), ({**payload, "sma": 1.0}, "unexpected key 'sma'")):
+                       ({**payload, "atr_14": "1"}, "'atr_14' is '1'"),
+                       ({**payload, "sma": 1.0}, "unexpected key 'sma'")):
         with pytest.raises(Malformed, match=named):
             check("ind:EURUSD:H1:", bad, shapes)
 

@@ -127,7 +127,8 @@ def assert_indicator_switches(toggled: dict) -> None:
     bars = before["state"]["overlay"]["bars"]
     assert all(points[name] >= 0.9 * bars for name in names if name != "macd"), (points, bars)
     assert points["macd"] >= 0.9 * 3 * bars and points["bb"] >= 0.9 * 3 * bars, points  # line, signal, histogram
-    assert off["panes"] == [n for n in oscillators if n != "rsi"] and off["checked"] == [n for n in names if n not in ("rsi", "bb")]
+    assert off["panes"] == [n for n in oscillators if n != "rsi"]
+    assert off["checked"] == [n for n in names if n not in ("rsi", "bb")]
     assert off["state"]["points"]["rsi"] == 0 and off["state"]["points"]["bb"] == 0
     assert all(off["state"]["points"][n] > 0 for n in names if n not in ("rsi", "bb")), off["state"]["points"]
     assert on["panes"] == oscillators and on["checked"] == names
