@@ -7,13 +7,17 @@ rate limiting, validation, reply and acknowledgement for all of them.
 """
 from __future__ import annotations
 
+import math
+import time
 from typing import TYPE_CHECKING, Any
 
 from bridge.events import EventTable
 from bridge.indicator_history import indicator_history
 from bridge.subscriptions import RoomChange
-from bridge.validation import MAX_BRIDGE_TICKS, ClientError, Count, Request, Span, Symbol, Text, Timeframe
+from bridge.validation import (MAX_BRIDGE_TICKS, RATE_LIMITED, ClientError, Count, Request, Span, Symbol, Text,
+                               Timeframe)
 from engine.protocol import MAX_SYMBOL_LEN, MAX_TIME_S, ORDER, POSITION, ErrorCode, validate_symbol
+from indicators.spec import DEFAULT_SET, Instance, parse_indicators
 
 if TYPE_CHECKING:
     from bridge.server import Bridge
@@ -79,15 +83,56 @@ async def get_ticks(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
     return {"symbol": req["symbol"], "from_msc": first, "to_msc": last, "ticks": ticks}
 
 
+# A client's own indicator set: computed on demand over the cached history (in the event loop),
+# so bounded: at most this many instances, periods at most the MAX_CANDLES bars it has, and its
+# work and reply grow with its keys: it counts as one request per default set's worth of keys.
+MAX_REQUEST_INDICATORS = 16
+MAX_REQUEST_SPEC_CHARS = 1024
+DEFAULT_KEYS = sum(len(instance.keys) for instance in DEFAULT_SET)
+
+
+def request_indicators(event: str, spec: str, max_candles: int) -> tuple[Instance, ...]:
+    """A client's ``indicators`` spec, checked as ``INDICATORS`` is; ``bad_request`` naming the entry."""
+    try:
+        return parse_indicators(spec, MAX_REQUEST_INDICATORS, max_period=max_candles)
+    except ValueError as exc:
+        raise ClientError(ErrorCode.BAD_REQUEST, f"{event}: 'indicators' {exc}", event) from None
+
+
 @EVENTS.event("get_indicators", Symbol(required=True), Timeframe(required=True), Count(),
-              reply="indicators_history", large=True)
+              Text("indicators", MAX_REQUEST_SPEC_CHARS), reply="indicators_history", large=True)
 async def get_indicators(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
     """Values for the bars ``get_candles`` would return, computed over up to ``MAX_CANDLES`` bars
-    of history so that the first of them are warmed up as the worker's are."""
-    symbol, timeframe = req["symbol"], req["timeframe"]
-    bars = await bridge.recent_candles(req.event, symbol, timeframe, bridge.config.max_candles)
-    values = indicator_history(symbol, timeframe, bars, req["count"], bridge.config.periods)
-    return {"symbol": symbol, "timeframe": timeframe, "values": values}
+    of history so that the first of them are warmed up as the worker's are: the configured set,
+    or the client's ``indicators`` spec. ``indicators`` in the reply names the instances and keys."""
+    symbol, timeframe, spec = req["symbol"], req["timeframe"], req["indicators"]
+    max_candles = bridge.config.max_candles
+    if spec is None:
+        instances = bridge.config.indicator_set
+    else:
+        instances = request_indicators(req.event, spec, max_candles)
+        charge(bridge, sid, req.event, instances)
+    bars = await bridge.recent_candles(req.event, symbol, timeframe, max_candles)
+    values = indicator_history(symbol, timeframe, bars, req["count"], instances)
+    return {"symbol": symbol, "timeframe": timeframe, "indicators": [described(i) for i in instances],
+            "values": values}
+
+
+def charge(bridge: Bridge, sid: str, event: str, instances: tuple[Instance, ...]) -> None:
+    """Take what a client's own set costs beyond the request itself from its rate limit (a
+    request per ``DEFAULT_KEYS`` keys); ``rate_limited`` when its bucket holds less."""
+    keys = sum(len(instance.keys) for instance in instances)
+    extra = math.ceil(keys / DEFAULT_KEYS) - 1
+    client = bridge.clients.get(sid)
+    if extra > 0 and client is not None and not client.bucket.take(time.monotonic(), extra):
+        raise ClientError(RATE_LIMITED, f"{event}: {keys} indicator keys count as {extra + 1} requests against "
+                                        f"the rate limit; slow down", event)
+
+
+def described(instance: Instance) -> dict[str, Any]:
+    """An instance as a client sees it: its name, kind, parameters and payload keys."""
+    return {"name": instance.name, "kind": instance.kind.name, "params": list(instance.params),
+            "keys": list(instance.keys)}
 
 
 @EVENTS.event("get_order_book", Symbol(required=True), reply="order_book")

@@ -21,12 +21,16 @@ from engine.config import (
     writable_file,
 )
 from engine.config import add_cli_arguments as add_settings_arguments
-from indicators.series import PeriodSettings
+from indicators.series import IndicatorSettings
 
 
 @dataclass(frozen=True)
-class BridgeConfig(PeriodSettings):
-    """Every bridge setting; each field's metadata names its variable and the rules it follows."""
+class BridgeConfig(IndicatorSettings):
+    """Every bridge setting; each field's metadata names its variable and the rules it follows.
+
+    The indicator set (``INDICATORS``, and the old ``IND_*`` periods) is the workers' own
+    settings: the bridge checks their ``ind:`` payloads against its keys and ``get_indicators``
+    computes it."""
 
     ws_host: str = field(default="127.0.0.1", metadata=setting("WS_HOST", host_name))
     ws_port: int = field(default=8765, metadata=setting("WS_PORT", between(1, 65535)))

@@ -5,13 +5,15 @@ it reaches a cache, a room or ``/metrics``: numbers are finite numbers (never a 
 infinity), integers are integers, strings are short, lists and maps are bounded and their
 elements have the declared shape, and the names in the topic (``symbol``, ``timeframe``,
 ``component``) are the payload's own. ``check`` says why a message is refused (``Malformed``);
-``SHAPES`` is the table: adding a topic kind or a field is one declaration there. Each check
-also says what it accepts as JSON Schema, from which ``bridge.contract`` writes docs/asyncapi.yaml.
+``SHAPES`` is the table: adding a topic kind or a field is one declaration there. The ``ind:``
+shape's value keys are the configured indicator set's (``shapes_for``); ``SHAPES`` has the default
+set's. Each check also says what it accepts as JSON Schema, from which ``bridge.contract`` writes
+docs/asyncapi.yaml.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ from engine.activity import DEALS, ORDERS, POSITIONS, ActivityKind, deal_topic_p
 from engine.protocol import (ACCOUNT, ACTIVITY_STATES, BOOK, CANDLE, HEALTH, HEALTH_STATUSES, INDICATOR,
                              MAX_SYMBOL_LEN, SUMMARY, TICK, ProtocolError, validate_symbol)
 from engine.timeframes import TIMEFRAMES
+from indicators.spec import DEFAULT_SET, Instance
 
 MAX_TEXT = 256  # a name, a currency, a status detail
 MAX_DETAIL = 4096  # the engine's source_detail: an error message
@@ -216,8 +219,23 @@ def activity(kind: ActivityKind, symbol: Check, **more: Check) -> Record:
 
 LEVEL = Check("[price, volume]", lambda v: type(v) is list and len(v) == 2 and _is_number(v[0]) and _is_number(v[1]),
               {"type": "array", "prefixItems": [NUMBER.schema, NUMBER.schema], "items": False, "minItems": 2})
-# The worker's ind: values (indicators.series.IndicatorSeries.on_candle); nil while warming up.
-INDICATOR_VALUES = ("sma", "ema", "rsi", "macd", "macd_signal", "macd_hist")
+
+
+def indicator_values(instances: Iterable[Instance]) -> tuple[str, ...]:
+    """The value keys of an ``ind:`` payload for an indicator set, in its order."""
+    return tuple(key for instance in instances for key in instance.keys)
+
+
+def indicator_shape(instances: Iterable[Instance]) -> TopicShape:
+    """The worker's ind: payload (indicators.series.IndicatorSeries.on_candle) for an indicator
+    set: a value per output key, nil while warming up."""
+    return TopicShape(("symbol", "timeframe"), Record({
+        "symbol": SYMBOL, "timeframe": TIMEFRAME, "time": INTEGER, "closed": FLAG,
+        **{name: nullable(NUMBER) for name in indicator_values(instances)}, **STAMP}))
+
+
+# The default set's keys (sma, ema, rsi, macd, macd_signal, macd_hist).
+INDICATOR_VALUES = indicator_values(DEFAULT_SET)
 
 SHAPES: dict[str, TopicShape] = {
     TICK: TopicShape(("symbol",), Record({
@@ -227,9 +245,7 @@ SHAPES: dict[str, TopicShape] = {
         "symbol": SYMBOL, "timeframe": TIMEFRAME, "time": INTEGER, "open": NUMBER, "high": NUMBER,
         "low": NUMBER, "close": NUMBER, "tick_volume": INTEGER, "spread": INTEGER, "real_volume": INTEGER,
         "closed": FLAG, **STAMP})),
-    INDICATOR: TopicShape(("symbol", "timeframe"), Record({
-        "symbol": SYMBOL, "timeframe": TIMEFRAME, "time": INTEGER, "closed": FLAG,
-        **{name: nullable(NUMBER) for name in INDICATOR_VALUES}, **STAMP})),
+    INDICATOR: indicator_shape(DEFAULT_SET),
     BOOK: TopicShape(("symbol",), Record({
         "symbol": SYMBOL, "time_msc": INTEGER, "bids": list_of(LEVEL, MAX_BOOK_LEVELS),
         "asks": list_of(LEVEL, MAX_BOOK_LEVELS), **STAMP})),
@@ -272,13 +288,19 @@ SHAPES: dict[str, TopicShape] = {
 }
 
 
-def check(topic: Any, data: Any) -> tuple[str, tuple[str, ...]]:
+def shapes_for(instances: Iterable[Instance]) -> dict[str, TopicShape]:
+    """``SHAPES`` with the ``ind:`` shape of a configured indicator set."""
+    return {**SHAPES, INDICATOR: indicator_shape(instances)}
+
+
+def check(topic: Any, data: Any, shapes: Mapping[str, TopicShape] = SHAPES) -> tuple[str, tuple[str, ...]]:
     """The kind of a bus message and the names its topic gives (``("EURUSD", "M5")``), or
-    ``Malformed`` saying what in it does not have its declared shape."""
+    ``Malformed`` saying what in it does not have its declared shape (``shapes``: ``shapes_for``
+    the configured indicator set)."""
     if type(topic) is not str or not topic.endswith(":"):
         raise Malformed(f"topic {_shown(topic)} is not colon-terminated")
     kind, _, rest = topic[:-1].partition(":")
-    shape = SHAPES.get(kind)
+    shape = shapes.get(kind)
     if shape is None:
         raise Malformed(f"topic kind {_shown(kind)} is not one the bridge reads")
     names = tuple(rest.split(":", len(shape.parts) - 1)) if shape.parts else ()

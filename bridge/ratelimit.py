@@ -13,11 +13,11 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = now
 
-    def take(self, now: float) -> bool:
-        """Take a token at time ``now`` (seconds); ``False`` when the bucket is empty."""
+    def take(self, now: float, tokens: float = 1.0) -> bool:
+        """Take ``tokens`` at time ``now`` (seconds); ``False`` (none taken) when the bucket has fewer."""
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= tokens:
+            self.tokens -= tokens
             return True
         return False

@@ -34,7 +34,7 @@ from bridge.events import ClientNamespace
 from bridge.fanout import ALL, Fanout
 from bridge.hosts import guard_middleware
 from bridge.metrics import BridgeMetrics
-from bridge.payloads import SHAPES, SYMBOL, Malformed
+from bridge.payloads import SHAPES, SYMBOL, Malformed, shapes_for
 from bridge.payloads import check as check_payload
 from bridge.quietlog import INTERVAL_S, LibraryLog
 from bridge.ratelimit import TokenBucket
@@ -96,6 +96,7 @@ class Bridge:
     def __init__(self, config: BridgeConfig) -> None:
         """Raises ``engine.security.SecurityError`` when the CURVE key files cannot be used."""
         self.config = config
+        self.shapes = shapes_for(config.indicator_set)  # the ind: payload holds the configured keys
         self.curve = CurveClient.load(config.curve_client_secret, config.curve_server_key)
         rule = config.host_rule
         self.bad_input = RateLimitedLog(log, INTERVAL_S)
@@ -288,11 +289,11 @@ class Bridge:
         """The kind and topic names of a message of the declared shape for a symbol the engine
         serves; ``None`` (counted, logged at a bounded rate) for anything else."""
         try:
-            kind, names = check_payload(topic, data)
+            kind, names = check_payload(topic, data, self.shapes)
         except Malformed as exc:
             self.malformed_drops(str(exc))
             return None
-        if SHAPES[kind].served_only and SHAPES[kind].parts[:1] == ("symbol",):
+        if self.shapes[kind].served_only and self.shapes[kind].parts[:1] == ("symbol",):
             if self.symbol_names is None:  # just started: no client can be in a symbol's room yet
                 return None
             if names[0] not in self.symbol_names:

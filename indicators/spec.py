@@ -67,8 +67,9 @@ def _param(text: str, param: Param) -> int | float:
     return value
 
 
-def parse_entry(entry: str) -> Instance:
-    """One ``[name=]kind:param:param...`` entry; ``SpecError`` says what is wrong with it."""
+def parse_entry(entry: str, max_period: int | None = None) -> Instance:
+    """One ``[name=]kind:param:param...`` entry; ``SpecError`` says what is wrong with it (an
+    integer parameter above ``max_period`` too, checked before the indicator is built)."""
     name, sep, call = entry.rpartition("=")
     name, call = name.strip(), call.strip()
     kind_text, *texts = (part.strip() for part in call.split(":"))
@@ -80,6 +81,9 @@ def parse_entry(entry: str) -> Instance:
         raise SpecError(f"{kind.name} takes {len(kind.params)} parameter(s) ({kind.name}{':' if names else ''}"
                         f"{names}), got {len(texts)}")
     params = tuple(_param(text, param) for text, param in zip(texts, kind.params))
+    for value, param in zip(params, kind.params):
+        if max_period is not None and param.type is int and value > max_period:
+            raise SpecError(f"{param.name} must be at most {max_period} here (the bars of history), got {value}")
     if not sep:
         name = "_".join([kind.name, *map(_text, params)])
     if not NAME.match(name):
@@ -93,10 +97,11 @@ def parse_entry(entry: str) -> Instance:
     return instance
 
 
-def parse_indicators(text: str, max_instances: int | None = None) -> tuple[Instance, ...]:
+def parse_indicators(text: str, max_instances: int | None = None,
+                     max_period: int | None = None) -> tuple[Instance, ...]:
     """The instances of a spec, in its order; ``SpecError`` names the first bad entry (an unknown
     kind, a wrong parameter count, a parameter TA-Lib refuses, a duplicate name or key) or says
-    the spec has more than ``max_instances`` entries."""
+    the spec has more than ``max_instances`` entries; ``max_period`` bounds every period."""
     if not isinstance(text, str):
         raise SpecError(f"must be a string like {DEFAULT_INDICATORS!r}, got {type(text).__name__}")
     if len(text) > MAX_SPEC_CHARS:
@@ -113,7 +118,7 @@ def parse_indicators(text: str, max_instances: int | None = None) -> tuple[Insta
         if not entry.strip():
             raise SpecError(f"entry {number} is empty")
         try:
-            instance = parse_entry(entry)
+            instance = parse_entry(entry, max_period)
         except SpecError as exc:
             raise SpecError(f"{where}: {exc}") from None
         for key in instance.keys:

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.webui import DASHBOARD_DIR, add_dashboard
+from indicators.spec import parse_indicators
 from tests.bridge_procs import BridgeProcess, npm_install
 from tests.procs import ROOT
 
@@ -103,10 +104,46 @@ def run_browser(node: str, script: str, *args: str) -> dict[str, Any]:
     return result
 
 
+# Today's four under their keys, and an overlay, oscillators and a volume indicator of the catalogue.
+DASHBOARD_SET = "sma=sma:20,ema=ema:20,rsi=rsi:14,macd=macd:12:26:9,bb=bbands:20:2:2,stoch:14:3:3,atr:14,obv"
+
+
+def assert_indicator_switches(toggled: dict) -> None:
+    """Every configured instance has a switch; an oscillator switched off loses its pane and draws
+    nothing, as does an overlay; switched on again, both draw over the visible bars."""
+    instances = parse_indicators(DASHBOARD_SET)
+    before, off, on = toggled["before"], toggled["off"], toggled["on"]
+    assert before["state"]["instances"] == [{"name": i.name, "kind": i.kind.name, "keys": list(i.keys),
+                                             "overlay": i.kind.name in ("sma", "ema", "wma", "bbands")}
+                                            for i in instances]
+    names = [i.name for i in instances]
+    oscillators = [i.name for i in instances if i.kind.name not in ("sma", "ema", "wma", "bbands")]
+    assert before["toggles"] == names and before["checked"] == names and before["panes"] == oscillators
+    assert toggled["name"] == "rsi" and toggled["overlayName"] == "bb"
+    # every key of an oscillator shows in its legend as text
+    assert all(key in legend for i, legend in zip([i for i in instances if i.name in oscillators], before["legends"])
+               for key in i.keys), before["legends"]
+    points = before["state"]["points"]
+    bars = before["state"]["overlay"]["bars"]
+    assert all(points[name] >= 0.9 * bars for name in names if name != "macd"), (points, bars)
+    assert points["macd"] >= 0.9 * 3 * bars and points["bb"] >= 0.9 * 3 * bars, points  # line, signal, histogram
+    assert off["panes"] == [n for n in oscillators if n != "rsi"]
+    assert off["checked"] == [n for n in names if n not in ("rsi", "bb")]
+    assert off["state"]["points"]["rsi"] == 0 and off["state"]["points"]["bb"] == 0
+    assert all(off["state"]["points"][n] > 0 for n in names if n not in ("rsi", "bb")), off["state"]["points"]
+    assert on["panes"] == oscillators and on["checked"] == names
+    assert on["state"]["points"]["rsi"] >= 0.9 * on["state"]["overlay"]["bars"]
+    assert on["state"]["points"]["bb"] >= 0.9 * 3 * on["state"]["overlay"]["bars"]
+
+
 @pytest.mark.timeout(900)  # a first run may install Chromium
-def test_dashboard_shows_live_candles_and_switches_symbols(start_stack, tmp_path: Path) -> None:
+def test_dashboard_shows_live_candles_and_switches_symbols(start_engine, start_worker, started, tmp_path: Path) -> None:
     node, chromium = browser_tools()
-    _engine, _worker, bridge = start_stack()
+    engine = start_engine()
+    start_worker(engine, "--indicators", DASHBOARD_SET)
+    bridge = BridgeProcess(["--indicators", DASHBOARD_SET], engine=engine)
+    started.append(bridge)
+    bridge.start()
 
     result = run_browser(node, "dashboard.mjs", bridge.url + "/", str(tmp_path), chromium)
     assert "script-src 'self'" in result["csp"], "it all works under its Content-Security-Policy"
@@ -132,7 +169,7 @@ def test_dashboard_shows_live_candles_and_switches_symbols(start_stack, tmp_path
     assert live["indicatorEvents"] > 0 and live["bookEvents"] > 0 and live["accountEvents"] > 0
     assert live["summaryEvents"] > 0 and live["health"]["status"] == "ok" and live["errors"] == []
     # And the page shows it.
-    assert symbol in dom["legend"] and "SMA" in dom["legend"]
+    assert symbol in dom["legend"] and all(key in dom["legend"] for key in ("sma", "ema", "bb_upper", "bb_lower"))
     assert dom["book"] == 20 and "equity" in dom["account"] and "indicators:0" in dom["health"]
     assert dom["summaryRows"] == 5 and dom["banner"] is None
     # The sim's demo account: the day's deposit and its core position (held all day but for the
@@ -142,6 +179,12 @@ def test_dashboard_shows_live_candles_and_switches_symbols(start_stack, tmp_path
     if time.gmtime().tm_hour * 60 + time.gmtime().tm_min < 1437:
         assert live["positions"] >= 1 and dom["positionRows"] == min(live["positions"], 12)
         assert "buy" in dom["positions"] or "sell" in dom["positions"]
+
+    toggled = result["steps"]["toggled"]
+    assert_indicator_switches(toggled)
+    print(f"switches: {toggled['before']['toggles']}; points drawn with all on {toggled['before']['state']['points']}, "
+          f"rsi and bb off {toggled['off']['state']['points']} (panes {toggled['off']['panes']}), "
+          f"on again {toggled['on']['state']['points']}")
 
     switched = result["steps"]["switched"]
     old, new, before, after = switched["old"], switched["next"], switched["before"], switched["after"]

@@ -18,9 +18,23 @@
   const MAX_ROWS = 12;            // positions and orders shown
   const TOKEN_KEY = "mt5-bridge-token"; // sessionStorage: asked once, kept for the tab session
   const MAX_DIGITS = 10;          // a symbol's digits beyond this are not a price's (toFixed allows 100)
-  const COLORS = {
-    up: "#26a69a", down: "#ef5350", grid: "#1f2731", axis: "#7d8a99", text: "#d6dde6",
-    sma: "#f5c542", ema: "#4aa3ff", rsi: "#b388ff", macd: "#4aa3ff", signal: "#ff9f43",
+  const MAX_INSTANCES = 64;       // indicator instances listed (a switch and maybe a pane each)
+  const COLORS = { up: "#26a69a", down: "#ef5350", grid: "#1f2731", axis: "#7d8a99", text: "#d6dde6" };
+  // One colour per indicator output, in the order of the configured keys.
+  const PALETTE = ["#f5c542", "#4aa3ff", "#b388ff", "#ff9f43", "#4dd0e1", "#f06292", "#aed581", "#ffd54f",
+    "#9575cd", "#4db6ac", "#e57373", "#90a4ae"];
+  // Kinds drawn on the price chart (in price units); every other kind gets an oscillator pane.
+  const OVERLAY_KINDS = new Set(["sma", "ema", "wma", "bbands"]);
+  // How an oscillator pane draws a kind: a fixed range, guide levels, an output as a histogram,
+  // the decimals of its values ("price": the symbol's digits + 1). Unknown kinds: auto range.
+  const PANE_STYLE = {
+    rsi: { range: [0, 100], levels: [30, 50, 70], decimals: 1 },
+    stoch: { range: [0, 100], levels: [20, 80], decimals: 1 },
+    adx: { range: [0, 100], levels: [25], decimals: 1 },
+    cci: { levels: [-100, 0, 100], decimals: 1 },
+    macd: { levels: [0], histogram: "_hist", decimals: "price" },
+    atr: { decimals: "price" },
+    obv: { decimals: 0 },
   };
   const $ = (id) => document.getElementById(id);
 
@@ -41,7 +55,10 @@
     indicatorEvents: 0,
     indicatorPoints: 0,
     indicatorHistory: 0,      // values of the current selection from get_indicators
-    overlay: { bars: 0, sma: 0, ema: 0, rsi: 0, macd: 0 }, // bars drawn, and those with each indicator
+    overlay: { bars: 0 },     // bars drawn, and per indicator key those with a value
+    instances: [],            // the configured indicators (get_indicators): {name, kind, keys, overlay}
+    shownInstances: [],       // names of those switched on
+    points: {},               // per instance: points it drew in the last frame (0 when switched off)
     bookEvents: 0,
     accountEvents: 0,
     positions: 0,             // open positions held (get_positions, then position_update events)
@@ -67,7 +84,9 @@
 
   // Data of the current selection.
   let bars = [];                   // [{time, open, high, low, close, tick_volume, closed}], oldest first
-  let indicators = new Map();      // bar time -> {sma, ema, rsi, macd, macd_signal, macd_hist, closed}
+  let indicators = new Map();      // bar time -> an indicators payload: {time, closed, <key>: value...}
+  let instances = [];              // state.instances, with each output's colour
+  const switchedOff = new Set();   // instance names a person switched off (kept across selections)
   let book = null;
   let account = null;
   // The account's activity, by ticket (MT5's TradePosition, TradeOrder and TradeDeal fields).
@@ -333,7 +352,7 @@
   }
 
   // A line through consecutive bars that have a value; a dot where a value stands alone.
-  // Returns the latest value drawn (null when none).
+  // Returns the latest value drawn (null when none) and the number of points drawn.
   function series(ctx, shown, x, y, pick, color) {
     ctx.strokeStyle = color;
     ctx.fillStyle = color;
@@ -352,17 +371,19 @@
       run = [];
     };
     let latest = null;
+    let points = 0;
     shown.forEach((bar, i) => {
       const v = pick(indicators.get(bar.time));
       if (v == null || !Number.isFinite(v)) flush();
       else {
         run.push([x(i), y(v)]);
         latest = v;
+        points += 1;
       }
     });
     flush();
     ctx.lineWidth = 1;
-    return latest;
+    return [latest, points];
   }
 
   function emptyText(ctx, w, h, text) {
@@ -373,15 +394,22 @@
 
   function drawCharts() {
     const { shown } = visible($("price").clientWidth);
-    const has = (key) => shown.filter((b) => finite(indicators.get(b.time)?.[key]) != null).length;
-    state.overlay = { bars: shown.length, sma: has("sma"), ema: has("ema"), rsi: has("rsi"), macd: has("macd") };
-    drawPrice();
-    drawRsi();
-    drawMacd();
+    const overlay = { bars: shown.length };
+    for (const inst of instances) {
+      for (const key of inst.keys) overlay[key] = shown.filter((b) => finite(indicators.get(b.time)?.[key]) != null).length;
+    }
+    state.overlay = overlay;
+    const points = {};
+    for (const inst of instances) points[inst.name] = 0;
+    drawPrice(points);
+    for (const inst of instances) if (!inst.overlay && isShown(inst)) points[inst.name] = drawOscillator(inst);
+    state.points = points;
     renderLegends();
   }
 
-  function drawPrice() {
+  const isShown = (inst) => !switchedOff.has(inst.name);
+
+  function drawPrice(points) {
     const { ctx, w, h } = setup($("price"));
     const { shown, x } = visible(w);
     const top = 10;
@@ -391,13 +419,19 @@
         : state.symbol ? `waiting for ${state.symbol} ${state.timeframe} candles…` : "connecting…");
       return;
     }
+    const overlays = instances.filter((inst) => inst.overlay && isShown(inst));
     let lo = Infinity;
     let hi = -Infinity;
     shown.forEach((b) => {
       lo = Math.min(lo, b.low);
       hi = Math.max(hi, b.high);
       const ind = indicators.get(b.time);
-      for (const v of [ind?.sma, ind?.ema].map(finite)) if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+      for (const inst of overlays) {
+        for (const key of inst.keys) {
+          const v = finite(ind?.[key]);
+          if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+        }
+      }
     });
     const padding = (hi - lo) * 0.06 || hi * 0.0005 || 1;
     lo -= padding;
@@ -434,8 +468,14 @@
       ctx.globalAlpha = 1;
     });
 
-    const sma = series(ctx, shown, x, y, (ind) => ind?.sma, COLORS.sma);
-    const ema = series(ctx, shown, x, y, (ind) => ind?.ema, COLORS.ema);
+    const latest = [];
+    for (const inst of overlays) {
+      inst.keys.forEach((key, k) => {
+        const [value, drawn] = series(ctx, shown, x, y, (ind) => ind?.[key], inst.colors[k]);
+        points[inst.name] += drawn;
+        if (value != null) latest.push({ y: y(value), text: price(value), color: inst.colors[k] });
+      });
+    }
     markDeals(ctx, shown, x, y, top, bottom);
 
     // last price
@@ -449,11 +489,7 @@
     ctx.lineTo(w - AXIS_PX, py);
     ctx.stroke();
     ctx.setLineDash([]);
-    tags(ctx, w, [
-      sma != null && { y: y(sma), text: price(sma), color: COLORS.sma },
-      ema != null && { y: y(ema), text: price(ema), color: COLORS.ema },
-      { y: py, text: price(last.close), color, fill: "#fff" },
-    ]);
+    tags(ctx, w, [...latest, { y: py, text: price(last.close), color, fill: "#fff" }]);
   }
 
   // The account's deals in the shown symbol, at their price on the bar holding their time: a
@@ -496,96 +532,143 @@
     state.dealMarks = marked;
   }
 
-  function drawRsi() {
-    const { ctx, w, h } = setup($("rsi"));
+  const decimalsOf = (inst) => {
+    const d = PANE_STYLE[inst.kind]?.decimals ?? 2;
+    return d === "price" ? Math.max(places(digits()) + 1, 2) : d;
+  };
+
+  // One oscillator instance in its own pane: its outputs as lines (MACD's histogram as bars),
+  // guide levels, a fixed range where the kind has one. Returns the points drawn.
+  function drawOscillator(inst) {
+    const { ctx, w, h } = setup(inst.canvas);
     const { shown, x } = visible(w);
+    const style = PANE_STYLE[inst.kind] ?? {};
     const top = 6;
     const bottom = h - 6;
-    const y = (v) => bottom - (v / 100) * (bottom - top);
-    ctx.fillStyle = "rgba(179,136,255,0.06)";
-    ctx.fillRect(0, y(70), w - AXIS_PX, y(30) - y(70));
-    ctx.textAlign = "left";
-    for (const level of [30, 50, 70]) {
-      const py = Math.round(y(level)) + 0.5;
-      ctx.strokeStyle = COLORS.grid;
-      ctx.setLineDash(level === 50 ? [] : [4, 4]);
-      ctx.beginPath();
-      ctx.moveTo(0, py);
-      ctx.lineTo(w - AXIS_PX, py);
-      ctx.stroke();
-      ctx.setLineDash([]);
-      ctx.fillStyle = COLORS.axis;
-      ctx.fillText(String(level), w - AXIS_PX + 6, py);
+    const d = decimalsOf(inst);
+    const values = shown.flatMap((b) => inst.keys.map((key) => finite(indicators.get(b.time)?.[key]))).filter((v) => v != null);
+    if (!values.length) {
+      emptyText(ctx, w, h, `${inst.name}: waiting for indicator values…`);
+      return 0;
     }
-    if (!shown.some((b) => finite(indicators.get(b.time)?.rsi) != null)) {
-      emptyText(ctx, w, h, "RSI: waiting for indicator values…");
-      return;
+    let [lo, hi] = style.range ?? [Math.min(...values, ...(style.levels ?? [])), Math.max(...values, ...(style.levels ?? []))];
+    if (!style.range) {
+      const padding = (hi - lo) * 0.1 || Math.abs(hi) * 0.1 || 1e-5;
+      lo -= padding;
+      hi += padding;
     }
-    const rsi = series(ctx, shown, x, y, (ind) => ind?.rsi, COLORS.rsi);
-    if (rsi != null) tags(ctx, w, [{ y: y(rsi), text: num(rsi, 1), color: COLORS.rsi }]);
-  }
-
-  function drawMacd() {
-    const { ctx, w, h } = setup($("macd"));
-    const { shown, x } = visible(w);
-    const top = 8;
-    const bottom = h - 8;
-    let lo = Infinity;
-    let hi = -Infinity;
-    shown.forEach((b) => {
-      const ind = indicators.get(b.time);
-      for (const v of [ind?.macd, ind?.macd_signal, ind?.macd_hist].map(finite)) if (v != null) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
-    });
-    if (lo === Infinity) {
-      emptyText(ctx, w, h, "MACD: waiting for indicator values…");
-      return;
-    }
-    lo = Math.min(lo, 0);
-    hi = Math.max(hi, 0);
-    const padding = (hi - lo) * 0.1 || Math.abs(hi) * 0.1 || 1e-5;
-    lo -= padding;
-    hi += padding;
     const y = (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top);
-    const d = Math.max(places(digits()) + 1, 2);
-    yAxis(ctx, lo, hi, y, w, top, bottom, (v) => v.toFixed(d), 3);
-    const zero = Math.round(y(0)) + 0.5;
-    ctx.strokeStyle = COLORS.axis;
-    ctx.beginPath();
-    ctx.moveTo(0, zero);
-    ctx.lineTo(w - AXIS_PX, zero);
-    ctx.stroke();
-    const body = Math.max(1, BAR_PX - 3);
-    shown.forEach((b, i) => {
-      const v = finite(indicators.get(b.time)?.macd_hist);
-      if (v == null) return;
-      ctx.fillStyle = v >= 0 ? "rgba(38,166,154,0.6)" : "rgba(239,83,80,0.6)";
-      const py = y(v);
-      ctx.fillRect(Math.round(x(i)) - body / 2, Math.min(py, zero), body, Math.max(1, Math.abs(zero - py)));
+    if (style.range) {
+      ctx.textAlign = "left";
+      for (const level of style.levels ?? []) {
+        const py = Math.round(y(level)) + 0.5;
+        ctx.strokeStyle = COLORS.grid;
+        ctx.setLineDash([4, 4]);
+        ctx.beginPath();
+        ctx.moveTo(0, py);
+        ctx.lineTo(w - AXIS_PX, py);
+        ctx.stroke();
+        ctx.setLineDash([]);
+        ctx.fillStyle = COLORS.axis;
+        ctx.fillText(String(level), w - AXIS_PX + 6, py);
+      }
+    } else {
+      yAxis(ctx, lo, hi, y, w, top, bottom, (v) => v.toFixed(places(d)), 3);
+      for (const level of style.levels ?? []) {
+        const py = Math.round(y(level)) + 0.5;
+        ctx.strokeStyle = COLORS.axis;
+        ctx.beginPath();
+        ctx.moveTo(0, py);
+        ctx.lineTo(w - AXIS_PX, py);
+        ctx.stroke();
+      }
+    }
+    let points = 0;
+    const latest = [];
+    inst.keys.forEach((key, k) => {
+      if (style.histogram && key === inst.name + style.histogram) {
+        const zero = Math.round(y(Math.min(Math.max(0, lo), hi))) + 0.5;
+        const body = Math.max(1, BAR_PX - 3);
+        shown.forEach((b, i) => {
+          const v = finite(indicators.get(b.time)?.[key]);
+          if (v == null) return;
+          ctx.fillStyle = v >= 0 ? "rgba(38,166,154,0.6)" : "rgba(239,83,80,0.6)";
+          const py = y(v);
+          ctx.fillRect(Math.round(x(i)) - body / 2, Math.min(py, zero), body, Math.max(1, Math.abs(zero - py)));
+          points += 1;
+        });
+        return;
+      }
+      const [value, drawn] = series(ctx, shown, x, y, (ind) => ind?.[key], inst.colors[k]);
+      points += drawn;
+      if (value != null) latest.push({ y: y(value), text: value.toFixed(places(d)), color: inst.colors[k] });
     });
-    const macd = series(ctx, shown, x, y, (ind) => ind?.macd, COLORS.macd);
-    const signal = series(ctx, shown, x, y, (ind) => ind?.macd_signal, COLORS.signal);
-    tags(ctx, w, [
-      macd != null && { y: y(macd), text: macd.toFixed(d), color: COLORS.macd },
-      signal != null && { y: y(signal), text: signal.toFixed(d), color: COLORS.signal },
-    ]);
+    tags(ctx, w, latest);
+    return points;
   }
 
   function renderLegends() {
     const last = bars[bars.length - 1];
     const ind = last ? indicators.get(last.time) : null;
     const swatch = (color, label, value) => elem("span", { style: { color } }, `${label} ${value}`);
+    const values = (inst, fmt) => inst.keys.map((key, k) => swatch(inst.colors[k], key, fmt(ind?.[key])));
+    const overlays = instances.filter((inst) => inst.overlay && isShown(inst));
     $("legend").replaceChildren(...(last
       ? [elem("span", null, elem("b", null, state.symbol), ` · ${state.timeframe}${last.closed === false ? " · forming" : ""}`),
         elem("span", null, `O ${price(last.open)}`), elem("span", null, `H ${price(last.high)}`),
         elem("span", null, `L ${price(last.low)}`),
         elem("span", { className: last.close >= last.open ? "up" : "down" }, `C ${price(last.close)}`),
         elem("span", { className: "muted" }, `vol ${count(last.tick_volume)}`),
-        swatch(COLORS.sma, "SMA", price(ind?.sma)), swatch(COLORS.ema, "EMA", price(ind?.ema))]
+        ...overlays.flatMap((inst) => values(inst, (v) => price(v)))]
       : [elem("span", { className: "muted" }, `${state.symbol ?? ""} ${state.timeframe}`)]));
-    $("rsi-legend").replaceChildren(swatch(COLORS.rsi, "RSI", num(ind?.rsi, 1)));
-    const d = Math.max(places(digits()) + 1, 2);
-    $("macd-legend").replaceChildren(swatch(COLORS.macd, "MACD", num(ind?.macd, d)),
-      swatch(COLORS.signal, "signal", num(ind?.macd_signal, d)), swatch(COLORS.axis, "histogram", num(ind?.macd_hist, d)));
+    for (const inst of instances) {
+      if (!inst.overlay) inst.legend.replaceChildren(...values(inst, (v) => num(v, decimalsOf(inst))));
+    }
+  }
+
+  // The configured instances from get_indicators' reply: a switch for each, a pane for each
+  // oscillator. Built again only when the set changes (the same set on every selection).
+  const isInstance = (i) => isObject(i) && typeof i.name === "string" && typeof i.kind === "string" &&
+    Array.isArray(i.keys) && i.keys.length > 0 && i.keys.every((k) => typeof k === "string");
+  function setInstances(described) {
+    const valid = list(described).filter(isInstance).slice(0, MAX_INSTANCES);
+    const signature = JSON.stringify(valid.map((i) => [i.name, i.kind, i.keys]));
+    if (signature === JSON.stringify(instances.map((i) => [i.name, i.kind, i.keys]))) return;
+    let color = 0;
+    instances = valid.map((i) => ({
+      name: i.name,
+      kind: i.kind,
+      keys: [...i.keys],
+      overlay: OVERLAY_KINDS.has(i.kind),
+      colors: i.keys.map(() => PALETTE[color++ % PALETTE.length]),
+    }));
+    const panes = [];
+    const toggles = instances.map((inst) => {
+      const box = elem("input", { type: "checkbox", checked: isShown(inst), dataset: { instance: inst.name } });
+      const label = elem("label", { title: `${inst.kind}: ${inst.keys.join(", ")}` }, box, inst.name);
+      if (!inst.overlay) {
+        inst.legend = elem("div", { className: "legend small" });
+        inst.canvas = elem("canvas", { className: "pane pane-oscillator" });
+        inst.pane = elem("div", { className: "oscillator", hidden: !isShown(inst), dataset: { instance: inst.name } },
+          inst.legend, inst.canvas);
+        panes.push(inst.pane);
+      }
+      box.addEventListener("change", () => showInstance(inst, box.checked));
+      return label;
+    });
+    $("indicator-toggles").replaceChildren(...toggles);
+    $("oscillators").replaceChildren(...panes);
+    state.instances = instances.map(({ name, kind, keys, overlay }) => ({ name, kind, keys, overlay }));
+    state.shownInstances = instances.filter(isShown).map((inst) => inst.name);
+    invalidate("chart");
+  }
+
+  function showInstance(inst, on) {
+    if (on) switchedOff.delete(inst.name);
+    else switchedOff.add(inst.name);
+    if (inst.pane) inst.pane.hidden = !on;
+    state.shownInstances = instances.filter(isShown).map((i) => i.name);
+    invalidate("chart");
   }
 
   // ---------------------------------------------------------------- side panels
@@ -864,7 +947,10 @@
     socket.emit("get_indicators", { symbol, timeframe, count: HISTORY_BARS }, (reply) => {
       if (generation !== state.generation) return;
       if (reply?.code) state.errors.push(reply);
-      else onIndicatorHistory(reply?.values ?? []);
+      else {
+        setInstances(reply?.indicators);
+        onIndicatorHistory(reply?.values ?? []);
+      }
     });
     socket.emit("get_order_book", { symbol }, (reply) => {
       if (generation === state.generation && reply && !reply.code) onBook(reply);

@@ -45,6 +45,39 @@ await run(executablePath, async ({ page, result, state, drawn, waitFor }) => {
   result.screenshot = join(outDir, "dashboard.png");
   await page.screenshot({ path: result.screenshot, fullPage: true });
 
+  // The configured indicators: one switch each; an oscillator switched off loses its pane and
+  // draws nothing, switched on again it is back with its points.
+  const panes = () => page.evaluate(() => ({
+    toggles: [...document.querySelectorAll("#indicator-toggles label")].map((l) => l.textContent),
+    checked: [...document.querySelectorAll("#indicator-toggles input:checked")].map((i) => i.dataset.instance),
+    panes: [...document.querySelectorAll("#oscillators .oscillator")].filter((p) => !p.hidden && p.offsetHeight > 0)
+      .map((p) => p.dataset.instance),
+    legends: [...document.querySelectorAll("#oscillators .legend")].map((l) => l.textContent),
+  }));
+  const toggled = {};
+  const oscillator = first.instances.find((i) => i.kind === "rsi") ?? first.instances.find((i) => !i.overlay);
+  const overlay = first.instances.find((i) => i.kind === "bbands") ?? first.instances.find((i) => i.overlay);
+  toggled.name = oscillator.name;
+  toggled.overlayName = overlay.name;
+  toggled.before = { ...(await panes()), state: await state() };
+  await page.click(`#indicator-toggles input[data-instance="${oscillator.name}"]`);
+  await page.click(`#indicator-toggles input[data-instance="${overlay.name}"]`);
+  await waitFor("the oscillator and the overlay switched off", ([o, v]) => {
+    const s = window.dashboardState;
+    return !s.shownInstances.includes(o) && !s.shownInstances.includes(v) && s.points[o] === 0 && s.points[v] === 0;
+  }, [oscillator.name, overlay.name]);
+  await drawn();
+  toggled.off = { ...(await panes()), state: await state() };
+  await page.click(`#indicator-toggles input[data-instance="${oscillator.name}"]`);
+  await page.click(`#indicator-toggles input[data-instance="${overlay.name}"]`);
+  await waitFor("the oscillator and the overlay switched on again", ([o, v]) => {
+    const s = window.dashboardState;
+    return s.shownInstances.includes(o) && s.shownInstances.includes(v) && s.points[o] > 0 && s.points[v] > 0;
+  }, [oscillator.name, overlay.name]);
+  await drawn();
+  toggled.on = { ...(await panes()), state: await state() };
+  result.steps.toggled = toggled;
+
   // Switch the symbol with the page's own <select>: the new one's ticks and candles come, the old one's stop.
   const old = first.symbol;
   const next = first.symbols.find((s) => s !== old);
