@@ -187,9 +187,14 @@ def _client_event(fields: tuple[Any, ...]) -> dict[str, Any]:
 
 
 NULLABLE_SYMBOL = {"type": ["string", "null"]}
-INDICATORS = _object({"symbol": STRING, "timeframe": STRING, "time": INTEGER, "closed": {"type": "boolean"},
-                      **{name: {"type": ["number", "null"]} for name in INDICATOR_VALUES}},
-                     ("symbol", "timeframe", "time", "closed", *INDICATOR_VALUES))
+# The default INDICATORS set's keys are listed; a configured set (or get_indicators' own) has
+# other keys, each a number or nil.
+INDICATORS = {**_object({"symbol": STRING, "timeframe": STRING, "time": INTEGER, "closed": {"type": "boolean"},
+                         **{name: {"type": ["number", "null"]} for name in INDICATOR_VALUES}},
+                        ("symbol", "timeframe", "time", "closed")),
+              "additionalProperties": {"type": ["number", "null"]}}
+INSTANCE = _object({"name": STRING, "kind": STRING, "params": _array({"type": "number"}), "keys": _array(STRING)},
+                   ("name", "kind", "params", "keys"))
 SERVER_EVENTS: dict[str, tuple[dict[str, Any], str]] = {
     "connected": (_object({"sid": STRING, "server_time": INTEGER, "version": STRING},
                           ("sid", "server_time", "version")), "the new client, before any other event"),
@@ -206,8 +211,9 @@ SERVER_EVENTS: dict[str, tuple[dict[str, Any], str]] = {
                          "candles": _array(_ref("candle_event"))}, ("symbol", "timeframe", "candles")),
                 "subscribers of the (symbol, timeframe); reply to get_candles (from/to with a range)"),
     "indicators": (INDICATORS, "subscribers of the (symbol, timeframe)"),
-    "indicators_history": (_object({"symbol": STRING, "timeframe": STRING, "values": _array(INDICATORS)},
-                                   ("symbol", "timeframe", "values")), "reply to get_indicators"),
+    "indicators_history": (_object({"symbol": STRING, "timeframe": STRING, "indicators": _array(INSTANCE),
+                                    "values": _array(INDICATORS)},
+                                   ("symbol", "timeframe", "indicators", "values")), "reply to get_indicators"),
     "account_info": (_ref("account_event"), "reply to get_account_info"),
     "account_update": (_ref("account_event"), "every client, when the account changes"),
     "positions": (_object({"symbol": NULLABLE_SYMBOL, "positions": _array(_ref("position_event"))},
