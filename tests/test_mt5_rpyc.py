@@ -357,6 +357,12 @@ def test_a_hung_call_times_out_as_ipc_timeout_and_initialize_reconnects(start_se
     assert remote.initialize() and remote.terminal_info().connected is True
 
 
+def process_state(pid: int) -> str:
+    """The state letter of ``/proc/PID/stat`` (``T``: stopped)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
 def test_shutdown_does_not_wait_long_for_a_stopped_server(start_server, remotes) -> None:
     server = start_server()
     remote = RemoteMT5("127.0.0.1", server.port, timeout_s=30)
@@ -364,6 +370,10 @@ def test_shutdown_does_not_wait_long_for_a_stopped_server(start_server, remotes)
     assert remote.initialize()
     server.proc.send_signal(signal.SIGSTOP)  # hung: the connection stays up, nothing answers
     try:
+        # The signal is asynchronous: a server not stopped yet would still answer.
+        deadline = time.monotonic() + 5
+        while process_state(server.proc.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
         began = time.monotonic()
         remote.shutdown()
         waited = time.monotonic() - began
