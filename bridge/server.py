@@ -14,6 +14,7 @@ import hmac
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import metadata
@@ -142,6 +143,9 @@ class Bridge:
         self.batchers = [Batcher() for _ in range(config.batch_phases)]
         self.candles = CandleCache(config.cache_ttl_seconds, config.max_candles)
         self.open_items = {kind: OpenItems() for kind in OPEN_ITEM_EVENTS}
+        self._unsequenced: dict[str, Callable[[str, tuple[str, ...], dict[str, Any]], None]] = {
+            HEALTH: lambda kind, names, data: self._on_health(names[0], data),
+            **dict.fromkeys(OPEN_ITEM_EVENTS, self._on_open_item), DEAL: self._on_deal}
         self.symbols = ValueCache(config.cache_ttl_seconds)
         self.symbol_names: frozenset[str] | None = None
         self.tracker = SeqTracker()
@@ -309,20 +313,12 @@ class Bridge:
             self.relay_errors(f"{kind}: {exc!r}", exc_info=True)
 
     def _relay(self, topic: str, data: dict[str, Any], kind: str, names: tuple[str, ...]) -> None:
-        if kind == HEALTH:  # health topics have no sequence to keep: each is the whole state
-            self._on_health(names[0], data)
-            return
-        if kind in OPEN_ITEM_EVENTS:
-            # A set's items: kept by ticket, not by topic (the account may trade any symbol, so
-            # its topics are not bounded by the served ones); the engine republishes the set.
-            if self.open_items[kind].apply(data):
-                # A closing update is never conflated nor dropped for a slow client: it would
-                # keep showing a position that is gone. Others carry the whole item: the latest will do.
-                self._batch(ALL, OPEN_ITEM_EVENTS[kind], unstamped(data), closed=data["state"] == CLOSED,
-                            key=data["ticket"])
-            return
-        if kind == DEAL:
-            self._batch(ALL, "deal", unstamped(data), closed=True)
+        # Kinds without a per-topic sequence to keep: health (each message the whole state), and
+        # the account's sets and deals (kept by ticket, their topics not bounded by the served
+        # symbols; the engine republishes the sets). One lookup, so ticks pay nothing for them.
+        unsequenced = self._unsequenced.get(kind)
+        if unsequenced is not None:
+            unsequenced(kind, names, data)
             return
         change = self.tracker.check(topic, data)
         if change is not None:
@@ -349,6 +345,16 @@ class Bridge:
             self._batch(ALL, "account_update", unstamped(data))
         elif kind == SUMMARY:
             self._batch(ALL, "market_summary", unstamped(data))
+
+    def _on_open_item(self, kind: str, names: tuple[str, ...], data: dict[str, Any]) -> None:
+        if self.open_items[kind].apply(data):
+            # A closing update is never conflated nor dropped for a slow client: it would keep
+            # showing a position that is gone. Others carry the whole item: the latest will do.
+            self._batch(ALL, OPEN_ITEM_EVENTS[kind], unstamped(data), closed=data["state"] == CLOSED,
+                        key=data["ticket"])
+
+    def _on_deal(self, kind: str, names: tuple[str, ...], data: dict[str, Any]) -> None:
+        self._batch(ALL, "deal", unstamped(data), closed=True)
 
     def _batch(self, room: str, event: str, payload: dict[str, Any], closed: bool = False,
                key: Any = None) -> None:

@@ -745,22 +745,19 @@ class EngineService:
         return self.source.account(now_ms())
 
     def positions(self, symbol: str | None) -> list[dict[str, Any]] | None:
-        return self._activity.open_items("position", symbol) if self._has_activity() else None
+        return self._activity.open_items("position", symbol) if self._activity.live else None
 
     def orders(self, symbol: str | None) -> list[dict[str, Any]] | None:
-        return self._activity.open_items("order", symbol) if self._has_activity() else None
+        return self._activity.open_items("order", symbol) if self._activity.live else None
 
     def deals(self, from_s: int, to_s: int, symbol: str | None, count: int) -> list[dict[str, Any]] | None:
         """Deals with ``time`` in ``from_s..to_s`` (the market clock), ``count`` at most."""
-        if not self._has_activity():
+        if not self._activity.live:
             return None
         try:
             return self.source.deal_range(from_s, to_s, symbol, count)
         except Exception as exc:  # a terminal call failing: that reply fails, clearly
             raise RpcError(ErrorCode.UNAVAILABLE, f"could not read the deals: {exc}") from None
-
-    def _has_activity(self) -> bool:
-        return self._activity.live
 
     def snapshot(self, prefix: bytes) -> list[list[Any]]:
         # Positions and orders are sets: every open one, not the last message of each topic.
