@@ -169,16 +169,17 @@ class BusInjector:
         self.ctx.term()
 
 
-def npm_install() -> str:
-    """Install ``bridge/js`` (the pinned socket.io-client) once; skip where node/npm are absent."""
+def npm_install(folder: Path = JS_DIR, package: str = "socket.io-client") -> str:
+    """Install ``folder`` (``bridge/js``: the pinned socket.io-client) from its lockfile once, unless
+    ``package`` is there; the path of ``node``. Skips where node/npm are absent."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("node and npm are needed to run the JavaScript client (install Node.js 18+)")
-    if not (JS_DIR / "node_modules" / "socket.io-client" / "package.json").is_file():
-        result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True,
+    if not (folder / "node_modules" / package / "package.json").is_file():
+        result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True,
                                 text=True, timeout=300)
         if result.returncode != 0:
-            raise RuntimeError(f"npm ci failed in {JS_DIR}: {result.stderr[-2000:]}")
+            raise RuntimeError(f"npm ci failed in {folder}: {result.stderr[-2000:]}")
     return node
 
 

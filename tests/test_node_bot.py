@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from contextlib import contextmanager
 import pytest
 import zmq
 
+from tests.bridge_procs import npm_install
 from tests.procs import ROOT, free_port
 
 NODE_DIR = ROOT / "engine" / "js"
@@ -20,14 +20,7 @@ NODE_DIR = ROOT / "engine" / "js"
 @pytest.fixture(scope="module")
 def node() -> str:
     """``engine/js`` installed from its lockfile once; skip where node/npm are absent."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed to run the Node.js bot (install Node.js 18+)")
-    if not (NODE_DIR / "node_modules" / "zeromq" / "package.json").is_file():
-        result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True,
-                                text=True, timeout=300)
-        assert result.returncode == 0, f"npm ci failed in {NODE_DIR}: {result.stderr[-2000:]}"
-    return node
+    return npm_install(NODE_DIR, "zeromq")
 
 
 @contextmanager
