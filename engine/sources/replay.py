@@ -42,6 +42,7 @@ from __future__ import annotations
 import calendar
 import math
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from functools import lru_cache
 from itertools import chain, islice
 from pathlib import Path
@@ -49,7 +50,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from engine.aggregation import TickColumns
+from engine.aggregation import CandleAggregator, TickColumns
 from engine.config import EngineConfig
 from engine.models import (
     TICK_FLAG_ASK, TICK_FLAG_BID, TICK_FLAG_LAST, TICK_FLAG_VOLUME, Candle, SymbolInfo, Tick,
@@ -57,6 +58,7 @@ from engine.models import (
 from engine.protocol import ProtocolError, validate_symbol
 from engine.sources.base import MarketSource, SourceError
 from engine.sources.recording_reader import RecordingReader, recorded_ticks
+from engine.sources.replay_index import Entry, ReplayIndex, file_encoding
 from engine.tick_journal import tick_columns
 from engine.timeframes import TIMEFRAMES, Timeframe
 
@@ -199,16 +201,8 @@ def _number(fields: list[str], cols: dict[str, int], name: str) -> str:
 
 
 def _open_text(path: Path) -> IO[str]:
-    """Open an export as text: MT5 writes UTF-16 LE in some versions, UTF-8 in others."""
-    with path.open("rb") as f:
-        head = f.read(4)
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        encoding = "utf-16"
-    elif len(head) >= 2 and head[1] == 0:
-        encoding = "utf-16-le"
-    else:
-        encoding = "utf-8-sig"
-    return path.open("r", encoding=encoding, newline=None)
+    """Open an export as text, in its encoding (``file_encoding``)."""
+    return path.open("r", encoding=file_encoding(path), newline=None)
 
 
 class _Replay:
@@ -589,6 +583,135 @@ def count_rows(path: Path) -> int:
         return max(0, sum(1 for line in f if line.strip()) - 1)
 
 
+# -- ranges of what was played (``tick_range``, ``candle_range``) --------------------------------
+
+
+class _TickCarry:
+    """A tick export's state for the index: the BID, ASK and LAST a blank field repeats."""
+
+    def __init__(self, cols: dict[str, int]) -> None:
+        _, (self._date, self._time, *self._prices) = _indices(cols, ("DATE", "TIME", "BID", "ASK", "LAST"))
+        self._carried = ["", "", ""]
+
+    def key(self, fields: list[str]) -> str:
+        return ""
+
+    def time_ms(self, fields: list[str]) -> int:
+        return parse_date(fields[self._date].strip()) * 1000 + parse_clock(fields[self._time].strip())
+
+    def update(self, fields: list[str]) -> None:
+        n = len(fields)
+        for k, i in enumerate(self._prices):
+            if i < n and (value := fields[i].strip()):
+                self._carried[k] = value
+
+    def snapshot(self) -> tuple[str, ...]:
+        return tuple(self._carried)
+
+
+class _BarDirection:
+    """A bar export's state for the index: whether the bar before was bullish (a doji goes
+    the other way)."""
+
+    def __init__(self, cols: dict[str, int]) -> None:
+        _, (self._date, self._time, self._open, self._close) = _indices(cols, ("DATE", "TIME", "OPEN", "CLOSE"))
+        self._timed = "TIME" in cols
+        self._bullish = False  # as _BarReader starts
+
+    def key(self, fields: list[str]) -> str:
+        return ""
+
+    def time_ms(self, fields: list[str]) -> int:
+        t = parse_date(fields[self._date].strip()) * 1000
+        return t + parse_clock(fields[self._time].strip()) if self._timed else t
+
+    def update(self, fields: list[str]) -> None:
+        self._bullish = bar_is_bullish(float(fields[self._open]), float(fields[self._close]), self._bullish)
+
+    def snapshot(self) -> bool:
+        return self._bullish
+
+
+class _CsvStreams:
+    """A plain CSV's rows for the index: one stream per symbol, nothing carried."""
+
+    def __init__(self, cols: dict[str, int]) -> None:
+        self._symbol, self._time = cols["symbol"], cols["time_msc"]
+
+    def key(self, fields: list[str]) -> str:
+        return fields[self._symbol].strip()
+
+    def time_ms(self, fields: list[str]) -> int:
+        return int(fields[self._time])
+
+    def update(self, fields: list[str]) -> None:
+        pass
+
+    def snapshot(self) -> None:
+        return None
+
+
+_ROW_STATES = {"ticks": _TickCarry, "bars": _BarDirection, "csv": _CsvStreams}
+# The primer row's time: before any row, so the tick export's order check passes.
+_PRIMER_DATE, _PRIMER_TIME = "1970.01.01", "00:00:00.000"
+
+
+class _FileRanges:
+    """An export or a plain CSV read again for ranges: from the index entry nearest before a
+    time, through the replay's own parsers (so the ticks are those playback makes), each tick
+    with the ordinal of its row."""
+
+    def __init__(self, replay: _Replay) -> None:
+        self._parser = object.__new__(_Replay)  # the file's format, without a file: parses rows
+        self._parser.path, self._parser.kind, self._parser.sep = replay.path, replay.kind, replay.sep
+        self._parser.cols, self._parser.infos, self._parser.rows_read = replay.cols, replay.infos, 0
+        self.kind = replay.kind
+        self.index = ReplayIndex.build(replay.path, replay.sep, _ROW_STATES[replay.kind](replay.cols))
+        self._name, self._digits = replay.infos[0].name, replay.infos[0].digits
+        if self.kind == "bars":
+            first = self.index.first()
+            sample = list(islice(self.index.rows_from(first), SAMPLE_ROWS)) if first else []
+            self._length = self._parser._bar_length(sample)
+        self.index.rows_parsed = 0  # what ranges cost from here on
+
+    def ticks(self, symbol: str, from_ms: int) -> Iterator[tuple[int, Tick]]:
+        """``(row ordinal, tick)`` in file order from before ``symbol``'s first tick stamped
+        ``from_ms`` or later, to the end of the file."""
+        if self.kind != "csv" and symbol != self._name:
+            return
+        entry = self.index.locate(symbol if self.kind == "csv" else "", from_ms)
+        if entry is None:
+            return
+        rows = self.index.rows_from(entry)
+        try:
+            for tick in self._parsed(rows, entry, symbol):
+                if rows.ordinal >= entry.ordinal:  # not the primer's
+                    yield rows.ordinal, tick
+        finally:
+            rows.close()
+
+    def _parsed(self, rows: Iterator[Row], entry: Entry, symbol: str) -> Iterator[Tick]:
+        parser = self._parser
+        if self.kind == "csv":  # the other symbols' rows are skipped unread
+            at = parser.cols["symbol"]
+            return parser._csv_ticks(r for r in rows if len(r[1]) <= at or r[1][at].strip() == symbol)
+        if self.kind == "bars":
+            bars = _BarReader(parser, rows, self._length)
+            bars._bullish = entry.state
+            return BarTicks(bars, self._name, self._digits)
+        return parser._export_ticks(chain([(entry.lineno, self._primer(entry.state))], rows), self._name)
+
+    def _primer(self, carried: tuple[str, ...]) -> list[str]:
+        """A row giving the tick parser the BID, ASK and LAST that blank fields repeat at the
+        entry; its own tick (if any) comes before the entry's ordinal and is dropped."""
+        width, at = _indices(self._parser.cols, ("DATE", "TIME", "BID", "ASK", "LAST"))
+        row = [""] * width
+        row[at[0]], row[at[1]] = _PRIMER_DATE, _PRIMER_TIME
+        for i, value in zip(at[2:], carried):
+            row[i] = value
+        return row
+
+
 # Playback states (the replay op's ``status``): loaded and waiting for ``start``, playing,
 # paused, every tick delivered.
 READY, PLAYING, PAUSED, FINISHED = "ready", "playing", "paused", "finished"
@@ -620,6 +743,7 @@ class ReplaySource(MarketSource):
         self._last_ms = 0
         self._state = READY if config.replay_start == "paused" else PLAYING
         self._total = 0
+        self._ranges: _FileRanges | None = None  # an export's index, for ranges
 
     def start(self) -> None:
         replay = _Replay(self._path, self._symbol)
@@ -631,7 +755,11 @@ class ReplaySource(MarketSource):
             replay.close()
             raise
         self._replay, self._next, self._last_ms = replay, first, first.time_msc
-        self._total = count_rows(self._path)
+        if replay.kind == "recording":
+            self._total = count_rows(self._path)
+        else:  # indexed in the pass that counts the rows, before anything plays
+            self._ranges = _FileRanges(replay)
+            self._total = self._ranges.index.rows
 
     def stop(self) -> None:
         if self._replay is not None:
@@ -799,18 +927,59 @@ class ReplaySource(MarketSource):
         return file + (now_ms - wall) * self._speed
 
     def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[Tick] | None:
-        """Read again from the file (opened anew, so playback is not disturbed), up to the next
-        tick to play: a replay never answers with ticks it has not published yet."""
-        unplayed = self._next  # None once everything was played
+        """Read again from the file, from its index entry nearest before ``from_msc`` (a
+        recording: from its start), up to the next tick to play: a replay never answers with
+        ticks it has not published yet."""
         out: list[Tick] = []
+        for tick in self._played(symbol, from_msc):
+            if tick.time_msc > to_msc or len(out) >= count:
+                break
+            if tick.symbol == symbol and tick.time_msc >= from_msc:
+                out.append(tick)
+        return out
+
+    def candle_range(self, symbol: str, timeframe: Timeframe, from_s: int, to_s: int,
+                     count: int) -> list[Candle] | None:
+        """The closed bars the engine built from the file's played ticks: the same ticks read
+        again (``tick_range``) through the engine's own aggregation. A bar is closed once the
+        replay's clock (the last tick played, at a speed > 0 the clock at the last poll) has
+        reached its end."""
+        info = next((i for i in self.symbols() if i.name == symbol), None)
+        if info is None:
+            return []
+        # No grace: the bars still open at the clock are the engine's forming ones.
+        bars = CandleAggregator(symbol, info.point, (timeframe,), 1, close_grace_ms=0,
+                                chart_mode=info.chart_mode)
+        end_ms = timeframe.next_open(timeframe.bar_open(to_s)) * 1000  # the last bar asked for ends
+        out: list[Candle] = []
+        for tick in self._played(symbol, from_s * 1000):
+            if tick.time_msc >= end_ms or len(out) >= count:
+                break
+            if tick.symbol == symbol:
+                out += (c for c, closed in bars.on_tick(tick) if closed and c.time >= from_s)
+        out += (c for c, closed in bars.on_time(self._last_ms) if closed and from_s <= c.time <= to_s)
+        return out[:count]
+
+    def _played(self, symbol: str, from_ms: int) -> Iterator[Tick]:
+        """The file's ticks in file order, from before ``symbol``'s first one stamped ``from_ms``
+        or later, up to the next one to play (the rows playback has read, without the ticks of
+        the last one it has not played yet)."""
+        replay = self._replay
+        if replay is None:
+            return
+        limit, unplayed = replay.rows_read, self._next
+        ticks = self._ranges.ticks(symbol, from_ms) if self._ranges else self._recorded()
+        with closing(ticks):
+            for ordinal, tick in ticks:
+                if ordinal > limit or (ordinal == limit and tick == unplayed):
+                    return
+                yield tick
+
+    def _recorded(self) -> Iterator[tuple[int, Tick]]:
+        """A recording's ticks from its start, each with its ordinal (a row is a tick)."""
         replay = _Replay(self._path, self._symbol)
         try:
             for tick in replay.ticks:
-                if tick.time_msc > to_msc or len(out) >= count or tick == unplayed or (
-                        unplayed is not None and tick.time_msc > unplayed.time_msc):
-                    break
-                if tick.symbol == symbol and tick.time_msc >= from_msc:
-                    out.append(tick)
+                yield replay.rows_read, tick
         finally:
             replay.close()
-        return out
