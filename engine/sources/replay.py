@@ -674,13 +674,14 @@ class _FileRanges:
             self._length = self._parser._bar_length(sample)
         self.index.rows_parsed = 0  # what ranges cost from here on
 
-    def ticks(self, symbol: str, from_ms: int) -> Iterator[tuple[int, Tick]]:
+    def ticks(self, symbol: str, from_ms: int, upto_row: int) -> Iterator[tuple[int, Tick]]:
         """``(row ordinal, tick)`` in file order from before ``symbol``'s first tick stamped
-        ``from_ms`` or later, to the end of the file."""
+        ``from_ms`` or later, to the end of the file; nothing if that is past row ``upto_row``
+        (what lies past a bad row is never played, and the state carried there is no good)."""
         if self.kind != "csv" and symbol != self._name:
             return
         entry = self.index.locate(symbol if self.kind == "csv" else "", from_ms)
-        if entry is None:
+        if entry is None or entry.ordinal > upto_row:
             return
         rows = self.index.rows_from(entry)
         try:
@@ -926,6 +927,11 @@ class ReplaySource(MarketSource):
         wall, file = self._origin
         return file + (now_ms - wall) * self._speed
 
+    @property
+    def index(self) -> ReplayIndex | None:
+        """The file's index (ranges are read from it); None for a recording or before start."""
+        return self._ranges.index if self._ranges else None
+
     def tick_range(self, symbol: str, from_msc: int, to_msc: int, count: int) -> list[Tick] | None:
         """Read again from the file, from its index entry nearest before ``from_msc`` (a
         recording: from its start), up to the next tick to play: a replay never answers with
@@ -968,7 +974,7 @@ class ReplaySource(MarketSource):
         if replay is None:
             return
         limit, unplayed = replay.rows_read, self._next
-        ticks = self._ranges.ticks(symbol, from_ms) if self._ranges else self._recorded()
+        ticks = self._ranges.ticks(symbol, from_ms, limit) if self._ranges else self._recorded()
         with closing(ticks):
             for ordinal, tick in ticks:
                 if ordinal > limit or (ordinal == limit and tick == unplayed):
