@@ -12,12 +12,22 @@ received: ``p50_ms``/``p99_ms``) and, apart, this client decoding the reply (``d
   ticks_after_seq    ``ticks`` after a seq, 10,000 ticks with their seq and epoch (gap repair)
   ticks_regenerated  ``ticks`` range of 10,000 ticks older than the journal: the sim regenerates
                      them (a source's own store)
+
+and, with ``--replay-rows N`` (0 skips it), the replay source on an MT5 tick export of N rows,
+played to its end at full speed by a second engine (TICK_JOURNAL=1,000), the range being the
+10,000 ticks just before the last 1,000 (older than the journal: read from the file):
+  replay_indexed     ``ticks`` over RPC: read from the file's index entry before the range
+  replay_source      the same range from ``ReplaySource.tick_range`` in this process (no RPC)
+  replay_reread      the same range read as before the index (main at 4d6f5ce): the file parsed
+                     again from its top, in this process (the baseline)
 """
 from __future__ import annotations
 
 import argparse
+import calendar
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,10 +38,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import emit, machine  # noqa: E402
+from engine.config import EngineConfig  # noqa: E402
+from engine.models import Tick  # noqa: E402
 from engine.protocol import MAX_REPLY_BYTES, MAX_TICKS, decode  # noqa: E402
+from engine.sources.replay import ReplaySource, _Replay  # noqa: E402
 from tests.procs import EngineProcess  # noqa: E402
 
 RATE = 10_000
+REPLAY_JOURNAL = 1000
+TICK_HEADER = "<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>"
 
 
 def timed(sock: zmq.Socket, request: dict, rounds: int) -> dict:
@@ -56,10 +71,100 @@ def timed(sock: zmq.Socket, request: dict, rounds: int) -> dict:
             "reply_bytes": size, "items": items, "rounds": rounds}
 
 
+def write_tick_export(path: Path, rows: int) -> list[int]:
+    """An MT5 tick export of ``rows`` ticks 100 ms apart, bid and ask in turn set alone (the
+    other carried); their times."""
+    start = calendar.timegm((2024, 1, 2, 0, 0, 0)) * 1000
+    times = [start + 100 * i for i in range(rows)]
+    with path.open("w") as f:
+        f.write(TICK_HEADER + "\n")
+        for i, t in enumerate(times):
+            bid = 1.1 + (i * 7 % 101) * 1e-5
+            prices = (f"{bid:.5f}\t{bid + 2e-5:.5f}" if i == 0 else f"{bid:.5f}\t" if i % 2 else f"\t{bid + 2e-5:.5f}")
+            f.write(time.strftime("%Y.%m.%d\t%H:%M:%S", time.gmtime(t // 1000)) + f".{t % 1000:03d}\t{prices}\t\t\t\n")
+    return times
+
+
+def full_reread(path: Path, symbol: str, from_msc: int, to_msc: int,
+                count: int) -> list[Tick]:
+    """``ReplaySource.tick_range`` as it was before the index: the file opened anew and parsed
+    from its top (the whole file played, so no unplayed tick to stop at)."""
+    out: list[Tick] = []
+    replay = _Replay(path, "")
+    try:
+        for tick in replay.ticks:
+            if tick.time_msc > to_msc or len(out) >= count:
+                break
+            if tick.symbol == symbol and tick.time_msc >= from_msc:
+                out.append(tick)
+    finally:
+        replay.close()
+    return out
+
+
+def timed_call(call, rounds: int) -> dict:
+    """p50/max of ``rounds`` calls of ``call()`` (ms), in this process."""
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return {"p50_ms": round(statistics.median(times), 3), "max_ms": round(times[-1], 3), "rounds": rounds}
+
+
+def replay_ranges(rows: int, rounds: int) -> dict:
+    """The replay section (see the module's docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "EURUSD_ticks.csv"
+        times = write_tick_export(path, rows)
+        lo, hi = times[-REPLAY_JOURNAL - MAX_TICKS], times[-REPLAY_JOURNAL - 1]
+        request = {"op": "ticks", "symbol": "EURUSD", "from_msc": lo, "to_msc": hi, "count": MAX_TICKS}
+        engine = EngineProcess(["--source", "replay", "--replay-file", str(path), "--replay-speed", "0",
+                                "--tick-journal", str(REPLAY_JOURNAL), "--timeframes", "M1"]).start(timeout=120)
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.REQ)
+        sock.linger = 0
+        sock.connect(engine.rpc)
+        source = ReplaySource(EngineConfig(source="replay", replay_file=str(path), replay_speed=0))
+        try:
+            started = time.perf_counter()
+            source.start()
+            loaded_s = time.perf_counter() - started
+            while source.poll(0):
+                pass
+            while True:  # the engine plays the file to its end
+                sock.send(msgpack.packb({"op": "replay", "action": "status"}))
+                if decode(sock.recv(), MAX_REPLY_BYTES)["data"]["state"] == "finished":
+                    break
+                time.sleep(0.2)
+            indexed = timed(sock, request, rounds)
+            after = source.tick_range("EURUSD", lo, hi, MAX_TICKS)
+            before = full_reread(path, "EURUSD", lo, hi, MAX_TICKS)
+            assert after == before and len(after) == MAX_TICKS, (len(after), len(before))
+            result = {
+                "replay_rows": rows, "file_mb": round(path.stat().st_size / 1e6, 1),
+                "replay_index_entries": source.index.entries, "replay_load_s": round(loaded_s, 3),
+                "replay_indexed": indexed,
+                "replay_source": timed_call(lambda: source.tick_range("EURUSD", lo, hi, MAX_TICKS), rounds),
+                "replay_reread": timed_call(lambda: full_reread(path, "EURUSD", lo, hi, MAX_TICKS),
+                                            max(1, rounds // 20)),
+            }
+        finally:
+            source.stop()
+            sock.close(0)
+            ctx.term()
+            engine.stop()
+    result["reread_vs_indexed_source"] = round(result["replay_reread"]["p50_ms"] / result["replay_source"]["p50_ms"], 1)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--out", help="also write the JSON here")
+    parser.add_argument("--replay-rows", type=int, default=1_000_000,
+                        help="rows of the replay section's tick export (0: no replay section)")
     args = parser.parse_args()
     engine = EngineProcess(["--rate", str(RATE), "--symbols", "EURUSD", "--tick-journal", "1000000"]).start()
     ctx = zmq.Context()
@@ -69,11 +174,11 @@ def main() -> None:
 
     def call(**request):
         sock.send(msgpack.packb(request))
-        return decode(sock.recv(), MAX_REPLY_BYTES)["data"]
+        return decode(sock.recv(), MAX_REPLY_BYTES).get("data")
 
     try:
         epoch = call(op="health")["epoch"]
-        while call(op="tick", symbol="EURUSD")["seq"] < 2 * MAX_TICKS:  # the journal fills
+        while (call(op="tick", symbol="EURUSD") or {"seq": 0})["seq"] < 2 * MAX_TICKS:  # the journal fills
             time.sleep(0.2)
         first = call(op="ticks", symbol="EURUSD", after_seq=0, epoch=epoch, count=1)[0]
         last = call(op="tick", symbol="EURUSD")
@@ -95,11 +200,15 @@ def main() -> None:
         }
         for name in ("ticks_journal", "ticks_after_seq", "ticks_regenerated"):
             result[name]["p50_vs_candles_1000"] = round(result[name]["p50_ms"] / result["candles_1000"]["p50_ms"], 2)
-        emit(result, args.out)
     finally:
         sock.close(0)
         ctx.term()
         engine.stop()
+    if args.replay_rows:
+        result.update(replay_ranges(args.replay_rows, rounds))
+        result["replay_indexed"]["p50_vs_candles_1000"] = round(
+            result["replay_indexed"]["p50_ms"] / result["candles_1000"]["p50_ms"], 2)
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
