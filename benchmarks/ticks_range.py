@@ -46,7 +46,28 @@ from tests.procs import EngineProcess  # noqa: E402
 
 RATE = 10_000
 REPLAY_JOURNAL = 1000
+REPLY_TIMEOUT_MS = 30_000
 TICK_HEADER = "<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>"
+
+
+def answering_socket(ctx: zmq.Context, endpoint: str, tries: int = 5) -> zmq.Socket:
+    """A REQ socket the engine answers: one that gets no reply to ``health`` within a second is
+    replaced (seen on a busy machine: the first request of a connection on the descriptor of one
+    just closed, as ``wait_ready``'s, went unanswered). A lost reply later fails the run."""
+    for _ in range(tries):
+        sock = ctx.socket(zmq.REQ)
+        sock.linger, sock.rcvtimeo = 0, 1000
+        sock.connect(endpoint)
+        sock.send(msgpack.packb({"op": "health"}))
+        try:
+            sock.recv()
+        except zmq.Again:
+            sock.close(0)
+            print(f"no reply on a new connection to {endpoint}; another", file=sys.stderr)
+            continue
+        sock.rcvtimeo = REPLY_TIMEOUT_MS
+        return sock
+    raise RuntimeError(f"{endpoint} answered none of {tries} connections")
 
 
 def timed(sock: zmq.Socket, request: dict, rounds: int) -> dict:
@@ -123,9 +144,7 @@ def replay_ranges(rows: int, rounds: int) -> dict:
         engine = EngineProcess(["--source", "replay", "--replay-file", str(path), "--replay-speed", "0",
                                 "--tick-journal", str(REPLAY_JOURNAL), "--timeframes", "M1"]).start(timeout=120)
         ctx = zmq.Context()
-        sock = ctx.socket(zmq.REQ)
-        sock.linger = 0
-        sock.connect(engine.rpc)
+        sock = answering_socket(ctx, engine.rpc)
         source = ReplaySource(EngineConfig(source="replay", replay_file=str(path), replay_speed=0))
         try:
             started = time.perf_counter()
@@ -168,9 +187,7 @@ def main() -> None:
     args = parser.parse_args()
     engine = EngineProcess(["--rate", str(RATE), "--symbols", "EURUSD", "--tick-journal", "1000000"]).start()
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.REQ)
-    sock.linger = 0
-    sock.connect(engine.rpc)
+    sock = answering_socket(ctx, engine.rpc)
 
     def call(**request):
         sock.send(msgpack.packb(request))

@@ -31,7 +31,8 @@ first polls and runs s times faster than the wall clock, gaps (nights, weekends)
 ticks come as fast as the engine takes them, ``BATCH`` per poll, and the clock is the time of
 the last tick delivered. A bar file at 0 is read ``BAR_BATCH`` whole bars at a time as arrays
 (``poll_bars``): the same ticks, without a Python object per row or tick. The file is read as it plays, never loaded whole; a plain CSV is read
-once beforehand, to learn its symbols, and every file once to count its rows (``status``).
+once beforehand, to learn its symbols, and every file once to count its rows (``status``) and
+index them for ranges (``engine.sources.replay_index``).
 
 Control (the RPC op ``replay``): with ``REPLAY_START=paused`` the file is loaded and nothing
 plays until ``start_playing``; ``pause``/``resume`` stop and go on (at a speed > 0 the clock
@@ -589,7 +590,10 @@ def count_rows(path: Path) -> int:
 class _TickCarry:
     """A tick export's state for the index: the BID, ASK and LAST a blank field repeats."""
 
-    def __init__(self, cols: dict[str, int]) -> None:
+    keyed, carries = False, True
+
+    def __init__(self, sep: str, cols: dict[str, int]) -> None:
+        self._sep = sep
         _, (self._date, self._time, *self._prices) = _indices(cols, ("DATE", "TIME", "BID", "ASK", "LAST"))
         self._carried = ["", "", ""]
 
@@ -599,11 +603,14 @@ class _TickCarry:
     def time_ms(self, fields: list[str]) -> int:
         return parse_date(fields[self._date].strip()) * 1000 + parse_clock(fields[self._time].strip())
 
-    def update(self, fields: list[str]) -> None:
-        n = len(fields)
-        for k, i in enumerate(self._prices):
-            if i < n and (value := fields[i].strip()):
-                self._carried[k] = value
+    def after(self, lines: list[str]) -> None:
+        sep = self._sep
+        for k, i in enumerate(self._prices):  # each one's last value, from the end
+            for line in reversed(lines):
+                fields = line.split(sep)
+                if i < len(fields) and (value := fields[i].strip()):
+                    self._carried[k] = value
+                    break
 
     def snapshot(self) -> tuple[str, ...]:
         return tuple(self._carried)
@@ -613,7 +620,10 @@ class _BarDirection:
     """A bar export's state for the index: whether the bar before was bullish (a doji goes
     the other way)."""
 
-    def __init__(self, cols: dict[str, int]) -> None:
+    keyed, carries = False, True
+
+    def __init__(self, sep: str, cols: dict[str, int]) -> None:
+        self._sep = sep
         _, (self._date, self._time, self._open, self._close) = _indices(cols, ("DATE", "TIME", "OPEN", "CLOSE"))
         self._timed = "TIME" in cols
         self._bullish = False  # as _BarReader starts
@@ -625,8 +635,14 @@ class _BarDirection:
         t = parse_date(fields[self._date].strip()) * 1000
         return t + parse_clock(fields[self._time].strip()) if self._timed else t
 
-    def update(self, fields: list[str]) -> None:
-        self._bullish = bar_is_bullish(float(fields[self._open]), float(fields[self._close]), self._bullish)
+    def after(self, lines: list[str]) -> None:
+        for line in lines:
+            fields = line.split(self._sep)
+            try:
+                self._bullish = bar_is_bullish(float(fields[self._open]), float(fields[self._close]),
+                                               self._bullish)
+            except (ValueError, IndexError):
+                return  # a bad row: the replay stops there, and no entry after it is read
 
     def snapshot(self) -> bool:
         return self._bullish
@@ -635,7 +651,9 @@ class _BarDirection:
 class _CsvStreams:
     """A plain CSV's rows for the index: one stream per symbol, nothing carried."""
 
-    def __init__(self, cols: dict[str, int]) -> None:
+    keyed, carries = True, False
+
+    def __init__(self, sep: str, cols: dict[str, int]) -> None:
         self._symbol, self._time = cols["symbol"], cols["time_msc"]
 
     def key(self, fields: list[str]) -> str:
@@ -644,7 +662,7 @@ class _CsvStreams:
     def time_ms(self, fields: list[str]) -> int:
         return int(fields[self._time])
 
-    def update(self, fields: list[str]) -> None:
+    def after(self, lines: list[str]) -> None:
         pass
 
     def snapshot(self) -> None:
@@ -666,11 +684,14 @@ class _FileRanges:
         self._parser.path, self._parser.kind, self._parser.sep = replay.path, replay.kind, replay.sep
         self._parser.cols, self._parser.infos, self._parser.rows_read = replay.cols, replay.infos, 0
         self.kind = replay.kind
-        self.index = ReplayIndex.build(replay.path, replay.sep, _ROW_STATES[replay.kind](replay.cols))
+        self.index = ReplayIndex.build(replay.path, replay.sep, _ROW_STATES[replay.kind](replay.sep, replay.cols))
         self._name, self._digits = replay.infos[0].name, replay.infos[0].digits
-        if self.kind == "bars":
+        if self.kind == "bars":  # the bar length as playback found it, from the same rows
             first = self.index.first()
-            sample = list(islice(self.index.rows_from(first), SAMPLE_ROWS)) if first else []
+            sample: list[Row] = []
+            if first is not None:
+                with closing(self.index.rows_from(first)) as rows:
+                    sample = list(islice(rows, SAMPLE_ROWS))
             self._length = self._parser._bar_length(sample)
         self.index.rows_parsed = 0  # what ranges cost from here on
 
@@ -938,24 +959,27 @@ class ReplaySource(MarketSource):
         ticks it has not published yet."""
         out: list[Tick] = []
         for tick in self._played(symbol, from_msc):
-            if tick.time_msc > to_msc or len(out) >= count:
+            if tick.time_msc > to_msc:
                 break
             if tick.symbol == symbol and tick.time_msc >= from_msc:
                 out.append(tick)
+                if len(out) >= count:  # no row read past it
+                    break
         return out
 
     def candle_range(self, symbol: str, timeframe: Timeframe, from_s: int, to_s: int,
                      count: int) -> list[Candle] | None:
         """The closed bars the engine built from the file's played ticks: the same ticks read
-        again (``tick_range``) through the engine's own aggregation. A bar is closed once the
-        replay's clock (the last tick played, at a speed > 0 the clock at the last poll) has
-        reached its end."""
+        again (``tick_range``) through the engine's own aggregation. A bar counts as closed
+        once the replay's clock as of the last poll (the last tick played, or where it paused)
+        has reached its end."""
         info = next((i for i in self.symbols() if i.name == symbol), None)
         if info is None:
             return []
         # No grace: the bars still open at the clock are the engine's forming ones.
         bars = CandleAggregator(symbol, info.point, (timeframe,), 1, close_grace_ms=0,
                                 chart_mode=info.chart_mode)
+        to_s = min(to_s, self._last_ms // 1000)  # no bar opening later is closed
         end_ms = timeframe.next_open(timeframe.bar_open(to_s)) * 1000  # the last bar asked for ends
         out: list[Candle] = []
         for tick in self._played(symbol, from_s * 1000):

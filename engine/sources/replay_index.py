@@ -53,14 +53,19 @@ def _seekable(path: Path) -> tuple[str, int]:
 class RowState(Protocol):
     """What an index remembers of the rows before an entry, for the parser to start there."""
 
+    # Whether rows are told apart by ``key`` (a plain CSV's symbols), and whether ``after``
+    # needs them (an export's parser carries something from row to row).
+    keyed: bool
+    carries: bool
+
     def key(self, fields: list[str]) -> str:
-        """The stream a row belongs to: its symbol in a plain CSV, ``""`` in an export."""
+        """The stream a row belongs to: its symbol in a plain CSV."""
 
     def time_ms(self, fields: list[str]) -> int:
         """The row's time; ``ValueError`` (or ``IndexError``) if it has none."""
 
-    def update(self, fields: list[str]) -> None:
-        """Take a row in (it is now before the next one)."""
+    def after(self, lines: list[str]) -> None:
+        """Take in the rows since the last entry, in file order, as lines (only if ``carries``)."""
 
     def snapshot(self) -> Any:
         """The state before the next row, as the parser needs it there."""
@@ -83,7 +88,7 @@ class _Stream:
     ordinals: list[int] = field(default_factory=list)
     times: list[int] = field(default_factory=list)
     states: list[Any] = field(default_factory=list)
-    rows: int = 0  # the stream's rows seen so far
+    since: int = 0  # the stream's rows since its last entry
 
 
 class ReplayIndex:
@@ -106,22 +111,41 @@ class ReplayIndex:
         the replay stops there, and a range reaching it gets its error."""
         codec, width = _seekable(path)
         streams: dict[str, _Stream] = {}
+        stream = _Stream()  # an export's one stream
+        keyed, carries = state.keyed, state.carries
+        pending: list[str] = []  # the rows since the last entry, for a state that carries
         rows = 0
         with _open(path, codec) as f:
             # A byte-order mark decodes as U+FEFF in the header line and is counted with it.
             offset, header = 0, False
             try:
                 for lineno, line in enumerate(f, start=1):
-                    size = len(line) * width if line.isascii() else len(line.encode(codec))
-                    if line.strip():
-                        if header:
-                            rows += 1
-                            fields = line.rstrip("\r\n").split(sep)
-                            _take(streams, state, fields, offset, lineno, rows, spacing)
+                    at = offset
+                    offset += len(line) * width if line.isascii() else len(line.encode(codec))
+                    if not line.strip():
+                        continue
+                    if not header:
                         header = True
-                    offset += size
+                        continue
+                    rows += 1
+                    # Split only where needed: an export's rows are mostly just counted.
+                    fields = line.rstrip("\r\n").split(sep) if keyed else None
+                    if keyed:
+                        try:
+                            key = state.key(fields)
+                        except IndexError:
+                            continue  # a short row: the replay stops there
+                        stream = streams.get(key) or streams.setdefault(key, _Stream())
+                    if stream.since >= spacing or not stream.times:
+                        _enter(stream, state, pending, fields or line.rstrip("\r\n").split(sep),
+                               at, lineno, rows)
+                    stream.since += 1
+                    if carries:
+                        pending.append(line)
             except UnicodeError:
                 pass  # the replay stops at this line with its error; no row after it plays
+        if not keyed and stream.times:
+            streams[""] = stream
         arrays = {key: tuple(np.array(column, np.int64) for column in
                              (s.offsets, s.lines, s.ordinals, s.times)) for key, s in streams.items()}
         return cls(path, codec, width, sep, rows, arrays, {k: s.states for k, s in streams.items()})
@@ -189,32 +213,20 @@ def _open(path: Path, codec: str) -> IO[str]:
     return path.open("r", encoding=codec, newline="")
 
 
-def _take(streams: dict[str, _Stream], state: RowState, fields: list[str], offset: int,
-          lineno: int, ordinal: int, spacing: int) -> None:
-    """One data row into the index: an entry if it is its stream's next, then into the state."""
+def _enter(stream: _Stream, state: RowState, pending: list[str], fields: list[str],
+           offset: int, lineno: int, ordinal: int) -> None:
+    """Make this row its stream's next entry, if it has a time (else the next row will be)."""
     try:
-        key = state.key(fields)
-    except IndexError:
-        return  # a short row: the replay stops there
-    stream = streams.get(key)
-    if stream is None:
-        stream = streams[key] = _Stream()
-    if stream.rows % spacing == 0:
-        try:
-            t = state.time_ms(fields)
-        except (ValueError, IndexError):
-            t = None  # the next row of the stream will be the entry
-        if t is not None:
-            # Times never go back in a file that plays; past one that does, nothing plays.
-            stream.offsets.append(offset)
-            stream.lines.append(lineno)
-            stream.ordinals.append(ordinal)
-            stream.times.append(max(t, stream.times[-1]) if stream.times else t)
-            stream.states.append(state.snapshot())
-            stream.rows += 1
-    else:
-        stream.rows += 1
-    try:
-        state.update(fields)
+        t = state.time_ms(fields)
     except (ValueError, IndexError):
-        pass  # a bad row: the replay stops there
+        return
+    if pending:
+        state.after(pending)
+        pending.clear()
+    stream.offsets.append(offset)
+    stream.lines.append(lineno)
+    stream.ordinals.append(ordinal)
+    # Times never go back in a file that plays; past one that does, nothing plays.
+    stream.times.append(max(t, stream.times[-1]) if stream.times else t)
+    stream.states.append(state.snapshot())
+    stream.since = 0
