@@ -20,6 +20,8 @@ played to its end at full speed by a second engine (TICK_JOURNAL=1,000), the ran
   replay_source      the same range from ``ReplaySource.tick_range`` in this process (no RPC)
   replay_reread      the same range read as before the index (main at 4d6f5ce): the file parsed
                      again from its top, in this process (the baseline)
+and what the index costs at start: ``replay_load_s`` (``ReplaySource.start``, which indexes the
+file) beside ``replay_load_counting_only_s`` (the pass that only counted its rows before).
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from benchmarks.report import emit, machine  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
 from engine.models import Tick  # noqa: E402
 from engine.protocol import MAX_REPLY_BYTES, MAX_TICKS, decode  # noqa: E402
-from engine.sources.replay import ReplaySource, _Replay  # noqa: E402
+from engine.sources.replay import ReplaySource, _Replay, count_rows  # noqa: E402
 from tests.procs import EngineProcess  # noqa: E402
 
 RATE = 10_000
@@ -150,6 +152,9 @@ def replay_ranges(rows: int, rounds: int) -> dict:
             started = time.perf_counter()
             source.start()
             loaded_s = time.perf_counter() - started
+            started = time.perf_counter()
+            count_rows(path)  # what start() read the file for before the index (the baseline)
+            counted_s = time.perf_counter() - started
             while source.poll(0):
                 pass
             while True:  # the engine plays the file to its end
@@ -164,6 +169,7 @@ def replay_ranges(rows: int, rounds: int) -> dict:
             result = {
                 "replay_rows": rows, "file_mb": round(path.stat().st_size / 1e6, 1),
                 "replay_index_entries": source.index.entries, "replay_load_s": round(loaded_s, 3),
+                "replay_load_counting_only_s": round(counted_s, 3),
                 "replay_indexed": indexed,
                 "replay_source": timed_call(lambda: source.tick_range("EURUSD", lo, hi, MAX_TICKS), rounds),
                 "replay_reread": timed_call(lambda: full_reread(path, "EURUSD", lo, hi, MAX_TICKS),

@@ -12,7 +12,6 @@ per character), so a reader seeks straight to an entry and decodes from there.
 """
 from __future__ import annotations
 
-import bisect
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,7 +64,8 @@ class RowState(Protocol):
         """The row's time; ``ValueError`` (or ``IndexError``) if it has none."""
 
     def after(self, lines: list[str]) -> None:
-        """Take in the rows since the last entry, in file order, as lines (only if ``carries``)."""
+        """Take in the next rows, in file order, as lines (only if ``carries``): the rows since
+        the last entry, in one piece or several."""
 
     def snapshot(self) -> Any:
         """The state before the next row, as the parser needs it there."""
@@ -142,6 +142,9 @@ class ReplayIndex:
                     stream.since += 1
                     if carries:
                         pending.append(line)
+                        if len(pending) >= spacing:  # taken in a piece at a time: bounded
+                            state.after(pending)
+                            pending.clear()
             except UnicodeError:
                 pass  # the replay stops at this line with its error; no row after it plays
         if not keyed and stream.times:
