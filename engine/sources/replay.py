@@ -992,8 +992,8 @@ class ReplaySource(MarketSource):
 
     def _played(self, symbol: str, from_ms: int) -> Iterator[Tick]:
         """The file's ticks in file order, from before ``symbol``'s first one stamped ``from_ms``
-        or later, up to the next one to play (the rows playback has read, without the ticks of
-        the last one it has not played yet)."""
+        or later, up to the next one to play: the rows playback has read (``rows_read``) but
+        the ticks of the last one it has not played yet, and nothing stamped after that."""
         replay = self._replay
         if replay is None:
             return
@@ -1001,7 +1001,8 @@ class ReplaySource(MarketSource):
         ticks = self._ranges.ticks(symbol, from_ms, limit) if self._ranges else self._recorded()
         with closing(ticks):
             for ordinal, tick in ticks:
-                if ordinal > limit or (ordinal == limit and tick == unplayed):
+                if ordinal > limit or unplayed is not None and (
+                        tick.time_msc > unplayed.time_msc or ordinal == limit and tick == unplayed):
                     return
                 yield tick
 
