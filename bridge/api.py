@@ -17,7 +17,8 @@ from bridge.subscriptions import RoomChange
 from bridge.validation import (MAX_BRIDGE_TICKS, RATE_LIMITED, ClientError, Count, Request, Span, Symbol, Text,
                                Timeframe)
 from engine.protocol import MAX_SYMBOL_LEN, MAX_TIME_S, ORDER, POSITION, ErrorCode, validate_symbol
-from indicators.spec import DEFAULT_SET, Instance, parse_indicators
+from indicators.catalog import KINDS
+from indicators.spec import DEFAULT_SET, PAYLOAD_KEYS, Instance, parse_indicators
 
 if TYPE_CHECKING:
     from bridge.server import Bridge
@@ -89,6 +90,28 @@ async def get_ticks(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
 MAX_REQUEST_INDICATORS = 16
 MAX_REQUEST_SPEC_CHARS = 1024
 DEFAULT_KEYS = sum(len(instance.keys) for instance in DEFAULT_SET)
+MAX_KEYS_PER_INSTANCE = max(len(kind.outputs) for kind in KINDS.values())
+# Each reply row's own fields besides its keys (the payload's fields but the bus's stamps).
+ROW_FIELDS = tuple(key for key in PAYLOAD_KEYS if key not in STAMP_FIELDS)
+
+# All clients' own sets together also draw on one bridge-wide budget (INDICATOR_BUDGET_VALUES_PER_S),
+# counted in reply values: what a set costs the event loop, measured on the development machine
+# (2 shared cores, sets of 1 to 48 keys, 1000 bars): a value sent (a row's key or own field, built
+# into the row and JSON-encoded twice, for the reply event and its acknowledgement) ~2.2 us; a
+# value computed over the history (update_many) ~20 ns, so 64 of them count as one sent; and the
+# request's own work (the history's columns read, the indicators built) ~0.5 ms.
+COMPUTED_PER_VALUE = 64
+REQUEST_VALUES = 256
+
+
+def indicator_work(keys: int, count: int, history: int) -> int:
+    """What ``keys`` computed over ``history`` bars and ``count`` rows of them sent cost, in values."""
+    return count * (keys + len(ROW_FIELDS)) + history * keys // COMPUTED_PER_VALUE + REQUEST_VALUES
+
+
+def largest_indicator_work(max_candles: int) -> int:
+    """The most one ``get_indicators`` may cost: the bridge-wide budget's burst, so that any fits."""
+    return indicator_work(MAX_REQUEST_INDICATORS * MAX_KEYS_PER_INSTANCE, max_candles, max_candles)
 
 
 def request_indicators(event: str, spec: str, max_candles: int) -> tuple[Instance, ...]:
@@ -112,6 +135,7 @@ async def get_indicators(bridge: Bridge, sid: str, req: Request) -> dict[str, An
     else:
         instances = request_indicators(req.event, spec, max_candles)
         charge(bridge, sid, req.event, instances)
+        spend_budget(bridge, req.event, instances, req["count"])
     bars = await bridge.recent_candles(req.event, symbol, timeframe, max_candles)
     values = indicator_history(symbol, timeframe, bars, req["count"], instances)
     return {"symbol": symbol, "timeframe": timeframe, "indicators": [described(i) for i in instances],
@@ -125,8 +149,22 @@ def charge(bridge: Bridge, sid: str, event: str, instances: tuple[Instance, ...]
     extra = math.ceil(keys / DEFAULT_KEYS) - 1
     client = bridge.clients.get(sid)
     if extra > 0 and client is not None and not client.bucket.take(time.monotonic(), extra):
+        bridge.rate_limited += 1
         raise ClientError(RATE_LIMITED, f"{event}: {keys} indicator keys count as {extra + 1} requests against "
                                         f"the rate limit; slow down", event)
+
+
+def spend_budget(bridge: Bridge, event: str, instances: tuple[Instance, ...], count: int) -> None:
+    """Take a client's own set's work (``indicator_work``, at most ``MAX_CANDLES`` bars of
+    history) from the budget all clients share; ``rate_limited`` saying when to retry when it
+    holds less (the client's own tokens stay taken: a refused request still counts)."""
+    cost = indicator_work(sum(len(instance.keys) for instance in instances), count, bridge.config.max_candles)
+    budget, now = bridge.indicator_budget, time.monotonic()
+    if not budget.take(now, cost):
+        bridge.indicator_budget_refused += 1
+        raise ClientError(RATE_LIMITED, f"{event}: the bridge-wide indicator budget is spent (clients' own sets, "
+                                        f"{budget.rate:g} values/s for all clients together); this set costs {cost} "
+                                        f"values: retry in {budget.ready_in(now, cost):.2f} s at the earliest", event)
 
 
 def described(instance: Instance) -> dict[str, Any]:
