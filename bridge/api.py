@@ -134,37 +134,36 @@ async def get_indicators(bridge: Bridge, sid: str, req: Request) -> dict[str, An
         instances = bridge.config.indicator_set
     else:
         instances = request_indicators(req.event, spec, max_candles)
-        charge(bridge, sid, req.event, instances)
-        spend_budget(bridge, req.event, instances, req["count"])
+        charge(bridge, sid, req.event, instances, req["count"])
     bars = await bridge.recent_candles(req.event, symbol, timeframe, max_candles)
     values = indicator_history(symbol, timeframe, bars, req["count"], instances)
     return {"symbol": symbol, "timeframe": timeframe, "indicators": [described(i) for i in instances],
             "values": values}
 
 
-def charge(bridge: Bridge, sid: str, event: str, instances: tuple[Instance, ...]) -> None:
-    """Take what a client's own set costs beyond the request itself from its rate limit (a
-    request per ``DEFAULT_KEYS`` keys); ``rate_limited`` when its bucket holds less."""
+def charge(bridge: Bridge, sid: str, event: str, instances: tuple[Instance, ...], count: int) -> None:
+    """Take what a client's own set costs: beyond the request itself, from the client's rate limit
+    (a request per ``DEFAULT_KEYS`` keys), and its work (``indicator_work``, over at most
+    ``MAX_CANDLES`` bars) from the budget all clients share. ``rate_limited`` when either holds
+    less, and then nothing is taken: a client refused for the others' use keeps its own tokens."""
     keys = sum(len(instance.keys) for instance in instances)
     extra = math.ceil(keys / DEFAULT_KEYS) - 1
     client = bridge.clients.get(sid)
-    if extra > 0 and client is not None and not client.bucket.take(time.monotonic(), extra):
+    bucket = client.bucket if extra > 0 and client is not None else None
+    now = time.monotonic()
+    if bucket is not None and bucket.ready_in(now, extra) > 0.0:
         bridge.rate_limited += 1
         raise ClientError(RATE_LIMITED, f"{event}: {keys} indicator keys count as {extra + 1} requests against "
                                         f"the rate limit; slow down", event)
-
-
-def spend_budget(bridge: Bridge, event: str, instances: tuple[Instance, ...], count: int) -> None:
-    """Take a client's own set's work (``indicator_work``, at most ``MAX_CANDLES`` bars of
-    history) from the budget all clients share; ``rate_limited`` saying when to retry when it
-    holds less (the client's own tokens stay taken: a refused request still counts)."""
-    cost = indicator_work(sum(len(instance.keys) for instance in instances), count, bridge.config.max_candles)
-    budget, now = bridge.indicator_budget, time.monotonic()
+    cost = indicator_work(keys, count, bridge.config.max_candles)
+    budget = bridge.indicator_budget
     if not budget.take(now, cost):
         bridge.indicator_budget_refused += 1
         raise ClientError(RATE_LIMITED, f"{event}: the bridge-wide indicator budget is spent (clients' own sets, "
                                         f"{budget.rate:g} values/s for all clients together); this set costs {cost} "
                                         f"values: retry in {budget.ready_in(now, cost):.2f} s at the earliest", event)
+    if bucket is not None:
+        bucket.take(now, extra)
 
 
 def described(instance: Instance) -> dict[str, Any]:

@@ -166,7 +166,7 @@ class Bridge:
         self.resync_refused = 0  # topics the engine refused as too_many even one by one
         self.flushes = 0
         self.rate_limited = 0  # counted by the ClientNamespace and bridge.api.charge
-        # What all clients' own indicator sets may cost the event loop together (bridge.api.spend_budget).
+        # What all clients' own indicator sets may cost the event loop together (bridge.api.charge).
         self.indicator_budget = TokenBucket(config.indicator_budget_values_per_s,
                                             largest_indicator_work(config.max_candles), time.monotonic())
         self.indicator_budget_refused = 0

@@ -1,4 +1,4 @@
-"""The bridge-wide budget for clients' own indicator sets (``bridge.api.spend_budget``): its pure
+"""The bridge-wide budget for clients' own indicator sets (``bridge.api.charge``): its pure
 cost model and bucket, its setting, and a real bridge refusing past it while everything else
 still answers."""
 from __future__ import annotations
