@@ -96,10 +96,11 @@ ROW_FIELDS = tuple(key for key in PAYLOAD_KEYS if key not in STAMP_FIELDS)
 
 # All clients' own sets together also draw on one bridge-wide budget (INDICATOR_BUDGET_VALUES_PER_S),
 # counted in reply values: what a set costs the event loop, measured on the development machine
-# (2 shared cores, sets of 1 to 48 keys, 1000 bars): a value sent (a row's key or own field, built
-# into the row and JSON-encoded twice, for the reply event and its acknowledgement) ~2.2 us; a
-# value computed over the history (update_many) ~20 ns, so 64 of them count as one sent; and the
-# request's own work (the history's columns read, the indicators built) ~0.5 ms.
+# (2 shared cores, sets of 1 to 48 keys, 1 to 1000 bars): a value sent (a row's key or own field,
+# built into the row and JSON-encoded twice, for the reply event and its acknowledgement) 2.6 us
+# for a number when the machine is quiet, 4 us when it is busy (a null, still warming up, about
+# half); a value computed over the history (update_many) ~20 ns, so 64 of them count as one sent;
+# and the request's own work (the history's columns read, the indicators built) ~0.5 ms.
 COMPUTED_PER_VALUE = 64
 REQUEST_VALUES = 256
 

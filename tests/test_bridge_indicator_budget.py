@@ -43,7 +43,7 @@ def test_a_bucket_says_when_it_will_hold_a_cost():
 
 
 def test_the_budget_setting_is_checked_at_start_up():
-    assert BridgeConfig.load(environ={}, dotenv=None).indicator_budget_values_per_s == 100_000
+    assert BridgeConfig.load(environ={}, dotenv=None).indicator_budget_values_per_s == 75_000
     config = BridgeConfig.load(environ={"INDICATOR_BUDGET_VALUES_PER_S": "2500"}, dotenv=None)
     assert config.indicator_budget_values_per_s == 2500
     for bad in ("0", "-5", "lots"):

@@ -103,7 +103,7 @@ def test_a_client_asking_for_the_costliest_indicator_sets_does_not_stall_the_oth
 
 def test_several_clients_asking_for_the_costliest_sets_together_do_not_stall_the_others(bridge):  # noqa: F811
     """Three such clients ask for three times what one client's own limit lets through (some 120k
-    values/s each): the bridge-wide budget answers what it holds and refuses the rest."""
+    values/s each, the budget 75k for all): it answers what it holds and refuses the rest."""
     outcome = attack_with(bridge, 3)
     seen = outcome.seen
     least, most = budget_bounds(seen["seconds"])
