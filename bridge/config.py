@@ -59,9 +59,9 @@ class BridgeConfig(IndicatorSettings):
     rate_limit_burst: int = field(default=40, metadata=setting("RATE_LIMIT_BURST", at_least(1)))
     # Clients' own indicator sets (get_indicators with indicators) are computed in the event loop:
     # all of them together get this many values per second (bridge.api.indicator_work: a value
-    # sent 2.6 to 4 us on the development machine, quiet to busy), so 75k is 20 to 30% of one
-    # core, with a burst of the largest one request.
-    indicator_budget_values_per_s: int = field(default=75_000,
+    # sent 0.8 to 1.2 us on the development machine, quiet to busy), so 200k is 16 to 24% of
+    # one core, with a burst of the largest one request.
+    indicator_budget_values_per_s: int = field(default=200_000,
                                                metadata=setting("INDICATOR_BUDGET_VALUES_PER_S", at_least(1)))
     # Bytes waiting to reach one client: above soft, its stream updates are conflated (it gets the
     # latest state once it catches up); above hard, it is disconnected as a slow consumer. The hard

@@ -24,14 +24,14 @@ TIGHT_RATE = 1000  # values/s: a heavy set refills in about half a minute, longe
 
 
 def test_work_counts_the_values_sent_the_values_computed_and_the_request():
-    assert ROW_FIELDS == ("symbol", "timeframe", "time", "closed") and REQUEST_VALUES == 256
+    assert ROW_FIELDS == ("symbol", "timeframe", "time", "closed") and REQUEST_VALUES == 512
     assert HEAVY_KEYS == 32
-    assert indicator_work(HEAVY_KEYS, 1000, 1000) == 1000 * 36 + 32000 // 64 + 256 == 36756
-    assert indicator_work(HEAVY_KEYS, 1, 1000) == 36 + 500 + 256  # one row still pays for its history
-    assert indicator_work(1, 100, 1000) == 500 + 15 + 256
+    assert indicator_work(HEAVY_KEYS, 1000, 1000) == 1000 * 36 + 32000 // 32 + 512 == 37512
+    assert indicator_work(HEAVY_KEYS, 1, 1000) == 36 + 1000 + 512  # one row still pays for its history
+    assert indicator_work(1, 100, 1000) == 500 + 31 + 512
     # the burst holds the largest request (16 three-key instances, every bar) but not two heavy sets
-    assert largest_indicator_work(1000) == indicator_work(MAX_REQUEST_INDICATORS * 3, 1000, 1000) == 53006
-    assert indicator_work(HEAVY_KEYS, 1000, 1000) <= largest_indicator_work(1000) < 2 * 36756
+    assert largest_indicator_work(1000) == indicator_work(MAX_REQUEST_INDICATORS * 3, 1000, 1000) == 54012
+    assert indicator_work(HEAVY_KEYS, 1000, 1000) <= largest_indicator_work(1000) < 2 * 37512
 
 
 def test_a_bucket_says_when_it_will_hold_a_cost():
@@ -43,7 +43,7 @@ def test_a_bucket_says_when_it_will_hold_a_cost():
 
 
 def test_the_budget_setting_is_checked_at_start_up():
-    assert BridgeConfig.load(environ={}, dotenv=None).indicator_budget_values_per_s == 75_000
+    assert BridgeConfig.load(environ={}, dotenv=None).indicator_budget_values_per_s == 200_000
     config = BridgeConfig.load(environ={"INDICATOR_BUDGET_VALUES_PER_S": "2500"}, dotenv=None)
     assert config.indicator_budget_values_per_s == 2500
     for bad in ("0", "-5", "lots"):
@@ -70,11 +70,11 @@ def test_past_the_budget_an_own_set_is_rate_limited_and_everything_else_answers(
         samples = scrape(bridge)
     assert len(first["values"]) == 1000 and len(first["indicators"]) == 16
     assert second["code"] == "rate_limited" and second["event"] == "get_indicators"
-    found = re.search(r"indicator budget is spent .* 1000 values/s .*costs 36756 values: retry in ([0-9.]+) s",
+    found = re.search(r"indicator budget is spent .* 1000 values/s .*costs 37512 values: retry in ([0-9.]+) s",
                       second["message"])
     assert found, second["message"]
-    # what the first left (53006 - 36756), refilled at 1000/s: some 20 s until the second fits
-    assert 10.0 < float(found.group(1)) <= (36756 - (53006 - 36756)) / TIGHT_RATE
+    # what the first left (54012 - 37512), refilled at 1000/s: some 20 s until the second fits
+    assert 10.0 < float(found.group(1)) <= (37512 - (54012 - 37512)) / TIGHT_RATE
     assert errors == [second] and connected
     assert len(configured["values"]) == 1000 and [i["name"] for i in configured["indicators"]] == [
         "sma", "ema", "rsi", "macd"]
