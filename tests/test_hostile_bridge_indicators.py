@@ -1,11 +1,12 @@
 """A client's own indicator set is computed in the bridge's event loop: clients asking for the
 costliest sets ``get_indicators`` takes (16 instances, periods as long as the history, or 48 keys
-of numbers, 1000 bars each) at the rate limit, beside a normal client reading ticks (``tests.test_hostile_bridge_clients``'
-harness: its engine at ``--rate 1000``, no stall = a tick gap under ``BATCH_INTERVAL_MS + 100`` ms).
-Such a set counts against its client's rate limit as a request per default set's worth of keys,
-so one client takes a bounded share of the loop, and all clients' sets together draw on one
-bridge-wide budget (``bridge.api.charge`` takes both), so several such clients at once do too;
-and a reply is JSON-encoded in slices that let the loop through (``bridge.encoded``)."""
+of numbers, 1000 bars each) at the rate limit, beside a normal client reading ticks
+(``tests.test_hostile_bridge_clients``' harness: its engine at ``--rate 1000``, no stall = a tick
+gap under ``BATCH_INTERVAL_MS + 100`` ms). Such a set counts against its client's rate limit as a
+request per default set's worth of keys, so one client takes a bounded share of the loop, and all
+clients' sets together draw on one bridge-wide budget (``bridge.api.charge`` takes both), so
+several such clients at once do too; and a reply is JSON-encoded in slices that let the loop
+through (``bridge.encoded``)."""
 from __future__ import annotations
 
 import asyncio
@@ -64,7 +65,8 @@ async def ask_at_the_rate_limit(url: str, attackers: int, spec: str) -> dict[str
                 seen["other"] += 1
     try:
         await asyncio.gather(*(one(c) for c in clients))
-        seen["still_connected"] = [c.connected and (await c.call("ping", timeout=5))["status"] == "ok"
+        # connected, and answered: the bridge counts each of them among its clients
+        seen["still_connected"] = [c.connected and (await c.call("ping", timeout=5))["clients"] >= attackers
                                    for c in clients]
     finally:
         for client in clients:
