@@ -29,8 +29,8 @@ class Encoded:
 
 
 async def encode_in_slices(items: Sequence[Any], per_slice: int) -> Encoded:
-    """``items`` as one JSON array, encoded ``per_slice`` (>= 1) items at a time, the event loop
-    let through after each slice."""
+    """``items`` as one JSON array, read and encoded ``per_slice`` (>= 1) items at a time (a
+    sequence may build its items as they are read), the event loop let through after each slice."""
     parts: list[str] = []
     for start in range(0, len(items), per_slice):
         parts.append(engineio_json.dumps(items[start:start + per_slice], separators=SEPARATORS)[1:-1])

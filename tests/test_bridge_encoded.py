@@ -1,5 +1,6 @@
 """A large reply's list encoded ahead in slices (``bridge.encoded``): the packet is the one
-python-socketio would encode, byte for byte, and the event loop runs between slices."""
+python-socketio would encode, byte for byte, and the event loop runs between slices; and
+``get_indicators``' rows, built a range at a time, are the rows built at once."""
 from __future__ import annotations
 
 import asyncio
@@ -57,3 +58,21 @@ def test_the_event_loop_runs_between_slices():
 
     # each slice's yield lets the other task in: three slices, three turns of it before the end
     assert asyncio.run(main()) == ["other", "other", "other", "[0,1,2]"]
+
+
+@pytest.mark.parametrize("count", [1, 7, 300])
+def test_indicator_rows_read_in_ranges_are_the_rows_built_at_once(count):
+    from bridge.indicator_history import IndicatorRows, indicator_history
+    from indicators.spec import parse_indicators
+    from tests.test_bridge_indicators import sim_history
+    bars = sim_history(count=300)
+    instances = parse_indicators("ema:9,bb=bbands:20:2:2,stoch:14:3:3")
+    whole = indicator_history("EURUSD", "M1", bars, count, instances)
+    rows = IndicatorRows("EURUSD", "M1", bars, count, instances)
+    assert len(rows) == len(whole) == count and whole[-1]["closed"] is False  # the forming bar last
+    assert [r for start in range(0, count, 4) for r in rows[start:start + 4]] == whole
+    assert rows[-1] == whole[-1] and rows[0] == whole[0] and rows[count:] == []
+    with pytest.raises(IndexError):
+        rows[count]
+    with pytest.raises(ValueError, match="ranges"):
+        rows[::2]
