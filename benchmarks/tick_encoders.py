@@ -1,0 +1,154 @@
+"""The fast tick encoders beside the encoders they replaced and msgpack-python, in ONE run.
+Prints JSON.
+
+    .venv/bin/python benchmarks/tick_encoders.py [--rounds 15] [--ticks 10000] [--compare REV ...] [--out FILE]
+
+Each variant encodes the same ticks; rounds alternate the variants, and every figure is the best
+(minimum) over rounds, with the median beside it:
+  current   engine/protocol.py of this checkout
+  REV       engine/protocol.py at each ``--compare`` git revision (default ``f681f41^``, the last
+            before canonical integer widths, whose encoders wrote every integer as a uint64)
+  msgpack   msgpack-python itself: ``packb`` of the tick's map, of the list of maps, and
+            ``unpackb`` of each frame
+Operations, on ``--ticks`` ticks of one symbol stamped from seq 1 (so seq takes the fixint,
+uint8 and uint16 forms):
+  encode       ns per tick: ``TickEncoder.encode`` called once per tick, as the engine's loop does
+  pack_ticks   ms: ``pack_ticks`` of the columns, seq and epoch included (a ``ticks`` reply)
+  tick_frames  ms: ``tick_frames`` of the columns (a bar replay's frames), where it exists
+  values_of    ms: ``TickEncoder.values_of`` of the frames the variant's own encoder wrote
+Two markets: ``forex`` (volume 0, flags 6: the layout changes only with seq's width) and
+``exchange`` (volumes 0-500 and MT5's flag combinations: a layout per tick, nearly).
+``ratio_to_REV`` is current / REV on the best figures (below 1: current is faster).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import msgpack
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import emit, machine  # noqa: E402
+from engine import protocol  # noqa: E402
+
+SYMBOL = "EURUSD"
+EPOCH = 1_796_000_000_000
+PRE_CANONICAL = "f681f41^"
+# MT5's TICK_FLAG_* combinations an exchange symbol's ticks carry (bid, ask, last, volume, buy, sell).
+EXCHANGE_FLAGS = (2, 4, 6, 24, 56, 88, 30)
+
+
+def columns(market: str, n: int) -> dict[str, np.ndarray]:
+    """``n`` ticks of ``market`` as ``pack_ticks`` takes them."""
+    rng = np.random.default_rng(17)
+    bid = np.round(1.08 + np.cumsum(rng.normal(0, 3e-5, n)), 5)
+    exchange = market == "exchange"
+    return {"bid": bid, "ask": np.round(bid + 1.2e-4, 5),
+            "last": np.round(bid + 6e-5, 5) if exchange else np.zeros(n),
+            "volume": rng.integers(0, 500, n) if exchange else np.zeros(n, np.int64),
+            "time_msc": EPOCH + 100 * np.arange(n, dtype=np.int64),
+            "flags": rng.choice(EXCHANGE_FLAGS, n) if exchange else np.full(n, 6, np.int64),
+            "volume_real": rng.integers(0, 500, n) / 100 if exchange else np.zeros(n)}
+
+
+def encode_args(cols: dict[str, np.ndarray]) -> list[tuple]:
+    """``TickEncoder.encode``'s arguments per tick, Python numbers as the engine's loop has them."""
+    names = protocol.TICK_FIELDS[1:]
+    n = len(cols["time_msc"])
+    return list(zip(*(cols[name].tolist() for name in names), range(1, n + 1), [EPOCH] * n))
+
+
+def tick_map(args: tuple) -> dict:
+    return {"symbol": SYMBOL, **dict(zip((*protocol.TICK_FIELDS[1:], "seq", "epoch"), args))}
+
+
+def operations(module: ModuleType | None, cols: dict[str, np.ndarray]) -> dict[str, Callable[[], object]]:
+    """What each operation runs for one variant (``None``: msgpack-python), ready to time."""
+    args = encode_args(cols)
+    maps = [tick_map(a) for a in args]
+    if module is None:
+        frames = [msgpack.packb(m) for m in maps]
+        return {"encode": lambda: [msgpack.packb(m) for m in maps],
+                "pack_ticks": lambda: msgpack.packb(maps),
+                "values_of": lambda: [msgpack.unpackb(f) for f in frames]}
+    encoder = module.TickEncoder(SYMBOL)
+    encode = encoder.encode
+    frames = [encode(*a) for a in args]
+    ops = {"encode": lambda: [encode(*a) for a in args],
+           "pack_ticks": lambda: module.pack_ticks(SYMBOL, cols, 1, EPOCH),
+           "values_of": lambda: encoder.values_of(frames)}
+    if hasattr(module, "tick_frames"):
+        ops["tick_frames"] = lambda: module.tick_frames(SYMBOL, cols, 1, EPOCH)
+    return ops
+
+
+def seconds(run: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
+def measure(variants: dict[str, ModuleType | None], market: str, n: int, rounds: int) -> dict:
+    """Best and median of every operation of every variant on ``market``'s ticks."""
+    cols = columns(market, n)
+    ops = {label: operations(module, cols) for label, module in variants.items()}
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for label, by_op in ops.items():
+            for op, run in by_op.items():
+                times.setdefault((op, label), []).append(seconds(run))
+    out: dict = {}
+    for (op, label), spent in times.items():
+        scale, unit = (1e9 / n, "ns_per_tick") if op == "encode" else (1e3, "ms")
+        out.setdefault(op, {})[label] = {f"best_{unit}": round(min(spent) * scale, 3 if unit == "ms" else 1),
+                                         f"median_{unit}": round(statistics.median(spent) * scale, 3 if unit == "ms" else 1)}
+    for op, by_label in out.items():
+        current = min(times[(op, "current")])
+        for label in variants:
+            if label not in ("current", "msgpack") and (op, label) in times:
+                by_label[f"ratio_to_{label}"] = round(current / min(times[(op, label)]), 3)
+        if (op, "msgpack") in times:
+            by_label["ratio_to_msgpack"] = round(current / min(times[(op, "msgpack")]), 3)
+    return out
+
+
+def module_at(rev: str) -> ModuleType:
+    """``engine/protocol.py`` as it was at git revision ``rev``, imported apart."""
+    source = subprocess.run(["git", "show", f"{rev}:engine/protocol.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / "protocol_at_rev.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"protocol_at_{rev}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--ticks", type=int, default=10_000)
+    parser.add_argument("--compare", metavar="REV", nargs="+", default=[PRE_CANONICAL],
+                        help="git revisions whose engine/protocol.py is measured beside this one")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    variants = {"current": protocol, **{rev: module_at(rev) for rev in args.compare}, "msgpack": None}
+    result = {"benchmark": "tick_encoders", "machine": machine(msgpack=msgpack.version, numpy=np.__version__),
+              "ticks": args.ticks, "rounds": args.rounds,
+              **{market: measure(variants, market, args.ticks, args.rounds) for market in ("forex", "exchange")}}
+    emit(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
