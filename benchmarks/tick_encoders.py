@@ -83,14 +83,19 @@ def operations(module: ModuleType | None, cols: dict[str, np.ndarray]) -> dict[s
                 "pack_ticks": lambda: msgpack.packb(maps),
                 "values_of": lambda: [msgpack.unpackb(f) for f in frames]}
     encoder = module.TickEncoder(SYMBOL)
-    encode = encoder.encode
-    frames = [encode(*a) for a in args]
-    ops = {"encode": lambda: [encode(*a) for a in args],
+    frames = [encoder.encode(*a) for a in args]
+    ops = {"encode": lambda: encode_each(encoder, args),
            "pack_ticks": lambda: module.pack_ticks(SYMBOL, cols, 1, EPOCH),
            "values_of": lambda: encoder.values_of(frames)}
     if hasattr(module, "tick_frames"):
         ops["tick_frames"] = lambda: module.tick_frames(SYMBOL, cols, 1, EPOCH)
     return ops
+
+
+def encode_each(encoder, args: list[tuple]) -> None:
+    """``encoder.encode`` once per tick, called as the engine's loop calls it."""
+    for bid, ask, last, volume, time_msc, flags, volume_real, seq, epoch in args:
+        encoder.encode(bid, ask, last, volume, time_msc, flags, volume_real, seq, epoch)
 
 
 def seconds(run: Callable[[], object]) -> float:

@@ -8,6 +8,7 @@ colon-terminated (so prefix subscription is exact), the payload a msgpack map st
 from __future__ import annotations
 
 import functools
+import operator
 import struct
 import time
 from collections.abc import Iterator
@@ -218,48 +219,94 @@ _INT64_MAX = 2**63 - 1
 TICK_VALUES = np.dtype([(name, "f8" if name in _TICK_FLOATS else "i8") for name in _TICK_NAMES])
 
 
+# The fast path's constant runs: a fixint's key, the fixint itself and the next key with its
+# value's type byte, indexed by the fixint (volume then a uint64 time_msc; flags then the float
+# volume_real), so the two commonest integers cost a tuple index instead of two struct fields.
+_VOLUME_TO_TIME = tuple(_TICK_KEYS["volume"] + bytes([v]) + _TICK_KEYS["time_msc"] + b"\xcf" for v in range(0x80))
+_FLAGS_TO_VOLUME_REAL = tuple(_TICK_KEYS["flags"] + bytes([v]) + _TICK_KEYS["volume_real"] + b"\xcb"
+                              for v in range(0x80))
+_UINT64 = 4  # the form of time_msc and epoch (ms since 1970) in every layout of the fast path
+
+
+@functools.lru_cache(maxsize=None)  # one per length of a symbol's prefix: at most a few hundred
+def _tick_fast_layouts(head_len: int) -> tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]:
+    """``TickEncoder.encode``'s fast layouts for a head (prefix and bid's key) of ``head_len``
+    bytes, by the bit length of seq (volume a fixint: its run from ``_VOLUME_TO_TIME``) and by
+    those of volume then seq (volume any unsigned form): (struct pack, then the keys it takes)."""
+    floats = lambda *names: tuple(_TICK_KEYS[name] + b"\xcb" for name in names)
+    by_seq_form, by_forms = [], {}
+    for seq_form in range(_UINT64 + 1):
+        seq_type, seq_code = _INT_FORMS[seq_form]
+        keys = (*floats("ask", "last"), _TICK_KEYS["seq"] + seq_type, _TICK_KEYS["epoch"] + b"\xcf")
+        fixint = struct.Struct(f">{head_len}sd5sd6sd{len(_VOLUME_TO_TIME[0])}sQ{len(_FLAGS_TO_VOLUME_REAL[0])}sd"
+                               f"{len(keys[2])}s{seq_code}{len(keys[3])}sQ")
+        by_seq_form.append((fixint.pack, *keys))
+        for volume_form in range(_UINT64 + 1):
+            volume_type, volume_code = _INT_FORMS[volume_form]
+            keys_any = (*keys[:2], _TICK_KEYS["volume"] + volume_type, _TICK_KEYS["time_msc"] + b"\xcf", *keys[2:])
+            layout = struct.Struct(f">{head_len}sd5sd6sd{len(keys_any[2])}s{volume_code}{len(keys_any[3])}sQ"
+                                   f"{len(_FLAGS_TO_VOLUME_REAL[0])}sd{len(keys[2])}s{seq_code}{len(keys[3])}sQ")
+            by_forms[volume_form, seq_form] = (layout.pack, *keys_any)
+    by_seq = tuple(by_seq_form[form] for form in _FORM_OF_BITS)
+    return by_seq, tuple(tuple(by_forms[_FORM_OF_BITS[bits], form] for form in _FORM_OF_BITS) for bits in range(65))
+
+
+@functools.lru_cache(maxsize=1024)
+def _tick_layout(prefix_len: int, forms: tuple[int, ...]) -> tuple[Any, tuple[bytes, ...]]:
+    """Any tick layout (``_map_layout``), for a prefix of ``prefix_len`` bytes."""
+    return _map_layout(bytes(prefix_len), _TICK_ENTRIES, forms)
+
+
 class TickEncoder:
     """Encodes one symbol's stamped tick payloads to the bytes ``encode`` gives, several times
     faster.
 
     Ticks are most of the bus' traffic and their map has fixed keys, so a frame is one ``struct``
     pack of a per-symbol prefix, the keys with their values' type bytes, and the values. The
-    layout depends on the integers' widths (``seq`` grows, ``volume`` and ``flags`` vary): one is
-    made per combination met, at most 5**5. A negative integer (never from MT5) takes ``encode``.
+    layout depends on the integers' widths: ticks whose times are uint64 and flags a fixint (all
+    of MT5's) take theirs from a table by the bit lengths of seq (and volume, past a fixint);
+    others, from a cache by every integer's form. A negative integer (never from MT5) takes
+    ``encode``.
     """
 
-    __slots__ = ("symbol", "prefix", "_layouts", "_usual")
+    __slots__ = ("symbol", "prefix", "_head", "_by_seq", "_by_volume")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         # The map's header (a fixmap: the tick's fields, seq and epoch) and its first entry.
         self.prefix = bytes([0x80 + len(_TICK_NAMES) + 1]) + _packer.pack("symbol") + _packer.pack(symbol)
-        self._layouts: dict[tuple[int, ...], tuple[Any, tuple[bytes, ...]]] = {}
-        self._usual = [self._layout((0, 4, 0, seq_form, 4)) for seq_form in range(5)]  # by seq's form
+        self._head = self.prefix + _TICK_KEYS["bid"] + b"\xcb"
+        self._by_seq, self._by_volume = _tick_fast_layouts(len(self._head))
 
     def encode(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
                volume_real: float, seq: int, epoch: int) -> bytes:
-        forms = _FORM_OF_BITS
         try:
-            if volume < 0x80 and flags < 0x80 and time_msc > 0xFFFFFFFF and epoch > 0xFFFFFFFF:
-                # Most ticks (volume and flags fixints, the times uint64): only seq's form varies.
-                pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = self._usual[forms[seq.bit_length()]]
-            else:
-                widths = (forms[volume.bit_length()], forms[time_msc.bit_length()], forms[flags.bit_length()],
-                          forms[seq.bit_length()], forms[epoch.bit_length()])
-                pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = self._layouts.get(widths) or self._layout(widths)
+            # ``volume | flags`` is negative if either is; a flags past a fixint is an IndexError.
+            if volume | flags >= 0 and time_msc > 0xFFFFFFFF and epoch > 0xFFFFFFFF:
+                if volume < 0x80:  # most ticks
+                    pack, ask_key, last_key, seq_key, epoch_key = self._by_seq[seq.bit_length()]
+                    return pack(self._head, bid, ask_key, ask, last_key, last, _VOLUME_TO_TIME[volume], time_msc,
+                                _FLAGS_TO_VOLUME_REAL[flags], volume_real, seq_key, seq, epoch_key, epoch)
+                pack, ask_key, last_key, volume_key, time_key, seq_key, epoch_key = \
+                    self._by_volume[volume.bit_length()][seq.bit_length()]
+                return pack(self._head, bid, ask_key, ask, last_key, last, volume_key, volume, time_key, time_msc,
+                            _FLAGS_TO_VOLUME_REAL[flags], volume_real, seq_key, seq, epoch_key, epoch)
+        except (IndexError, AttributeError, TypeError, struct.error):
+            pass  # flags past a fixint, wider than 64 bits, a negative seq, numpy integers
+        return self._encode_any(bid, ask, last, volume, time_msc, flags, volume_real, seq, epoch)
+
+    def _encode_any(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
+                    volume_real: float, seq: int, epoch: int) -> bytes:
+        """``encode`` for any integers: their layout by every one's form, else ``encode``'s bytes."""
+        try:
+            volume, time_msc, flags, seq, epoch = ints = tuple(map(operator.index, (volume, time_msc, flags, seq, epoch)))
+            pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = _tick_layout(
+                len(self.prefix), tuple(_FORM_OF_BITS[value.bit_length()] for value in ints))
             return pack(self.prefix, k0, bid, k1, ask, k2, last, k3, volume, k4, time_msc, k5, flags,
                         k6, volume_real, k7, seq, k8, epoch)
-        except AttributeError:  # numpy integers: as Python's
-            return self.encode(bid, ask, last, int(volume), int(time_msc), int(flags), volume_real,
-                               int(seq), int(epoch))
-        except (IndexError, struct.error):  # negative, or wider than 64 bits: msgpack-python's forms
+        except (TypeError, IndexError, struct.error):  # not integers, negative or wider than 64 bits
             values = (float(bid), float(ask), float(last), volume, time_msc, flags, float(volume_real), seq, epoch)
             return encode({"symbol": self.symbol, **dict(zip(_TICK_NAMES, values))})
-
-    def _layout(self, widths: tuple[int, ...]) -> tuple[Any, tuple[bytes, ...]]:
-        layout = self._layouts[widths] = _map_layout(self.prefix, _TICK_ENTRIES, widths)
-        return layout
 
     def values_of(self, frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """Frames read at once: their values (``TICK_VALUES``: the tick's fields but ``symbol``,
