@@ -314,46 +314,59 @@ class TickEncoder:
         as the engine writes it (the prefix, every key in order, float64 prices, integers in any
         msgpack int form within int64, nothing after); read any other with ``decode``.
 
-        A run of frames of one layout (the integer forms of the run's first frame, and its
-        length) is read as numpy records; after ``_READ_RUNS`` runs, or for a frame that is not
-        in its run's layout, they are parsed field by field (slower: volumes that vary)."""
+        Frames of one layout are read at once as numpy records and checked against the layout's
+        fixed bytes. A run of frames of one length (most batches are one, or one per width of
+        seq) is read in its first frame's layout; if there are more than ``_READ_RUNS`` runs, or
+        for the frames of a run that are not in that layout, each frame's layout is found from its
+        integers' type bytes (``_read_by_layout``)."""
         n = len(frames)
-        values, ok = np.zeros(n, TICK_VALUES), np.zeros(n, bool)
         lengths = np.fromiter(map(len, frames), np.int64, n)
-        starts = np.cumsum(lengths) - lengths
+        ends = np.cumsum(lengths)
         joined = b"".join(frames)
-        first, unread = 0, []
-        for _ in range(_READ_RUNS):
-            if first == n:
-                break
-            forms = _uint_forms_of(frames[first])
-            if forms is None:  # not a tick map of unsigned integers
-                unread.append(first)
-                first += 1
-                continue
-            dtype, template = _tick_records(self.prefix, _TICK_NAMES, forms)
-            other = np.flatnonzero(lengths[first:] != dtype.itemsize)
-            run = int(other[0]) if len(other) else n - first
-            records = np.frombuffer(joined, dtype, count=run, offset=int(starts[first]))
-            match = np.ones(run, bool)
-            for field in dtype.names:
-                if field == "head" or field.startswith("key_"):
-                    match &= records[field] == template[field]
-            for name, form in zip(_TICK_INTS, forms):
-                if form == 0:
-                    match &= records[name] < 0x80
-                elif form == 4:
-                    match &= records[name] <= _INT64_MAX
-            block = values[first:first + run]
-            for name in _TICK_NAMES:
-                block[name] = records[name]
-            ok[first:first + run] = match
-            unread += (np.flatnonzero(~match) + first).tolist()
-            first += run
-        rest = np.array([*unread, *range(first, n)], np.int64)
-        if len(rest):
-            values[rest], ok[rest] = self._parse([frames[i] for i in rest])
+        starts = [0, *(np.flatnonzero(np.diff(lengths)) + 1).tolist()] if n else []
+        if len(starts) > _READ_RUNS:
+            return self._read_by_layout(frames, joined, lengths)
+        values, ok = np.zeros(n, TICK_VALUES), np.zeros(n, bool)
+        firsts = np.array(starts, np.int64)
+        layouts = _tick_layouts_of(joined, ends[firsts] - lengths[firsts], ends[firsts], len(self.prefix))
+        for start, stop, layout in zip(starts, [*starts[1:], n], layouts.tolist()):
+            if layout >= 0:
+                run = memoryview(joined)[ends[start] - lengths[start]:ends[stop - 1]]
+                ok[start:stop] = _read_records(self.prefix, _forms_of_layout(layout), run, values[start:stop])
+        unread = np.flatnonzero(~ok)
+        if len(unread):
+            values[unread], ok[unread] = self._read_by_layout(
+                [frames[i] for i in unread.tolist()], b"".join([frames[i] for i in unread.tolist()]), lengths[unread])
         return values, ok
+
+    def _read_by_layout(self, frames: list[bytes], joined: bytes, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``values_of`` for frames of many layouts: each frame's layout from its integers' type
+        bytes, the frames regrouped by layout, each layout's read at once; past ``_READ_LAYOUTS``
+        layouts, the fewest frames' parsed field by field (slower)."""
+        n = len(frames)
+        ends = np.cumsum(lengths)
+        layouts = _tick_layouts_of(joined, ends - lengths, ends, len(self.prefix))
+        order = np.argsort(layouts, kind="stable")
+        found, firsts, counts = np.unique(layouts[order], return_index=True, return_counts=True)
+        regrouped = b"".join(operator.itemgetter(*order.tolist())(frames)) if n > 1 else joined
+        regrouped_ends = np.cumsum(lengths[order])
+        values, ok = np.zeros(n, TICK_VALUES), np.zeros(n, bool)  # in regrouped order
+        read = set(np.argsort(-counts)[:_READ_LAYOUTS].tolist())
+        unread = []
+        for i, (layout, first, count) in enumerate(zip(found.tolist(), firsts.tolist(), counts.tolist())):
+            rows = slice(first, first + count)
+            if layout < 0:
+                continue
+            if i in read:
+                data = memoryview(regrouped)[regrouped_ends[first] - lengths[order[first]]:regrouped_ends[first + count - 1]]
+                ok[rows] = _read_records(self.prefix, _forms_of_layout(layout), data, values[rows])
+            else:
+                unread += range(first, first + count)
+        if unread:
+            values[unread], ok[unread] = self._parse([frames[i] for i in order[unread].tolist()])
+        in_order = np.empty(n, TICK_VALUES), np.empty(n, bool)
+        in_order[0][order], in_order[1][order] = values, ok
+        return in_order
 
     def _parse(self, frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """``values_of`` for frames of any layout, field by field (slower)."""
@@ -402,20 +415,99 @@ def _advance(pos: np.ndarray, ends: np.ndarray, limit: int, ok: np.ndarray) -> t
     """Positions moved on, frames read past their end no longer ok, and positions kept within
     the buffer (a malformed frame reads garbage from inside it, never past it)."""
     return np.minimum(pos, limit), ok & (pos <= ends)
-_READ_RUNS = 8  # runs of frames of one layout read as records by values_of
+_READ_RUNS = 8  # runs of frames of one length values_of reads in their first frame's layout
+_READ_LAYOUTS = 64  # layouts of frames values_of reads as records; past them, field by field
 _TICK_INTS = tuple(name for name in _TICK_NAMES if name not in _TICK_FLOATS)
-_UINT_DTYPES = ("u1", "u1", ">u2", ">u4", ">u8")
+_INT_DTYPES = ("u1", "u1", ">u2", ">u4", ">u8", "i1", "i1", ">i2", ">i4", ">i8")  # by form
 _UINT_BOUNDS = np.array([128, 256, 65536, 2**32], np.uint64)  # where each unsigned form ends
+# Reading a tick's layout from its integers' type bytes: a layout is one number, the forms of
+# ``_TICK_INTS`` as its digits (base _LAYOUT_BASE); a byte that is no int's type makes it at least
+# _NO_LAYOUT. After a type byte, its value: _SKIP_OF_TYPE bytes from the type byte on.
+_LAYOUT_BASE = 10
+_NO_LAYOUT = _LAYOUT_BASE ** len(_TICK_INTS)
+_FORM_OF_TYPE = np.full(256, _NO_LAYOUT, np.int64)
+_FORM_OF_TYPE[:0x80], _FORM_OF_TYPE[0xE0:] = 0, 5
+_FORM_OF_TYPE[[0xCC, 0xCD, 0xCE, 0xCF, 0xD0, 0xD1, 0xD2, 0xD3]] = [1, 2, 3, 4, 6, 7, 8, 9]
+_SKIP_OF_TYPE = np.ones(256, np.int64)
+_SKIP_OF_TYPE[[0xCC, 0xCD, 0xCE, 0xCF, 0xD0, 0xD1, 0xD2, 0xD3]] = [2, 3, 5, 9, 2, 3, 5, 9]
 
 
-def _uint_forms_of(frame: bytes) -> tuple[int, ...] | None:
-    """The unsigned forms of a tick frame's integers, None if it is not such a tick map."""
-    try:
-        tick = msgpack.unpackb(frame)
-        forms = tuple(_int_form(tick[name]) for name in _TICK_INTS)
-    except Exception:  # not msgpack, not a map, a missing or non-integer field
-        return None
-    return forms if max(forms) <= 4 else None
+def _tick_layouts_of(joined: bytes, starts: np.ndarray, ends: np.ndarray, prefix_len: int) -> np.ndarray:
+    """Each tick frame's layout, from the type bytes where a tick map of those widths has them;
+    -1 for a frame whose bytes there are no integers' or whose length is not that layout's.
+    Nothing else is checked (``_read_records`` does)."""
+    buf = np.frombuffer(joined, np.uint8)
+    pos, layouts = starts + prefix_len, np.zeros(len(starts), np.int64)
+    gap = 0  # fixed bytes (keys, floats) between the last integer read and the next type byte
+    for name in _TICK_NAMES:
+        gap += len(_TICK_KEYS[name])
+        if name in _TICK_FLOATS:
+            gap += 9
+            continue
+        pos += gap
+        head = buf.take(pos, mode="clip")  # a malformed frame's positions may run past the end
+        layouts *= _LAYOUT_BASE
+        layouts += _FORM_OF_TYPE[head]
+        pos += _SKIP_OF_TYPE[head]
+        gap = 0
+    layouts[(layouts >= _NO_LAYOUT) | (pos + gap != ends)] = -1
+    return layouts
+
+
+def _forms_of_layout(layout: int) -> tuple[int, ...]:
+    forms = []
+    for _ in _TICK_INTS:
+        layout, form = divmod(layout, _LAYOUT_BASE)
+        forms.append(form)
+    return tuple(reversed(forms))
+
+
+def _read_records(prefix: bytes, forms: tuple[int, ...], data: bytes | memoryview, values: np.ndarray) -> np.ndarray:
+    """Frames of one layout, end to end, read as records: their values into ``values`` (of
+    ``TICK_VALUES``), and which have the layout's fixed bytes (prefix, keys, type bytes) and
+    integers in their forms' ranges."""
+    values_dtype, fixed_dtype, expected, ranges = _tick_reader(prefix, forms)
+    fixed = np.frombuffer(data, fixed_dtype)
+    ok = np.ones(len(fixed), bool)
+    for name in fixed_dtype.names:
+        ok &= fixed[name] == expected[name]
+    records = np.frombuffer(data, values_dtype)
+    for name, low, high in ranges:
+        ok &= (records[name] >= low) & (records[name] <= high)
+    values[:] = records  # field by field, by position: big-endian to native
+    return ok
+
+
+@functools.lru_cache(maxsize=1024)
+def _tick_reader(prefix: bytes, forms: tuple[int, ...]) -> tuple[np.dtype, np.dtype, np.ndarray, tuple[tuple[str, int, int], ...]]:
+    """How ``_read_records`` reads a layout: the dtype of its values (big-endian, in place), that
+    of its fixed bytes as unsigned words (each run of them covered by words of the widest size
+    it holds, the last overlapping) with their expected record, and its integers' ranges."""
+    dtype, template = _tick_records(prefix, _TICK_NAMES, forms)
+    fields = [(name, *dtype.fields[name][:2]) for name in dtype.names]
+    values = np.dtype({"names": list(_TICK_NAMES), "itemsize": dtype.itemsize,
+                       "formats": [code for name, code, _ in fields if name in _TICK_NAMES],
+                       "offsets": [offset for name, _, offset in fields if name in _TICK_NAMES]})
+    runs: list[list[int]] = []  # [start, end) of the fixed bytes
+    for name, code, offset in fields:
+        if name not in _TICK_NAMES:
+            if runs and runs[-1][1] == offset:
+                runs[-1][1] += code.itemsize
+            else:
+                runs.append([offset, offset + code.itemsize])
+    words = []
+    for start, end in runs:
+        size = next(size for size in (8, 4, 2, 1) if size <= end - start)
+        words += [(offset, size) for offset in range(start, end - size, size)] + [(end - size, size)]
+    fixed = np.dtype({"names": [f"word{i}" for i in range(len(words))], "itemsize": dtype.itemsize,
+                      "formats": [f"u{size}" for _, size in words], "offsets": [offset for offset, _ in words]})
+    ranges = tuple((name, *_FORM_RANGES[form]) for name, form in zip(_TICK_INTS, forms) if form in _FORM_RANGES)
+    return values, fixed, np.frombuffer(template.tobytes(), fixed)[0], ranges
+
+
+# What a record's integer of these forms may hold: a positive or negative fixint (its own type
+# byte, read as any byte), an int64 (a uint64).
+_FORM_RANGES = {0: (0, 0x7F), 5: (-32, -1), 4: (0, _INT64_MAX)}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -428,7 +520,7 @@ def _tick_records(prefix: bytes, names: tuple[str, ...], forms: tuple[int, ...])
             key, code = _TICK_KEYS[name] + b"\xcb", ">f8"
         else:
             form = next_form()
-            key, code = _TICK_KEYS[name] + _INT_FORMS[form][0], _UINT_DTYPES[form]
+            key, code = _TICK_KEYS[name] + _INT_FORMS[form][0], _INT_DTYPES[form]
         fields += [("key_" + name, f"V{len(key)}"), (name, code)]
         fixed["key_" + name] = key
     template = np.zeros(1, np.dtype(fields))
