@@ -4,7 +4,8 @@ Prints JSON.
     .venv/bin/python benchmarks/tick_encoders.py [--rounds 15] [--ticks 10000] [--compare REV ...] [--out FILE]
 
 Each variant encodes the same ticks; rounds alternate the variants, and every figure is the best
-(minimum) over rounds, with the median beside it:
+(minimum) over rounds, with the median beside it (``encode`` is timed in chunks of ``CHUNK``
+ticks, its best the sum of each chunk's best: a busy machine interrupts short chunks less):
   current   engine/protocol.py of this checkout
   REV       engine/protocol.py at each ``--compare`` git revision (default ``f681f41^``, the last
             before canonical integer widths, whose encoders wrote every integer as a uint64)
@@ -23,6 +24,7 @@ Two markets: ``forex`` (volume 0, flags 6: the layout changes only with seq's wi
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import statistics
 import subprocess
@@ -45,6 +47,7 @@ from engine import protocol  # noqa: E402
 SYMBOL = "EURUSD"
 EPOCH = 1_796_000_000_000
 PRE_CANONICAL = "f681f41^"
+CHUNK = 500
 # MT5's TICK_FLAG_* combinations an exchange symbol's ticks carry (bid, ask, last, volume, buy, sell).
 EXCHANGE_FLAGS = (2, 4, 6, 24, 56, 88, 30)
 
@@ -73,23 +76,31 @@ def tick_map(args: tuple) -> dict:
     return {"symbol": SYMBOL, **dict(zip((*protocol.TICK_FIELDS[1:], "seq", "epoch"), args))}
 
 
-def operations(module: ModuleType | None, cols: dict[str, np.ndarray]) -> dict[str, Callable[[], object]]:
-    """What each operation runs for one variant (``None``: msgpack-python), ready to time."""
+def operations(module: ModuleType | None, cols: dict[str, np.ndarray]) -> dict[str, list[Callable[[], object]]]:
+    """What each operation runs for one variant (``None``: msgpack-python), ready to time: the
+    chunks of ``encode``, the whole batch of the others."""
     args = encode_args(cols)
+    chunks = [args[start:start + CHUNK] for start in range(0, len(args), CHUNK)]
     maps = [tick_map(a) for a in args]
     if module is None:
         frames = [msgpack.packb(m) for m in maps]
-        return {"encode": lambda: [msgpack.packb(m) for m in maps],
-                "pack_ticks": lambda: msgpack.packb(maps),
-                "values_of": lambda: [msgpack.unpackb(f) for f in frames]}
+        map_chunks = [maps[start:start + CHUNK] for start in range(0, len(maps), CHUNK)]
+        return {"encode": [functools.partial(pack_each, chunk) for chunk in map_chunks],
+                "pack_ticks": [lambda: msgpack.packb(maps)],
+                "values_of": [lambda: [msgpack.unpackb(f) for f in frames]]}
     encoder = module.TickEncoder(SYMBOL)
     frames = [encoder.encode(*a) for a in args]
-    ops = {"encode": lambda: encode_each(encoder, args),
-           "pack_ticks": lambda: module.pack_ticks(SYMBOL, cols, 1, EPOCH),
-           "values_of": lambda: encoder.values_of(frames)}
+    ops = {"encode": [functools.partial(encode_each, encoder, chunk) for chunk in chunks],
+           "pack_ticks": [lambda: module.pack_ticks(SYMBOL, cols, 1, EPOCH)],
+           "values_of": [lambda: encoder.values_of(frames)]}
     if hasattr(module, "tick_frames"):
-        ops["tick_frames"] = lambda: module.tick_frames(SYMBOL, cols, 1, EPOCH)
+        ops["tick_frames"] = [lambda: module.tick_frames(SYMBOL, cols, 1, EPOCH)]
     return ops
+
+
+def pack_each(maps: list[dict]) -> None:
+    for tick in maps:
+        msgpack.packb(tick)
 
 
 def encode_each(encoder, args: list[tuple]) -> None:
@@ -108,23 +119,21 @@ def measure(variants: dict[str, ModuleType | None], market: str, n: int, rounds:
     """Best and median of every operation of every variant on ``market``'s ticks."""
     cols = columns(market, n)
     ops = {label: operations(module, cols) for label, module in variants.items()}
-    times: dict[tuple[str, str], list[float]] = {}
+    times: dict[tuple[str, str], list[list[float]]] = {}  # per round, per chunk
     for _ in range(rounds):
         for label, by_op in ops.items():
-            for op, run in by_op.items():
-                times.setdefault((op, label), []).append(seconds(run))
+            for op, runs in by_op.items():
+                times.setdefault((op, label), []).append([seconds(run) for run in runs])
+    best = {key: sum(map(min, zip(*spent))) for key, spent in times.items()}
     out: dict = {}
     for (op, label), spent in times.items():
-        scale, unit = (1e9 / n, "ns_per_tick") if op == "encode" else (1e3, "ms")
-        out.setdefault(op, {})[label] = {f"best_{unit}": round(min(spent) * scale, 3 if unit == "ms" else 1),
-                                         f"median_{unit}": round(statistics.median(spent) * scale, 3 if unit == "ms" else 1)}
+        scale, unit, digits = (1e9 / n, "ns_per_tick", 1) if op == "encode" else (1e3, "ms", 3)
+        out.setdefault(op, {})[label] = {f"best_{unit}": round(best[(op, label)] * scale, digits),
+                                         f"median_{unit}": round(statistics.median(map(sum, spent)) * scale, digits)}
     for op, by_label in out.items():
-        current = min(times[(op, "current")])
         for label in variants:
-            if label not in ("current", "msgpack") and (op, label) in times:
-                by_label[f"ratio_to_{label}"] = round(current / min(times[(op, label)]), 3)
-        if (op, "msgpack") in times:
-            by_label["ratio_to_msgpack"] = round(current / min(times[(op, "msgpack")]), 3)
+            if label != "current" and (op, label) in times:
+                by_label[f"ratio_to_{label}"] = round(best[(op, "current")] / best[(op, label)], 3)
     return out
 
 

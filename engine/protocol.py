@@ -281,7 +281,8 @@ class TickEncoder:
     def encode(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
                volume_real: float, seq: int, epoch: int) -> bytes:
         try:
-            # ``volume | flags`` is negative if either is; a flags past a fixint is an IndexError.
+            # Negative indexes would read the tables from the end: ``volume | flags`` is negative
+            # if either is; a flags past a fixint is an IndexError.
             if volume | flags >= 0 and time_msc > 0xFFFFFFFF and epoch > 0xFFFFFFFF:
                 if volume < 0x80:  # most ticks
                     pack, ask_key, last_key, seq_key, epoch_key = self._by_seq[seq.bit_length()]
@@ -292,7 +293,7 @@ class TickEncoder:
                 return pack(self._head, bid, ask_key, ask, last_key, last, volume_key, volume, time_key, time_msc,
                             _FLAGS_TO_VOLUME_REAL[flags], volume_real, seq_key, seq, epoch_key, epoch)
         except (IndexError, AttributeError, TypeError, struct.error):
-            pass  # flags past a fixint, wider than 64 bits, a negative seq, numpy integers
+            pass  # flags past a fixint, negative or wider than 64 bits, numpy integers
         return self._encode_any(bid, ask, last, volume, time_msc, flags, volume_real, seq, epoch)
 
     def _encode_any(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
@@ -335,8 +336,9 @@ class TickEncoder:
                 ok[start:stop] = _read_records(self.prefix, _forms_of_layout(layout), run, values[start:stop])
         unread = np.flatnonzero(~ok)
         if len(unread):
-            values[unread], ok[unread] = self._read_by_layout(
-                [frames[i] for i in unread.tolist()], b"".join([frames[i] for i in unread.tolist()]), lengths[unread])
+            picked = [frames[i] for i in unread.tolist()]
+            read, ok[unread] = self._read_by_layout(picked, b"".join(picked), lengths[unread])
+            _as_void(values)[unread] = _as_void(read)
         return values, ok
 
     def _read_by_layout(self, frames: list[bytes], joined: bytes, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -363,9 +365,10 @@ class TickEncoder:
             else:
                 unread += range(first, first + count)
         if unread:
-            values[unread], ok[unread] = self._parse([frames[i] for i in order[unread].tolist()])
+            parsed, ok[unread] = self._parse([frames[i] for i in order[unread].tolist()])
+            _as_void(values)[unread] = _as_void(parsed)
         in_order = np.empty(n, TICK_VALUES), np.empty(n, bool)
-        in_order[0][order], in_order[1][order] = values, ok
+        _as_void(in_order[0])[order], in_order[1][order] = _as_void(values), ok
         return in_order
 
     def _parse(self, frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -452,6 +455,11 @@ def _tick_layouts_of(joined: bytes, starts: np.ndarray, ends: np.ndarray, prefix
         gap = 0
     layouts[(layouts >= _NO_LAYOUT) | (pos + gap != ends)] = -1
     return layouts
+
+
+def _as_void(values: np.ndarray) -> np.ndarray:
+    """Records as opaque bytes: indexed many at once, numpy copies them whole, not field by field."""
+    return values.view(f"V{values.dtype.itemsize}")
 
 
 def _forms_of_layout(layout: int) -> tuple[int, ...]:
@@ -597,10 +605,11 @@ def _has_negative(names: tuple[str, ...], values: dict[str, np.ndarray]) -> bool
     return any(name not in _TICK_FLOATS and len(values[name]) and values[name].min() < 0 for name in names)
 
 
-def _packed_rows(symbol: str, names: tuple[str, ...], values: dict[str, np.ndarray]) -> tuple[bytes, np.ndarray]:
-    """Every tick's map as ``encode`` writes it (no integer negative), end to end, and where each
-    ends. A run of ticks whose integers have the same forms is one array of numpy records (a
-    template's bytes, then the values); past ``_PACK_RUNS`` runs, ``_masked_rows``."""
+def _packed_rows(symbol: str, names: tuple[str, ...], values: dict[str, np.ndarray]) -> tuple[bytes, np.ndarray] | list[bytes]:
+    """Every tick's map as ``encode`` writes it (no integer negative): end to end, with where each
+    ends, when a run of ticks whose integers have the same forms is one array of numpy records (a
+    template's bytes, then the values); past ``_PACK_RUNS`` runs, each map on its own, the ticks
+    regrouped by layout to be packed as records (``_packed_by_layout``)."""
     n = len(values["time_msc"])
     if not n:
         return b"", np.zeros(0, np.int64)
@@ -610,49 +619,42 @@ def _packed_rows(symbol: str, names: tuple[str, ...], values: dict[str, np.ndarr
                       for name in ints])
     starts = [0, *(np.flatnonzero((forms[:, 1:] != forms[:, :-1]).any(axis=0)) + 1).tolist()]
     if len(starts) > _PACK_RUNS:
-        return _masked_rows(prefix, names, values)
+        return _packed_by_layout(prefix, names, values, forms)
     chunks, sizes = [], []
     for start, end in zip(starts, [*starts[1:], n]):
-        dtype, template = _tick_records(prefix, names, tuple(forms[:, start].tolist()))
-        records = np.frombuffer(bytearray(template.tobytes() * (end - start)), dtype)
-        for name in names:
-            records[name] = values[name][start:end]
-        chunks.append(records.tobytes())
-        sizes.append(np.full(end - start, dtype.itemsize, np.int64))
+        chunks.append(_records(prefix, names, tuple(forms[:, start].tolist()), values, slice(start, end), end - start))
+        sizes.append(np.full(end - start, len(chunks[-1]) // (end - start), np.int64))
     return b"".join(chunks), np.cumsum(np.concatenate(sizes))
 
 
-_PACK_RUNS = 16  # runs of one layout packed as records; more (volumes that vary) take the mask
+_PACK_RUNS = 16  # runs of one layout packed in order; more (volumes that vary) are regrouped
 
 
-def _masked_rows(prefix: bytes, names: tuple[str, ...], values: dict[str, np.ndarray]) -> tuple[bytes, np.ndarray]:
-    """``_packed_rows`` for ticks of many layouts: a byte matrix of the fixed parts and of every
-    value at its widest (a type byte and 8 bytes), of which a mask keeps the bytes of each
-    integer's smallest form."""
-    n = len(values["time_msc"])
-    blocks, keeps = [np.broadcast_to(np.frombuffer(prefix, np.uint8), (n, len(prefix)))], []
-    keeps.append(np.ones((n, len(prefix)), bool))
+def _records(prefix: bytes, names: tuple[str, ...], forms: tuple[int, ...], values: dict[str, np.ndarray],
+             rows: slice | np.ndarray, count: int) -> bytes:
+    """The maps of the ``count`` ``rows`` of ``values``, all of the layout ``forms``, end to end."""
+    records = np.repeat(_tick_records(prefix, names, forms)[1], count)
     for name in names:
-        key = np.frombuffer(_TICK_KEYS[name], np.uint8)
-        slot, keep = np.empty((n, 9), np.uint8), np.ones((n, 9), bool)
-        if name in _TICK_FLOATS:
-            slot[:, 0] = 0xCB
-            slot[:, 1:] = np.asarray(values[name], ">f8").view(np.uint8).reshape(n, 8)
-        else:
-            value = np.asarray(values[name]).astype(np.uint64)
-            smaller = [value < 128, value < 256, value < 65536, value < 2**32]
-            slot[:, 0] = np.select(smaller, [value, *_UINT_TYPES[:3]], _UINT_TYPES[3]).astype(np.uint8)
-            slot[:, 1:] = value.astype(">u8").view(np.uint8).reshape(n, 8)
-            width = np.select(smaller, [0, 1, 2, 4], 8)
-            keep[:, 1:] = _BYTE_INDEX >= 8 - width[:, None]
-        blocks += [np.broadcast_to(key, (n, len(key))), slot]
-        keeps += [np.ones((n, len(key)), bool), keep]
-    mask = np.concatenate(keeps, axis=1)
-    return np.concatenate(blocks, axis=1)[mask].tobytes(), np.cumsum(mask.sum(axis=1))
+        records[name] = values[name][rows]
+    return records.tobytes()
 
 
-_BYTE_INDEX = np.arange(8)
-_UINT_TYPES = tuple(np.uint64(t) for t in (0xCC, 0xCD, 0xCE, 0xCF))
+def _packed_by_layout(prefix: bytes, names: tuple[str, ...], values: dict[str, np.ndarray],
+                      forms: np.ndarray) -> list[bytes]:
+    """Each tick's map, for ticks of many layouts (``forms``: each integer's form, a row per
+    integer): the ticks of each layout packed at once, their maps cut apart and put in order."""
+    layouts = (forms * (_LAYOUT_BASE ** np.arange(len(forms)))[:, None]).sum(axis=0)
+    order = np.argsort(layouts, kind="stable")
+    _, firsts, counts = np.unique(layouts[order], return_index=True, return_counts=True)
+    maps = []
+    for first, count in zip(firsts.tolist(), counts.tolist()):
+        rows = order[first:first + count]
+        data = _records(prefix, names, tuple(forms[:, rows[0]].tolist()), values, rows, count)
+        size = len(data) // count
+        maps += [data[start:start + size] for start in range(0, len(data), size)]
+    in_order = np.empty(len(maps), object)
+    in_order[order] = maps
+    return in_order.tolist()
 
 
 def pack_ticks(symbol: str, columns: dict[str, np.ndarray], first_seq: int | None = None,
@@ -667,7 +669,8 @@ def pack_ticks(symbol: str, columns: dict[str, np.ndarray], first_seq: int | Non
     n = len(values["time_msc"])
     if _has_negative(names, values):
         return Packed(encode([dict(zip(("symbol", *names), (symbol, *row))) for row in _rows(names, values)]))
-    return Packed(_packer.pack_array_header(n) + _packed_rows(symbol, names, values)[0])
+    rows = _packed_rows(symbol, names, values)
+    return Packed(_packer.pack_array_header(n) + (b"".join(rows) if isinstance(rows, list) else rows[0]))
 
 
 def tick_frames(symbol: str, columns: dict[str, np.ndarray], first_seq: int, epoch: int) -> list[bytes]:
@@ -677,7 +680,10 @@ def tick_frames(symbol: str, columns: dict[str, np.ndarray], first_seq: int, epo
     if _has_negative(names, values):
         encoder = TickEncoder(symbol)
         return [encoder.encode(*row) for row in _rows(names, values)]
-    data, ends = _packed_rows(symbol, names, values)
+    rows = _packed_rows(symbol, names, values)
+    if isinstance(rows, list):
+        return rows
+    data, ends = rows
     starts = [0, *ends[:-1].tolist()]
     return [data[start:end] for start, end in zip(starts, ends.tolist())]
 
