@@ -16,6 +16,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 # Topic kinds. A topic is ``kind:part:part:`` -- always ending in ':'.
 TICK = "tick"
@@ -281,9 +282,9 @@ class TickEncoder:
     def encode(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
                volume_real: float, seq: int, epoch: int) -> bytes:
         try:
-            # Negative indexes would read the tables from the end: ``volume | flags`` is negative
-            # if either is; a flags past a fixint is an IndexError.
-            if volume | flags >= 0 and time_msc > 0xFFFFFFFF and epoch > 0xFFFFFFFF:
+            # Negative indexes would read the tables from the end; a flags past a fixint is an
+            # IndexError.
+            if volume >= 0 and flags >= 0 and time_msc > 0xFFFFFFFF and epoch > 0xFFFFFFFF:
                 if volume < 0x80:  # most ticks
                     pack, ask_key, last_key, seq_key, epoch_key = self._by_seq[seq.bit_length()]
                     return pack(self._head, bid, ask_key, ask, last_key, last, _VOLUME_TO_TIME[volume], time_msc,
@@ -324,10 +325,11 @@ class TickEncoder:
         lengths = np.fromiter(map(len, frames), np.int64, n)
         ends = np.cumsum(lengths)
         joined = b"".join(frames)
+        values, ok = np.zeros(n, TICK_VALUES), np.zeros(n, bool)
         starts = [0, *(np.flatnonzero(np.diff(lengths)) + 1).tolist()] if n else []
         if len(starts) > _READ_RUNS:
-            return self._read_by_layout(frames, joined, lengths)
-        values, ok = np.zeros(n, TICK_VALUES), np.zeros(n, bool)
+            self._read_by_layout(frames, joined, lengths, ends, np.arange(n), values, ok)
+            return values, ok
         firsts = np.array(starts, np.int64)
         layouts = _tick_layouts_of(joined, ends[firsts] - lengths[firsts], ends[firsts], len(self.prefix))
         for start, stop, layout in zip(starts, [*starts[1:], n], layouts.tolist()):
@@ -336,40 +338,34 @@ class TickEncoder:
                 ok[start:stop] = _read_records(self.prefix, _forms_of_layout(layout), run, values[start:stop])
         unread = np.flatnonzero(~ok)
         if len(unread):
-            picked = [frames[i] for i in unread.tolist()]
-            read, ok[unread] = self._read_by_layout(picked, b"".join(picked), lengths[unread])
-            _as_void(values)[unread] = _as_void(read)
+            self._read_by_layout(frames, joined, lengths, ends, unread, values, ok)
         return values, ok
 
-    def _read_by_layout(self, frames: list[bytes], joined: bytes, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``values_of`` for frames of many layouts: each frame's layout from its integers' type
-        bytes, the frames regrouped by layout, each layout's read at once; past ``_READ_LAYOUTS``
-        layouts, the fewest frames' parsed field by field (slower)."""
-        n = len(frames)
-        ends = np.cumsum(lengths)
-        layouts = _tick_layouts_of(joined, ends - lengths, ends, len(self.prefix))
-        order = np.argsort(layouts, kind="stable")
-        found, firsts, counts = np.unique(layouts[order], return_index=True, return_counts=True)
-        regrouped = b"".join(operator.itemgetter(*order.tolist())(frames)) if n > 1 else joined
-        regrouped_ends = np.cumsum(lengths[order])
-        values, ok = np.zeros(n, TICK_VALUES), np.zeros(n, bool)  # in regrouped order
+    def _read_by_layout(self, frames: list[bytes], joined: bytes, lengths: np.ndarray, ends: np.ndarray,
+                        rows: np.ndarray, values: np.ndarray, ok: np.ndarray) -> None:
+        """``values_of`` for the frames ``rows`` of many layouts, into ``values`` and ``ok``: each
+        frame's layout from its integers' type bytes, each layout's frames gathered and read at
+        once; past ``_READ_LAYOUTS`` layouts, the fewest frames' parsed field by field (slower)."""
+        layouts = _tick_layouts_of(joined, ends[rows] - lengths[rows], ends[rows], len(self.prefix))
+        found, inverse, counts = np.unique(layouts, return_inverse=True, return_counts=True)
+        by_layout = np.split(rows[np.argsort(inverse, kind="stable")], np.cumsum(counts)[:-1])
         read = set(np.argsort(-counts)[:_READ_LAYOUTS].tolist())
-        unread = []
-        for i, (layout, first, count) in enumerate(zip(found.tolist(), firsts.tolist(), counts.tolist())):
-            rows = slice(first, first + count)
+        buf, unread = np.frombuffer(joined, np.uint8), []
+        for i, (layout, group) in enumerate(zip(found.tolist(), by_layout)):
             if layout < 0:
                 continue
             if i in read:
-                data = memoryview(regrouped)[regrouped_ends[first] - lengths[order[first]]:regrouped_ends[first + count - 1]]
-                ok[rows] = _read_records(self.prefix, _forms_of_layout(layout), data, values[rows])
+                size = int(lengths[group[0]])
+                data = sliding_window_view(buf, size)[ends[group] - size]  # the group's frames, end to end
+                read_values = np.empty(len(group), TICK_VALUES)
+                ok[group] = _read_records(self.prefix, _forms_of_layout(layout), data, read_values)
+                _as_void(values)[group] = _as_void(read_values)
             else:
-                unread += range(first, first + count)
+                unread.append(group)
         if unread:
-            parsed, ok[unread] = self._parse([frames[i] for i in order[unread].tolist()])
-            _as_void(values)[unread] = _as_void(parsed)
-        in_order = np.empty(n, TICK_VALUES), np.empty(n, bool)
-        _as_void(in_order[0])[order], in_order[1][order] = _as_void(values), ok
-        return in_order
+            group = np.concatenate(unread)
+            parsed, ok[group] = self._parse([frames[i] for i in group.tolist()])
+            _as_void(values)[group] = _as_void(parsed)
 
     def _parse(self, frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """``values_of`` for frames of any layout, field by field (slower)."""
@@ -470,7 +466,8 @@ def _forms_of_layout(layout: int) -> tuple[int, ...]:
     return tuple(reversed(forms))
 
 
-def _read_records(prefix: bytes, forms: tuple[int, ...], data: bytes | memoryview, values: np.ndarray) -> np.ndarray:
+def _read_records(prefix: bytes, forms: tuple[int, ...], data: bytes | memoryview | np.ndarray,
+                  values: np.ndarray) -> np.ndarray:
     """Frames of one layout, end to end, read as records: their values into ``values`` (of
     ``TICK_VALUES``), and which have the layout's fixed bytes (prefix, keys, type bytes) and
     integers in their forms' ranges."""
