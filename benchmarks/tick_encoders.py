@@ -128,8 +128,9 @@ def measure(variants: dict[str, ModuleType | None], market: str, n: int, rounds:
     out: dict = {}
     for (op, label), spent in times.items():
         scale, unit, digits = (1e9 / n, "ns_per_tick", 1) if op == "encode" else (1e3, "ms", 3)
+        median = statistics.median(map(sum, spent))
         out.setdefault(op, {})[label] = {f"best_{unit}": round(best[(op, label)] * scale, digits),
-                                         f"median_{unit}": round(statistics.median(map(sum, spent)) * scale, digits)}
+                                         f"median_{unit}": round(median * scale, digits)}
     for op, by_label in out.items():
         for label in variants:
             if label != "current" and (op, label) in times:

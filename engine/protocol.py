@@ -234,22 +234,25 @@ def _tick_fast_layouts(head_len: int) -> tuple[tuple[Any, ...], tuple[tuple[Any,
     """``TickEncoder.encode``'s fast layouts for a head (prefix and bid's key) of ``head_len``
     bytes, by the bit length of seq (volume a fixint: its run from ``_VOLUME_TO_TIME``) and by
     those of volume then seq (volume any unsigned form): (struct pack, then the keys it takes)."""
-    floats = lambda *names: tuple(_TICK_KEYS[name] + b"\xcb" for name in names)
+    ask_key, last_key = _TICK_KEYS["ask"] + b"\xcb", _TICK_KEYS["last"] + b"\xcb"
+    prices = f">{head_len}sd{len(ask_key)}sd{len(last_key)}sd"  # bid, ask and last
     by_seq_form, by_forms = [], {}
     for seq_form in range(_UINT64 + 1):
         seq_type, seq_code = _INT_FORMS[seq_form]
-        keys = (*floats("ask", "last"), _TICK_KEYS["seq"] + seq_type, _TICK_KEYS["epoch"] + b"\xcf")
-        fixint = struct.Struct(f">{head_len}sd5sd6sd{len(_VOLUME_TO_TIME[0])}sQ{len(_FLAGS_TO_VOLUME_REAL[0])}sd"
-                               f"{len(keys[2])}s{seq_code}{len(keys[3])}sQ")
-        by_seq_form.append((fixint.pack, *keys))
+        seq_key, epoch_key = _TICK_KEYS["seq"] + seq_type, _TICK_KEYS["epoch"] + b"\xcf"
+        stamp = f"{len(seq_key)}s{seq_code}{len(epoch_key)}sQ"
+        fixint = struct.Struct(f"{prices}{len(_VOLUME_TO_TIME[0])}sQ{len(_FLAGS_TO_VOLUME_REAL[0])}sd{stamp}")
+        by_seq_form.append((fixint.pack, ask_key, last_key, seq_key, epoch_key))
         for volume_form in range(_UINT64 + 1):
             volume_type, volume_code = _INT_FORMS[volume_form]
-            keys_any = (*keys[:2], _TICK_KEYS["volume"] + volume_type, _TICK_KEYS["time_msc"] + b"\xcf", *keys[2:])
-            layout = struct.Struct(f">{head_len}sd5sd6sd{len(keys_any[2])}s{volume_code}{len(keys_any[3])}sQ"
-                                   f"{len(_FLAGS_TO_VOLUME_REAL[0])}sd{len(keys[2])}s{seq_code}{len(keys[3])}sQ")
-            by_forms[volume_form, seq_form] = (layout.pack, *keys_any)
+            volume_key, time_key = _TICK_KEYS["volume"] + volume_type, _TICK_KEYS["time_msc"] + b"\xcf"
+            layout = struct.Struct(f"{prices}{len(volume_key)}s{volume_code}{len(time_key)}sQ"
+                                   f"{len(_FLAGS_TO_VOLUME_REAL[0])}sd{stamp}")
+            by_forms[volume_form, seq_form] = (layout.pack, ask_key, last_key, volume_key, time_key, seq_key,
+                                               epoch_key)
     by_seq = tuple(by_seq_form[form] for form in _FORM_OF_BITS)
-    return by_seq, tuple(tuple(by_forms[_FORM_OF_BITS[bits], form] for form in _FORM_OF_BITS) for bits in range(65))
+    by_volume = (tuple(by_forms[_FORM_OF_BITS[bits], form] for form in _FORM_OF_BITS) for bits in range(65))
+    return by_seq, tuple(by_volume)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -301,7 +304,8 @@ class TickEncoder:
                     volume_real: float, seq: int, epoch: int) -> bytes:
         """``encode`` for any integers: their layout by every one's form, else ``encode``'s bytes."""
         try:
-            volume, time_msc, flags, seq, epoch = ints = tuple(map(operator.index, (volume, time_msc, flags, seq, epoch)))
+            ints = tuple(map(operator.index, (volume, time_msc, flags, seq, epoch)))
+            volume, time_msc, flags, seq, epoch = ints
             pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = _tick_layout(
                 len(self.prefix), tuple(_FORM_OF_BITS[value.bit_length()] for value in ints))
             return pack(self.prefix, k0, bid, k1, ask, k2, last, k3, volume, k4, time_msc, k5, flags,
@@ -414,6 +418,8 @@ def _advance(pos: np.ndarray, ends: np.ndarray, limit: int, ok: np.ndarray) -> t
     """Positions moved on, frames read past their end no longer ok, and positions kept within
     the buffer (a malformed frame reads garbage from inside it, never past it)."""
     return np.minimum(pos, limit), ok & (pos <= ends)
+
+
 _READ_RUNS = 8  # runs of frames of one length values_of reads in their first frame's layout
 _READ_LAYOUTS = 64  # layouts of frames values_of reads as records; past them, field by field
 _TICK_INTS = tuple(name for name in _TICK_NAMES if name not in _TICK_FLOATS)
@@ -484,7 +490,8 @@ def _read_records(prefix: bytes, forms: tuple[int, ...], data: bytes | memoryvie
 
 
 @functools.lru_cache(maxsize=1024)
-def _tick_reader(prefix: bytes, forms: tuple[int, ...]) -> tuple[np.dtype, np.dtype, np.ndarray, tuple[tuple[str, int, int], ...]]:
+def _tick_reader(prefix: bytes, forms: tuple[int, ...]
+                 ) -> tuple[np.dtype, np.dtype, np.ndarray, tuple[tuple[str, int, int], ...]]:
     """How ``_read_records`` reads a layout: the dtype of its values (big-endian, in place), that
     of its fixed bytes as unsigned words (each run of them covered by words of the widest size
     it holds, the last overlapping) with their expected record, and its integers' ranges."""
@@ -602,7 +609,8 @@ def _has_negative(names: tuple[str, ...], values: dict[str, np.ndarray]) -> bool
     return any(name not in _TICK_FLOATS and len(values[name]) and values[name].min() < 0 for name in names)
 
 
-def _packed_rows(symbol: str, names: tuple[str, ...], values: dict[str, np.ndarray]) -> tuple[bytes, np.ndarray] | list[bytes]:
+def _packed_rows(symbol: str, names: tuple[str, ...], values: dict[str, np.ndarray]
+                 ) -> tuple[bytes, np.ndarray] | list[bytes]:
     """Every tick's map as ``encode`` writes it (no integer negative): end to end, with where each
     ends, when a run of ticks whose integers have the same forms is one array of numpy records (a
     template's bytes, then the values); past ``_PACK_RUNS`` runs, each map on its own, the ticks
@@ -619,7 +627,8 @@ def _packed_rows(symbol: str, names: tuple[str, ...], values: dict[str, np.ndarr
         return _packed_by_layout(prefix, names, values, forms)
     chunks, sizes = [], []
     for start, end in zip(starts, [*starts[1:], n]):
-        chunks.append(_records(prefix, names, tuple(forms[:, start].tolist()), values, slice(start, end), end - start))
+        layout = tuple(forms[:, start].tolist())
+        chunks.append(_records(prefix, names, layout, values, slice(start, end), end - start))
         sizes.append(np.full(end - start, len(chunks[-1]) // (end - start), np.int64))
     return b"".join(chunks), np.cumsum(np.concatenate(sizes))
 

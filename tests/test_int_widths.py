@@ -162,7 +162,8 @@ def test_a_stream_tick_and_its_snapshot_are_the_same_bytes_on_the_wire(engine):
     assert encode(snapshot) == canonical(encode(snapshot)) and list(snapshot) == [*TICK_FIELDS, "seq", "epoch"]
 
 
-def assert_read_as_decoded(values: np.ndarray, read: np.ndarray, frames: list[bytes], engine_frames: list[int]) -> None:
+def assert_read_as_decoded(values: np.ndarray, read: np.ndarray, frames: list[bytes],
+                           engine_frames: list[int]) -> None:
     """``values_of``'s answer: exactly ``engine_frames`` read, each with the values decode gives."""
     assert np.flatnonzero(read).tolist() == engine_frames
     for i in engine_frames:
@@ -179,7 +180,8 @@ def test_values_of_reads_frames_of_one_length_in_other_layouts():
     assert len(set(map(len, frames))) == 1
     values, read = encoder.values_of(frames)
     assert_read_as_decoded(values, read, frames, [0, 1, 2, 3, 4])
-    assert values["volume"].tolist() == [200, 300, 200, 65535, 255] and values["seq"].tolist() == [300, 200, 301, 255, 65535]
+    assert values["volume"].tolist() == [200, 300, 200, 65535, 255]
+    assert values["seq"].tolist() == [300, 200, 301, 255, 65535]
 
 
 def test_values_of_reads_batches_of_many_runs_and_layouts():
