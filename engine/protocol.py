@@ -477,24 +477,24 @@ def _read_records(prefix: bytes, forms: tuple[int, ...], data: bytes | memoryvie
     """Frames of one layout, end to end, read as records: their values into ``values`` (of
     ``TICK_VALUES``), and which have the layout's fixed bytes (prefix, keys, type bytes) and
     integers in their forms' ranges."""
-    values_dtype, fixed_dtype, expected, ranges = _tick_reader(prefix, forms)
+    values_dtype, fixed_dtype, expected, limits = _tick_reader(prefix, forms)
     fixed = np.frombuffer(data, fixed_dtype)
     ok = np.ones(len(fixed), bool)
     for name in fixed_dtype.names:
         ok &= fixed[name] == expected[name]
     records = np.frombuffer(data, values_dtype)
-    for name, low, high in ranges:
-        ok &= (records[name] >= low) & (records[name] <= high)
+    for name, within, bound in limits:
+        ok &= within(records[name], bound)
     values[:] = records  # field by field, by position: big-endian to native
     return ok
 
 
 @functools.lru_cache(maxsize=1024)
 def _tick_reader(prefix: bytes, forms: tuple[int, ...]
-                 ) -> tuple[np.dtype, np.dtype, np.ndarray, tuple[tuple[str, int, int], ...]]:
+                 ) -> tuple[np.dtype, np.dtype, np.ndarray, tuple[tuple[str, np.ufunc, int], ...]]:
     """How ``_read_records`` reads a layout: the dtype of its values (big-endian, in place), that
     of its fixed bytes as unsigned words (each run of them covered by words of the widest size
-    it holds, the last overlapping) with their expected record, and its integers' ranges."""
+    it holds, the last overlapping) with their expected record, and its integers' limits."""
     dtype, template = _tick_records(prefix, _TICK_NAMES, forms)
     fields = [(name, *dtype.fields[name][:2]) for name in dtype.names]
     values = np.dtype({"names": list(_TICK_NAMES), "itemsize": dtype.itemsize,
@@ -513,13 +513,13 @@ def _tick_reader(prefix: bytes, forms: tuple[int, ...]
         words += [(offset, size) for offset in range(start, end - size, size)] + [(end - size, size)]
     fixed = np.dtype({"names": [f"word{i}" for i in range(len(words))], "itemsize": dtype.itemsize,
                       "formats": [f"u{size}" for _, size in words], "offsets": [offset for offset, _ in words]})
-    ranges = tuple((name, *_FORM_RANGES[form]) for name, form in zip(_TICK_INTS, forms) if form in _FORM_RANGES)
-    return values, fixed, np.frombuffer(template.tobytes(), fixed)[0], ranges
+    limits = tuple((name, *_FORM_LIMITS[form]) for name, form in zip(_TICK_INTS, forms) if form in _FORM_LIMITS)
+    return values, fixed, np.frombuffer(template.tobytes(), fixed)[0], limits
 
 
 # What a record's integer of these forms may hold: a positive or negative fixint (its own type
-# byte, read as any byte), an int64 (a uint64).
-_FORM_RANGES = {0: (0, 0x7F), 5: (-32, -1), 4: (0, _INT64_MAX)}
+# byte, read as any byte: u1 or i1), an int64 (a uint64).
+_FORM_LIMITS = {0: (np.less_equal, 0x7F), 5: (np.greater_equal, -32), 4: (np.less_equal, _INT64_MAX)}
 
 
 @functools.lru_cache(maxsize=1024)
