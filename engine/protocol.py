@@ -351,9 +351,10 @@ class TickEncoder:
         frame's layout from its integers' type bytes, each layout's frames gathered and read at
         once; past ``_READ_LAYOUTS`` layouts, the fewest frames' parsed field by field (slower)."""
         layouts = _tick_layouts_of(joined, ends[rows] - lengths[rows], ends[rows], len(self.prefix))
-        found, inverse, counts = np.unique(layouts, return_inverse=True, return_counts=True)
-        by_layout = np.split(rows[np.argsort(inverse, kind="stable")], np.cumsum(counts)[:-1])
-        read = set(np.argsort(-counts)[:_READ_LAYOUTS].tolist())
+        order = np.argsort(layouts, kind="stable")
+        firsts = np.flatnonzero(np.diff(layouts[order], prepend=-2))  # where each layout's frames begin
+        found, by_layout = layouts[order[firsts]], np.split(rows[order], firsts[1:])
+        read = set(np.argsort(firsts - np.append(firsts[1:], len(rows)))[:_READ_LAYOUTS].tolist())  # the largest
         buf, unread = np.frombuffer(joined, np.uint8), []
         for i, (layout, group) in enumerate(zip(found.tolist(), by_layout)):
             if layout < 0:
@@ -651,12 +652,10 @@ def _packed_by_layout(prefix: bytes, names: tuple[str, ...], values: dict[str, n
     integer): the ticks of each layout packed at once, their maps cut apart and put in order."""
     layouts = (forms * (_LAYOUT_BASE ** np.arange(len(forms)))[:, None]).sum(axis=0)
     order = np.argsort(layouts, kind="stable")
-    _, firsts, counts = np.unique(layouts[order], return_index=True, return_counts=True)
     maps = []
-    for first, count in zip(firsts.tolist(), counts.tolist()):
-        rows = order[first:first + count]
-        data = _records(prefix, names, tuple(forms[:, rows[0]].tolist()), values, rows, count)
-        size = len(data) // count
+    for rows in np.split(order, np.flatnonzero(np.diff(layouts[order])) + 1):
+        data = _records(prefix, names, tuple(forms[:, rows[0]].tolist()), values, rows, len(rows))
+        size = len(data) // len(rows)
         maps += [data[start:start + size] for start in range(0, len(data), size)]
     in_order = np.empty(len(maps), object)
     in_order[order] = maps
