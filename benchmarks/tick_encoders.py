@@ -76,7 +76,8 @@ def tick_map(args: tuple) -> dict:
     return {"symbol": SYMBOL, **dict(zip((*protocol.TICK_FIELDS[1:], "seq", "epoch"), args))}
 
 
-def operations(module: ModuleType | None, cols: dict[str, np.ndarray]) -> dict[str, list[Callable[[], object]]]:
+def operations(module: ModuleType | None, cols: dict[str, np.ndarray]
+               ) -> dict[str, list[Callable[[], object]]]:
     """What each operation runs for one variant (``None``: msgpack-python), ready to time: the
     chunks of ``encode``, the whole batch of the others."""
     args = encode_args(cols)
@@ -99,6 +100,7 @@ def operations(module: ModuleType | None, cols: dict[str, np.ndarray]) -> dict[s
 
 
 def pack_each(maps: list[dict]) -> None:
+    """``msgpack.packb`` once per tick's map."""
     for tick in maps:
         msgpack.packb(tick)
 
@@ -159,7 +161,8 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     variants = {"current": protocol, **{rev: module_at(rev) for rev in args.compare}, "msgpack": None}
-    result = {"benchmark": "tick_encoders", "machine": machine(msgpack=msgpack.version, numpy=np.__version__),
+    result = {"benchmark": "tick_encoders",
+              "machine": machine(msgpack=".".join(map(str, msgpack.version)), numpy=np.__version__),
               "ticks": args.ticks, "rounds": args.rounds,
               **{market: measure(variants, market, args.ticks, args.rounds) for market in ("forex", "exchange")}}
     emit(result, args.out)
