@@ -19,6 +19,9 @@ uint8 and uint16 forms):
   values_of    ms: ``TickEncoder.values_of`` of the frames the variant's own encoder wrote
 Two markets: ``forex`` (volume 0, flags 6: the layout changes only with seq's width) and
 ``exchange`` (volumes 0-500 and MT5's flag combinations: a layout per tick, nearly).
+``publish_path``: the engine's in-process publish path per tick (``on_ticks`` then
+``aggregate_pending``, the sim at rate 0 over 5 and 200 symbols, no journal: as
+benchmarks/tick_journal.py's ``engine_no_journal``), each variant's ``TickEncoder`` swapped in.
 ``ratio_to_REV`` is current / REV on the best figures (below 1: current is faster).
 """
 from __future__ import annotations
@@ -37,12 +40,17 @@ from types import ModuleType
 
 import msgpack
 import numpy as np
+import zmq
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.report import emit, machine  # noqa: E402
+from benchmarks.tick_journal import CLOCK_MS, _Discard, per_tick_us  # noqa: E402
 from engine import protocol  # noqa: E402
+from engine.service import EngineService  # noqa: E402
+from engine.sources.sim import SimSource  # noqa: E402
+from tests.procs import engine_config  # noqa: E402
 
 SYMBOL = "EURUSD"
 EPOCH = 1_796_000_000_000
@@ -140,6 +148,40 @@ def measure(variants: dict[str, ModuleType | None], market: str, n: int, rounds:
     return out
 
 
+def publish_path(variants: dict[str, ModuleType], symbols: list[str], rounds: int, batches: int = 200) -> dict:
+    """CPU µs per tick of the engine's publish path with each variant's ``TickEncoder``."""
+    cfg = engine_config(symbols=",".join(symbols), rate="0")
+    ctx = zmq.Context()
+    svc = EngineService(cfg, SimSource(cfg.symbols, seed=3, rate=0), ctx)
+    svc.open()
+    try:
+        svc._journal = _Discard()
+        topics = {name: topic for name, (topic, _) in svc._tick_out.items()}
+        encoders = {label: {name: (topic, module.TickEncoder(name)) for name, topic in topics.items()}
+                    for label, module in variants.items()}
+        clock, spent = CLOCK_MS, {label: [] for label in variants}
+
+        def publish(batch: list) -> None:
+            svc.on_ticks(batch)
+            svc.aggregate_pending()
+
+        for _ in range(rounds):
+            for label in variants:
+                svc._tick_out = encoders[label]
+                clock += batches  # the market moves on; the sim's work is not timed
+                spent[label].append(per_tick_us([svc.source.poll(clock - batches + i) for i in range(batches)],
+                                                publish))
+    finally:
+        svc.close()
+        ctx.destroy(0)
+    out: dict = {label: {"best_us_per_tick": round(min(v), 3),
+                         "median_us_per_tick": round(statistics.median(v), 3)} for label, v in spent.items()}
+    for label in variants:
+        if label != "current":
+            out[f"ratio_to_{label}"] = round(min(spent["current"]) / min(spent[label]), 3)
+    return out
+
+
 def module_at(rev: str) -> ModuleType:
     """``engine/protocol.py`` as it was at git revision ``rev``, imported apart."""
     source = subprocess.run(["git", "show", f"{rev}:engine/protocol.py"], cwd=ROOT, check=True,
@@ -165,6 +207,10 @@ def main() -> None:
               "machine": machine(msgpack=".".join(map(str, msgpack.version)), numpy=np.__version__),
               "ticks": args.ticks, "rounds": args.rounds,
               **{market: measure(variants, market, args.ticks, args.rounds) for market in ("forex", "exchange")}}
+    encoders = {label: module for label, module in variants.items() if module is not None}
+    five, many = ["EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD"], [f"SIM{i:03d}" for i in range(200)]
+    result["publish_path"] = {"symbols_5": publish_path(encoders, five, args.rounds),
+                              "symbols_200": publish_path(encoders, many, args.rounds)}
     emit(result, args.out)
 
 
