@@ -3,9 +3,10 @@ Prints JSON.
 
     .venv/bin/python benchmarks/tick_encoders.py [--rounds 15] [--ticks 10000] [--compare REV ...] [--out FILE]
 
-Each variant encodes the same ticks; rounds alternate the variants, and every figure is the best
-(minimum) over rounds, with the median beside it (``encode`` is timed in chunks of ``CHUNK``
-ticks, its best the sum of each chunk's best: a busy machine interrupts short chunks less):
+Each variant encodes the same ticks; rounds alternate the variants (each round starting with the
+next), and every figure is the best (minimum) over rounds, with the median beside it (``encode``
+is timed in chunks of ``CHUNK`` ticks, its best the sum of each chunk's best: a busy machine
+interrupts short chunks less):
   current   engine/protocol.py of this checkout
   REV       engine/protocol.py at each ``--compare`` git revision (default ``f681f41^``, the last
             before canonical integer widths, whose encoders wrote every integer as a uint64)
@@ -130,9 +131,12 @@ def measure(variants: dict[str, ModuleType | None], market: str, n: int, rounds:
     cols = columns(market, n)
     ops = {label: operations(module, cols) for label, module in variants.items()}
     times: dict[tuple[str, str], list[list[float]]] = {}  # per round, per chunk
-    for _ in range(rounds):
-        for label, by_op in ops.items():
-            for op, runs in by_op.items():
+    labels = list(ops)
+    for round_ in range(rounds):
+        # Each round starts with the next variant: what runs before an operation (how much memory
+        # it left allocated or freed) changes its time.
+        for label in labels[round_ % len(labels):] + labels[:round_ % len(labels)]:
+            for op, runs in ops[label].items():
                 times.setdefault((op, label), []).append([seconds(run) for run in runs])
     best = {key: sum(map(min, zip(*spent))) for key, spent in times.items()}
     out: dict = {}

@@ -611,27 +611,28 @@ def _has_negative(names: tuple[str, ...], values: dict[str, np.ndarray]) -> bool
 
 
 def _packed_rows(symbol: str, names: tuple[str, ...], values: dict[str, np.ndarray]
-                 ) -> tuple[bytes, np.ndarray] | list[bytes]:
-    """Every tick's map as ``encode`` writes it (no integer negative): end to end, with where each
-    ends, when a run of ticks whose integers have the same forms is one array of numpy records (a
-    template's bytes, then the values); past ``_PACK_RUNS`` runs, each map on its own, the ticks
-    regrouped by layout to be packed as records (``_packed_by_layout``)."""
+                 ) -> tuple[list[bytes], list[int] | None]:
+    """Every tick's map as ``encode`` writes it (no integer negative), in chunks of maps end to
+    end, and the size of each chunk's maps. A run of ticks whose integers have the same forms is
+    a chunk, packed as one array of numpy records (a template's bytes, then the values); past
+    ``_PACK_RUNS`` runs, each map is a chunk (sizes None), the ticks regrouped by layout to be
+    packed as records (``_packed_by_layout``)."""
     n = len(values["time_msc"])
     if not n:
-        return b"", np.zeros(0, np.int64)
+        return [], []
     prefix = bytes([0x80 + 1 + len(names)]) + _packer.pack("symbol") + _packer.pack(symbol)
     ints = [name for name in names if name not in _TICK_FLOATS]
     forms = np.stack([np.searchsorted(_UINT_BOUNDS, np.asarray(values[name]).astype(np.uint64), "right")
                       for name in ints])
     starts = [0, *(np.flatnonzero((forms[:, 1:] != forms[:, :-1]).any(axis=0)) + 1).tolist()]
     if len(starts) > _PACK_RUNS:
-        return _packed_by_layout(prefix, names, values, forms)
+        return _packed_by_layout(prefix, names, values, forms), None
     chunks, sizes = [], []
     for start, end in zip(starts, [*starts[1:], n]):
         layout = tuple(forms[:, start].tolist())
         chunks.append(_records(prefix, names, layout, values, slice(start, end), end - start))
-        sizes.append(np.full(end - start, len(chunks[-1]) // (end - start), np.int64))
-    return b"".join(chunks), np.cumsum(np.concatenate(sizes))
+        sizes.append(len(chunks[-1]) // (end - start))
+    return chunks, sizes
 
 
 _PACK_RUNS = 16  # runs of one layout packed in order; more (volumes that vary) are regrouped
@@ -674,8 +675,7 @@ def pack_ticks(symbol: str, columns: dict[str, np.ndarray], first_seq: int | Non
     n = len(values["time_msc"])
     if _has_negative(names, values):
         return Packed(encode([dict(zip(("symbol", *names), (symbol, *row))) for row in _rows(names, values)]))
-    rows = _packed_rows(symbol, names, values)
-    return Packed(_packer.pack_array_header(n) + (b"".join(rows) if isinstance(rows, list) else rows[0]))
+    return Packed(b"".join([_packer.pack_array_header(n), *_packed_rows(symbol, names, values)[0]]))
 
 
 def tick_frames(symbol: str, columns: dict[str, np.ndarray], first_seq: int, epoch: int) -> list[bytes]:
@@ -685,12 +685,11 @@ def tick_frames(symbol: str, columns: dict[str, np.ndarray], first_seq: int, epo
     if _has_negative(names, values):
         encoder = TickEncoder(symbol)
         return [encoder.encode(*row) for row in _rows(names, values)]
-    rows = _packed_rows(symbol, names, values)
-    if isinstance(rows, list):
-        return rows
-    data, ends = rows
-    starts = [0, *ends[:-1].tolist()]
-    return [data[start:end] for start, end in zip(starts, ends.tolist())]
+    chunks, sizes = _packed_rows(symbol, names, values)
+    if sizes is None:
+        return chunks
+    return [chunk[start:start + size] for chunk, size in zip(chunks, sizes)
+            for start in range(0, len(chunk), size)]
 
 
 def _rows(names: tuple[str, ...], values: dict[str, np.ndarray]) -> Iterator[tuple[Any, ...]]:
