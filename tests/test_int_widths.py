@@ -90,23 +90,25 @@ def columns(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
             "flags": rng.choice([2, 6, 200], n), "volume_real": np.zeros(n)}
 
 
+@pytest.mark.parametrize("first_seq", [100, 65_300, 2**32 - 300])  # seq past uint8, uint16, uint32
 @pytest.mark.parametrize("varying", [False, True])
-def test_pack_ticks_and_tick_frames_write_what_encode_writes(varying):
+def test_pack_ticks_and_tick_frames_write_what_encode_writes(varying, first_seq):
     rng = np.random.default_rng(5)
     cols = columns(600, rng)
     if not varying:  # one layout per seq width: the runs of records
         cols["volume"][:] = 0
         cols["flags"][:] = 6
-    packed = pack_ticks("EURUSD", cols, first_seq=100, epoch=1_796_000_000_000)
+    seqs = list(range(first_seq, first_seq + 600))
+    packed = pack_ticks("EURUSD", cols, first_seq=first_seq, epoch=1_796_000_000_000)
     rows = msgpack.unpackb(packed)
-    assert packed == encode(rows) and [r["seq"] for r in rows] == list(range(100, 700))
+    assert packed == encode(rows) and [r["seq"] for r in rows] == seqs
     assert all(type(r[name]) is float for r in rows for name in ("bid", "ask", "last", "volume_real"))
-    frames = tick_frames("EURUSD", cols, 100, 1_796_000_000_000)
+    frames = tick_frames("EURUSD", cols, first_seq, 1_796_000_000_000)
     assert frames == [encode(r) for r in rows]
     assert pack_ticks("EURUSD", cols) == encode([{k: v for k, v in r.items() if k not in ("seq", "epoch")}
                                                  for r in rows])
     values, read = TickEncoder("EURUSD").values_of(frames)
-    assert read.all() and values["seq"].tolist() == list(range(100, 700))
+    assert read.all() and values["seq"].tolist() == seqs
     assert values["volume"].tolist() == cols["volume"].tolist()
 
 
