@@ -227,29 +227,30 @@ _VOLUME_TO_TIME = tuple(_TICK_KEYS["volume"] + bytes([v]) + _TICK_KEYS["time_msc
 _FLAGS_TO_VOLUME_REAL = tuple(_TICK_KEYS["flags"] + bytes([v]) + _TICK_KEYS["volume_real"] + b"\xcb"
                               for v in range(0x80))
 _UINT64 = 4  # the form of time_msc and epoch (ms since 1970) in every layout of the fast path
+_EPOCH_KEY = _TICK_KEYS["epoch"] + b"\xcf"
 
 
 @functools.lru_cache(maxsize=None)  # one per length of a symbol's prefix: at most a few hundred
 def _tick_fast_layouts(head_len: int) -> tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]:
     """``TickEncoder.encode``'s fast layouts for a head (prefix and bid's key) of ``head_len``
     bytes, by the bit length of seq (volume a fixint: its run from ``_VOLUME_TO_TIME``) and by
-    those of volume then seq (volume any unsigned form): (struct pack, then the keys it takes)."""
+    those of volume then seq (volume any unsigned form): (struct pack, then the keys it takes).
+    The last field is the epoch's entry, packed already (``TickEncoder._stamp``)."""
     ask_key, last_key = _TICK_KEYS["ask"] + b"\xcb", _TICK_KEYS["last"] + b"\xcb"
     prices = f">{head_len}sd{len(ask_key)}sd{len(last_key)}sd"  # bid, ask and last
     by_seq_form, by_forms = [], {}
     for seq_form in range(_UINT64 + 1):
         seq_type, seq_code = _INT_FORMS[seq_form]
-        seq_key, epoch_key = _TICK_KEYS["seq"] + seq_type, _TICK_KEYS["epoch"] + b"\xcf"
-        stamp = f"{len(seq_key)}s{seq_code}{len(epoch_key)}sQ"
+        seq_key = _TICK_KEYS["seq"] + seq_type
+        stamp = f"{len(seq_key)}s{seq_code}{len(_EPOCH_KEY) + 8}s"
         fixint = struct.Struct(f"{prices}{len(_VOLUME_TO_TIME[0])}sQ{len(_FLAGS_TO_VOLUME_REAL[0])}sd{stamp}")
-        by_seq_form.append((fixint.pack, ask_key, last_key, seq_key, epoch_key))
+        by_seq_form.append((fixint.pack, ask_key, last_key, seq_key))
         for volume_form in range(_UINT64 + 1):
             volume_type, volume_code = _INT_FORMS[volume_form]
             volume_key, time_key = _TICK_KEYS["volume"] + volume_type, _TICK_KEYS["time_msc"] + b"\xcf"
             layout = struct.Struct(f"{prices}{len(volume_key)}s{volume_code}{len(time_key)}sQ"
                                    f"{len(_FLAGS_TO_VOLUME_REAL[0])}sd{stamp}")
-            by_forms[volume_form, seq_form] = (layout.pack, ask_key, last_key, volume_key, time_key, seq_key,
-                                               epoch_key)
+            by_forms[volume_form, seq_form] = (layout.pack, ask_key, last_key, volume_key, time_key, seq_key)
     by_seq = tuple(by_seq_form[form] for form in _FORM_OF_BITS)
     by_volume = (tuple(by_forms[_FORM_OF_BITS[bits], form] for form in _FORM_OF_BITS) for bits in range(65))
     return by_seq, tuple(by_volume)
@@ -268,12 +269,12 @@ class TickEncoder:
     Ticks are most of the bus' traffic and their map has fixed keys, so a frame is one ``struct``
     pack of a per-symbol prefix, the keys with their values' type bytes, and the values. The
     layout depends on the integers' widths: ticks whose times are uint64 and flags a fixint (all
-    of MT5's) take theirs from a table by the bit lengths of seq (and volume, past a fixint);
-    others, from a cache by every integer's form. A negative integer (never from MT5) takes
-    ``encode``.
+    of MT5's) take theirs from a table by the bit lengths of seq (and volume, past a fixint),
+    their epoch's entry packed once (a publisher's epoch is one int object); others, from a cache
+    by every integer's form. A negative integer (never from MT5) takes ``encode``.
     """
 
-    __slots__ = ("symbol", "prefix", "_head", "_by_seq", "_by_volume")
+    __slots__ = ("symbol", "prefix", "_head", "_by_seq", "_by_volume", "_epoch", "_epoch_entry")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
@@ -281,24 +282,35 @@ class TickEncoder:
         self.prefix = bytes([0x80 + len(_TICK_NAMES) + 1]) + _packer.pack("symbol") + _packer.pack(symbol)
         self._head = self.prefix + _TICK_KEYS["bid"] + b"\xcb"
         self._by_seq, self._by_volume = _tick_fast_layouts(len(self._head))
+        self._epoch: object = None  # the epoch whose entry is packed, and the entry
+        self._epoch_entry = b""
 
     def encode(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
                volume_real: float, seq: int, epoch: int) -> bytes:
         try:
             # Negative indexes would read the tables from the end; a flags past a fixint is an
             # IndexError.
-            if volume >= 0 and flags >= 0 and time_msc > 0xFFFFFFFF and epoch > 0xFFFFFFFF:
+            if epoch is self._epoch and volume >= 0 and flags >= 0 and time_msc > 0xFFFFFFFF:
                 if volume < 0x80:  # most ticks
-                    pack, ask_key, last_key, seq_key, epoch_key = self._by_seq[seq.bit_length()]
+                    pack, ask_key, last_key, seq_key = self._by_seq[seq.bit_length()]
                     return pack(self._head, bid, ask_key, ask, last_key, last, _VOLUME_TO_TIME[volume], time_msc,
-                                _FLAGS_TO_VOLUME_REAL[flags], volume_real, seq_key, seq, epoch_key, epoch)
-                pack, ask_key, last_key, volume_key, time_key, seq_key, epoch_key = \
+                                _FLAGS_TO_VOLUME_REAL[flags], volume_real, seq_key, seq, self._epoch_entry)
+                pack, ask_key, last_key, volume_key, time_key, seq_key = \
                     self._by_volume[volume.bit_length()][seq.bit_length()]
                 return pack(self._head, bid, ask_key, ask, last_key, last, volume_key, volume, time_key, time_msc,
-                            _FLAGS_TO_VOLUME_REAL[flags], volume_real, seq_key, seq, epoch_key, epoch)
+                            _FLAGS_TO_VOLUME_REAL[flags], volume_real, seq_key, seq, self._epoch_entry)
         except (IndexError, AttributeError, TypeError, struct.error):
             pass  # flags past a fixint, negative or wider than 64 bits, numpy integers
+        if epoch is not self._epoch and self._stamp(epoch):
+            return self.encode(bid, ask, last, volume, time_msc, flags, volume_real, seq, epoch)
         return self._encode_any(bid, ask, last, volume, time_msc, flags, volume_real, seq, epoch)
+
+    def _stamp(self, epoch: object) -> bool:
+        """Pack ``epoch``'s entry for the fast path, if it is a uint64 int (False if not)."""
+        if type(epoch) is not int or not 0xFFFFFFFF < epoch <= 0xFFFFFFFFFFFFFFFF:
+            return False
+        self._epoch, self._epoch_entry = epoch, _EPOCH_KEY + epoch.to_bytes(8, "big")
+        return True
 
     def _encode_any(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
                     volume_real: float, seq: int, epoch: int) -> bytes:

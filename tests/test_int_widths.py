@@ -73,6 +73,20 @@ def test_tick_encoder_takes_numpy_integers_as_their_values():
                                   kind(seq), kind(1_796_000_000_000)) == expected, (kind, volume, seq)
 
 
+def test_tick_encoder_writes_each_epoch_it_meets():
+    """The fast path packs a publisher's epoch once: another epoch (another value, or the same
+    value in another object, or one that is not a uint64) is written as msgpack-python writes it."""
+    encoder = TickEncoder("EURUSD")
+    epochs = [1_796_000_000_000, 1_796_000_000_001, int("1796000000000"), 2**32, 2**32 - 1, 5, 0,
+              np.uint64(2**40), np.int64(2**40), 2**64 - 1]
+    for epoch in epochs * 2:
+        for volume in (0, 300):
+            tick = {"symbol": "EURUSD", "bid": 1.1, "ask": 1.2, "last": 0.0, "volume": volume,
+                    "time_msc": 1_796_000_000_123, "flags": 6, "volume_real": 0.0, "seq": 300,
+                    "epoch": int(epoch)}
+            assert encoder.encode(1.1, 1.2, 0.0, volume, 1_796_000_000_123, 6, 0.0, 300, epoch) == msgpack.packb(tick)
+
+
 def test_candle_encoder_writes_the_bytes_encode_writes_at_every_width():
     encoder = CandleEncoder("EURUSD", "M5")
     for value in [*EDGES[:-2], -1, -32, -33, -128, -129, -32768, -32769, -2**31, -2**31 - 1, -2**63]:
