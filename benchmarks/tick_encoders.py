@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +43,7 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import emit, machine  # noqa: E402
+from benchmarks.report import emit, machine, module_at  # noqa: E402
 from benchmarks.tick_journal import CLOCK_MS, _Discard, per_tick_us  # noqa: E402
 from engine import protocol  # noqa: E402
 from engine.service import EngineService  # noqa: E402
@@ -186,17 +183,6 @@ def publish_path(variants: dict[str, ModuleType], symbols: list[str], rounds: in
     return out
 
 
-def module_at(rev: str) -> ModuleType:
-    """``engine/protocol.py`` as it was at git revision ``rev``, imported apart."""
-    source = subprocess.run(["git", "show", f"{rev}:engine/protocol.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "protocol_at_rev.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"protocol_at_{rev}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -206,7 +192,7 @@ def main() -> None:
                         help="git revisions whose engine/protocol.py is measured beside this one")
     parser.add_argument("--out")
     args = parser.parse_args()
-    variants = {"current": protocol, **{rev: module_at(rev) for rev in args.compare}, "msgpack": None}
+    variants = {"current": protocol, **{rev: module_at(rev, "engine/protocol.py") for rev in args.compare}, "msgpack": None}
     result = {"benchmark": "tick_encoders",
               "machine": machine(msgpack=".".join(map(str, msgpack.version)), numpy=np.__version__),
               "ticks": args.ticks, "rounds": args.rounds,
