@@ -19,11 +19,8 @@ of the engine's peak publish rate the journal takes.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -33,7 +30,7 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import emit, machine  # noqa: E402
+from benchmarks.report import emit, machine, module_at  # noqa: E402
 from engine import tick_journal  # noqa: E402
 from engine.models import Tick  # noqa: E402
 from engine.service import EngineService  # noqa: E402
@@ -123,17 +120,6 @@ class _Discard:
         pass
 
 
-def module_at(rev: str) -> ModuleType:
-    """``engine/tick_journal.py`` as it was at git revision ``rev``, imported apart."""
-    source = subprocess.run(["git", "show", f"{rev}:engine/tick_journal.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "tick_journal_at_rev.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"tick_journal_at_{rev}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -144,7 +130,7 @@ def main() -> None:
     args = parser.parse_args()
     modules = {"journal": tick_journal}
     if args.compare:
-        modules[f"journal@{args.compare}"] = module_at(args.compare)
+        modules[f"journal@{args.compare}"] = module_at(args.compare, "engine/tick_journal.py")
     ctx = zmq.Context()
     five = ["EURUSD", "GBPUSD", "USDJPY", "XAUUSD", "BTCUSD"]
     many = [f"SIM{i:03d}" for i in range(200)]

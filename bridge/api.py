@@ -11,13 +11,15 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from bridge.encoded import encode_in_slices
 from bridge.events import EventTable
-from bridge.indicator_history import indicator_history
+from bridge.indicator_history import IndicatorRows
 from bridge.subscriptions import RoomChange
 from bridge.validation import (MAX_BRIDGE_TICKS, RATE_LIMITED, ClientError, Count, Request, Span, Symbol, Text,
                                Timeframe)
 from engine.protocol import MAX_SYMBOL_LEN, MAX_TIME_S, ORDER, POSITION, ErrorCode, validate_symbol
-from indicators.spec import DEFAULT_SET, Instance, parse_indicators
+from indicators.catalog import KINDS
+from indicators.spec import DEFAULT_SET, PAYLOAD_KEYS, Instance, parse_indicators
 
 if TYPE_CHECKING:
     from bridge.server import Bridge
@@ -89,6 +91,33 @@ async def get_ticks(bridge: Bridge, sid: str, req: Request) -> dict[str, Any]:
 MAX_REQUEST_INDICATORS = 16
 MAX_REQUEST_SPEC_CHARS = 1024
 DEFAULT_KEYS = sum(len(instance.keys) for instance in DEFAULT_SET)
+MAX_KEYS_PER_INSTANCE = max(len(kind.outputs) for kind in KINDS.values())
+# Each reply row's own fields besides its keys (the payload's fields but the bus's stamps).
+ROW_FIELDS = tuple(key for key in PAYLOAD_KEYS if key not in STAMP_FIELDS)
+
+# All clients' own sets together also draw on one bridge-wide budget (INDICATOR_BUDGET_VALUES_PER_S),
+# counted in reply values: what a set costs the event loop, measured on the development machine
+# (2 shared cores, sets of 1 to 48 keys, 1 to 1000 bars): a value sent (a row's key or own field,
+# built into the row and JSON-encoded once for the reply event and its acknowledgement) 0.8 us for
+# a number when the machine is quiet, 1.2 us when it is busy (a null, still warming up, less); a
+# value computed over the history (update_many) 20 to 30 ns, so 32 of them count as one sent; and
+# the request's own work (the history's columns read, the indicators built) ~0.4 ms.
+COMPUTED_PER_VALUE = 32
+REQUEST_VALUES = 512
+# A reply's values are built into rows and JSON-encoded this many at a time, the event loop let
+# through between (a slice of numbers takes some 3 ms on a quiet machine; the whole reply of
+# 48 keys x 1000 bars some 45 ms).
+SLICE_VALUES = 2048
+
+
+def indicator_work(keys: int, count: int, history: int) -> int:
+    """What ``keys`` computed over ``history`` bars and ``count`` rows of them sent cost, in values."""
+    return count * (keys + len(ROW_FIELDS)) + history * keys // COMPUTED_PER_VALUE + REQUEST_VALUES
+
+
+def largest_indicator_work(max_candles: int) -> int:
+    """The most one ``get_indicators`` may cost: the bridge-wide budget's burst, so that any fits."""
+    return indicator_work(MAX_REQUEST_INDICATORS * MAX_KEYS_PER_INSTANCE, max_candles, max_candles)
 
 
 def request_indicators(event: str, spec: str, max_candles: int) -> tuple[Instance, ...]:
@@ -111,22 +140,37 @@ async def get_indicators(bridge: Bridge, sid: str, req: Request) -> dict[str, An
         instances = bridge.config.indicator_set
     else:
         instances = request_indicators(req.event, spec, max_candles)
-        charge(bridge, sid, req.event, instances)
+        charge(bridge, sid, req.event, instances, req["count"])
     bars = await bridge.recent_candles(req.event, symbol, timeframe, max_candles)
-    values = indicator_history(symbol, timeframe, bars, req["count"], instances)
+    rows = IndicatorRows(symbol, timeframe, bars, req["count"], instances)  # computed; built and encoded in slices
+    row = len(ROW_FIELDS) + sum(len(instance.keys) for instance in instances)
     return {"symbol": symbol, "timeframe": timeframe, "indicators": [described(i) for i in instances],
-            "values": values}
+            "values": await encode_in_slices(rows, max(1, SLICE_VALUES // row))}
 
 
-def charge(bridge: Bridge, sid: str, event: str, instances: tuple[Instance, ...]) -> None:
-    """Take what a client's own set costs beyond the request itself from its rate limit (a
-    request per ``DEFAULT_KEYS`` keys); ``rate_limited`` when its bucket holds less."""
+def charge(bridge: Bridge, sid: str, event: str, instances: tuple[Instance, ...], count: int) -> None:
+    """Take what a client's own set costs: beyond the request itself, from the client's rate limit
+    (a request per ``DEFAULT_KEYS`` keys), and its work (``indicator_work``, over at most
+    ``MAX_CANDLES`` bars) from the budget all clients share. ``rate_limited`` when either holds
+    less, and then nothing is taken: a client refused for the others' use keeps its own tokens."""
     keys = sum(len(instance.keys) for instance in instances)
     extra = math.ceil(keys / DEFAULT_KEYS) - 1
     client = bridge.clients.get(sid)
-    if extra > 0 and client is not None and not client.bucket.take(time.monotonic(), extra):
+    bucket = client.bucket if extra > 0 and client is not None else None
+    now = time.monotonic()
+    if bucket is not None and bucket.ready_in(now, extra) > 0.0:
+        bridge.rate_limited += 1
         raise ClientError(RATE_LIMITED, f"{event}: {keys} indicator keys count as {extra + 1} requests against "
                                         f"the rate limit; slow down", event)
+    cost = indicator_work(keys, count, bridge.config.max_candles)
+    budget = bridge.indicator_budget
+    if not budget.take(now, cost):
+        bridge.indicator_budget_refused += 1
+        raise ClientError(RATE_LIMITED, f"{event}: the bridge-wide indicator budget is spent (clients' own sets, "
+                                        f"{budget.rate:g} values/s for all clients together); this set costs {cost} "
+                                        f"values: retry in {budget.ready_in(now, cost):.2f} s at the earliest", event)
+    if bucket is not None:
+        bucket.take(now, extra)
 
 
 def described(instance: Instance) -> dict[str, Any]:

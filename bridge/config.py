@@ -57,6 +57,12 @@ class BridgeConfig(IndicatorSettings):
     # Token bucket per client: sustained requests per second and burst size.
     rate_limit_per_s: float = field(default=20.0, metadata=setting("RATE_LIMIT_PER_S", above(0)))
     rate_limit_burst: int = field(default=40, metadata=setting("RATE_LIMIT_BURST", at_least(1)))
+    # Clients' own indicator sets (get_indicators with indicators) are computed in the event loop:
+    # all of them together get this many values per second (bridge.api.indicator_work: a value
+    # sent 0.8 to 1.2 us on the development machine, quiet to busy), so 200k is 16 to 24% of
+    # one core, with a burst of the largest one request.
+    indicator_budget_values_per_s: int = field(default=200_000,
+                                               metadata=setting("INDICATOR_BUDGET_VALUES_PER_S", at_least(1)))
     # Bytes waiting to reach one client: above soft, its stream updates are conflated (it gets the
     # latest state once it catches up); above hard, it is disconnected as a slow consumer. The hard
     # bound is the client's whole budget: replies and acknowledgements count in it as pushes do.

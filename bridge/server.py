@@ -25,7 +25,7 @@ import zmq.asyncio
 from aiohttp import web
 
 from bridge.activity import OpenItems
-from bridge.api import EVENTS, unstamped
+from bridge.api import EVENTS, largest_indicator_work, unstamped
 from bridge.batching import Batcher, encode_room
 from bridge.bus import RESTART, AsyncRpc, BusReader, EveryLog, SeqTracker
 from bridge.cache import CandleCache, ValueCache
@@ -165,7 +165,11 @@ class Bridge:
         self.resync_failures = 0
         self.resync_refused = 0  # topics the engine refused as too_many even one by one
         self.flushes = 0
-        self.rate_limited = 0  # counted by the ClientNamespace
+        self.rate_limited = 0  # counted by the ClientNamespace and bridge.api.charge
+        # What all clients' own indicator sets may cost the event loop together (bridge.api.charge).
+        self.indicator_budget = TokenBucket(config.indicator_budget_values_per_s,
+                                            largest_indicator_work(config.max_candles), time.monotonic())
+        self.indicator_budget_refused = 0
         self.errors_sent = 0  # counted by the ClientNamespace
         self.candle_fetches = 0
         self._fetching: dict[tuple[str, str], tuple[int, asyncio.Task[list[dict[str, Any]]]]] = {}

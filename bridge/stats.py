@@ -145,7 +145,10 @@ FIGURES: tuple[Figure, ...] = (
            lambda b: b.transport.counts.raw_writes),
     Figure("queued_writes", COUNTER, "Flush bundles queued through python-engineio (long-polling, a websocket "
            "with a backlog, the public path)", lambda b: b.transport.counts.queued_writes),
-    Figure("rate_limited", COUNTER, "Client requests refused by the rate limit", lambda b: b.rate_limited),
+    Figure("rate_limited", COUNTER, "Client requests refused by their rate limit", lambda b: b.rate_limited),
+    Figure("indicator_budget_refused", COUNTER, "get_indicators with a client's own set refused because the "
+           "bridge-wide indicator budget (INDICATOR_BUDGET_VALUES_PER_S) was spent",
+           lambda b: b.indicator_budget_refused),
     Figure("errors_sent", COUNTER, "error events sent to clients", lambda b: b.errors_sent),
     Figure("bus_gaps", COUNTER, "Sequence gaps seen on the bus (lost messages)", lambda b: b.tracker.gaps),
     Figure("bus_restarts", COUNTER, "Publisher restarts seen on the bus (new epoch)", lambda b: b.tracker.restarts),

@@ -45,6 +45,7 @@ from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
 from bridge.budget import OVER_BUDGET
+from bridge.encoded import SplicingJson
 from bridge.inbound import eio_refusal
 
 if TYPE_CHECKING:
@@ -75,9 +76,11 @@ def ws_close_frame(code: int) -> bytes:
 
 class TextPacket(sio_packet.Packet):
     """python-socketio's packet without binary support: the API has none, and looking for bytes
-    in every outgoing payload (a recursive walk in Python) costs four times its JSON encoding."""
+    in every outgoing payload (a recursive walk in Python) costs four times its JSON encoding.
+    A large reply's part encoded ahead, in slices (``bridge.encoded``), is spliced in as it is."""
 
     uses_binary_events = False
+    json = SplicingJson
 
 
 class Wire:

@@ -130,6 +130,8 @@ class PeerWatch:
 
     ``events()`` must run before the socket's messages are read each turn: a descriptor closed
     and reused by a new connection is then known as new before its first message is read.
+    ``read`` takes the events itself for a descriptor it does not know as open (a connection
+    accepted during the turn).
     ``on_gone(fd)`` is called for each connection that ended (or whose descriptor now belongs
     to a new one).
     """
@@ -178,11 +180,17 @@ class PeerWatch:
         fd = frame_fd(frame)
         if fd is None:
             return None
-        if fd in self._ended:
-            return ENDED
         connection = self._open.get(fd)
-        if connection is None:  # its ACCEPTED event is not in yet
-            connection = self._open[fd] = _Connection(time.monotonic())
+        if connection is None:
+            # Perhaps accepted since events() last ran: libzmq queues the ACCEPTED event before it
+            # reads anything from a connection, so it is there to take now. Taken later, it would
+            # forget (``on_gone``) what was already counted for the connection.
+            self.events()
+            connection = self._open.get(fd)
+            if connection is None:
+                if fd in self._ended:
+                    return ENDED
+                connection = self._open[fd] = _Connection(time.monotonic())  # older than the monitor
         connection.read += wire_bytes(len(frame), self._curve)
         return fd
 

@@ -8,6 +8,7 @@ colon-terminated (so prefix subscription is exact), the payload a msgpack map st
 from __future__ import annotations
 
 import functools
+import operator
 import struct
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 # Topic kinds. A topic is ``kind:part:part:`` -- always ending in ':'.
 TICK = "tick"
@@ -218,48 +220,111 @@ _INT64_MAX = 2**63 - 1
 TICK_VALUES = np.dtype([(name, "f8" if name in _TICK_FLOATS else "i8") for name in _TICK_NAMES])
 
 
+# The fast path's constant runs: a fixint's key, the fixint itself and the next key with its
+# value's type byte, indexed by the fixint (volume then a uint64 time_msc; flags then the float
+# volume_real), so the two commonest integers cost a tuple index instead of two struct fields.
+_VOLUME_TO_TIME = tuple(_TICK_KEYS["volume"] + bytes([v]) + _TICK_KEYS["time_msc"] + b"\xcf" for v in range(0x80))
+_FLAGS_TO_VOLUME_REAL = tuple(_TICK_KEYS["flags"] + bytes([v]) + _TICK_KEYS["volume_real"] + b"\xcb"
+                              for v in range(0x80))
+_UINT64 = 4  # the form of time_msc and epoch (ms since 1970) in every layout of the fast path
+_EPOCH_KEY = _TICK_KEYS["epoch"] + b"\xcf"
+
+
+@functools.lru_cache(maxsize=None)  # one per length of a symbol's prefix: at most a few hundred
+def _tick_fast_layouts(head_len: int) -> tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]:
+    """``TickEncoder.encode``'s fast layouts for a head (prefix and bid's key) of ``head_len``
+    bytes, by the bit length of seq (volume a fixint: its run from ``_VOLUME_TO_TIME``) and by
+    those of volume then seq (volume any unsigned form): (struct pack, then the keys it takes).
+    The last field is the epoch's entry, packed already (``TickEncoder._stamp``)."""
+    ask_key, last_key = _TICK_KEYS["ask"] + b"\xcb", _TICK_KEYS["last"] + b"\xcb"
+    prices = f">{head_len}sd{len(ask_key)}sd{len(last_key)}sd"  # bid, ask and last
+    by_seq_form, by_forms = [], {}
+    for seq_form in range(_UINT64 + 1):
+        seq_type, seq_code = _INT_FORMS[seq_form]
+        seq_key = _TICK_KEYS["seq"] + seq_type
+        stamp = f"{len(seq_key)}s{seq_code}{len(_EPOCH_KEY) + 8}s"
+        fixint = struct.Struct(f"{prices}{len(_VOLUME_TO_TIME[0])}sQ{len(_FLAGS_TO_VOLUME_REAL[0])}sd{stamp}")
+        by_seq_form.append((fixint.pack, ask_key, last_key, seq_key))
+        for volume_form in range(_UINT64 + 1):
+            volume_type, volume_code = _INT_FORMS[volume_form]
+            volume_key, time_key = _TICK_KEYS["volume"] + volume_type, _TICK_KEYS["time_msc"] + b"\xcf"
+            layout = struct.Struct(f"{prices}{len(volume_key)}s{volume_code}{len(time_key)}sQ"
+                                   f"{len(_FLAGS_TO_VOLUME_REAL[0])}sd{stamp}")
+            by_forms[volume_form, seq_form] = (layout.pack, ask_key, last_key, volume_key, time_key, seq_key)
+    by_seq = tuple(by_seq_form[form] for form in _FORM_OF_BITS)
+    by_volume = (tuple(by_forms[_FORM_OF_BITS[bits], form] for form in _FORM_OF_BITS) for bits in range(65))
+    return by_seq, tuple(by_volume)
+
+
+@functools.lru_cache(maxsize=1024)
+def _tick_layout(prefix_len: int, forms: tuple[int, ...]) -> tuple[Any, tuple[bytes, ...]]:
+    """Any tick layout (``_map_layout``), for a prefix of ``prefix_len`` bytes."""
+    return _map_layout(bytes(prefix_len), _TICK_ENTRIES, forms)
+
+
 class TickEncoder:
     """Encodes one symbol's stamped tick payloads to the bytes ``encode`` gives, several times
     faster.
 
     Ticks are most of the bus' traffic and their map has fixed keys, so a frame is one ``struct``
     pack of a per-symbol prefix, the keys with their values' type bytes, and the values. The
-    layout depends on the integers' widths (``seq`` grows, ``volume`` and ``flags`` vary): one is
-    made per combination met, at most 5**5. A negative integer (never from MT5) takes ``encode``.
+    layout depends on the integers' widths: ticks whose times are uint64 and flags a fixint (all
+    of MT5's) take theirs from a table by the bit lengths of seq (and volume, past a fixint),
+    their epoch's entry packed once (a publisher's epoch is one int object); others, from a cache
+    by every integer's form. A negative integer (never from MT5) takes ``encode``.
     """
 
-    __slots__ = ("symbol", "prefix", "_layouts", "_usual")
+    __slots__ = ("symbol", "prefix", "_head", "_by_seq", "_by_volume", "_epoch", "_epoch_entry")
 
     def __init__(self, symbol: str) -> None:
         self.symbol = symbol
         # The map's header (a fixmap: the tick's fields, seq and epoch) and its first entry.
         self.prefix = bytes([0x80 + len(_TICK_NAMES) + 1]) + _packer.pack("symbol") + _packer.pack(symbol)
-        self._layouts: dict[tuple[int, ...], tuple[Any, tuple[bytes, ...]]] = {}
-        self._usual = [self._layout((0, 4, 0, seq_form, 4)) for seq_form in range(5)]  # by seq's form
+        self._head = self.prefix + _TICK_KEYS["bid"] + b"\xcb"
+        self._by_seq, self._by_volume = _tick_fast_layouts(len(self._head))
+        self._epoch: object = None  # the epoch whose entry is packed, and the entry
+        self._epoch_entry = b""
 
     def encode(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
                volume_real: float, seq: int, epoch: int) -> bytes:
-        forms = _FORM_OF_BITS
         try:
-            if volume < 0x80 and flags < 0x80 and time_msc > 0xFFFFFFFF and epoch > 0xFFFFFFFF:
-                # Most ticks (volume and flags fixints, the times uint64): only seq's form varies.
-                pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = self._usual[forms[seq.bit_length()]]
-            else:
-                widths = (forms[volume.bit_length()], forms[time_msc.bit_length()], forms[flags.bit_length()],
-                          forms[seq.bit_length()], forms[epoch.bit_length()])
-                pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = self._layouts.get(widths) or self._layout(widths)
+            # Negative indexes would read the tables from the end; a flags past a fixint is an
+            # IndexError.
+            if epoch is self._epoch and volume >= 0 and flags >= 0 and time_msc > 0xFFFFFFFF:
+                if volume < 0x80:  # most ticks
+                    pack, ask_key, last_key, seq_key = self._by_seq[seq.bit_length()]
+                    return pack(self._head, bid, ask_key, ask, last_key, last, _VOLUME_TO_TIME[volume], time_msc,
+                                _FLAGS_TO_VOLUME_REAL[flags], volume_real, seq_key, seq, self._epoch_entry)
+                pack, ask_key, last_key, volume_key, time_key, seq_key = \
+                    self._by_volume[volume.bit_length()][seq.bit_length()]
+                return pack(self._head, bid, ask_key, ask, last_key, last, volume_key, volume, time_key, time_msc,
+                            _FLAGS_TO_VOLUME_REAL[flags], volume_real, seq_key, seq, self._epoch_entry)
+        except (IndexError, AttributeError, TypeError, struct.error):
+            pass  # flags past a fixint, negative or wider than 64 bits, numpy integers
+        if epoch is not self._epoch and self._stamp(epoch):
+            return self.encode(bid, ask, last, volume, time_msc, flags, volume_real, seq, epoch)
+        return self._encode_any(bid, ask, last, volume, time_msc, flags, volume_real, seq, epoch)
+
+    def _stamp(self, epoch: object) -> bool:
+        """Pack ``epoch``'s entry for the fast path, if it is a uint64 int (False if not)."""
+        if type(epoch) is not int or not 0xFFFFFFFF < epoch <= 0xFFFFFFFFFFFFFFFF:
+            return False
+        self._epoch, self._epoch_entry = epoch, _EPOCH_KEY + epoch.to_bytes(8, "big")
+        return True
+
+    def _encode_any(self, bid: float, ask: float, last: float, volume: int, time_msc: int, flags: int,
+                    volume_real: float, seq: int, epoch: int) -> bytes:
+        """``encode`` for any integers: their layout by every one's form, else ``encode``'s bytes."""
+        try:
+            ints = tuple(map(operator.index, (volume, time_msc, flags, seq, epoch)))
+            volume, time_msc, flags, seq, epoch = ints
+            pack, (k0, k1, k2, k3, k4, k5, k6, k7, k8) = _tick_layout(
+                len(self.prefix), tuple(_FORM_OF_BITS[value.bit_length()] for value in ints))
             return pack(self.prefix, k0, bid, k1, ask, k2, last, k3, volume, k4, time_msc, k5, flags,
                         k6, volume_real, k7, seq, k8, epoch)
-        except AttributeError:  # numpy integers: as Python's
-            return self.encode(bid, ask, last, int(volume), int(time_msc), int(flags), volume_real,
-                               int(seq), int(epoch))
-        except (IndexError, struct.error):  # negative, or wider than 64 bits: msgpack-python's forms
+        except (TypeError, IndexError, struct.error):  # not integers, negative or wider than 64 bits
             values = (float(bid), float(ask), float(last), volume, time_msc, flags, float(volume_real), seq, epoch)
             return encode({"symbol": self.symbol, **dict(zip(_TICK_NAMES, values))})
-
-    def _layout(self, widths: tuple[int, ...]) -> tuple[Any, tuple[bytes, ...]]:
-        layout = self._layouts[widths] = _map_layout(self.prefix, _TICK_ENTRIES, widths)
-        return layout
 
     def values_of(self, frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """Frames read at once: their values (``TICK_VALUES``: the tick's fields but ``symbol``,
@@ -267,46 +332,57 @@ class TickEncoder:
         as the engine writes it (the prefix, every key in order, float64 prices, integers in any
         msgpack int form within int64, nothing after); read any other with ``decode``.
 
-        A run of frames of one layout (the integer forms of the run's first frame, and its
-        length) is read as numpy records; after ``_READ_RUNS`` runs, or for a frame that is not
-        in its run's layout, they are parsed field by field (slower: volumes that vary)."""
+        Frames of one layout are read at once as numpy records and checked against the layout's
+        fixed bytes. A run of frames of one length (most batches are one, or one per width of
+        seq) is read in its first frame's layout; if there are more than ``_READ_RUNS`` runs, or
+        for the frames of a run that are not in that layout, each frame's layout is found from its
+        integers' type bytes (``_read_by_layout``)."""
         n = len(frames)
-        values, ok = np.zeros(n, TICK_VALUES), np.zeros(n, bool)
         lengths = np.fromiter(map(len, frames), np.int64, n)
-        starts = np.cumsum(lengths) - lengths
+        ends = np.cumsum(lengths)
         joined = b"".join(frames)
-        first, unread = 0, []
-        for _ in range(_READ_RUNS):
-            if first == n:
-                break
-            forms = _uint_forms_of(frames[first])
-            if forms is None:  # not a tick map of unsigned integers
-                unread.append(first)
-                first += 1
-                continue
-            dtype, template = _tick_records(self.prefix, _TICK_NAMES, forms)
-            other = np.flatnonzero(lengths[first:] != dtype.itemsize)
-            run = int(other[0]) if len(other) else n - first
-            records = np.frombuffer(joined, dtype, count=run, offset=int(starts[first]))
-            match = np.ones(run, bool)
-            for field in dtype.names:
-                if field == "head" or field.startswith("key_"):
-                    match &= records[field] == template[field]
-            for name, form in zip(_TICK_INTS, forms):
-                if form == 0:
-                    match &= records[name] < 0x80
-                elif form == 4:
-                    match &= records[name] <= _INT64_MAX
-            block = values[first:first + run]
-            for name in _TICK_NAMES:
-                block[name] = records[name]
-            ok[first:first + run] = match
-            unread += (np.flatnonzero(~match) + first).tolist()
-            first += run
-        rest = np.array([*unread, *range(first, n)], np.int64)
-        if len(rest):
-            values[rest], ok[rest] = self._parse([frames[i] for i in rest])
+        values, ok = np.zeros(n, TICK_VALUES), np.zeros(n, bool)
+        starts = [0, *(np.flatnonzero(np.diff(lengths)) + 1).tolist()] if n else []
+        if len(starts) > _READ_RUNS:
+            self._read_by_layout(frames, joined, lengths, ends, np.arange(n), values, ok)
+            return values, ok
+        firsts = np.array(starts, np.int64)
+        layouts = _tick_layouts_of(joined, ends[firsts] - lengths[firsts], ends[firsts], len(self.prefix))
+        for start, stop, layout in zip(starts, [*starts[1:], n], layouts.tolist()):
+            if layout >= 0:
+                run = memoryview(joined)[ends[start] - lengths[start]:ends[stop - 1]]
+                ok[start:stop] = _read_records(self.prefix, _forms_of_layout(layout), run, values[start:stop])
+        unread = np.flatnonzero(~ok)
+        if len(unread):
+            self._read_by_layout(frames, joined, lengths, ends, unread, values, ok)
         return values, ok
+
+    def _read_by_layout(self, frames: list[bytes], joined: bytes, lengths: np.ndarray, ends: np.ndarray,
+                        rows: np.ndarray, values: np.ndarray, ok: np.ndarray) -> None:
+        """``values_of`` for the frames ``rows`` of many layouts, into ``values`` and ``ok``: each
+        frame's layout from its integers' type bytes, each layout's frames gathered and read at
+        once; past ``_READ_LAYOUTS`` layouts, the fewest frames' parsed field by field (slower)."""
+        layouts = _tick_layouts_of(joined, ends[rows] - lengths[rows], ends[rows], len(self.prefix))
+        order = np.argsort(layouts, kind="stable")
+        firsts = np.flatnonzero(np.diff(layouts[order], prepend=-2))  # where each layout's frames begin
+        found, by_layout = layouts[order[firsts]], np.split(rows[order], firsts[1:])
+        read = set(np.argsort(firsts - np.append(firsts[1:], len(rows)))[:_READ_LAYOUTS].tolist())  # the largest
+        buf, unread = np.frombuffer(joined, np.uint8), []
+        for i, (layout, group) in enumerate(zip(found.tolist(), by_layout)):
+            if layout < 0:
+                continue
+            if i in read:
+                size = int(lengths[group[0]])
+                data = sliding_window_view(buf, size)[ends[group] - size]  # the group's frames, end to end
+                read_values = np.empty(len(group), TICK_VALUES)
+                ok[group] = _read_records(self.prefix, _forms_of_layout(layout), data, read_values)
+                _as_void(values)[group] = _as_void(read_values)
+            else:
+                unread.append(group)
+        if unread:
+            group = np.concatenate(unread)
+            parsed, ok[group] = self._parse([frames[i] for i in group.tolist()])
+            _as_void(values)[group] = _as_void(parsed)
 
     def _parse(self, frames: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """``values_of`` for frames of any layout, field by field (slower)."""
@@ -355,20 +431,108 @@ def _advance(pos: np.ndarray, ends: np.ndarray, limit: int, ok: np.ndarray) -> t
     """Positions moved on, frames read past their end no longer ok, and positions kept within
     the buffer (a malformed frame reads garbage from inside it, never past it)."""
     return np.minimum(pos, limit), ok & (pos <= ends)
-_READ_RUNS = 8  # runs of frames of one layout read as records by values_of
+
+
+_READ_RUNS = 8  # runs of frames of one length values_of reads in their first frame's layout
+_READ_LAYOUTS = 64  # layouts of frames values_of reads as records; past them, field by field
 _TICK_INTS = tuple(name for name in _TICK_NAMES if name not in _TICK_FLOATS)
-_UINT_DTYPES = ("u1", "u1", ">u2", ">u4", ">u8")
+_INT_DTYPES = ("u1", "u1", ">u2", ">u4", ">u8", "i1", "i1", ">i2", ">i4", ">i8")  # by form
 _UINT_BOUNDS = np.array([128, 256, 65536, 2**32], np.uint64)  # where each unsigned form ends
+# Reading a tick's layout from its integers' type bytes: a layout is one number, the forms of
+# ``_TICK_INTS`` as its digits (base _LAYOUT_BASE); a byte that is no int's type makes it at least
+# _NO_LAYOUT. After a type byte, its value: _SKIP_OF_TYPE bytes from the type byte on.
+_LAYOUT_BASE = 10
+_NO_LAYOUT = _LAYOUT_BASE ** len(_TICK_INTS)
+_FORM_OF_TYPE = np.full(256, _NO_LAYOUT, np.int64)
+_FORM_OF_TYPE[:0x80], _FORM_OF_TYPE[0xE0:] = 0, 5
+_FORM_OF_TYPE[[0xCC, 0xCD, 0xCE, 0xCF, 0xD0, 0xD1, 0xD2, 0xD3]] = [1, 2, 3, 4, 6, 7, 8, 9]
+_SKIP_OF_TYPE = np.ones(256, np.int64)
+_SKIP_OF_TYPE[[0xCC, 0xCD, 0xCE, 0xCF, 0xD0, 0xD1, 0xD2, 0xD3]] = [2, 3, 5, 9, 2, 3, 5, 9]
 
 
-def _uint_forms_of(frame: bytes) -> tuple[int, ...] | None:
-    """The unsigned forms of a tick frame's integers, None if it is not such a tick map."""
-    try:
-        tick = msgpack.unpackb(frame)
-        forms = tuple(_int_form(tick[name]) for name in _TICK_INTS)
-    except Exception:  # not msgpack, not a map, a missing or non-integer field
-        return None
-    return forms if max(forms) <= 4 else None
+def _tick_layouts_of(joined: bytes, starts: np.ndarray, ends: np.ndarray, prefix_len: int) -> np.ndarray:
+    """Each tick frame's layout, from the type bytes where a tick map of those widths has them;
+    -1 for a frame whose bytes there are no integers' or whose length is not that layout's.
+    Nothing else is checked (``_read_records`` does)."""
+    buf = np.frombuffer(joined, np.uint8)
+    pos, layouts = starts + prefix_len, np.zeros(len(starts), np.int64)
+    gap = 0  # fixed bytes (keys, floats) between the last integer read and the next type byte
+    for name in _TICK_NAMES:
+        gap += len(_TICK_KEYS[name])
+        if name in _TICK_FLOATS:
+            gap += 9
+            continue
+        pos += gap
+        head = buf.take(pos, mode="clip")  # a malformed frame's positions may run past the end
+        layouts *= _LAYOUT_BASE
+        layouts += _FORM_OF_TYPE[head]
+        pos += _SKIP_OF_TYPE[head]
+        gap = 0
+    layouts[(layouts >= _NO_LAYOUT) | (pos + gap != ends)] = -1
+    return layouts
+
+
+def _as_void(values: np.ndarray) -> np.ndarray:
+    """Records as opaque bytes: indexed many at once, numpy copies them whole, not field by field."""
+    return values.view(f"V{values.dtype.itemsize}")
+
+
+def _forms_of_layout(layout: int) -> tuple[int, ...]:
+    forms = []
+    for _ in _TICK_INTS:
+        layout, form = divmod(layout, _LAYOUT_BASE)
+        forms.append(form)
+    return tuple(reversed(forms))
+
+
+def _read_records(prefix: bytes, forms: tuple[int, ...], data: bytes | memoryview | np.ndarray,
+                  values: np.ndarray) -> np.ndarray:
+    """Frames of one layout, end to end, read as records: their values into ``values`` (of
+    ``TICK_VALUES``), and which have the layout's fixed bytes (prefix, keys, type bytes) and
+    integers in their forms' ranges."""
+    values_dtype, fixed_dtype, expected, limits = _tick_reader(prefix, forms)
+    fixed = np.frombuffer(data, fixed_dtype)
+    ok = np.ones(len(fixed), bool)
+    for name in fixed_dtype.names:
+        ok &= fixed[name] == expected[name]
+    records = np.frombuffer(data, values_dtype)
+    for name, within, bound in limits:
+        ok &= within(records[name], bound)
+    values[:] = records  # field by field, by position: big-endian to native
+    return ok
+
+
+@functools.lru_cache(maxsize=1024)
+def _tick_reader(prefix: bytes, forms: tuple[int, ...]
+                 ) -> tuple[np.dtype, np.dtype, np.ndarray, tuple[tuple[str, np.ufunc, int], ...]]:
+    """How ``_read_records`` reads a layout: the dtype of its values (big-endian, in place), that
+    of its fixed bytes as unsigned words (each run of them covered by words of the widest size
+    it holds, the last overlapping) with their expected record, and its integers' limits."""
+    dtype, template = _tick_records(prefix, _TICK_NAMES, forms)
+    fields = [(name, *dtype.fields[name][:2]) for name in dtype.names]
+    values = np.dtype({"names": list(_TICK_NAMES), "itemsize": dtype.itemsize,
+                       "formats": [code for name, code, _ in fields if name in _TICK_NAMES],
+                       "offsets": [offset for name, _, offset in fields if name in _TICK_NAMES]})
+    runs: list[list[int]] = []  # [start, end) of the fixed bytes
+    for name, code, offset in fields:
+        if name not in _TICK_NAMES:
+            if runs and runs[-1][1] == offset:
+                runs[-1][1] += code.itemsize
+            else:
+                runs.append([offset, offset + code.itemsize])
+    words = []
+    for start, end in runs:
+        size = next(size for size in (8, 4, 2, 1) if size <= end - start)
+        words += [(offset, size) for offset in range(start, end - size, size)] + [(end - size, size)]
+    fixed = np.dtype({"names": [f"word{i}" for i in range(len(words))], "itemsize": dtype.itemsize,
+                      "formats": [f"u{size}" for _, size in words], "offsets": [offset for offset, _ in words]})
+    limits = tuple((name, *_FORM_LIMITS[form]) for name, form in zip(_TICK_INTS, forms) if form in _FORM_LIMITS)
+    return values, fixed, np.frombuffer(template.tobytes(), fixed)[0], limits
+
+
+# What a record's integer of these forms may hold: a positive or negative fixint (its own type
+# byte, read as any byte: u1 or i1), an int64 (a uint64).
+_FORM_LIMITS = {0: (np.less_equal, 0x7F), 5: (np.greater_equal, -32), 4: (np.less_equal, _INT64_MAX)}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -381,7 +545,7 @@ def _tick_records(prefix: bytes, names: tuple[str, ...], forms: tuple[int, ...])
             key, code = _TICK_KEYS[name] + b"\xcb", ">f8"
         else:
             form = next_form()
-            key, code = _TICK_KEYS[name] + _INT_FORMS[form][0], _UINT_DTYPES[form]
+            key, code = _TICK_KEYS[name] + _INT_FORMS[form][0], _INT_DTYPES[form]
         fields += [("key_" + name, f"V{len(key)}"), (name, code)]
         fixed["key_" + name] = key
     template = np.zeros(1, np.dtype(fields))
@@ -458,62 +622,57 @@ def _has_negative(names: tuple[str, ...], values: dict[str, np.ndarray]) -> bool
     return any(name not in _TICK_FLOATS and len(values[name]) and values[name].min() < 0 for name in names)
 
 
-def _packed_rows(symbol: str, names: tuple[str, ...], values: dict[str, np.ndarray]) -> tuple[bytes, np.ndarray]:
-    """Every tick's map as ``encode`` writes it (no integer negative), end to end, and where each
-    ends. A run of ticks whose integers have the same forms is one array of numpy records (a
-    template's bytes, then the values); past ``_PACK_RUNS`` runs, ``_masked_rows``."""
+def _packed_rows(symbol: str, names: tuple[str, ...], values: dict[str, np.ndarray]
+                 ) -> tuple[list[bytes], list[int] | None]:
+    """Every tick's map as ``encode`` writes it (no integer negative), in chunks of maps end to
+    end, and the size of each chunk's maps. A run of ticks whose integers have the same forms is
+    a chunk, packed as one array of numpy records (a template's bytes, then the values); past
+    ``_PACK_RUNS`` runs, each map is a chunk (sizes None), the ticks regrouped by layout to be
+    packed as records (``_packed_by_layout``)."""
     n = len(values["time_msc"])
     if not n:
-        return b"", np.zeros(0, np.int64)
+        return [], []
     prefix = bytes([0x80 + 1 + len(names)]) + _packer.pack("symbol") + _packer.pack(symbol)
     ints = [name for name in names if name not in _TICK_FLOATS]
     forms = np.stack([np.searchsorted(_UINT_BOUNDS, np.asarray(values[name]).astype(np.uint64), "right")
                       for name in ints])
     starts = [0, *(np.flatnonzero((forms[:, 1:] != forms[:, :-1]).any(axis=0)) + 1).tolist()]
     if len(starts) > _PACK_RUNS:
-        return _masked_rows(prefix, names, values)
+        return _packed_by_layout(prefix, names, values, forms), None
     chunks, sizes = [], []
     for start, end in zip(starts, [*starts[1:], n]):
-        dtype, template = _tick_records(prefix, names, tuple(forms[:, start].tolist()))
-        records = np.frombuffer(bytearray(template.tobytes() * (end - start)), dtype)
-        for name in names:
-            records[name] = values[name][start:end]
-        chunks.append(records.tobytes())
-        sizes.append(np.full(end - start, dtype.itemsize, np.int64))
-    return b"".join(chunks), np.cumsum(np.concatenate(sizes))
+        layout = tuple(forms[:, start].tolist())
+        chunks.append(_records(prefix, names, layout, values, slice(start, end), end - start))
+        sizes.append(len(chunks[-1]) // (end - start))
+    return chunks, sizes
 
 
-_PACK_RUNS = 16  # runs of one layout packed as records; more (volumes that vary) take the mask
+_PACK_RUNS = 16  # runs of one layout packed in order; more (volumes that vary) are regrouped
 
 
-def _masked_rows(prefix: bytes, names: tuple[str, ...], values: dict[str, np.ndarray]) -> tuple[bytes, np.ndarray]:
-    """``_packed_rows`` for ticks of many layouts: a byte matrix of the fixed parts and of every
-    value at its widest (a type byte and 8 bytes), of which a mask keeps the bytes of each
-    integer's smallest form."""
-    n = len(values["time_msc"])
-    blocks, keeps = [np.broadcast_to(np.frombuffer(prefix, np.uint8), (n, len(prefix)))], []
-    keeps.append(np.ones((n, len(prefix)), bool))
+def _records(prefix: bytes, names: tuple[str, ...], forms: tuple[int, ...], values: dict[str, np.ndarray],
+             rows: slice | np.ndarray, count: int) -> bytes:
+    """The maps of the ``count`` ``rows`` of ``values``, all of the layout ``forms``, end to end."""
+    records = np.repeat(_tick_records(prefix, names, forms)[1], count)
     for name in names:
-        key = np.frombuffer(_TICK_KEYS[name], np.uint8)
-        slot, keep = np.empty((n, 9), np.uint8), np.ones((n, 9), bool)
-        if name in _TICK_FLOATS:
-            slot[:, 0] = 0xCB
-            slot[:, 1:] = np.asarray(values[name], ">f8").view(np.uint8).reshape(n, 8)
-        else:
-            value = np.asarray(values[name]).astype(np.uint64)
-            smaller = [value < 128, value < 256, value < 65536, value < 2**32]
-            slot[:, 0] = np.select(smaller, [value, *_UINT_TYPES[:3]], _UINT_TYPES[3]).astype(np.uint8)
-            slot[:, 1:] = value.astype(">u8").view(np.uint8).reshape(n, 8)
-            width = np.select(smaller, [0, 1, 2, 4], 8)
-            keep[:, 1:] = _BYTE_INDEX >= 8 - width[:, None]
-        blocks += [np.broadcast_to(key, (n, len(key))), slot]
-        keeps += [np.ones((n, len(key)), bool), keep]
-    mask = np.concatenate(keeps, axis=1)
-    return np.concatenate(blocks, axis=1)[mask].tobytes(), np.cumsum(mask.sum(axis=1))
+        records[name] = values[name][rows]
+    return records.tobytes()
 
 
-_BYTE_INDEX = np.arange(8)
-_UINT_TYPES = tuple(np.uint64(t) for t in (0xCC, 0xCD, 0xCE, 0xCF))
+def _packed_by_layout(prefix: bytes, names: tuple[str, ...], values: dict[str, np.ndarray],
+                      forms: np.ndarray) -> list[bytes]:
+    """Each tick's map, for ticks of many layouts (``forms``: each integer's form, a row per
+    integer): the ticks of each layout packed at once, their maps cut apart and put in order."""
+    layouts = (forms * (_LAYOUT_BASE ** np.arange(len(forms)))[:, None]).sum(axis=0)
+    order = np.argsort(layouts, kind="stable")
+    maps = []
+    for rows in np.split(order, np.flatnonzero(np.diff(layouts[order])) + 1):
+        data = _records(prefix, names, tuple(forms[:, rows[0]].tolist()), values, rows, len(rows))
+        size = len(data) // len(rows)
+        maps += [data[start:start + size] for start in range(0, len(data), size)]
+    in_order = np.empty(len(maps), object)
+    in_order[order] = maps
+    return in_order.tolist()
 
 
 def pack_ticks(symbol: str, columns: dict[str, np.ndarray], first_seq: int | None = None,
@@ -528,7 +687,7 @@ def pack_ticks(symbol: str, columns: dict[str, np.ndarray], first_seq: int | Non
     n = len(values["time_msc"])
     if _has_negative(names, values):
         return Packed(encode([dict(zip(("symbol", *names), (symbol, *row))) for row in _rows(names, values)]))
-    return Packed(_packer.pack_array_header(n) + _packed_rows(symbol, names, values)[0])
+    return Packed(b"".join([_packer.pack_array_header(n), *_packed_rows(symbol, names, values)[0]]))
 
 
 def tick_frames(symbol: str, columns: dict[str, np.ndarray], first_seq: int, epoch: int) -> list[bytes]:
@@ -538,9 +697,11 @@ def tick_frames(symbol: str, columns: dict[str, np.ndarray], first_seq: int, epo
     if _has_negative(names, values):
         encoder = TickEncoder(symbol)
         return [encoder.encode(*row) for row in _rows(names, values)]
-    data, ends = _packed_rows(symbol, names, values)
-    starts = [0, *ends[:-1].tolist()]
-    return [data[start:end] for start, end in zip(starts, ends.tolist())]
+    chunks, sizes = _packed_rows(symbol, names, values)
+    if sizes is None:
+        return chunks
+    return [chunk[start:start + size] for chunk, size in zip(chunks, sizes)
+            for start in range(0, len(chunk), size)]
 
 
 def _rows(names: tuple[str, ...], values: dict[str, np.ndarray]) -> Iterator[tuple[Any, ...]]:
