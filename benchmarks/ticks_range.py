@@ -18,8 +18,9 @@ played to its end at full speed by a second engine (TICK_JOURNAL=1,000), the ran
 10,000 ticks just before the last 1,000 (older than the journal: read from the file):
   replay_indexed     ``ticks`` over RPC: read from the file's index entry before the range
   replay_source      the same range from ``ReplaySource.tick_range`` in this process (no RPC)
-  replay_reread      the same range read as before the index (main at 4d6f5ce): the file parsed
-                     again from its top, in this process (the baseline)
+  replay_reread      the same range from ``ReplaySource.tick_range`` as it was before the index
+                     (``BASELINE``, loaded with ``module_at``): the file parsed again from its
+                     top, in this process (the baseline)
 and what the index costs at start: ``replay_load_s`` (``ReplaySource.start``, which indexes the
 file) beside ``replay_load_counting_only_s`` (the pass that only counted its rows before).
 """
@@ -39,37 +40,25 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import emit, machine  # noqa: E402
+from benchmarks.report import emit, machine, module_at  # noqa: E402
 from engine.config import EngineConfig  # noqa: E402
-from engine.models import Tick  # noqa: E402
 from engine.protocol import MAX_REPLY_BYTES, MAX_TICKS, decode  # noqa: E402
-from engine.sources.replay import ReplaySource, _Replay, count_rows  # noqa: E402
+from engine.sources.replay import ReplaySource, count_rows  # noqa: E402
 from tests.procs import EngineProcess  # noqa: E402
 
 RATE = 10_000
 REPLAY_JOURNAL = 1000
+BASELINE = "4d6f5ce"  # main before the replay's index
 REPLY_TIMEOUT_MS = 30_000
 TICK_HEADER = "<DATE>\t<TIME>\t<BID>\t<ASK>\t<LAST>\t<VOLUME>\t<FLAGS>"
 
 
-def answering_socket(ctx: zmq.Context, endpoint: str, tries: int = 5) -> zmq.Socket:
-    """A REQ socket the engine answers: one that gets no reply to ``health`` within a second is
-    replaced (seen on a busy machine: the first request of a connection on the descriptor of one
-    just closed, as ``wait_ready``'s, went unanswered). A lost reply later fails the run."""
-    for _ in range(tries):
-        sock = ctx.socket(zmq.REQ)
-        sock.linger, sock.rcvtimeo = 0, 1000
-        sock.connect(endpoint)
-        sock.send(msgpack.packb({"op": "health"}))
-        try:
-            sock.recv()
-        except zmq.Again:
-            sock.close(0)
-            print(f"no reply on a new connection to {endpoint}; another", file=sys.stderr)
-            continue
-        sock.rcvtimeo = REPLY_TIMEOUT_MS
-        return sock
-    raise RuntimeError(f"{endpoint} answered none of {tries} connections")
+def req_socket(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A REQ socket on ``endpoint``; a reply lost for ``REPLY_TIMEOUT_MS`` fails the run."""
+    sock = ctx.socket(zmq.REQ)
+    sock.linger, sock.rcvtimeo = 0, REPLY_TIMEOUT_MS
+    sock.connect(endpoint)
+    return sock
 
 
 def timed(sock: zmq.Socket, request: dict, rounds: int) -> dict:
@@ -108,23 +97,6 @@ def write_tick_export(path: Path, rows: int) -> list[int]:
     return times
 
 
-def full_reread(path: Path, symbol: str, from_msc: int, to_msc: int,
-                count: int) -> list[Tick]:
-    """``ReplaySource.tick_range`` as it was before the index: the file opened anew and parsed
-    from its top (the whole file played, so no unplayed tick to stop at)."""
-    out: list[Tick] = []
-    replay = _Replay(path, "")
-    try:
-        for tick in replay.ticks:
-            if tick.time_msc > to_msc or len(out) >= count:
-                break
-            if tick.symbol == symbol and tick.time_msc >= from_msc:
-                out.append(tick)
-    finally:
-        replay.close()
-    return out
-
-
 def timed_call(call, rounds: int) -> dict:
     """p50/max of ``rounds`` calls of ``call()`` (ms), in this process."""
     times = []
@@ -146,8 +118,10 @@ def replay_ranges(rows: int, rounds: int) -> dict:
         engine = EngineProcess(["--source", "replay", "--replay-file", str(path), "--replay-speed", "0",
                                 "--tick-journal", str(REPLAY_JOURNAL), "--timeframes", "M1"]).start(timeout=120)
         ctx = zmq.Context()
-        sock = answering_socket(ctx, engine.rpc)
-        source = ReplaySource(EngineConfig(source="replay", replay_file=str(path), replay_speed=0))
+        sock = req_socket(ctx, engine.rpc)
+        config = EngineConfig(source="replay", replay_file=str(path), replay_speed=0)
+        source = ReplaySource(config)
+        baseline = module_at(BASELINE, "engine/sources/replay.py").ReplaySource(config)
         try:
             started = time.perf_counter()
             source.start()
@@ -155,8 +129,10 @@ def replay_ranges(rows: int, rounds: int) -> dict:
             started = time.perf_counter()
             count_rows(path)  # what start() read the file for before the index (the baseline)
             counted_s = time.perf_counter() - started
-            while source.poll(0):
-                pass
+            baseline.start()
+            for playing in (source, baseline):
+                while playing.poll(0):
+                    pass
             while True:  # the engine plays the file to its end
                 sock.send(msgpack.packb({"op": "replay", "action": "status"}))
                 if decode(sock.recv(), MAX_REPLY_BYTES)["data"]["state"] == "finished":
@@ -164,7 +140,7 @@ def replay_ranges(rows: int, rounds: int) -> dict:
                 time.sleep(0.2)
             indexed = timed(sock, request, rounds)
             after = source.tick_range("EURUSD", lo, hi, MAX_TICKS)
-            before = full_reread(path, "EURUSD", lo, hi, MAX_TICKS)
+            before = baseline.tick_range("EURUSD", lo, hi, MAX_TICKS)
             assert after == before and len(after) == MAX_TICKS, (len(after), len(before))
             result = {
                 "replay_rows": rows, "file_mb": round(path.stat().st_size / 1e6, 1),
@@ -172,11 +148,12 @@ def replay_ranges(rows: int, rounds: int) -> dict:
                 "replay_load_counting_only_s": round(counted_s, 3),
                 "replay_indexed": indexed,
                 "replay_source": timed_call(lambda: source.tick_range("EURUSD", lo, hi, MAX_TICKS), rounds),
-                "replay_reread": timed_call(lambda: full_reread(path, "EURUSD", lo, hi, MAX_TICKS),
+                "replay_reread": timed_call(lambda: baseline.tick_range("EURUSD", lo, hi, MAX_TICKS),
                                             max(1, rounds // 20)),
             }
         finally:
             source.stop()
+            baseline.stop()
             sock.close(0)
             ctx.term()
             engine.stop()
@@ -193,7 +170,7 @@ def main() -> None:
     args = parser.parse_args()
     engine = EngineProcess(["--rate", str(RATE), "--symbols", "EURUSD", "--tick-journal", "1000000"]).start()
     ctx = zmq.Context()
-    sock = answering_socket(ctx, engine.rpc)
+    sock = req_socket(ctx, engine.rpc)
 
     def call(**request):
         sock.send(msgpack.packb(request))
