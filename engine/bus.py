@@ -24,6 +24,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from itertools import repeat
 from typing import Any
 
 import zmq
@@ -529,8 +530,12 @@ class BusPublisher:
 
     def publish_frames(self, topic: bytes, frames: Iterable[bytes]) -> None:
         """``publish_frame`` for several payloads of one topic, in order."""
+        self.publish_pairs(repeat(topic), frames)
+
+    def publish_pairs(self, topics: Iterable[bytes], frames: Iterable[bytes]) -> None:
+        """``publish_frame`` for each ``(topics[i], frames[i])``, in order."""
         send, last = self._send, self.last
-        for frame in frames:
+        for topic, frame in zip(topics, frames):
             last[topic] = frame
             try:
                 send(topic, _SNDMORE_NOBLOCK, True)

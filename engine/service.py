@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import zmq
 
 from engine.activity_feed import SET_PREFIXES, ActivityFeed
-from engine.aggregation import CandleAggregator, CandleEvent, TickColumns
+from engine.aggregation import CandleAggregator, CandleEvent, CandleRows, TickColumns
 from engine.bus import BusPublisher, EmbeddedBus, publisher_socket, recv_waiting
 from engine.config import EngineConfig
 from engine.foreign_cache import ForeignCache
@@ -513,7 +514,26 @@ class EngineService:
             columns = parts[0] if len(parts) == 1 else joined(parts)
             self._journal.append_columns(symbol, columns)
             self._ticks[symbol] = Tick(symbol, *(columns[name][-1].item() for name in Tick._fields[1:]))
-            self._publish_candles(self._aggs[symbol].on_tick_columns(columns, self._published_tfs))
+            agg = self._aggs[symbol]
+            rows = agg.fold_columns(columns, self._published_tfs)
+            if rows is None:
+                self._publish_candles(agg.on_tick_columns(columns, self._published_tfs))
+            else:
+                self._publish_candle_rows(symbol, rows)
+
+    def _publish_candle_rows(self, symbol: str, rows: CandleRows) -> None:
+        """``_publish_candles`` for events given as rows: each timeframe's encoded at once."""
+        pub = self._pub
+        topics: list[bytes] = [b""] * len(rows)
+        frames: list[bytes] = [b""] * len(rows)
+        for k in dict.fromkeys(rows.series.tolist()):
+            topic, encoder = self._candle_out[(symbol, rows.timeframes[k])]
+            at = np.flatnonzero(rows.series == k)
+            encoded = encoder.encode_columns({name: v[at] for name, v in rows.values.items()}, rows.closed[at],
+                                             pub.stamper.next_seqs(topic, len(at)), pub.epoch)
+            for i, frame in zip(at.tolist(), encoded):
+                topics[i], frames[i] = topic, frame
+        pub.publish_pairs(topics, frames)
 
     def _publish_candles(self, events: list[CandleEvent]) -> None:
         """Publish the events of the published timeframes, encoded first and then sent one
