@@ -333,7 +333,7 @@ class EngineService:
                 if tick_wait and self._prefetch_fits(deadline_ns, now):
                     source.prefetch()
                     continue  # look at the clock again
-            holding = bus is not None and bus.held is not None
+            holding = bus is not None and bool(bus.held)
             if holding:  # a relayed message waits for room: try it again soon, not on xsub's news
                 ready = self._waiters[True].wait(min(deadline_ns, time.time_ns() + ROOM_WAIT_NS))
                 bus.forward(FOREIGN_DRAIN, self._admit_foreign)
@@ -350,8 +350,9 @@ class EngineService:
                         bus.drain_subscriptions()
                 elif sub in ready:
                     # What the external bus relayed (the engine's own health among it).
+                    now = now_ms()
                     for frames in recv_waiting(sub, FOREIGN_DRAIN):
-                        self._cache_foreign(frames)
+                        self._cache_foreign(frames, now)
             if self._poll_source(now_ms()):
                 sent_ns = time.time_ns()
 
@@ -363,12 +364,12 @@ class EngineService:
         if self._stop.is_set():
             return False
         bus = self._bus
-        ready = self._waiters[bus.held is not None].wait(time.time_ns() + ROOM_WAIT_NS)
+        ready = self._waiters[bool(bus.held)].wait(time.time_ns() + ROOM_WAIT_NS)
         self._waiting = True
         try:
             if self._rpc.socket in ready:
                 self._rpc.serve_pending()
-            if bus.xsub in ready or bus.held is not None:
+            if bus.xsub in ready or bus.held:
                 bus.forward(FOREIGN_DRAIN, self._admit_foreign)
             if bus.xpub in ready:
                 bus.drain_subscriptions()
@@ -549,28 +550,33 @@ class EngineService:
         for topic, frame in frames:
             publish(topic, frame)
 
-    def _admit_foreign(self, frames: list[bytes]) -> bool:
-        """Whether the embedded bus relays this message from another publisher (then cached for
+    def _admit_foreign(self, messages: list[list[bytes]]) -> list[list[bytes]]:
+        """Those of other publishers' messages the embedded bus relays (each cached for
         ``snapshot``); one that is not theirs to publish is counted and dropped."""
-        reason = self._cache_foreign(frames)
-        if reason is not None:
-            self._refusals.add(reason)
-        return reason is None
+        now, cache, refusals, admitted = now_ms(), self._cache_foreign, self._refusals, []
+        for frames in messages:
+            reason = cache(frames, now)
+            if reason is None:
+                admitted.append(frames)
+            else:
+                refusals.add(reason)
+        return admitted
 
-    def _cache_foreign(self, frames: list[bytes]) -> str | None:
+    def _cache_foreign(self, frames: list[bytes], now: int) -> str | None:
         """Cache another publisher's message if the policy and the cache's bounds allow it;
         returns None, or why not."""
-        if len(frames) != 2 or frames[0] not in self._admissible:
-            reason = self._policy.refusal(frames[0], len(frames))
+        topic = frames[0]
+        if len(frames) != 2 or topic not in self._admissible:
+            reason = self._policy.refusal(topic, len(frames))
             if reason is not None:
                 return reason
             if len(self._admissible) < ADMISSIBLE_TOPICS:
-                self._admissible.add(frames[0])
+                self._admissible.add(topic)
         try:
             payload = decode(frames[1])
         except ProtocolError:
             return UNDECODABLE
-        return None if self._foreign.put(frames[0], payload, now_ms()) else TOO_MANY_COMPONENTS
+        return None if self._foreign.put(topic, payload, now) else TOO_MANY_COMPONENTS
 
     def _expire_foreign(self, now: int) -> None:
         """Forget silent health components; log what was refused since the last line."""
