@@ -12,7 +12,7 @@ import logging
 import select
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from engine.protocol import (
     Packed,
     ProtocolError,
     RpcError,
+    Stamper,
     TickEncoder,
     book_topic,
     candle_topic,
@@ -100,6 +101,22 @@ _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 def _bar_time(payload: dict[str, Any]) -> int:
     return payload["time"]
+
+
+def candle_frames(rows: CandleRows, out: Mapping[str, tuple[bytes, CandleEncoder]],
+                  stamper: Stamper) -> tuple[list[bytes], list[bytes]]:
+    """The topic and frame of each row, in order, stamped by ``stamper``: what encoding each
+    event with its timeframe's ``out`` encoder gives, each timeframe's rows encoded at once."""
+    topics: list[bytes] = [b""] * len(rows)
+    frames: list[bytes] = [b""] * len(rows)
+    for k in dict.fromkeys(rows.series.tolist()):
+        topic, encoder = out[rows.timeframes[k]]
+        at = np.flatnonzero(rows.series == k)
+        encoded = encoder.encode_columns({name: v[at] for name, v in rows.values.items()}, rows.closed[at],
+                                         stamper.next_seqs(topic, len(at)), stamper.epoch)
+        for i, frame in zip(at.tolist(), encoded):
+            topics[i], frames[i] = topic, frame
+    return topics, frames
 
 
 def now_ms() -> int:
@@ -525,16 +542,8 @@ class EngineService:
     def _publish_candle_rows(self, symbol: str, rows: CandleRows) -> None:
         """``_publish_candles`` for events given as rows: each timeframe's encoded at once."""
         pub = self._pub
-        topics: list[bytes] = [b""] * len(rows)
-        frames: list[bytes] = [b""] * len(rows)
-        for k in dict.fromkeys(rows.series.tolist()):
-            topic, encoder = self._candle_out[(symbol, rows.timeframes[k])]
-            at = np.flatnonzero(rows.series == k)
-            encoded = encoder.encode_columns({name: v[at] for name, v in rows.values.items()}, rows.closed[at],
-                                             pub.stamper.next_seqs(topic, len(at)), pub.epoch)
-            for i, frame in zip(at.tolist(), encoded):
-                topics[i], frames[i] = topic, frame
-        pub.publish_pairs(topics, frames)
+        out = {tf: self._candle_out[(symbol, tf)] for tf in rows.timeframes}
+        pub.publish_pairs(*candle_frames(rows, out, pub.stamper))
 
     def _publish_candles(self, events: list[CandleEvent]) -> None:
         """Publish the events of the published timeframes, encoded first and then sent one
