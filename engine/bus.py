@@ -520,8 +520,11 @@ class BusPublisher:
         """``publish`` each ``(topic, payload)``: all stamped and encoded first, then sent one
         after the other."""
         stamp = self.stamper.stamp
-        for topic, frame in [(topic, encode(stamp(topic, payload))) for topic, payload in messages]:
-            self.publish_frame(topic, frame)
+        topics, frames = [], []
+        for topic, payload in messages:
+            topics.append(topic)
+            frames.append(encode(stamp(topic, payload)))
+        self.publish_pairs(topics, frames)
 
     def publish_frames(self, topic: bytes, frames: Iterable[bytes]) -> None:
         """``publish_frame`` for several payloads of one topic, in order."""
@@ -529,7 +532,7 @@ class BusPublisher:
 
     def publish_pairs(self, topics: Iterable[bytes], frames: Iterable[bytes]) -> None:
         """``publish_frame`` for each ``(topics[i], frames[i])``, in order."""
-        send, last = self._send, self.last
+        send, last, sent = self._send, self.last, 0
         for topic, frame in zip(topics, frames):
             last[topic] = frame
             try:
@@ -538,7 +541,8 @@ class BusPublisher:
                 if not self._wait_room(topic):
                     continue
             send(frame, 0, True)
-            self.sent += 1
+            sent += 1
+        self.sent += sent
 
     def _wait_room(self, topic: bytes) -> bool:
         """Retry the first frame of a message until it is taken (True) or dropped (False)."""
