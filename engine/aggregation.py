@@ -240,7 +240,7 @@ class CandleAggregator:
     def _fold(self, s: _Series, rank: int, wanted: bool, t: np.ndarray, price: np.ndarray,
               spread: np.ndarray, volume: np.ndarray) -> _SeriesRows | None:
         """One series' state after a foldable batch, and its events (if ``wanted``): a closed
-        row per bar closed, then a forming row per update, each with the tick it came after.
+        row per bar closed, then a forming row per update, each with the tick it came with.
         A segment is the ticks of one bar; the first may continue the forming bar (``carried``)."""
         n, tf, old = len(t), s.tf, s.forming
         opens = _bar_opens(tf, t)

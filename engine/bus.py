@@ -532,7 +532,7 @@ class BusPublisher:
 
     def publish_pairs(self, topics: Iterable[bytes], frames: Iterable[bytes]) -> None:
         """``publish_frame`` for each ``(topics[i], frames[i])``, in order."""
-        send, last, sent = self._send, self.last, 0
+        send, last = self._send, self.last
         for topic, frame in zip(topics, frames):
             last[topic] = frame
             try:
@@ -541,8 +541,7 @@ class BusPublisher:
                 if not self._wait_room(topic):
                     continue
             send(frame, 0, True)
-            sent += 1
-        self.sent += sent
+            self.sent += 1  # per message: health, answered while a send waits, reads it
 
     def _wait_room(self, topic: bytes) -> bool:
         """Retry the first frame of a message until it is taken (True) or dropped (False)."""

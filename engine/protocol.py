@@ -457,10 +457,11 @@ class CandleEncoder:
 
     def encode_columns(self, bars: Mapping[str, np.ndarray], closed: np.ndarray, first_seq: int,
                        epoch: int) -> list[bytes]:
-        """``encode`` of many bars at once (columns ``CANDLE_FIELDS[2:]`` but ``closed``, which
-        is ``closed``), stamped from ``first_seq``: a run of bars whose integers have the same
-        forms is one array of numpy records (a template's bytes, then the values). A negative
-        integer (a spread), or more than ``_PACK_RUNS`` runs, takes ``encode`` bar by bar."""
+        """``encode`` of many bars at once (``bars``: columns ``time`` to ``real_volume``;
+        ``closed``: each bar's flag), stamped from ``first_seq``: a run of bars whose integers
+        have the same forms is one array of numpy records (a template's bytes, then the values).
+        A negative integer (a spread), or more than ``_PACK_RUNS`` runs, takes ``encode`` bar by
+        bar."""
         n = len(closed)
         values = {name: bars[name] for name in _CANDLE_VALUES[:-3]}
         values["closed"] = np.where(closed, 0xC3, 0xC2).astype(np.uint8)
@@ -468,11 +469,11 @@ class CandleEncoder:
         values["epoch"] = np.full(n, epoch, np.int64)
         ints = [np.asarray(values[name], np.int64) for name in _CANDLE_INTS]
         if not n or min(int(v.min()) for v in ints) < 0:
-            return self._one_by_one(values, n)
+            return self._one_by_one(values)
         forms = np.stack([np.searchsorted(_UINT_BOUNDS, v.astype(np.uint64), "right") for v in ints])
         starts = [0, *(np.flatnonzero((forms[:, 1:] != forms[:, :-1]).any(axis=0)) + 1).tolist()]
         if len(starts) > _PACK_RUNS:
-            return self._one_by_one(values, n)
+            return self._one_by_one(values)
         frames: list[bytes] = []
         for start, end in zip(starts, [*starts[1:], n]):
             dtype, template = _candle_records(self.prefix, tuple(forms[:, start].tolist()))
@@ -483,7 +484,8 @@ class CandleEncoder:
             frames += [data[k:k + size] for k in range(0, len(data), size)]
         return frames
 
-    def _one_by_one(self, values: dict[str, np.ndarray], n: int) -> list[bytes]:
+    def _one_by_one(self, values: dict[str, np.ndarray]) -> list[bytes]:
+        """``encode_columns``' frames written bar by bar (``closed`` given as its type byte)."""
         rows = zip(*(np.asarray(values[name], np.float64 if name in _CANDLE_PRICES else None).tolist()
                      for name in _CANDLE_VALUES))
         return [self.encode(*row[:8], row[8] == 0xC3, *row[9:]) for row in rows]
