@@ -17,8 +17,8 @@ whole-array work and gives the events ``on_tick`` would give tick by tick, in th
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from operator import itemgetter
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,6 +34,7 @@ NO_SPREAD = 1 << 62
 # A tick's columns as ``on_tick_columns`` takes them (``Tick``'s fields but the symbol).
 TickColumns = Mapping[str, np.ndarray]
 _BAR_FIELDS = ("open", "high", "low", "close", "tick_volume", "spread", "real_volume")
+_BAR_COLUMNS = ("time", *_BAR_FIELDS)
 
 
 class _Series:
@@ -60,6 +61,54 @@ class _Series:
         # comparison at flush time, not a flag written per tick).
         self.next_emit_ms = -(1 << 62)
         self.emitted_volume = 0
+
+
+class _SeriesRows(NamedTuple):
+    """One series' events of a batch: its closed bars and forming updates as columns
+    (``_BAR_COLUMNS``), each with the index of the tick it came with."""
+
+    rank: int  # the series' place among the aggregator's timeframes
+    closing: np.ndarray
+    closed: dict[str, np.ndarray]
+    emits: np.ndarray
+    forming: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CandleRows:
+    """Events of several series as rows in publishing order (by tick, then timeframe, a close
+    before a forming update): ``series[i]`` indexes ``timeframes``, ``closed[i]`` says which."""
+
+    timeframes: tuple[str, ...]
+    series: np.ndarray
+    closed: np.ndarray
+    values: dict[str, np.ndarray]  # ``_BAR_COLUMNS``
+
+    @classmethod
+    def ordered(cls, timeframes: tuple[str, ...], parts: Iterable[_SeriesRows | None]) -> CandleRows:
+        parts = [p for p in parts if p is not None]
+        ranks, closed, keys = [], [], []
+        for p in parts:
+            for at, forming in ((p.closing, False), (p.emits, True)):
+                ranks.append(np.full(len(at), p.rank, np.int64))
+                closed.append(np.full(len(at), not forming))
+                keys.append((np.asarray(at, np.int64) * len(timeframes) + p.rank) * 2 + forming)
+        if not parts:
+            return cls(timeframes, np.zeros(0, np.int64), np.zeros(0, bool),
+                       {name: np.zeros(0) for name in _BAR_COLUMNS})
+        order = np.argsort(np.concatenate(keys), kind="stable")
+        values = {name: np.concatenate([c[name] for p in parts for c in (p.closed, p.forming)])[order]
+                  for name in _BAR_COLUMNS}
+        return cls(timeframes, np.concatenate(ranks)[order], np.concatenate(closed)[order], values)
+
+    def __len__(self) -> int:
+        return len(self.closed)
+
+    def events(self, symbol: str) -> list[CandleEvent]:
+        """The rows as ``on_tick`` events (a Candle each)."""
+        columns = [self.values[name].tolist() for name in _BAR_COLUMNS]
+        return [(Candle(symbol, self.timeframes[k], *row), closed)
+                for k, closed, row in zip(self.series.tolist(), self.closed.tolist(), zip(*columns))]
 
 
 class CandleAggregator:
@@ -157,22 +206,28 @@ class CandleAggregator:
 
     def on_tick_columns(self, columns: TickColumns, wanted: Collection[str] | None = None) -> list[CandleEvent]:
         """``on_tick`` for each of a batch of this symbol's ticks, given as columns; the events
-        are the same, in the same order (only those of the ``wanted`` timeframes). Whole-array
-        work when the batch is plain (bid chart, both quotes on every tick, times never going
-        back, none before a forming bar's window), tick by tick otherwise."""
+        are the same, in the same order (only those of the ``wanted`` timeframes): from
+        ``fold_columns`` when the batch is plain, tick by tick otherwise."""
+        rows = self.fold_columns(columns, wanted)
+        if rows is not None:
+            return rows.events(self.symbol)
+        # The forming candle is the live object: copied, as later ticks of the batch change it.
+        return [(c, True) if closed else (c.copy(), False)
+                for tick in _ticks_of(self.symbol, columns) for c, closed in self.on_tick(tick)
+                if wanted is None or c.timeframe in wanted]
+
+    def fold_columns(self, columns: TickColumns, wanted: Collection[str] | None = None) -> CandleRows | None:
+        """Fold a plain batch (bid chart, both quotes on every tick, times never going back,
+        none before a forming bar's window) with whole-array work: the events ``on_tick`` would
+        give tick by tick, as rows (only those of the ``wanted`` timeframes). None, and nothing
+        folded, for a batch that is not plain (``on_tick_columns`` folds it tick by tick)."""
         t, bid, ask = columns["time_msc"], columns["bid"], columns["ask"]
         if not self._foldable(t, bid, ask):
-            # The forming candle is the live object: copied, as later ticks of the batch change it.
-            return [(c, True) if closed else (c.copy(), False)
-                    for tick in _ticks_of(self.symbol, columns) for c, closed in self.on_tick(tick)
-                    if wanted is None or c.timeframe in wanted]
+            return None
         spread = np.rint((ask - bid) / self.point).astype(np.int64)  # round(), half to even
-        keyed: list[tuple[tuple[int, int, int], Candle, bool]] = []
-        for rank, s in enumerate(self._ordered):
-            keyed += self._fold(s, rank, wanted is None or s.tf.name in wanted, t, bid, spread,
-                                columns["volume"])
-        keyed.sort(key=itemgetter(0))  # by tick, then timeframe, a close before an open
-        return [(c, closed) for _, c, closed in keyed]
+        parts = [self._fold(s, rank, wanted is None or s.tf.name in wanted, t, bid, spread, columns["volume"])
+                 for rank, s in enumerate(self._ordered)]
+        return CandleRows.ordered(tuple(s.tf.name for s in self._ordered), parts)
 
     def _foldable(self, t: np.ndarray, bid: np.ndarray, ask: np.ndarray) -> bool:
         if not len(t) or self._price_at != Tick._fields.index("bid"):
@@ -183,10 +238,10 @@ class CandleAggregator:
         return all(first >= (s.start_ms if s.forming is not None else s.end_ms) for s in self._ordered)
 
     def _fold(self, s: _Series, rank: int, wanted: bool, t: np.ndarray, price: np.ndarray,
-              spread: np.ndarray, volume: np.ndarray) -> list[tuple[tuple[int, int, int], Candle, bool]]:
-        """One series' state after a foldable batch, and its events (if ``wanted``) keyed by
-        (tick, rank, forming). A segment is the ticks of one bar; the first may continue the
-        forming bar (``carried``)."""
+              spread: np.ndarray, volume: np.ndarray) -> _SeriesRows | None:
+        """One series' state after a foldable batch, and its events (if ``wanted``): a closed
+        row per bar closed, then a forming row per update, each with the tick it came with.
+        A segment is the ticks of one bar; the first may continue the forming bar (``carried``)."""
         n, tf, old = len(t), s.tf, s.forming
         opens = _bar_opens(tf, t)
         new = np.empty(n, bool)
@@ -211,14 +266,15 @@ class CandleAggregator:
             for values, rows in ((bars, slice(0, 1)), (forming, at == 0)):
                 _merge(values, rows, old, s.min_spread)
         closes_old = old is not None and not carried  # the first tick closes the forming bar
-        out: list[tuple[tuple[int, int, int], Candle, bool]] = []
+        out = None
         if wanted:
+            # A bar closes on the first tick of the next: the forming bar on the batch's first.
+            closed = {name: values[:-1] for name, values in bars.items()}
+            closing = ends[:-1]
             if closes_old:
-                out.append(((0, rank, 0), old, True))
-            out += [((k, rank, 0), Candle(self.symbol, tf.name, *row), True)
-                    for k, row in zip(ends[:-1].tolist(), _rows(bars, slice(0, -1)))]
-            out += [((k, rank, 1), Candle(self.symbol, tf.name, *row), False)
-                    for k, row in zip(emits.tolist(), _rows(forming, slice(None)))]
+                closed = {name: np.concatenate(([getattr(old, name)], values)) for name, values in closed.items()}
+                closing = np.concatenate(([0], closing))
+            out = _SeriesRows(rank, closing, closed, emits, forming)
         if closes_old:
             s.closed.append(old)
             s.newest = old
@@ -368,4 +424,4 @@ def _merge(values: dict[str, np.ndarray], rows: Any, old: Candle, min_spread: in
 
 def _rows(values: dict[str, np.ndarray], rows: slice) -> list[tuple[Any, ...]]:
     """Bar columns as tuples of Python numbers: time, OHLC, tick_volume, spread, real_volume."""
-    return list(zip(*(values[name][rows].tolist() for name in ("time", *_BAR_FIELDS))))
+    return list(zip(*(values[name][rows].tolist() for name in _BAR_COLUMNS)))

@@ -24,6 +24,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from itertools import repeat
 from typing import Any
 
 import zmq
@@ -220,7 +221,7 @@ class EmbeddedBus:
     connection may hold in this process (default: ``hwm``, no frame limit).
 
     ``lossless()`` makes the XPUB wait instead of drop (a replay): a send to a subscriber at its
-    high-water mark raises ``zmq.Again``, a relayed message waits in ``held`` until it fits, and
+    high-water mark raises ``zmq.Again``, relayed messages wait in ``held`` until they fit, and
     ``cut_stalled`` closes the connections that read nothing for a while.
     """
 
@@ -247,7 +248,7 @@ class EmbeddedBus:
         self.subscriptions = SubscriptionBudget()
         self.subscriptions_refused = 0
         self._send = _compiled_send.__get__(self.xpub)
-        self.held: list[bytes] | None = None  # a relayed message the XPUB could not take yet
+        self.held: list[list[bytes]] = []  # admitted messages the XPUB could not take yet, in order
         self.relays_waited = 0  # relayed messages that had to wait (lossless only)
         self.stalls = StallWatch()
         self.stalled_closed = 0  # subscribers cut off for reading nothing (lossless only)
@@ -264,43 +265,38 @@ class EmbeddedBus:
         (``ZMQ_XPUB_NODROP``; every send here is non-blocking)."""
         self.xpub.setsockopt(zmq.XPUB_NODROP, 1)
 
-    def forward(self, limit: int, admit: Callable[[list[bytes]], bool]) -> int:
+    def forward(self, limit: int, admit: Callable[[list[list[bytes]]], list[list[bytes]]]) -> int:
         """Relay those of up to ``limit`` waiting messages from other publishers that
-        ``admit(frames)`` accepts; returns how many were relayed.
+        ``admit(messages)`` returns (in order); returns how many were relayed.
 
-        Lossless, a message the XPUB cannot take yet is ``held`` and nothing more is read until
-        it goes: the publisher's own queue then fills and it waits, as the engine does.
+        Lossless, the messages the XPUB cannot take yet are ``held`` and nothing more is read
+        until they go: the publisher's own queue then fills and it waits, as the engine does.
         """
-        relayed = 0
-        if self.held is not None:
-            if not self._relay(self.held):
-                return 0
-            self.held = None
-            relayed += 1
-        receive = message_receiver(self.xsub)
-        for _ in range(limit - relayed):
-            frames = receive()
-            if frames is None:
-                break
-            if admit(frames):
-                if not self._relay(frames):
-                    self.held = frames
-                    self.relays_waited += 1
-                    break
-                relayed += 1
+        fresh = not self.held
+        if fresh:
+            self.held = admit(recv_waiting(self.xsub, limit))
+        relayed = self._relay(self.held)
+        if relayed < len(self.held) and (fresh or relayed):
+            self.relays_waited += 1  # a message met a full queue for the first time
+        del self.held[:relayed]
         return relayed
 
-    def _relay(self, frames: list[bytes]) -> bool:
-        """Send ``frames`` unless a subscriber is at its high-water mark (lossless only)."""
+    def _relay(self, messages: list[list[bytes]]) -> int:
+        """Send ``messages`` in order until a subscriber is at its high-water mark (lossless
+        only); returns how many were sent."""
         send = self._send
-        try:
-            send(frames[0], _SNDMORE_NOBLOCK if len(frames) > 1 else _NOBLOCK, True)
-        except zmq.Again:
-            return False
-        # Once the first frame is taken the rest are (libzmq checks the HWM per message).
-        for k in range(1, len(frames)):
-            send(frames[k], _SNDMORE if k < len(frames) - 1 else 0, True)
-        return True
+        for k, frames in enumerate(messages):
+            last = len(frames) - 1
+            try:
+                send(frames[0], _SNDMORE_NOBLOCK if last else _NOBLOCK, True)
+            except zmq.Again:
+                return k
+            # Once the first frame is taken the rest are (libzmq checks the HWM per message).
+            for i in range(1, last):
+                send(frames[i], _SNDMORE, True)
+            if last:
+                send(frames[last], 0, True)
+        return len(messages)
 
     def cut_stalled(self, stall_s: float) -> int:
         """Close the subscriber connections that have had bytes waiting and received none for
@@ -524,13 +520,20 @@ class BusPublisher:
         """``publish`` each ``(topic, payload)``: all stamped and encoded first, then sent one
         after the other."""
         stamp = self.stamper.stamp
-        for topic, frame in [(topic, encode(stamp(topic, payload))) for topic, payload in messages]:
-            self.publish_frame(topic, frame)
+        topics, frames = [], []
+        for topic, payload in messages:
+            topics.append(topic)
+            frames.append(encode(stamp(topic, payload)))
+        self.publish_pairs(topics, frames)
 
     def publish_frames(self, topic: bytes, frames: Iterable[bytes]) -> None:
         """``publish_frame`` for several payloads of one topic, in order."""
+        self.publish_pairs(repeat(topic), frames)
+
+    def publish_pairs(self, topics: Iterable[bytes], frames: Iterable[bytes]) -> None:
+        """``publish_frame`` for each ``(topics[i], frames[i])``, in order."""
         send, last = self._send, self.last
-        for frame in frames:
+        for topic, frame in zip(topics, frames):
             last[topic] = frame
             try:
                 send(topic, _SNDMORE_NOBLOCK, True)
@@ -538,7 +541,7 @@ class BusPublisher:
                 if not self._wait_room(topic):
                     continue
             send(frame, 0, True)
-            self.sent += 1
+            self.sent += 1  # per message: health, answered while a send waits, reads it
 
     def _wait_room(self, topic: bytes) -> bool:
         """Retry the first frame of a message until it is taken (True) or dropped (False)."""

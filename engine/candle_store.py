@@ -206,7 +206,7 @@ class CandleRing:
         for name in INTEGERS:
             if name in records.dtype.names:
                 records[name] = getattr(bars, name)
-        slots = [self._slot() for _ in range(n)]  # first: a slot may grow the storage
+        slots = self._slots(n)  # first: it may grow the storage
         self._data[slots] = records
 
     def row(self, k: int) -> tuple[Any, ...]:
@@ -248,6 +248,22 @@ class CandleRing:
         i = self._start
         self._start = (i + 1) % alloc
         return i
+
+    def _slots(self, n: int) -> np.ndarray:
+        """The indices ``n`` calls of ``_slot`` give (``n`` <= capacity), growing the storage
+        to what they would have grown it to."""
+        alloc, wanted = len(self._data), min(self._size + n, self.capacity)
+        if alloc < wanted:  # full while growing: _start is still 0 here
+            while alloc < wanted:
+                alloc = min(self.capacity, max(_MIN_ALLOC, 2 * alloc))
+            grown = np.empty(alloc, self._data.dtype)
+            grown[:len(self._data)] = self._data
+            self._data = grown
+        free = min(alloc - self._size, n)
+        slots = np.concatenate((self._start + self._size + np.arange(free), self._start + np.arange(n - free))) % alloc
+        self._size += free
+        self._start = (self._start + n - free) % alloc
+        return slots
 
     def _record_of(self, c: Candle) -> tuple[Any, ...]:
         prices = (c.open, c.high, c.low, c.close)

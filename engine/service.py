@@ -12,13 +12,14 @@ import logging
 import select
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import zmq
 
 from engine.activity_feed import SET_PREFIXES, ActivityFeed
-from engine.aggregation import CandleAggregator, CandleEvent, TickColumns
+from engine.aggregation import CandleAggregator, CandleEvent, CandleRows, TickColumns
 from engine.bus import BusPublisher, EmbeddedBus, publisher_socket, recv_waiting
 from engine.config import EngineConfig
 from engine.foreign_cache import ForeignCache
@@ -37,6 +38,7 @@ from engine.protocol import (
     Packed,
     ProtocolError,
     RpcError,
+    Stamper,
     TickEncoder,
     book_topic,
     candle_topic,
@@ -99,6 +101,22 @@ _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 def _bar_time(payload: dict[str, Any]) -> int:
     return payload["time"]
+
+
+def candle_frames(rows: CandleRows, out: Mapping[str, tuple[bytes, CandleEncoder]],
+                  stamper: Stamper) -> tuple[list[bytes], list[bytes]]:
+    """The topic and frame of each row, in order, stamped by ``stamper``: what encoding each
+    event with its timeframe's ``out`` encoder gives, each timeframe's rows encoded at once."""
+    topics: list[bytes] = [b""] * len(rows)
+    frames: list[bytes] = [b""] * len(rows)
+    for k in dict.fromkeys(rows.series.tolist()):
+        topic, encoder = out[rows.timeframes[k]]
+        at = np.flatnonzero(rows.series == k)
+        encoded = encoder.encode_columns({name: v[at] for name, v in rows.values.items()}, rows.closed[at],
+                                         stamper.next_seqs(topic, len(at)), stamper.epoch)
+        for i, frame in zip(at.tolist(), encoded):
+            topics[i], frames[i] = topic, frame
+    return topics, frames
 
 
 def now_ms() -> int:
@@ -332,7 +350,7 @@ class EngineService:
                 if tick_wait and self._prefetch_fits(deadline_ns, now):
                     source.prefetch()
                     continue  # look at the clock again
-            holding = bus is not None and bus.held is not None
+            holding = bus is not None and bool(bus.held)
             if holding:  # a relayed message waits for room: try it again soon, not on xsub's news
                 ready = self._waiters[True].wait(min(deadline_ns, time.time_ns() + ROOM_WAIT_NS))
                 bus.forward(FOREIGN_DRAIN, self._admit_foreign)
@@ -349,8 +367,9 @@ class EngineService:
                         bus.drain_subscriptions()
                 elif sub in ready:
                     # What the external bus relayed (the engine's own health among it).
+                    now = now_ms()
                     for frames in recv_waiting(sub, FOREIGN_DRAIN):
-                        self._cache_foreign(frames)
+                        self._cache_foreign(frames, now)
             if self._poll_source(now_ms()):
                 sent_ns = time.time_ns()
 
@@ -362,12 +381,12 @@ class EngineService:
         if self._stop.is_set():
             return False
         bus = self._bus
-        ready = self._waiters[bus.held is not None].wait(time.time_ns() + ROOM_WAIT_NS)
+        ready = self._waiters[bool(bus.held)].wait(time.time_ns() + ROOM_WAIT_NS)
         self._waiting = True
         try:
             if self._rpc.socket in ready:
                 self._rpc.serve_pending()
-            if bus.xsub in ready or bus.held is not None:
+            if bus.xsub in ready or bus.held:
                 bus.forward(FOREIGN_DRAIN, self._admit_foreign)
             if bus.xpub in ready:
                 bus.drain_subscriptions()
@@ -513,7 +532,18 @@ class EngineService:
             columns = parts[0] if len(parts) == 1 else joined(parts)
             self._journal.append_columns(symbol, columns)
             self._ticks[symbol] = Tick(symbol, *(columns[name][-1].item() for name in Tick._fields[1:]))
-            self._publish_candles(self._aggs[symbol].on_tick_columns(columns, self._published_tfs))
+            agg = self._aggs[symbol]
+            rows = agg.fold_columns(columns, self._published_tfs)
+            if rows is None:
+                self._publish_candles(agg.on_tick_columns(columns, self._published_tfs))
+            else:
+                self._publish_candle_rows(symbol, rows)
+
+    def _publish_candle_rows(self, symbol: str, rows: CandleRows) -> None:
+        """``_publish_candles`` for events given as rows: each timeframe's encoded at once."""
+        pub = self._pub
+        out = {tf: self._candle_out[(symbol, tf)] for tf in rows.timeframes}
+        pub.publish_pairs(*candle_frames(rows, out, pub.stamper))
 
     def _publish_candles(self, events: list[CandleEvent]) -> None:
         """Publish the events of the published timeframes, encoded first and then sent one
@@ -529,28 +559,33 @@ class EngineService:
         for topic, frame in frames:
             publish(topic, frame)
 
-    def _admit_foreign(self, frames: list[bytes]) -> bool:
-        """Whether the embedded bus relays this message from another publisher (then cached for
+    def _admit_foreign(self, messages: list[list[bytes]]) -> list[list[bytes]]:
+        """Those of other publishers' messages the embedded bus relays (each cached for
         ``snapshot``); one that is not theirs to publish is counted and dropped."""
-        reason = self._cache_foreign(frames)
-        if reason is not None:
-            self._refusals.add(reason)
-        return reason is None
+        now, cache, refusals, admitted = now_ms(), self._cache_foreign, self._refusals, []
+        for frames in messages:
+            reason = cache(frames, now)
+            if reason is None:
+                admitted.append(frames)
+            else:
+                refusals.add(reason)
+        return admitted
 
-    def _cache_foreign(self, frames: list[bytes]) -> str | None:
+    def _cache_foreign(self, frames: list[bytes], now: int) -> str | None:
         """Cache another publisher's message if the policy and the cache's bounds allow it;
         returns None, or why not."""
-        if len(frames) != 2 or frames[0] not in self._admissible:
-            reason = self._policy.refusal(frames[0], len(frames))
+        topic = frames[0]
+        if len(frames) != 2 or topic not in self._admissible:
+            reason = self._policy.refusal(topic, len(frames))
             if reason is not None:
                 return reason
             if len(self._admissible) < ADMISSIBLE_TOPICS:
-                self._admissible.add(frames[0])
+                self._admissible.add(topic)
         try:
             payload = decode(frames[1])
         except ProtocolError:
             return UNDECODABLE
-        return None if self._foreign.put(frames[0], payload, now_ms()) else TOO_MANY_COMPONENTS
+        return None if self._foreign.put(topic, payload, now) else TOO_MANY_COMPONENTS
 
     def _expire_foreign(self, now: int) -> None:
         """Forget silent health components; log what was refused since the last line."""
