@@ -159,6 +159,9 @@ def test_every_socketio_event_a_client_receives_validates(engine, worker, doc):
             if event == "subscribe":  # stream events, while the rest is asked
                 await c.wait_for("candles", timeout=10)
                 await c.wait_for("indicators", timeout=70)
+                # A quiet sim can go a second without a EURUSD tick: the last and first pushes
+                # above may come sooner (on the subscribe itself).
+                await c.wait_for("tick", timeout=10)
         return list(c.events)
 
     with running(BridgeProcess(engine=engine)) as bridge:
