@@ -539,13 +539,22 @@ _FORM_LIMITS = {0: (np.less_equal, 0x7F), 5: (np.greater_equal, -32), 4: (np.les
 def _tick_records(prefix: bytes, names: tuple[str, ...], forms: tuple[int, ...]) -> tuple[np.dtype, np.ndarray]:
     """One layout of a tick map as a numpy record: its dtype (``head``, then ``key_NAME`` (the
     key and its value's type byte) and ``NAME`` per field) and a record of its fixed bytes."""
-    fields, fixed, next_form = [("head", f"V{len(prefix)}")], {"head": prefix}, iter(forms).__next__
+    next_form, entries = iter(forms).__next__, []
     for name in names:
         if name in _TICK_FLOATS:
-            key, code = _TICK_KEYS[name] + b"\xcb", ">f8"
+            entries.append((name, _TICK_KEYS[name] + b"\xcb", ">f8"))
         else:
             form = next_form()
-            key, code = _TICK_KEYS[name] + _INT_FORMS[form][0], _INT_DTYPES[form]
+            entries.append((name, _TICK_KEYS[name] + _INT_FORMS[form][0], _INT_DTYPES[form]))
+    return _map_records(prefix, entries)
+
+
+def _map_records(prefix: bytes, entries: list[tuple[str, bytes, str]]) -> tuple[np.dtype, np.ndarray]:
+    """A map's layout as a numpy record: ``head`` (``prefix``), then per ``(name, fixed, code)``
+    entry ``key_NAME`` (its ``fixed`` bytes: the key and its value's type byte) and ``NAME`` (the
+    value, numpy type ``code``); and a record holding the fixed bytes."""
+    fields, fixed = [("head", f"V{len(prefix)}")], {"head": prefix}
+    for name, key, code in entries:
         fields += [("key_" + name, f"V{len(key)}"), (name, code)]
         fixed["key_" + name] = key
     template = np.zeros(1, np.dtype(fields))
@@ -573,21 +582,16 @@ def _candle_records(prefix: bytes, forms: tuple[int, ...]) -> tuple[np.dtype, np
     """One layout of a candle map (unsigned integers of ``forms``) as a numpy record: its dtype
     (``head``, then ``key_NAME`` (the key and its value's type byte) and ``NAME`` per field;
     ``closed`` is its own type byte) and a record of its fixed bytes."""
-    fields, fixed, next_form = [("head", f"V{len(prefix)}")], {"head": prefix}, iter(forms).__next__
+    next_form, entries = iter(forms).__next__, []
     for name, (key, kind) in zip(_CANDLE_VALUES, _CANDLE_ENTRIES):
         if kind == "f":
-            key, code = key + b"\xcb", ">f8"
+            entries.append((name, key + b"\xcb", ">f8"))
         elif kind == "b":
-            code = "u1"
+            entries.append((name, key, "u1"))
         else:
             form = next_form()
-            key, code = key + _INT_FORMS[form][0], _UINT_DTYPES[form]
-        fields += [("key_" + name, f"V{len(key)}"), (name, code)]
-        fixed["key_" + name] = key
-    template = np.zeros(1, np.dtype(fields))
-    for field, raw in fixed.items():
-        template[field] = np.void(raw)
-    return template.dtype, template
+            entries.append((name, key + _INT_FORMS[form][0], _INT_DTYPES[form]))
+    return _map_records(prefix, entries)
 
 
 class CandleEncoder:
