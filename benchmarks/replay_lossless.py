@@ -13,7 +13,7 @@ engine's live publish rate measured in the same run. Prints JSON.
           and timeframe) bounds the forming updates the worker answers as well.
           ``cpu_s``: CPU seconds each process used from the start until the engine had read
           the whole file (Linux ``/proc``), which a machine shared with other work changes
-          far less than the wall time.
+          far less than the wall time; ``engine_thread_cpu_s`` splits the engine's by thread.
   live    ``mt5-engine --rate 0`` (sim as fast as possible) through its bus to a plain SUB, as
           ``benchmarks/engine_throughput.py`` measures it.
 Target: >= 50,000 M1 bars/s (a year of M1 bars in under 10 s).
@@ -50,14 +50,36 @@ def wait_subscribed(rpc: RpcClient, at_least: int, timeout: float = 30.0) -> Non
         time.sleep(0.05)
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process ``pid`` so far (None off Linux)."""
+def cpu_seconds(pid: int, tid: int | None = None) -> float | None:
+    """User + system CPU seconds of process ``pid`` (or of its thread ``tid``) so far (None
+    off Linux)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat") as f:
+        with open(path) as f:
             fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of ``pid`` by name (``python`` is the interpreter's
+    main thread, ``ZMQbg/IO/0`` ZeroMQ's I/O thread), threads of one name summed."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        seconds = cpu_seconds(pid, int(tid))
+        if seconds is not None:
+            out[name] = out.get(name, 0.0) + seconds
+    return out
 
 
 def wait_finished(rpc: RpcClient, timeout: float = 900.0) -> None:
@@ -87,11 +109,14 @@ def run_replay(bars: int, throttle_ms: int) -> dict:
                 time.sleep(0.2)
                 procs = {"engine": engine, "worker": worker, "bot": bot}
                 cpu_before = {name: cpu_seconds(p.proc.pid) for name, p in procs.items()}
+                threads_before = thread_cpu_seconds(engine.proc.pid)
                 began = time.monotonic()
                 rpc.call("replay", action="start")
                 wait_finished(rpc)
                 cpu = {name: None if cpu_before[name] is None else round(cpu_seconds(p.proc.pid) - cpu_before[name], 2)
                        for name, p in procs.items()}
+                threads = {name: round(seconds - threads_before.get(name, 0.0), 2)
+                           for name, seconds in thread_cpu_seconds(engine.proc.pid).items()}
                 result = bot.result(timeout=900)
                 health = rpc.health()
         finally:
@@ -114,6 +139,7 @@ def run_replay(bars: int, throttle_ms: int) -> dict:
         "bars_per_s": round(closed / seconds) if seconds > 0 else 0,
         "engine_waits_for_subscribers": health["bus_waits"],
         "cpu_s": cpu,
+        "engine_thread_cpu_s": {name: s for name, s in sorted(threads.items()) if s > 0},
         "forming_throttle_ms": throttle_ms,
     }
 
