@@ -256,15 +256,19 @@ class CandleAggregator:
                 "real_volume": np.add.reduceat(volume, seg)}
         emits = np.asarray(self._emissions(s, t, new), np.int64)
         at = np.searchsorted(seg, emits, "right") - 1  # the segment of each emission
-        pairs = np.column_stack((seg[at], emits + 1)).ravel()
-        forming = {"time": bars["time"][at], "open": bars["open"][at], "close": price[emits],
-                   "tick_volume": emits - seg[at] + 1,
-                   **{name: _running(ufunc, column, pairs) for name, ufunc, column in (
-                       ("high", np.maximum, price), ("low", np.minimum, price),
-                       ("spread", np.minimum, spread), ("real_volume", np.add, volume))}}
+        forming = {"tick_volume": emits - seg[at] + 1}
+        if wanted:  # an unpublished series keeps only the volume of its last update
+            pairs = np.column_stack((seg[at], emits + 1)).ravel()
+            forming.update({"time": bars["time"][at], "open": bars["open"][at], "close": price[emits],
+                            **{name: _running(ufunc, column, pairs) for name, ufunc, column in (
+                                ("high", np.maximum, price), ("low", np.minimum, price),
+                                ("spread", np.minimum, spread), ("real_volume", np.add, volume))}})
         if carried:  # the forming bar's ticks so far count too
-            for values, rows in ((bars, slice(0, 1)), (forming, at == 0)):
-                _merge(values, rows, old, s.min_spread)
+            _merge(bars, slice(0, 1), old, s.min_spread)
+            if wanted:
+                _merge(forming, at == 0, old, s.min_spread)
+            else:
+                forming["tick_volume"][at == 0] += old.tick_volume
         closes_old = old is not None and not carried  # the first tick closes the forming bar
         out = None
         if wanted:
@@ -304,11 +308,22 @@ class CandleAggregator:
                 due = np.flatnonzero(t[:emits[0] if emits else len(t)] >= next_emit)
                 emits[:0] = due[:1].tolist()
             return emits
-        emits = []
-        for i, (ti, opens) in enumerate(zip(t.tolist(), new.tolist())):
-            if opens or ti >= next_emit:
+        if throttle <= 0:
+            return list(range(len(t)))
+        # Each bar's updates are a chain: its first tick (or, for the bar carried on, its first
+        # due tick), then from each update the first tick a throttle later; followed by index
+        # rather than tick by tick (an M1 bar replay updates D1 once per four ticks).
+        due_after = np.searchsorted(t, t + throttle).tolist()
+        starts = np.flatnonzero(new).tolist()
+        ends = [*starts[1:], len(t)]
+        emits: list[int] = []
+        if not new[0]:
+            first_end = starts[0] if starts else len(t)
+            starts[:0], ends[:0] = [int(np.searchsorted(t[:first_end], next_emit))], [first_end]
+        for i, end in zip(starts, ends):
+            while i < end:
                 emits.append(i)
-                next_emit = ti + throttle
+                i = due_after[i]
         return emits
 
     def _on_trade_tick(self, tick: Tick) -> list[CandleEvent]:

@@ -55,7 +55,8 @@ def tick_path(path: Path, agg: CandleAggregator) -> tuple[list[Tick], list[tuple
     return ticks, [m for tick in ticks for m in stamped(agg.on_tick(tick), seqs)]
 
 
-def array_path(path: Path, agg: CandleAggregator, batch: int) -> tuple[dict, list[tuple[str, dict]]]:
+def array_path(path: Path, agg: CandleAggregator, batch: int,
+               wanted: tuple[str, ...] | None = None) -> tuple[dict, list[tuple[str, dict]]]:
     replay = _Replay(path, "")
     parts, messages, seqs = [], [], {}
     try:
@@ -64,7 +65,7 @@ def array_path(path: Path, agg: CandleAggregator, batch: int) -> tuple[dict, lis
             columns, error = replay.bars.take(batch)
             assert error is None
             parts.append(columns)
-            messages += stamped(agg.on_tick_columns(columns), seqs)
+            messages += stamped(agg.on_tick_columns(columns, wanted), seqs)
     finally:
         replay.close()
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, messages
@@ -115,6 +116,20 @@ def test_array_path_publishes_the_tick_paths_ticks_and_candles(export, by_ticks,
         assert fast.payloads(name, 100_000) == slow.payloads(name, 100_000)
         assert (fast._series[name].next_emit_ms, fast._series[name].emitted_volume) == \
             (slow._series[name].next_emit_ms, slow._series[name].emitted_volume)
+
+
+@pytest.mark.parametrize("throttle_ms", [0, 250, 60_000])
+def test_timeframes_not_published_keep_the_tick_paths_state(export, by_ticks, throttle_ms):
+    """Folded for their state only (the engine publishes M1 and aggregates D1 for the summary):
+    the bars and the forming updates' bookkeeping end as the tick path leaves them."""
+    _, expected, slow = by_ticks(throttle_ms)
+    fast = aggregator(throttle_ms)
+    _, got = array_path(export, fast, 1000, wanted=("M1",))
+    assert got == [m for m in expected if m[0].endswith(":M1:")] and len(got) > 7000
+    for name in TIMEFRAMES_TESTED:
+        assert fast.payloads(name, 100_000) == slow.payloads(name, 100_000)
+        assert (fast._series[name].next_emit_ms, fast._series[name].emitted_volume) == \
+            (slow._series[name].next_emit_ms, slow._series[name].emitted_volume), name
 
 
 def test_the_tick_path_takes_over_where_the_array_path_cannot_go():
