@@ -433,32 +433,20 @@ class StallWatch:
         return out
 
 
-def message_receiver(sock: zmq.Socket) -> Callable[[], list[bytes] | None]:
-    """A function that reads the next message waiting on ``sock`` without blocking (None if
-    there is none), with the compiled call: ``recv_multipart`` costs twice as much, and asking
+def recv_waiting(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
+    """Up to ``limit`` messages already waiting on ``sock``, without blocking. The compiled
+    call, in one loop for the batch: ``recv_multipart`` costs twice as much, and asking
     ``RCVMORE`` of the socket more than a frame's own ``more``."""
-    recv = _compiled_recv.__get__(sock)
-
-    def receive() -> list[bytes] | None:
+    recv, out = _compiled_recv.__get__(sock), []
+    for _ in range(limit):
         try:
             frame = recv(_NOBLOCK, False)
         except zmq.Again:
-            return None
+            break
         frames = [frame.bytes]
         while frame.more:  # the rest of a message is there once its first frame is
             frame = recv(0, False)
             frames.append(frame.bytes)
-        return frames
-    return receive
-
-
-def recv_waiting(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
-    """Up to ``limit`` messages already waiting on ``sock``, without blocking."""
-    receive, out = message_receiver(sock), []
-    for _ in range(limit):
-        frames = receive()
-        if frames is None:
-            break
         out.append(frames)
     return out
 
