@@ -520,16 +520,24 @@ class BusPublisher:
 
     def publish_pairs(self, topics: Iterable[bytes], frames: Iterable[bytes]) -> None:
         """``publish_frame`` for each ``(topics[i], frames[i])``, in order."""
-        send, last = self._send, self.last
-        for topic, frame in zip(topics, frames):
-            last[topic] = frame
-            try:
-                send(topic, _SNDMORE_NOBLOCK, True)
-            except zmq.Again:
-                if not self._wait_room(topic):
-                    continue
-            send(frame, 0, True)
-            self.sent += 1  # per message: health, answered while a send waits, reads it
+        send, last, sent = self._send, self.last, self.sent
+        try:
+            for topic, frame in zip(topics, frames):
+                last[topic] = frame
+                try:
+                    send(topic, _SNDMORE_NOBLOCK, True)
+                except zmq.Again:
+                    # Counted as we go, for health (answered while a send waits) and for what
+                    # the wait itself may publish.
+                    self.sent = sent
+                    room = self._wait_room(topic)
+                    sent = self.sent
+                    if not room:
+                        continue
+                send(frame, 0, True)
+                sent += 1
+        finally:
+            self.sent = sent
 
     def _wait_room(self, topic: bytes) -> bool:
         """Retry the first frame of a message until it is taken (True) or dropped (False)."""
