@@ -148,6 +148,32 @@ def test_the_tick_path_takes_over_where_the_array_path_cannot_go():
     assert fast.late_ticks == slow.late_ticks == 1
 
 
+def test_the_whole_array_read_takes_each_field_as_the_row_read_does(tmp_path):
+    """Padded dates, times and prices and digits grouped with underscores, which ``float()``
+    accepts: read a block at once (numpy), the same bars as read row by row."""
+    path, _ = write_bar_export(tmp_path, 60, SYMBOL)
+    lines = path.read_text().splitlines()
+    rows = [lines[0]]
+    for i, line in enumerate(lines[1:]):
+        f = line.split("\t")
+        f[(0, 1, 2, 3, 4, 5)[i % 6]] = f" {f[(0, 1, 2, 3, 4, 5)[i % 6]]} "
+        if i % 4 == 0:
+            f[5] = f[5].strip()[:4] + "_" + f[5].strip()[4:]  # 1.10_014
+        rows.append("\t".join(f))
+    path.write_text("\n".join(rows) + "\n")
+    at_once, by_row = _Replay(path, ""), _Replay(path, "")
+    try:
+        reader = at_once.bars._bars
+        columns = reader._plain(list(reader._rows))
+        expected = bar_columns(list(by_row.bars._bars))
+    finally:
+        at_once.close()
+        by_row.close()
+    assert columns is not None  # the block was plain: read at once
+    assert {k: v.tolist() for k, v in columns.items()} == {k: v.tolist() for k, v in expected.items()}
+    assert len(expected["time"]) == 60
+
+
 def test_bars_to_ticks_rounds_the_ask_as_python_does():
     rows = [(0, 60_000, 1.00005, 1.00009, 1.00001, 1.00003, 7, False),
             (60_000, 60_000, 0.12345, 0.12345, 0.12345, 0.12345, 3, True)]

@@ -465,10 +465,11 @@ class _BarReader:
             return None
         fields = list(zip(*(f for _, f in rows)))
         try:
-            t = np.array(list(map(parse_date, map(str.strip, fields[i_d]))), np.int64) * 1000
+            t = np.array(list(map(_bar_date, fields[i_d])), np.int64) * 1000
             if self._timed:
-                t += np.array(list(map(_bar_clock, map(str.strip, fields[i_t]))), np.int64)
-            o, h, low, c = (np.array(list(map(float, fields[i])), np.float64) for i in (i_o, i_h, i_l, i_c))
+                t += np.array(list(map(_bar_clock, fields[i_t])), np.int64)
+            # numpy reads a str as float() does (whitespace, underscores; ValueError otherwise).
+            o, h, low, c = (np.array(fields[i], np.float64) for i in (i_o, i_h, i_l, i_c))
             spread = (np.array(list(map(int, fields[i_s])), np.int64) if i_s in used
                       else np.zeros(len(rows), np.int64))
         except ValueError:
@@ -484,7 +485,9 @@ class _BarReader:
                 "spread": spread, "bullish": bullish}
 
 
-_bar_clock = lru_cache(maxsize=4096)(parse_clock)  # bars repeat the same times of day
+# Bars repeat the same days and times of day: each field's text read once.
+_bar_date = lru_cache(maxsize=4096)(lambda field: parse_date(field.strip()))
+_bar_clock = lru_cache(maxsize=4096)(lambda field: parse_clock(field.strip()))
 
 
 def _directions(o: np.ndarray, c: np.ndarray, bullish: bool) -> np.ndarray:
