@@ -308,12 +308,10 @@ class CandleAggregator:
                 due = np.flatnonzero(t[:emits[0] if emits else len(t)] >= next_emit)
                 emits[:0] = due[:1].tolist()
             return emits
-        if throttle <= 0:
-            return list(range(len(t)))
         # Each bar's updates are a chain: its first tick (or, for the bar carried on, its first
         # due tick), then from each update the first tick a throttle later; followed by index
         # rather than tick by tick (an M1 bar replay updates D1 once per four ticks).
-        due_after = np.searchsorted(t, t + throttle).tolist()
+        due_after = np.maximum(np.searchsorted(t, t + throttle), np.arange(1, len(t) + 1)).tolist()
         starts = np.flatnonzero(new).tolist()
         ends = [*starts[1:], len(t)]
         emits: list[int] = []

@@ -174,6 +174,28 @@ def test_the_whole_array_read_takes_each_field_as_the_row_read_does(tmp_path):
     assert len(expected["time"]) == 60
 
 
+@pytest.mark.parametrize("throttle_ms", [0, 5_000])
+def test_a_batch_that_starts_before_the_last_update_waits_for_its_throttle(throttle_ms):
+    """The second batch starts inside the forming bar but before its last update (ticks a feed
+    sent late): its first ticks are not due yet, as on the tick path."""
+    base = 1_704_153_600_000
+    batches = [[base, base + 30_000], [base + 20_000, base + 29_000, base + 31_000, base + 50_000]]
+    slow, fast = aggregator(throttle_ms), aggregator(throttle_ms)
+    slow_seqs, fast_seqs = {}, {}
+    expected, got = [], []
+    for times in batches:
+        n = len(times)
+        columns = {"time_msc": np.array(times), "bid": np.linspace(1.1, 1.2, n), "ask": np.linspace(1.1, 1.2, n) + 0.0002,
+                   "last": np.zeros(n), "volume": np.zeros(n, np.int64), "flags": np.full(n, 6),
+                   "volume_real": np.zeros(n)}
+        ticks = [Tick(SYMBOL, *row) for row in zip(*(columns[k].tolist() for k in Tick._fields[1:]))]
+        expected += [m for tick in ticks for m in stamped(slow.on_tick(tick), slow_seqs)]
+        got += stamped(fast.on_tick_columns(columns), fast_seqs)
+    assert got == expected
+    forming_m1 = [p["tick_volume"] for t, p in got if t.endswith(":M1:") and not p["closed"]]
+    assert forming_m1 == ([1, 2, 5, 6] if throttle_ms == 0 else [1, 2, 6])
+
+
 def test_bars_to_ticks_rounds_the_ask_as_python_does():
     rows = [(0, 60_000, 1.00005, 1.00009, 1.00001, 1.00003, 7, False),
             (60_000, 60_000, 0.12345, 0.12345, 0.12345, 0.12345, 3, True)]
