@@ -52,6 +52,8 @@ from engine.protocol import (
 from engine.security import CurveClient, SecurityError, apply_client
 from engine.signals import StopFlag, stop_on_signals
 from engine.timeframes import TIMEFRAMES
+from indicators.encoder import IndicatorEncoder
+from indicators.layouts import CandleLayouts
 from indicators.series import IndicatorSeries, IndicatorSettings
 from indicators.spec import DEFAULT_INDICATORS
 
@@ -218,6 +220,8 @@ class IndicatorWorker:
         # their values go out on. Bounded: valid timeframes of the served symbols only.
         self._topics: dict[bytes, tuple[str, str]] = {}
         self._out_topics: dict[bytes, bytes] = {}
+        self._layouts: dict[bytes, CandleLayouts] = {}  # candle topic -> its payloads' layouts
+        self._encoders: dict[bytes, IndicatorEncoder] = {}  # candle topic -> its values' encoder
         self._streams: dict[bytes, tuple[int, int]] = {}  # candle topic -> (epoch, seq) of a warm series
         self._warmed_at: dict[bytes, float] = {}  # candle topic -> its last warm-up (monotonic s)
         self._symbols: frozenset[str] = frozenset()
@@ -296,67 +300,89 @@ class IndicatorWorker:
         bar's value, and the newest forming one."""
         latest = {frames[0]: i for i, frames in enumerate(batch)}
         received = time.perf_counter()
-        values = []
+        topics, frames_out = [], []
         for i, frames in enumerate(batch):
             if self._stop.is_set():
                 break
-            out = self._values(frames, latest[frames[0]] == i)
+            out = self._value(frames, latest[frames[0]] == i)
             if out is not None:
-                values.append(out)
-        self._publish(values, received)
+                topics.append(out[0])
+                frames_out.append(out[1])
+        self._publish(topics, frames_out, received)
 
     def handle(self, frames: list[bytes], latest: bool = True) -> None:
         """One bus message; never raises: a bad one is counted and logged at a bounded rate.
         ``latest``: no later message of its topic is waiting (else a forming candle is only
         checked)."""
         received = time.perf_counter()
-        out = self._values(frames, latest)
-        self._publish([out] if out is not None else [], received)
+        out = self._value(frames, latest)
+        self._publish(*(([out[0]], [out[1]]) if out is not None else ([], [])), received)
 
-    def _publish(self, values: list[tuple[bytes, dict[str, Any]]], received: float) -> None:
+    def _publish(self, topics: list[bytes], frames: list[bytes], received: float) -> None:
         """Send the values of messages received at ``received``, one after the other: a send
         that follows another wakes no ZeroMQ I/O thread (one per send costs more than the rest)."""
-        if not values:
+        if not frames:
             return
-        self._pub.publish_all(values)
-        self.updates += len(values)
+        self._pub.publish_pairs(topics, frames)
+        self.updates += len(frames)
         self._max_lag_us = max(self._max_lag_us, (time.perf_counter() - received) * 1e6)
 
-    def _values(self, frames: list[bytes], latest: bool) -> tuple[bytes, dict[str, Any]] | None:
-        """``handle``'s work but the sending: the topic and payload to publish, if any."""
+    def _value(self, frames: list[bytes], latest: bool) -> tuple[bytes, bytes] | None:
+        """``handle``'s work but the sending: the topic and the stamped payload to publish, if
+        any. A candle laid out as one of its topic's already checked is read with one unpack
+        (``CandleLayouts``), then only its numbers' finiteness is left to check; any other goes
+        through ``read_candle``."""
         try:
             if len(frames) != 2:
                 raise ProtocolError(f"expected 2 frames, got {len(frames)}")
-            candle_topic = frames[0]
-            known = self._topics.get(candle_topic)
-            candle = read_candle(candle_topic, frames[1], known)
-            if known is None:
-                if candle["symbol"] not in self._symbols:
-                    raise ProtocolError(f"symbol {candle['symbol']!r} is not one of this shard's")
-                self._topics[candle_topic] = (candle["symbol"], candle["timeframe"])
-                self._out_topics[candle_topic] = indicator_topic(candle["symbol"], candle["timeframe"])
-            series = self._series_for(candle_topic, candle)
+            candle_topic, payload = frames
+            layouts = self._layouts.get(candle_topic)
+            fields = None if layouts is None else layouts.read(payload)
+            if fields is None or not math.isfinite(fields[4] + fields[5] + fields[6] + fields[7] + fields[8]):
+                fields = self._checked(candle_topic, payload)
+            bar_time, seq, epoch, closed = fields[:4]
+            series = self._series_for(candle_topic, bar_time, seq, epoch)
             if series is None:
                 return None
-            if not (latest or candle["closed"]):
+            if not (latest or closed):
                 self.forming_skipped += 1
                 return None
-            values = series.on_candle(candle)
+            values = series.values(bar_time, closed, fields[4:])
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             self.malformed += 1
             self._log.warning("malformed", "skipped a malformed message (%d so far): %s topic=%r",
                               self.malformed, exc, frames[0][:80])
             return None
-        return None if values is None else (self._out_topics[candle_topic], values)
+        if values is None:
+            return None
+        out_topic = self._out_topics[candle_topic]
+        return out_topic, self._encoders[candle_topic].encode(
+            bar_time, closed, values, self._pub.stamper.next_seq(out_topic), self._pub.epoch)
 
-    def _series_for(self, candle_topic: bytes, candle: dict[str, Any]) -> IndicatorSeries | None:
+    def _checked(self, candle_topic: bytes, payload: bytes) -> tuple[Any, ...]:
+        """``CandleLayouts.FIELDS`` of a candle decoded and checked by ``read_candle``
+        (``ProtocolError`` if it is not one this worker serves); its layout is learned."""
+        known = self._topics.get(candle_topic)
+        candle = read_candle(candle_topic, payload, known)
+        if known is None:
+            symbol, timeframe = candle["symbol"], candle["timeframe"]
+            if symbol not in self._symbols:
+                raise ProtocolError(f"symbol {symbol!r} is not one of this shard's")
+            self._topics[candle_topic] = (symbol, timeframe)
+            self._out_topics[candle_topic] = indicator_topic(symbol, timeframe)
+            self._layouts[candle_topic] = CandleLayouts()
+            keys = tuple(key for inst in self.config.indicator_set for key in inst.keys)
+            self._encoders[candle_topic] = IndicatorEncoder(symbol, timeframe, keys)
+        self._layouts[candle_topic].learn(payload, candle)
+        return tuple(candle[key] for key in CandleLayouts.FIELDS)
+
+    def _series_for(self, candle_topic: bytes, bar_time: int, seq: int, epoch: int) -> IndicatorSeries | None:
         """The warm series of this topic; (re)warmed from history when new or after a gap or an
         engine restart. A series asks for history at most once per ``REWARM_EVERY_S``: the
         messages that would ask again sooner are dropped (counted as ``rewarms_limited``)."""
-        epoch, seq = candle["epoch"], candle["seq"]
         series = self._series.get(candle_topic)
         if series is not None:
-            went_back = candle["time"] <= series.last_closed  # a replay seeking back
+            went_back = bar_time <= series.last_closed  # a replay seeking back
             if self._streams[candle_topic] == (epoch, seq - 1) and not went_back:
                 self._streams[candle_topic] = (epoch, seq)
                 return series
@@ -376,12 +402,12 @@ class IndicatorWorker:
         if now < self._rpc_retry_at:
             return None  # the engine just failed to answer: don't queue up more timeouts
         self._warmed_at[candle_topic] = now
-        series = IndicatorSeries(candle["symbol"], candle["timeframe"], self.config.indicator_set)
+        series = IndicatorSeries(*self._topics[candle_topic], self.config.indicator_set)
         try:
             history = self._rpc.candles(series.symbol, series.timeframe, self.config.max_candles)
             # Only the bars before this candle's: the stream brings this one and those after it
             # (the engine may be ahead), and each gets its value when it comes.
-            series.warm([c for c in history if c["time"] < candle["time"]])
+            series.warm([c for c in history if c["time"] < bar_time])
         except (UnknownSymbol, UnknownTimeframe) as exc:
             raise ProtocolError(f"the engine does not serve it: {exc.message}") from None
         except RpcError as exc:

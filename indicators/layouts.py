@@ -1,0 +1,158 @@
+"""Reading a payload laid out as one already decoded and checked: one ``struct`` unpack instead
+of a msgpack decode.
+
+A topic's publisher writes the same map over and over, its keys in the same order and its values
+in the same msgpack forms (the engine's ``CandleEncoder``): only the numbers change. ``learn``
+takes a payload the checked path accepted, with what it decoded to, and keeps its layout (the
+bytes that must stay the same, and a ``struct`` code per number); ``read`` gives a later
+payload's map when it has a known layout, with exactly the values and types msgpack would give,
+and None otherwise (then the checked path decodes it). A payload is only read by a layout whose
+constant bytes (the map header, every key, every string value, every number's type byte) it
+holds byte for byte, so it decodes to the same keys with the same types as the one learned.
+"""
+from __future__ import annotations
+
+import struct
+from operator import itemgetter
+from typing import Any
+
+import msgpack
+
+from engine.protocol import encode
+
+# The type byte of each msgpack form a layout reads, and its struct code; a fixint is its own
+# type byte, read as a signed byte: 0..127 (positive fixint) or -32..-1 (negative fixint).
+_TYPED = {0xCB: "d", 0xCC: "B", 0xCD: "H", 0xCE: "I", 0xCF: "Q", 0xD0: "b", 0xD1: "h", 0xD2: "i", 0xD3: "q"}
+_SIGNED = (0xD0, 0xD1, 0xD2, 0xD3)
+_FIXINT_LOW = -32
+_TRUE, _FALSE = 0xC3, 0xC2
+_header = msgpack.Packer(use_bin_type=True).pack_map_header
+
+LAYOUTS_PER_TOPIC = 32  # payload lengths remembered per topic (a hostile publisher cannot grow it)
+
+
+def _getter(indexes: list[int]) -> Any:
+    """A function of the fields giving a tuple of those at ``indexes`` (a zero if none): its
+    first index twice, so that one index gives a tuple too."""
+    return itemgetter(*indexes, indexes[0]) if indexes else lambda fields: (0,)
+
+
+class _Layout:
+    """One payload layout: its struct, its constant bytes (the even fields) and what each value
+    field must hold."""
+
+    __slots__ = ("unpack", "constants", "unsigned_fixints", "signed_fixints", "bools", "pick")
+
+    def __init__(self, fmt: str, constants: tuple[bytes, ...], fixints: tuple[tuple[int, int], ...],
+                 bools: tuple[int, ...], pick: tuple[int, ...]) -> None:
+        self.unpack = struct.Struct(fmt).unpack
+        self.constants = constants
+        # A fixint field's byte below its lowest value is another msgpack type: 0 for the
+        # unsigned keys' fixints, -32 for the others' (their fields read as signed bytes).
+        self.unsigned_fixints = _getter([i for i, low in fixints if low == 0])
+        self.signed_fixints = _getter([i for i, low in fixints if low != 0])
+        self.bools = bools  # field indexes of bools: each field is the type byte 0xC2/0xC3
+        self.pick = itemgetter(*pick)  # the fields read, in the reader's order
+
+    def read(self, payload: bytes) -> tuple[Any, ...] | None:
+        """The picked fields (a bool as its type byte), or None if ``payload`` does not hold
+        this layout's constant bytes or a field holds another msgpack type."""
+        fields = self.unpack(payload)
+        if fields[0::2] != self.constants:
+            return None
+        if min(self.unsigned_fixints(fields)) < 0 or min(self.signed_fixints(fields)) < _FIXINT_LOW:
+            return None
+        for i in self.bools:
+            if fields[i] != _TRUE and fields[i] != _FALSE:
+                return None
+        return self.pick(fields)
+
+
+def _layout_of(payload: bytes, value: dict[str, Any], picked: tuple[str, ...],
+               unsigned: frozenset[str]) -> _Layout | None:
+    """The layout of ``payload``, which decodes to ``value``, reading the keys ``picked``;
+    None unless it is written as msgpack-python writes ``value`` and holds only strings, bools,
+    float64s and integers (those named in ``unsigned`` in an unsigned form, so any value their
+    layout reads is >= 0)."""
+    if encode(value) != payload or not all(key in value for key in picked):
+        return None
+    constants: list[bytes] = []
+    fmt, index, fixints, bools = [">"], {}, [], []
+    pending = _header(len(value))
+    for key, item in value.items():
+        pending += encode(key)
+        if type(item) is str:
+            pending += encode(item)
+            continue
+        field = 2 * len(constants) + 1
+        if type(item) is bool:
+            code = "B"
+            bools.append(field)
+        elif type(item) in (int, float):
+            raw = encode(item)
+            if raw[0] < 0x80 or raw[0] >= 0xE0:
+                code = "b"
+                fixints.append((field, 0 if key in unsigned else _FIXINT_LOW))
+            elif raw[0] in _TYPED and not (key in unsigned and raw[0] in _SIGNED):
+                code = _TYPED[raw[0]]
+                pending += raw[:1]
+            else:
+                return None  # float32, or a signed form where only non-negative values are taken
+        else:
+            return None
+        constants.append(pending)
+        fmt.append(f"{len(pending)}s{code}")
+        index[key] = field
+        pending = b""
+    if pending or not all(key in index for key in picked):
+        return None  # a layout ends with a number, and reads numbers and bools only
+    layout = _Layout("".join(fmt), tuple(constants), tuple(fixints), tuple(bools),
+                     tuple(index[key] for key in picked))
+    read = layout.read(payload)
+    expected = tuple(_TRUE if value[key] is True else _FALSE if value[key] is False else value[key]
+                     for key in picked)
+    # The layout must give back exactly what msgpack gave, types included.
+    if read is None or [(v, type(v)) for v in read] != [(v, type(v)) for v in expected]:
+        return None
+    return layout
+
+
+class CandleLayouts:
+    """The layouts of one candle topic's payloads, by payload length (one each, the latest
+    learned), reading what the indicator worker uses of a candle."""
+
+    __slots__ = ("_by_length",)
+
+    FIELDS = ("time", "seq", "epoch", "closed", "open", "high", "low", "close", "tick_volume")
+    _UNSIGNED = frozenset(("time", "seq", "epoch"))  # the worker takes non-negative integers only
+
+    def __init__(self) -> None:
+        self._by_length: dict[int, _Layout] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_length)
+
+    def read(self, payload: bytes) -> tuple[Any, ...] | None:
+        """``FIELDS`` of ``payload`` if it has a learned layout (``time``, ``seq``, ``epoch``
+        non-negative integers, ``closed`` a bool, the others numbers, finite or not), else None."""
+        layout = self._by_length.get(len(payload))
+        if layout is None:
+            return None
+        fields = layout.read(payload)
+        if fields is None:
+            return None
+        t, seq, epoch, closed, o, h, low, c, v = fields
+        return t, seq, epoch, closed == _TRUE, o, h, low, c, v
+
+    def learn(self, payload: bytes, candle: dict[str, Any]) -> bool:
+        """Keep the layout of a checked ``payload`` (``candle``: what it decoded to); False if
+        it has none a layout can read, or the topic has ``LAYOUTS_PER_TOPIC`` other lengths."""
+        if len(payload) not in self._by_length and len(self._by_length) >= LAYOUTS_PER_TOPIC:
+            return False
+        if type(candle.get("closed")) is not bool:
+            return False
+        layout = _layout_of(payload, candle, self.FIELDS, self._UNSIGNED)
+        if layout is None:
+            return False
+        self._by_length[len(payload)] = layout
+        return True
