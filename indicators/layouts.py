@@ -19,6 +19,7 @@ from typing import Any
 import msgpack
 
 from engine.protocol import encode
+from indicators.series import BAR_FIELDS
 
 # The type byte of each msgpack form a layout reads, and its struct code; a fixint is its own
 # type byte, read as a signed byte: 0..127 (positive fixint) or -32..-1 (negative fixint).
@@ -38,10 +39,10 @@ def _getter(indexes: list[int]) -> Any:
 
 
 class _Layout:
-    """One payload layout: its struct, its constant bytes (the even fields) and what each value
-    field must hold."""
+    """One candle payload layout: its struct, its constant bytes (the even fields) and what
+    each value field must hold."""
 
-    __slots__ = ("unpack", "constants", "unsigned_fixints", "signed_fixints", "bools", "pick")
+    __slots__ = ("unpack", "constants", "unsigned_fixints", "signed_fixints", "closed", "other_bools", "pick")
 
     def __init__(self, fmt: str, constants: tuple[bytes, ...], fixints: tuple[tuple[int, int], ...],
                  bools: tuple[int, ...], pick: tuple[int, ...]) -> None:
@@ -51,21 +52,30 @@ class _Layout:
         # unsigned keys' fixints, -32 for the others' (their fields read as signed bytes).
         self.unsigned_fixints = _getter([i for i, low in fixints if low == 0])
         self.signed_fixints = _getter([i for i, low in fixints if low != 0])
-        self.bools = bools  # field indexes of bools: each field is the type byte 0xC2/0xC3
-        self.pick = itemgetter(*pick)  # the fields read, in the reader's order
+        # Bools are their type byte 0xC2/0xC3: ``closed`` is read, any other only checked.
+        self.closed, *other = pick[3:4] + tuple(i for i in bools if i != pick[3])
+        self.other_bools = tuple(other)
+        self.pick = itemgetter(*pick[:3], *pick[4:])
 
-    def read(self, payload: bytes) -> tuple[Any, ...] | None:
-        """The picked fields (a bool as its type byte), or None if ``payload`` does not hold
-        this layout's constant bytes or a field holds another msgpack type."""
+    def read(self, payload: bytes) -> tuple[int, int, int, bool, tuple[float, ...]] | None:
+        """``CandleLayouts.read``'s answer for a payload of this layout's length."""
         fields = self.unpack(payload)
         if fields[0::2] != self.constants:
             return None
         if min(self.unsigned_fixints(fields)) < 0 or min(self.signed_fixints(fields)) < _FIXINT_LOW:
             return None
-        for i in self.bools:
+        closed = fields[self.closed]
+        if closed == _TRUE:
+            closed = True
+        elif closed == _FALSE:
+            closed = False
+        else:
+            return None
+        for i in self.other_bools:
             if fields[i] != _TRUE and fields[i] != _FALSE:
                 return None
-        return self.pick(fields)
+        t, seq, epoch, *bar = self.pick(fields)
+        return t, seq, epoch, closed, tuple(bar)
 
 
 def _layout_of(payload: bytes, value: dict[str, Any], picked: tuple[str, ...],
@@ -108,13 +118,23 @@ def _layout_of(payload: bytes, value: dict[str, Any], picked: tuple[str, ...],
         return None  # a layout ends with a number, and reads numbers and bools only
     layout = _Layout("".join(fmt), tuple(constants), tuple(fixints), tuple(bools),
                      tuple(index[key] for key in picked))
-    read = layout.read(payload)
-    expected = tuple(_TRUE if value[key] is True else _FALSE if value[key] is False else value[key]
-                     for key in picked)
     # The layout must give back exactly what msgpack gave, types included.
-    if read is None or [(v, type(v)) for v in read] != [(v, type(v)) for v in expected]:
+    if _typed(layout.read(payload)) != _typed(fields_of(value)):
         return None
     return layout
+
+
+def fields_of(candle: dict[str, Any]) -> tuple[int, int, int, bool, tuple[float, ...]]:
+    """What ``CandleLayouts.read`` gives, of a decoded candle."""
+    return candle["time"], candle["seq"], candle["epoch"], candle["closed"], tuple(candle[k] for k in BAR_FIELDS)
+
+
+def _typed(fields: tuple[Any, ...] | None) -> list[tuple[Any, type]] | None:
+    """The values of ``fields`` (the bar's flattened) with their types, to compare exactly."""
+    if fields is None:
+        return None
+    *head, bar = fields
+    return [(v, type(v)) for v in (*head, *bar)]
 
 
 class CandleLayouts:
@@ -123,26 +143,21 @@ class CandleLayouts:
 
     __slots__ = ("_by_length",)
 
-    FIELDS = ("time", "seq", "epoch", "closed", "open", "high", "low", "close", "tick_volume")
+    FIELDS = ("time", "seq", "epoch", "closed", *BAR_FIELDS)
     _UNSIGNED = frozenset(("time", "seq", "epoch"))  # the worker takes non-negative integers only
 
     def __init__(self) -> None:
-        self._by_length: dict[int, _Layout] = {}
+        self._by_length: dict[int, Any] = {}  # payload length -> its layout's read
 
     def __len__(self) -> int:
         return len(self._by_length)
 
-    def read(self, payload: bytes) -> tuple[Any, ...] | None:
-        """``FIELDS`` of ``payload`` if it has a learned layout (``time``, ``seq``, ``epoch``
-        non-negative integers, ``closed`` a bool, the others numbers, finite or not), else None."""
-        layout = self._by_length.get(len(payload))
-        if layout is None:
-            return None
-        fields = layout.read(payload)
-        if fields is None:
-            return None
-        t, seq, epoch, closed, o, h, low, c, v = fields
-        return t, seq, epoch, closed == _TRUE, o, h, low, c, v
+    def read(self, payload: bytes) -> tuple[int, int, int, bool, tuple[float, ...]] | None:
+        """``(time, seq, epoch, closed, bar)`` of ``payload`` if it has a learned layout (the
+        first three non-negative integers, ``closed`` a bool, ``bar`` the ``BAR_FIELDS``:
+        numbers, finite or not), else None."""
+        read = self._by_length.get(len(payload))
+        return None if read is None else read(payload)
 
     def learn(self, payload: bytes, candle: dict[str, Any]) -> bool:
         """Keep the layout of a checked ``payload`` (``candle``: what it decoded to); False if
@@ -154,5 +169,5 @@ class CandleLayouts:
         layout = _layout_of(payload, candle, self.FIELDS, self._UNSIGNED)
         if layout is None:
             return False
-        self._by_length[len(payload)] = layout
+        self._by_length[len(payload)] = layout.read
         return True

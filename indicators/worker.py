@@ -53,7 +53,7 @@ from engine.security import CurveClient, SecurityError, apply_client
 from engine.signals import StopFlag, stop_on_signals
 from engine.timeframes import TIMEFRAMES
 from indicators.encoder import IndicatorEncoder
-from indicators.layouts import CandleLayouts
+from indicators.layouts import CandleLayouts, fields_of
 from indicators.series import IndicatorSeries, IndicatorSettings
 from indicators.spec import DEFAULT_INDICATORS
 
@@ -338,16 +338,17 @@ class IndicatorWorker:
             candle_topic, payload = frames
             layouts = self._layouts.get(candle_topic)
             fields = None if layouts is None else layouts.read(payload)
-            if fields is None or not math.isfinite(fields[4] + fields[5] + fields[6] + fields[7] + fields[8]):
+            # sum(bar) adds as read_candle's check does: a NaN or an infinity makes it not finite
+            if fields is None or not math.isfinite(sum(fields[4])):
                 fields = self._checked(candle_topic, payload)
-            bar_time, seq, epoch, closed = fields[:4]
+            bar_time, seq, epoch, closed, bar = fields
             series = self._series_for(candle_topic, bar_time, seq, epoch)
             if series is None:
                 return None
             if not (latest or closed):
                 self.forming_skipped += 1
                 return None
-            values = series.values(bar_time, closed, fields[4:])
+            values = series.values(bar_time, closed, bar)
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             self.malformed += 1
             self._log.warning("malformed", "skipped a malformed message (%d so far): %s topic=%r",
@@ -359,8 +360,8 @@ class IndicatorWorker:
         return out_topic, self._encoders[candle_topic].encode(
             bar_time, closed, values, self._pub.stamper.next_seq(out_topic), self._pub.epoch)
 
-    def _checked(self, candle_topic: bytes, payload: bytes) -> tuple[Any, ...]:
-        """``CandleLayouts.FIELDS`` of a candle decoded and checked by ``read_candle``
+    def _checked(self, candle_topic: bytes, payload: bytes) -> tuple[int, int, int, bool, tuple[float, ...]]:
+        """What ``CandleLayouts.read`` gives, of a candle decoded and checked by ``read_candle``
         (``ProtocolError`` if it is not one this worker serves); its layout is learned."""
         known = self._topics.get(candle_topic)
         candle = read_candle(candle_topic, payload, known)
@@ -374,7 +375,7 @@ class IndicatorWorker:
             keys = tuple(key for inst in self.config.indicator_set for key in inst.keys)
             self._encoders[candle_topic] = IndicatorEncoder(symbol, timeframe, keys)
         self._layouts[candle_topic].learn(payload, candle)
-        return tuple(candle[key] for key in CandleLayouts.FIELDS)
+        return fields_of(candle)
 
     def _series_for(self, candle_topic: bytes, bar_time: int, seq: int, epoch: int) -> IndicatorSeries | None:
         """The warm series of this topic; (re)warmed from history when new or after a gap or an
