@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import struct
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
+import numpy as np
 
 from engine.protocol import encode
 from indicators.series import BAR_FIELDS
@@ -27,7 +28,18 @@ _TYPED = {0xCB: "d", 0xCC: "B", 0xCD: "H", 0xCE: "I", 0xCF: "Q", 0xD0: "b", 0xD1
 _SIGNED = (0xD0, 0xD1, 0xD2, 0xD3)
 _FIXINT_LOW = -32
 _TRUE, _FALSE = 0xC3, 0xC2
+_DTYPES = {"d": ">f8", "B": "u1", "H": ">u2", "I": ">u4", "Q": ">u8", "b": "i1", "h": ">i2", "i": ">i4", "q": ">i8"}
 _header = msgpack.Packer(use_bin_type=True).pack_map_header
+
+
+class Columns(NamedTuple):
+    """Many candles' fields as columns (``CandleLayouts.columns``)."""
+
+    time: np.ndarray
+    seq: np.ndarray
+    epoch: np.ndarray
+    closed: np.ndarray
+    bar: tuple[np.ndarray, ...]  # BAR_FIELDS
 
 LAYOUTS_PER_TOPIC = 32  # payload lengths remembered per topic (a hostile publisher cannot grow it)
 
@@ -42,12 +54,24 @@ class _Layout:
     """One candle payload layout: its struct, its constant bytes (the even fields) and what
     each value field must hold."""
 
-    __slots__ = ("unpack", "constants", "unsigned_fixints", "signed_fixints", "closed", "other_bools", "pick")
+    __slots__ = ("unpack", "constants", "unsigned_fixints", "signed_fixints", "closed", "other_bools", "pick",
+                 "fixints", "bools", "picked", "records", "_constant_at", "_constant_bytes")
 
-    def __init__(self, fmt: str, constants: tuple[bytes, ...], fixints: tuple[tuple[int, int], ...],
+    def __init__(self, codes: list[str], constants: tuple[bytes, ...], fixints: tuple[tuple[int, int], ...],
                  bools: tuple[int, ...], pick: tuple[int, ...]) -> None:
-        self.unpack = struct.Struct(fmt).unpack
+        self.unpack = struct.Struct(">" + "".join(f"{len(c)}s{code}" for c, code in zip(constants, codes))).unpack
         self.constants = constants
+        self.fixints, self.bools, self.picked = fixints, bools, pick
+        # The same layout as numpy records (field i as ``f{i}``), and where its constant bytes
+        # sit, for ``columns``.
+        self.records = np.dtype([(f"f{2 * k + j}", fmt) for k, (c, code) in enumerate(zip(constants, codes))
+                                 for j, fmt in enumerate((f"V{len(c)}", _DTYPES[code]))])
+        at, offset = [], 0
+        for c, code in zip(constants, codes):
+            at += range(offset, offset + len(c))
+            offset += len(c) + struct.calcsize(">" + code)
+        self._constant_at = np.array(at, np.intp)
+        self._constant_bytes = np.frombuffer(b"".join(constants), np.uint8)
         # A fixint field's byte below its lowest value is another msgpack type: 0 for the
         # unsigned keys' fixints, -32 for the others' (their fields read as signed bytes).
         self.unsigned_fixints = _getter([i for i, low in fixints if low == 0])
@@ -77,6 +101,27 @@ class _Layout:
         t, seq, epoch, *bar = self.pick(fields)
         return t, seq, epoch, closed, tuple(bar)
 
+    def columns(self, data: bytes) -> Columns | None:
+        """``read`` of many payloads of this layout at once (``data``: them joined), as
+        columns: ``time``, ``seq``, ``epoch`` int64, ``closed`` bool, the bar float64; None
+        if one of them would not be read (or holds an integer past int64)."""
+        rows = np.frombuffer(data, np.uint8).reshape(-1, self.records.itemsize)
+        if not (rows[:, self._constant_at] == self._constant_bytes).all():
+            return None
+        records = np.frombuffer(data, self.records)
+        for i, low in self.fixints:
+            if records[f"f{i}"].min() < low:
+                return None
+        for i in self.bools:
+            flag = records[f"f{i}"]
+            if not ((flag == _TRUE) | (flag == _FALSE)).all():
+                return None
+        t, seq, epoch = (records[f"f{i}"].astype(np.int64) for i in self.picked[:3])
+        if min(t.min(), seq.min(), epoch.min()) < 0:
+            return None  # a uint64 past int64
+        bar = tuple(records[f"f{i}"].astype(np.float64) for i in self.picked[4:])
+        return Columns(t, seq, epoch, records[f"f{self.picked[3]}"] == _TRUE, bar)
+
 
 def _layout_of(payload: bytes, value: dict[str, Any], picked: tuple[str, ...],
                unsigned: frozenset[str]) -> _Layout | None:
@@ -87,7 +132,7 @@ def _layout_of(payload: bytes, value: dict[str, Any], picked: tuple[str, ...],
     if encode(value) != payload or not all(key in value for key in picked):
         return None
     constants: list[bytes] = []
-    fmt, index, fixints, bools = [">"], {}, [], []
+    codes, index, fixints, bools = [], {}, [], []
     pending = _header(len(value))
     for key, item in value.items():
         pending += encode(key)
@@ -111,12 +156,12 @@ def _layout_of(payload: bytes, value: dict[str, Any], picked: tuple[str, ...],
         else:
             return None
         constants.append(pending)
-        fmt.append(f"{len(pending)}s{code}")
+        codes.append(code)
         index[key] = field
         pending = b""
     if pending or not all(key in index for key in picked):
         return None  # a layout ends with a number, and reads numbers and bools only
-    layout = _Layout("".join(fmt), tuple(constants), tuple(fixints), tuple(bools),
+    layout = _Layout(codes, tuple(constants), tuple(fixints), tuple(bools),
                      tuple(index[key] for key in picked))
     # The layout must give back exactly what msgpack gave, types included.
     if _typed(layout.read(payload)) != _typed(fields_of(value)):
@@ -141,13 +186,14 @@ class CandleLayouts:
     """The layouts of one candle topic's payloads, by payload length (one each, the latest
     learned), reading what the indicator worker uses of a candle."""
 
-    __slots__ = ("_by_length",)
+    __slots__ = ("_by_length", "_layouts")
 
     FIELDS = ("time", "seq", "epoch", "closed", *BAR_FIELDS)
     _UNSIGNED = frozenset(("time", "seq", "epoch"))  # the worker takes non-negative integers only
 
     def __init__(self) -> None:
         self._by_length: dict[int, Any] = {}  # payload length -> its layout's read
+        self._layouts: dict[int, _Layout] = {}  # payload length -> its layout
 
     def __len__(self) -> int:
         return len(self._by_length)
@@ -170,4 +216,17 @@ class CandleLayouts:
         if layout is None:
             return False
         self._by_length[len(payload)] = layout.read
+        self._layouts[len(payload)] = layout
         return True
+
+    def columns(self, payloads: list[bytes]) -> Columns | None:
+        """``read`` of ``payloads`` as columns, if they all have one learned layout and would
+        all be read; else None."""
+        size = len(payloads[0])
+        layout = self._layouts.get(size)
+        if layout is None:
+            return None
+        data = b"".join(payloads)
+        if len(data) != size * len(payloads):
+            return None  # lengths differ
+        return layout.columns(data)

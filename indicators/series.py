@@ -177,6 +177,17 @@ class IndicatorSeries:
         payload.update(zip(self.keys, map(_nil, values)))
         return payload
 
+    def commit_many(self, times: np.ndarray, bar: Sequence[np.ndarray]) -> np.ndarray:
+        """``values`` of closed bars in order (``times``: their open times, increasing and after
+        ``last_closed``; ``bar``: their ``BAR_FIELDS`` as float64 columns), computed at once:
+        a row of values per bar."""
+        outputs: list[np.ndarray] = []
+        for ind, inputs, _ in self._plan:
+            values = ind.update_many(*(bar[BAR_FIELDS.index(name)] for name in inputs))
+            outputs.extend(values if isinstance(values, tuple) else (values,))
+        self.last_closed = int(times[-1])
+        return np.column_stack(outputs) if outputs else np.empty((len(times), 0))
+
     def values(self, time: int, closed: bool, bar: tuple[float, ...]) -> list[float] | None:
         """``on_candle``'s values (``keys`` order, NaN while warming up) for the bar opened at
         ``time`` (``bar``: its ``BAR_FIELDS``), or None if it was already counted."""

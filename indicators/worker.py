@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import zmq
 
 from engine.bus import BusPublisher, publisher_socket, recv_waiting
@@ -67,6 +68,7 @@ RPC_RETRY_S = 1.0  # after a failed history request, series wait this long befor
 REWARM_EVERY_S = 2.0
 PUBLISH_RETRY_S = 0.0005  # between tries to publish into a full bus queue
 READ_BATCH = 1000  # messages read before the worker looks at the clock (and its health) again
+MIN_RUN = 16  # a topic's messages in a row computed at once rather than one by one
 
 
 def shard_of(symbol: str, shards: int) -> int:
@@ -301,14 +303,57 @@ class IndicatorWorker:
         latest = {frames[0]: i for i, frames in enumerate(batch)}
         received = time.perf_counter()
         topics, frames_out = [], []
-        for i, frames in enumerate(batch):
-            if self._stop.is_set():
-                break
-            out = self._value(frames, latest[frames[0]] == i)
+        i = 0
+        while i < len(batch) and not self._stop.is_set():
+            # A run of one topic's messages but its latest: closed bars computed at once
+            # (``_run_values``) when they allow it, else one by one.
+            run_topic, end = batch[i][0], i + 1
+            while end < len(batch) and batch[end][0] == run_topic and end < latest[run_topic]:
+                end += 1
+            run = batch[i:end] if end - i >= MIN_RUN else None
+            out_run = None if run is None else self._run_values(run_topic, run)
+            if out_run is not None:
+                topics += [out_run[0]] * len(out_run[1])
+                frames_out += out_run[1]
+                i = end
+                continue
+            out = self._value(batch[i], latest[run_topic] == i)
             if out is not None:
                 topics.append(out[0])
                 frames_out.append(out[1])
+            i += 1
         self._publish(topics, frames_out, received)
+
+    def _run_values(self, candle_topic: bytes, run: list[list[bytes]]) -> tuple[bytes, list[bytes]] | None:
+        """``_value`` of each message of ``run`` (all of ``candle_topic``, none its latest in
+        the batch), computed at once: the out topic and the payloads, or None (nothing done)
+        unless they read as columns of one learned layout and continue the warm series
+        (``seq`` consecutive, one ``epoch``, no bar back in time)."""
+        series = self._series.get(candle_topic)
+        if series is None or set(map(len, run)) != {2}:
+            return None
+        columns = self._layouts[candle_topic].columns([frames[1] for frames in run])
+        if columns is None:
+            return None
+        t, seq, epochs, closed, bar = columns
+        epoch, last_seq = self._streams[candle_topic]
+        # Each bar after the last one closed before it (went_back in _series_for).
+        closed_before = np.maximum.accumulate(np.where(closed, t, series.last_closed))
+        after = np.concatenate(([series.last_closed], closed_before[:-1]))
+        if not (np.array_equal(seq, np.arange(last_seq + 1, last_seq + 1 + len(run)))
+                and (epochs == epoch).all() and (t > after).all()
+                and np.isfinite(bar[0] + bar[1] + bar[2] + bar[3] + bar[4]).all()):
+            return None
+        self._streams[candle_topic] = (epoch, int(seq[-1]))
+        self.forming_skipped += len(run) - int(closed.sum())
+        if not closed.any():
+            return self._out_topics[candle_topic], []
+        times = t[closed]
+        rows = series.commit_many(times, [column[closed] for column in bar]).tolist()
+        out_topic, encode = self._out_topics[candle_topic], self._encoders[candle_topic].encode
+        next_seq = self._pub.stamper.next_seq
+        return out_topic, [encode(bar_time, True, values, next_seq(out_topic), epoch)
+                           for bar_time, values in zip(times.tolist(), rows)]
 
     def handle(self, frames: list[bytes], latest: bool = True) -> None:
         """One bus message; never raises: a bad one is counted and logged at a bounded rate.
