@@ -305,10 +305,11 @@ class IndicatorWorker:
         topics, frames_out = [], []
         i = 0
         while i < len(batch) and not self._stop.is_set():
-            # A run of one topic's messages but its latest: closed bars computed at once
-            # (``_run_values``) when they allow it, else one by one.
-            run_topic, end = batch[i][0], i + 1
-            while end < len(batch) and batch[end][0] == run_topic and end < latest[run_topic]:
+            # A run of one topic's messages of one length, but its latest: closed bars computed
+            # at once (``_run_values``) when they allow it, else one by one.
+            run_topic, size, end = batch[i][0], len(batch[i][-1]), i + 1
+            while (end < len(batch) and end < latest[run_topic] and batch[end][0] == run_topic
+                   and len(batch[end][-1]) == size):
                 end += 1
             run = batch[i:end] if end - i >= MIN_RUN else None
             out_run = None if run is None else self._run_values(run_topic, run)
