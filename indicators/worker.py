@@ -350,11 +350,10 @@ class IndicatorWorker:
         if not closed.any():
             return self._out_topics[candle_topic], []
         times = t[closed]
-        rows = series.commit_many(times, [column[closed] for column in bar]).tolist()
-        out_topic, encode = self._out_topics[candle_topic], self._encoders[candle_topic].encode
-        next_seq = self._pub.stamper.next_seq
-        return out_topic, [encode(bar_time, True, values, next_seq(out_topic), epoch)
-                           for bar_time, values in zip(times.tolist(), rows)]
+        values = series.commit_many(times, [column[closed] for column in bar])
+        out_topic = self._out_topics[candle_topic]
+        first_seq = self._pub.stamper.next_seqs(out_topic, len(times))
+        return out_topic, self._encoders[candle_topic].encode_closed(times, values, first_seq, epoch)
 
     def handle(self, frames: list[bytes], latest: bool = True) -> None:
         """One bus message; never raises: a bad one is counted and logged at a bounded rate.

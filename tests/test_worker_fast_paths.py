@@ -213,3 +213,19 @@ def test_the_worker_publishes_the_same_bytes_with_or_without_its_fast_paths(monk
     last = decode(fast._pub.sent[-1][1])
     assert list(last) == ["symbol", "timeframe", "time", "closed", *keys, "seq", "epoch"]
     assert all(type(last[k]) is float for k in keys)
+
+
+@pytest.mark.parametrize("first_seq", [1, 100, 127, 250, 65530, 2**32 - 3])
+@pytest.mark.parametrize("nan_row", [None, 2])
+def test_closed_bars_encoded_at_once_are_the_bytes_encoded_one_by_one(first_seq, nan_row):
+    keys = ("a", "b_upper", "c")
+    encoder = IndicatorEncoder("XAUUSD", "H1", keys)
+    rng = np.random.default_rng(first_seq)
+    values = rng.normal(size=(8, 3)) * 1e3
+    if nan_row is not None:
+        values[nan_row, 1] = np.nan
+    for times in (np.arange(8) * 3600 + 1_704_153_600, np.arange(8) * 20 + 100):  # 100..240 crosses 127/255
+        frames = encoder.encode_closed(times, values, first_seq, EPOCH)
+        assert frames == [encoder.encode(t, True, row, seq, EPOCH)
+                          for seq, (t, row) in enumerate(zip(times.tolist(), values.tolist()), first_seq)]
+        assert [decode(f)["seq"] for f in frames] == list(range(first_seq, first_seq + 8))
