@@ -299,7 +299,9 @@ class IndicatorWorker:
         message of its topic is checked (its ``seq`` keeps the stream whole) but not computed:
         its value would be stale when it arrived (counted as ``forming_skipped``). So a worker
         that falls behind, as in a full-speed replay, catches up on what matters: every closed
-        bar's value, and the newest forming one."""
+        bar's value, and the newest forming one. A run of ``MIN_RUN`` or more messages of one
+        topic is read as columns and its closed bars committed and encoded at once, when it
+        continues its warm series as one-by-one handling would find (``_run_values``)."""
         latest = {frames[0]: i for i, frames in enumerate(batch)}
         received = time.perf_counter()
         topics, frames_out = [], []
