@@ -69,6 +69,7 @@ REWARM_EVERY_S = 2.0
 PUBLISH_RETRY_S = 0.0005  # between tries to publish into a full bus queue
 READ_BATCH = 1000  # messages read before the worker looks at the clock (and its health) again
 MIN_RUN = 16  # a topic's messages in a row computed at once rather than one by one
+_INT64_MAX = 2**63 - 1
 
 
 def shard_of(symbol: str, shards: int) -> int:
@@ -313,18 +314,18 @@ class IndicatorWorker:
             while (end < len(batch) and end < latest[run_topic] and batch[end][0] == run_topic
                    and len(batch[end][-1]) == size):
                 end += 1
-            run = batch[i:end] if end - i >= MIN_RUN else None
-            out_run = None if run is None else self._run_values(run_topic, run)
+            out_run = self._run_values(run_topic, batch[i:end]) if end - i >= MIN_RUN else None
             if out_run is not None:
                 topics += [out_run[0]] * len(out_run[1])
                 frames_out += out_run[1]
                 i = end
                 continue
-            out = self._value(batch[i], latest[run_topic] == i)
-            if out is not None:
-                topics.append(out[0])
-                frames_out.append(out[1])
-            i += 1
+            for j in range(i, end):  # a refused run is handled one by one, not tried again from j
+                out = self._value(batch[j], latest[run_topic] == j)
+                if out is not None:
+                    topics.append(out[0])
+                    frames_out.append(out[1])
+            i = end
         self._publish(topics, frames_out, received)
 
     def _run_values(self, candle_topic: bytes, run: list[list[bytes]]) -> tuple[bytes, list[bytes]] | None:
@@ -340,6 +341,8 @@ class IndicatorWorker:
             return None
         t, seq, epochs, closed, bar = columns
         epoch, last_seq = self._streams[candle_topic]
+        if max(epoch, last_seq + len(run), series.last_closed) > _INT64_MAX:
+            return None  # integers numpy's int64 cannot hold: one by one
         # Each bar after the last one closed before it (went_back in _series_for).
         closed_before = np.maximum.accumulate(np.where(closed, t, series.last_closed))
         after = np.concatenate(([series.last_closed], closed_before[:-1]))

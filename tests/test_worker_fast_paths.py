@@ -175,6 +175,7 @@ def run_worker(batches: list[list[list[bytes]]], fast: bool, monkeypatch, indica
 def hostile(messages: list[list[bytes]]) -> list[list[bytes]]:
     """``messages`` with what a hostile or broken publisher sends mixed in."""
     out = list(messages)
+    out[351] = [TOPIC, encode({**decode(out[351][1]), "time": 2**64 - 1})]  # a closed bar past int64
     bad = decode(out[101][1])
     out[101] = [TOPIC, encode({**bad, "close": math.nan})]  # not finite: malformed
     out[150] = [TOPIC, out[150][1][:-1] + b"\x00"]  # a changed epoch: warms again
@@ -229,3 +230,13 @@ def test_closed_bars_encoded_at_once_are_the_bytes_encoded_one_by_one(first_seq,
         assert frames == [encoder.encode(t, True, row, seq, EPOCH)
                           for seq, (t, row) in enumerate(zip(times.tolist(), values.tolist()), first_seq)]
         assert [decode(f)["seq"] for f in frames] == list(range(first_seq, first_seq + 8))
+
+
+def test_a_bar_time_past_int64_before_a_run_leaves_it_to_the_checked_path(monkeypatch):
+    """The series' last bar at 2**64 - 1 (valid msgpack, past numpy's int64), then a run."""
+    messages = stream(100)
+    messages[59] = [TOPIC, encode({**decode(messages[59][1]), "time": 2**64 - 1})]
+    batches = [messages[:60], messages[60:]]
+    taken = Counter()
+    fast, slow = (run_worker(batches, flag, monkeypatch, "sma:5", taken) for flag in (True, False))
+    assert fast._pub.sent == slow._pub.sent and fast.rewarms == slow.rewarms == 1
