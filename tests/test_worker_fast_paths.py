@@ -240,3 +240,15 @@ def test_a_bar_time_past_int64_before_a_run_leaves_it_to_the_checked_path(monkey
     taken = Counter()
     fast, slow = (run_worker(batches, flag, monkeypatch, "sma:5", taken) for flag in (True, False))
     assert fast._pub.sent == slow._pub.sent and fast.rewarms == slow.rewarms == 1
+
+
+def test_a_set_of_many_keys_is_encoded_with_a_map16_header_as_encode_writes_it():
+    keys = tuple(f"k{i}" for i in range(20))  # 26 entries: past a fixmap's 15
+    encoder = IndicatorEncoder("EURUSD", "M1", keys)
+    values = np.linspace(-1.0, 1.0, 60).reshape(3, 20)
+    times = np.array([60, 120, 180])
+    frames = encoder.encode_closed(times, values, 5, EPOCH)
+    assert frames[0][:3] == b"\xde\x00\x1a"
+    assert frames == [encode({"symbol": "EURUSD", "timeframe": "M1", "time": t, "closed": True,
+                              **dict(zip(keys, row)), "seq": seq, "epoch": EPOCH})
+                      for seq, (t, row) in enumerate(zip(times.tolist(), values.tolist()), 5)]
