@@ -59,6 +59,8 @@ ACTIVITY_STATES = ("open", "modified", "closed")
 HEALTH_STATUSES = ("ok", "degraded", "down")
 
 MAX_SYMBOL_LEN = 64
+# Indicator values an ``ind:`` payload may carry besides its own fields (INDICATORS' output keys).
+MAX_INDICATOR_VALUES = 64
 
 # Who may publish what (engine.publish_policy): the market's kinds, and the health of these
 # components, come only from the engine; other publishers have ``ind:`` and other components'

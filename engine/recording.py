@@ -43,6 +43,7 @@ from engine.protocol import (
     CANDLE,
     CANDLE_FIELDS,
     INDICATOR,
+    MAX_INDICATOR_VALUES,
     TICK,
     TICK_FIELDS,
     ProtocolError,
@@ -65,7 +66,6 @@ DAY_MS = 86_400_000
 _STAMP = (("seq", pa.int64()), ("epoch", pa.int64()))
 _LEVELS = pa.list_(pa.list_(pa.float64()))  # a book side: [[price, volume], ...]
 _INT64_MAX = 2**63 - 1
-MAX_VALUES = 64  # fields of an ind: payload beyond the fixed ones (the workers publish 6)
 
 
 class RecordingError(ValueError):
@@ -199,8 +199,8 @@ def read_record(topic: Topic, payload: bytes) -> Record:
     if kind.extra_values:
         fixed = kind.names
         extra = {k: v for k, v in data.items() if k not in fixed and k != "symbol"}
-        if len(extra) > MAX_VALUES:
-            raise ProtocolError(f"more than {MAX_VALUES} indicator values")
+        if len(extra) > MAX_INDICATOR_VALUES:
+            raise ProtocolError(f"more than {MAX_INDICATOR_VALUES} indicator values")
     return Record(epoch, seq, partition_of(kind.name, topic.symbol, when * kind.time_ms), row, extra)
 
 

@@ -9,12 +9,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from engine.config import ConfigError, Settings, setting
-from indicators.catalog import CLOSE, HLC
+from indicators.catalog import CLOSE
 from indicators.spec import DEFAULT_INDICATORS, DEFAULT_SET, Instance, parse_indicators
 
 
@@ -104,6 +105,10 @@ def closed_bars(candles: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [c for c in candles if c.get("closed", True)]
 
 
+# The candle fields an indicator can take, in the order ``values`` gets them.
+BAR_FIELDS = ("open", "high", "low", "close", "tick_volume")
+
+
 def _nil(x: float) -> float | None:
     """NaN (still warming up) travels as nil."""
     return None if math.isnan(x) else x
@@ -118,7 +123,7 @@ class IndicatorSeries:
     (``close``; ``high``, ``low``, ``close``; or ``close``, ``tick_volume``).
     """
 
-    __slots__ = ("symbol", "timeframe", "instances", "indicators", "keys", "last_closed", "_plan")
+    __slots__ = ("symbol", "timeframe", "instances", "indicators", "keys", "last_closed", "_plan", "_steps")
 
     def __init__(self, symbol: str, timeframe: str,
                  indicators: Sequence[Instance] | Periods = DEFAULT_SET) -> None:
@@ -131,6 +136,12 @@ class IndicatorSeries:
         self.keys = tuple(key for inst in self.instances for key in inst.keys)
         # what on_candle does per indicator: its inputs and its keys
         self._plan = [(ind, inst.kind.inputs, inst.keys) for inst, ind in zip(self.instances, self.indicators)]
+        # ``values``' steps for a closed and for a forming bar: the indicator's update (or peek),
+        # the bar fields it takes (None: the close alone) and whether it gives several values.
+        self._steps = {closed: [(ind.update if closed else ind.peek,
+                                 None if inputs == CLOSE else itemgetter(*(BAR_FIELDS.index(n) for n in inputs)),
+                                 len(keys) > 1) for ind, inputs, keys in self._plan]
+                       for closed in (True, False)}
         self.last_closed = -1  # open time of the last committed bar
 
     def warm(self, candles: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -156,26 +167,40 @@ class IndicatorSeries:
         return np.column_stack(outputs) if outputs else np.empty((len(closed), 0))
 
     def on_candle(self, candle: dict[str, Any]) -> dict[str, Any] | None:
-        """The ``ind:`` payload for a candle message, or None if it was already counted."""
-        closed = candle["closed"]
-        if candle["time"] <= self.last_closed:
+        """The ``ind:`` payload for a candle message, or None if it was already counted (a field
+        an indicator takes missing: TypeError)."""
+        values = self.values(candle["time"], candle["closed"], tuple(candle.get(name) for name in BAR_FIELDS))
+        if values is None:
+            return None
+        payload: dict[str, Any] = {"symbol": self.symbol, "timeframe": self.timeframe,
+                                   "time": candle["time"], "closed": candle["closed"]}
+        payload.update(zip(self.keys, map(_nil, values)))
+        return payload
+
+    def commit_many(self, times: np.ndarray, bar: Sequence[np.ndarray]) -> np.ndarray:
+        """``values`` of closed bars in order (``times``: their open times, increasing and after
+        ``last_closed``; ``bar``: their ``BAR_FIELDS`` as float64 columns), computed at once:
+        a row of values per bar."""
+        outputs: list[np.ndarray] = []
+        for ind, inputs, _ in self._plan:
+            values = ind.update_many(*(bar[BAR_FIELDS.index(name)] for name in inputs))
+            outputs.extend(values if isinstance(values, tuple) else (values,))
+        self.last_closed = int(times[-1])
+        return np.column_stack(outputs) if outputs else np.empty((len(times), 0))
+
+    def values(self, time: int, closed: bool, bar: tuple[float, ...]) -> list[float] | None:
+        """``on_candle``'s values (``keys`` order, NaN while warming up) for the bar opened at
+        ``time`` (``bar``: its ``BAR_FIELDS``), or None if it was already counted."""
+        if time <= self.last_closed:
             return None  # a bar already committed, or a stale forming update of one
         if closed:
-            self.last_closed = candle["time"]
-        payload: dict[str, Any] = {"symbol": self.symbol, "timeframe": self.timeframe,
-                                   "time": candle["time"], "closed": closed}
-        close = candle["close"]
-        for ind, inputs, keys in self._plan:
-            step = ind.update if closed else ind.peek
-            if inputs is CLOSE:
-                value = step(close)
-            elif inputs is HLC:
-                value = step(candle["high"], candle["low"], close)
+            self.last_closed = time
+        close = bar[3]
+        out: list[float] = []
+        for step, inputs, several in self._steps[closed]:
+            value = step(close) if inputs is None else step(*inputs(bar))
+            if several:
+                out += value
             else:
-                value = step(*(candle[name] for name in inputs))
-            if len(keys) == 1:
-                payload[keys[0]] = _nil(value)
-            else:
-                for key, v in zip(keys, value):
-                    payload[key] = _nil(v)
-        return payload
+                out.append(value)
+        return out

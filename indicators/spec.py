@@ -12,6 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from engine.protocol import MAX_INDICATOR_VALUES
 from indicators._core import Indicator
 from indicators.catalog import KINDS, Kind, Param
 
@@ -127,6 +128,9 @@ def parse_indicators(text: str, max_instances: int | None = None,
                 raise SpecError(f"{where}: {what} {key!r} (already published by {owner[key]})")
             owner[key] = f"entry {instance.spec!r}"
         instances.append(instance)
+    keys = len(owner) - len(PAYLOAD_KEYS)
+    if keys > MAX_INDICATOR_VALUES:
+        raise SpecError(f"has {keys} output keys, at most {MAX_INDICATOR_VALUES} (what an ind: payload carries)")
     return tuple(instances)
 
 

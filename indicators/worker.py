@@ -10,6 +10,11 @@ saw.
 Nothing is dropped on the way out: the worker's PUB waits when the bus' queue for it is full
 (a lossless replay's engine waits for its slowest subscriber, this worker among them), so every
 closed candle the worker receives gets its value.
+
+Cost per candle: a candle laid out as one its topic already sent and the worker checked is read
+with one ``struct`` unpack (``indicators.layouts``), a run of them as numpy columns committed with
+``update_many``, and values go out packed by ``indicators.encoder``: the same bytes as the checked
+path (decode, ``read_candle``, ``IndicatorSeries.on_candle``, ``encode``), which anything else takes.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import zmq
 
 from engine.bus import BusPublisher, publisher_socket, recv_waiting
@@ -52,6 +58,8 @@ from engine.protocol import (
 from engine.security import CurveClient, SecurityError, apply_client
 from engine.signals import StopFlag, stop_on_signals
 from engine.timeframes import TIMEFRAMES
+from indicators.encoder import IndicatorEncoder
+from indicators.layouts import CandleLayouts, fields_of
 from indicators.series import IndicatorSeries, IndicatorSettings
 from indicators.spec import DEFAULT_INDICATORS
 
@@ -65,6 +73,8 @@ RPC_RETRY_S = 1.0  # after a failed history request, series wait this long befor
 REWARM_EVERY_S = 2.0
 PUBLISH_RETRY_S = 0.0005  # between tries to publish into a full bus queue
 READ_BATCH = 1000  # messages read before the worker looks at the clock (and its health) again
+MIN_RUN = 16  # a topic's messages in a row computed at once rather than one by one
+_INT64_MAX = 2**63 - 1
 
 
 def shard_of(symbol: str, shards: int) -> int:
@@ -218,6 +228,8 @@ class IndicatorWorker:
         # their values go out on. Bounded: valid timeframes of the served symbols only.
         self._topics: dict[bytes, tuple[str, str]] = {}
         self._out_topics: dict[bytes, bytes] = {}
+        self._layouts: dict[bytes, CandleLayouts] = {}  # candle topic -> its payloads' layouts
+        self._encoders: dict[bytes, IndicatorEncoder] = {}  # candle topic -> its values' encoder
         self._streams: dict[bytes, tuple[int, int]] = {}  # candle topic -> (epoch, seq) of a warm series
         self._warmed_at: dict[bytes, float] = {}  # candle topic -> its last warm-up (monotonic s)
         self._symbols: frozenset[str] = frozenset()
@@ -293,70 +305,140 @@ class IndicatorWorker:
         message of its topic is checked (its ``seq`` keeps the stream whole) but not computed:
         its value would be stale when it arrived (counted as ``forming_skipped``). So a worker
         that falls behind, as in a full-speed replay, catches up on what matters: every closed
-        bar's value, and the newest forming one."""
+        bar's value, and the newest forming one. A run of ``MIN_RUN`` or more messages of one
+        topic is read as columns and its closed bars committed and encoded at once, when it
+        continues its warm series as one-by-one handling would find (``_run_values``)."""
         latest = {frames[0]: i for i, frames in enumerate(batch)}
         received = time.perf_counter()
-        values = []
-        for i, frames in enumerate(batch):
-            if self._stop.is_set():
-                break
-            out = self._values(frames, latest[frames[0]] == i)
-            if out is not None:
-                values.append(out)
-        self._publish(values, received)
+        topics, frames_out = [], []
+        i = 0
+        while i < len(batch) and not self._stop.is_set():
+            # A run of one topic's messages of one length, but its latest: closed bars computed
+            # at once (``_run_values``) when they allow it, else one by one.
+            run_topic, size, end = batch[i][0], len(batch[i][-1]), i + 1
+            while (end < len(batch) and end < latest[run_topic] and batch[end][0] == run_topic
+                   and len(batch[end][-1]) == size):
+                end += 1
+            out_run = self._run_values(run_topic, batch[i:end]) if end - i >= MIN_RUN else None
+            if out_run is not None:
+                topics += [out_run[0]] * len(out_run[1])
+                frames_out += out_run[1]
+                i = end
+                continue
+            for j in range(i, end):  # a refused run is handled one by one, not tried again from j
+                out = self._value(batch[j], latest[run_topic] == j)
+                if out is not None:
+                    topics.append(out[0])
+                    frames_out.append(out[1])
+            i = end
+        self._publish(topics, frames_out, received)
+
+    def _run_values(self, candle_topic: bytes, run: list[list[bytes]]) -> tuple[bytes, list[bytes]] | None:
+        """``_value`` of each message of ``run`` (all of ``candle_topic``, none its latest in
+        the batch), computed at once: the out topic and the payloads, or None (nothing done)
+        unless they read as columns of one learned layout and continue the warm series
+        (``seq`` consecutive, one ``epoch``, no bar back in time)."""
+        series = self._series.get(candle_topic)
+        if series is None or set(map(len, run)) != {2}:
+            return None
+        columns = self._layouts[candle_topic].columns([frames[1] for frames in run])
+        if columns is None:
+            return None
+        t, seq, epochs, closed, bar = columns
+        epoch, last_seq = self._streams[candle_topic]
+        if max(epoch, last_seq + len(run), series.last_closed) > _INT64_MAX:
+            return None  # integers numpy's int64 cannot hold: one by one
+        # Each bar after the last one closed before it (went_back in _series_for).
+        closed_before = np.maximum.accumulate(np.where(closed, t, series.last_closed))
+        after = np.concatenate(([series.last_closed], closed_before[:-1]))
+        if not (np.array_equal(seq, np.arange(last_seq + 1, last_seq + 1 + len(run)))
+                and (epochs == epoch).all() and (t > after).all()
+                and np.isfinite(bar[0] + bar[1] + bar[2] + bar[3] + bar[4]).all()):
+            return None
+        self._streams[candle_topic] = (epoch, int(seq[-1]))
+        self.forming_skipped += len(run) - int(closed.sum())
+        if not closed.any():
+            return self._out_topics[candle_topic], []
+        times = t[closed]
+        values = series.commit_many(times, [column[closed] for column in bar])
+        out_topic = self._out_topics[candle_topic]
+        first_seq = self._pub.stamper.next_seqs(out_topic, len(times))
+        return out_topic, self._encoders[candle_topic].encode_closed(times, values, first_seq, epoch)
 
     def handle(self, frames: list[bytes], latest: bool = True) -> None:
         """One bus message; never raises: a bad one is counted and logged at a bounded rate.
         ``latest``: no later message of its topic is waiting (else a forming candle is only
         checked)."""
         received = time.perf_counter()
-        out = self._values(frames, latest)
-        self._publish([out] if out is not None else [], received)
+        out = self._value(frames, latest)
+        self._publish(*(([out[0]], [out[1]]) if out is not None else ([], [])), received)
 
-    def _publish(self, values: list[tuple[bytes, dict[str, Any]]], received: float) -> None:
+    def _publish(self, topics: list[bytes], frames: list[bytes], received: float) -> None:
         """Send the values of messages received at ``received``, one after the other: a send
         that follows another wakes no ZeroMQ I/O thread (one per send costs more than the rest)."""
-        if not values:
+        if not frames:
             return
-        self._pub.publish_all(values)
-        self.updates += len(values)
+        self._pub.publish_pairs(topics, frames)
+        self.updates += len(frames)
         self._max_lag_us = max(self._max_lag_us, (time.perf_counter() - received) * 1e6)
 
-    def _values(self, frames: list[bytes], latest: bool) -> tuple[bytes, dict[str, Any]] | None:
-        """``handle``'s work but the sending: the topic and payload to publish, if any."""
+    def _value(self, frames: list[bytes], latest: bool) -> tuple[bytes, bytes] | None:
+        """``handle``'s work but the sending: the topic and the stamped payload to publish, if
+        any. A candle laid out as one of its topic's already checked is read with one unpack
+        (``CandleLayouts``), then only its numbers' finiteness is left to check; any other goes
+        through ``read_candle``."""
         try:
             if len(frames) != 2:
                 raise ProtocolError(f"expected 2 frames, got {len(frames)}")
-            candle_topic = frames[0]
-            known = self._topics.get(candle_topic)
-            candle = read_candle(candle_topic, frames[1], known)
-            if known is None:
-                if candle["symbol"] not in self._symbols:
-                    raise ProtocolError(f"symbol {candle['symbol']!r} is not one of this shard's")
-                self._topics[candle_topic] = (candle["symbol"], candle["timeframe"])
-                self._out_topics[candle_topic] = indicator_topic(candle["symbol"], candle["timeframe"])
-            series = self._series_for(candle_topic, candle)
+            candle_topic, payload = frames
+            layouts = self._layouts.get(candle_topic)
+            fields = None if layouts is None else layouts.read(payload)
+            # sum(bar) adds as read_candle's check does: a NaN or an infinity makes it not finite
+            if fields is None or not math.isfinite(sum(fields[4])):
+                fields = self._checked(candle_topic, payload)
+            bar_time, seq, epoch, closed, bar = fields
+            series = self._series_for(candle_topic, bar_time, seq, epoch)
             if series is None:
                 return None
-            if not (latest or candle["closed"]):
+            if not (latest or closed):
                 self.forming_skipped += 1
                 return None
-            values = series.on_candle(candle)
+            values = series.values(bar_time, closed, bar)
         except (ProtocolError, KeyError, TypeError, ValueError) as exc:
             self.malformed += 1
             self._log.warning("malformed", "skipped a malformed message (%d so far): %s topic=%r",
                               self.malformed, exc, frames[0][:80])
             return None
-        return None if values is None else (self._out_topics[candle_topic], values)
+        if values is None:
+            return None
+        out_topic = self._out_topics[candle_topic]
+        return out_topic, self._encoders[candle_topic].encode(
+            bar_time, closed, values, self._pub.stamper.next_seq(out_topic), self._pub.epoch)
 
-    def _series_for(self, candle_topic: bytes, candle: dict[str, Any]) -> IndicatorSeries | None:
+    def _checked(self, candle_topic: bytes, payload: bytes) -> tuple[int, int, int, bool, tuple[float, ...]]:
+        """What ``CandleLayouts.read`` gives, of a candle decoded and checked by ``read_candle``
+        (``ProtocolError`` if it is not one this worker serves); its layout is learned."""
+        known = self._topics.get(candle_topic)
+        candle = read_candle(candle_topic, payload, known)
+        if known is None:
+            symbol, timeframe = candle["symbol"], candle["timeframe"]
+            if symbol not in self._symbols:
+                raise ProtocolError(f"symbol {symbol!r} is not one of this shard's")
+            self._topics[candle_topic] = (symbol, timeframe)
+            self._out_topics[candle_topic] = indicator_topic(symbol, timeframe)
+            self._layouts[candle_topic] = CandleLayouts()
+            keys = tuple(key for inst in self.config.indicator_set for key in inst.keys)
+            self._encoders[candle_topic] = IndicatorEncoder(symbol, timeframe, keys)
+        self._layouts[candle_topic].learn(payload, candle)
+        return fields_of(candle)
+
+    def _series_for(self, candle_topic: bytes, bar_time: int, seq: int, epoch: int) -> IndicatorSeries | None:
         """The warm series of this topic; (re)warmed from history when new or after a gap or an
         engine restart. A series asks for history at most once per ``REWARM_EVERY_S``: the
         messages that would ask again sooner are dropped (counted as ``rewarms_limited``)."""
-        epoch, seq = candle["epoch"], candle["seq"]
         series = self._series.get(candle_topic)
         if series is not None:
-            went_back = candle["time"] <= series.last_closed  # a replay seeking back
+            went_back = bar_time <= series.last_closed  # a replay seeking back
             if self._streams[candle_topic] == (epoch, seq - 1) and not went_back:
                 self._streams[candle_topic] = (epoch, seq)
                 return series
@@ -376,12 +458,12 @@ class IndicatorWorker:
         if now < self._rpc_retry_at:
             return None  # the engine just failed to answer: don't queue up more timeouts
         self._warmed_at[candle_topic] = now
-        series = IndicatorSeries(candle["symbol"], candle["timeframe"], self.config.indicator_set)
+        series = IndicatorSeries(*self._topics[candle_topic], self.config.indicator_set)
         try:
             history = self._rpc.candles(series.symbol, series.timeframe, self.config.max_candles)
             # Only the bars before this candle's: the stream brings this one and those after it
             # (the engine may be ahead), and each gets its value when it comes.
-            series.warm([c for c in history if c["time"] < candle["time"]])
+            series.warm([c for c in history if c["time"] < bar_time])
         except (UnknownSymbol, UnknownTimeframe) as exc:
             raise ProtocolError(f"the engine does not serve it: {exc.message}") from None
         except RpcError as exc:

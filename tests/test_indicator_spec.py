@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from engine.config import ConfigError
+from engine.protocol import MAX_INDICATOR_VALUES
 from indicators.series import IndicatorSeries, Periods
 from indicators.spec import DEFAULT_INDICATORS, SpecError, parse_indicators
 from indicators.worker import WorkerConfig
@@ -172,3 +173,12 @@ def test_values_are_nil_while_warming_up():
     assert [o["ema_3"] is None for o in outs] == [True, True, False, False, False, False]
     assert [o["stoch_3_2_2_d"] is None for o in outs] == [True, True, True, True, False, False]
     assert outs[0]["obv"] == ohlc_candles(6)[0]["tick_volume"]
+
+
+def test_a_set_is_bounded_by_the_values_an_ind_payload_may_carry():
+    """The recorder (and every reader) takes at most MAX_INDICATOR_VALUES values per ind: map:
+    a configured set with more output keys is refused where it is configured, not dropped later."""
+    full = ",".join(f"ema:{p}" for p in range(2, 2 + MAX_INDICATOR_VALUES))
+    assert len(parse_indicators(full)) == MAX_INDICATOR_VALUES
+    with pytest.raises(SpecError, match=f"has {MAX_INDICATOR_VALUES + 1} output keys, at most {MAX_INDICATOR_VALUES}"):
+        parse_indicators(",".join(f"ema:{p}" for p in range(2, MAX_INDICATOR_VALUES)) + ",macd:12:26:9")  # 62 + 3
