@@ -120,24 +120,31 @@ def test_no_history_gives_no_values():
 
 
 # Against a real engine, worker and bridge
-@pytest.mark.timeout(180)
-def test_get_indicators_equals_the_live_values_the_worker_published(tmp_path, start_engine, start_worker, started):
-    """A fast H1 replay: every closed ``indicators`` event seen live equals, bit for bit, the
-    value ``get_indicators`` gives for that bar afterwards; both are TA-Lib over ``get_candles``."""
-    sim = SimSource(["EURUSD"], seed=5, clock_ms=CLOCK_MS)
+def h1_replay_stack(tmp_path, start_engine, start_worker, started, seed: int,
+                    indicators: tuple[str, ...] = ()) -> tuple[BridgeProcess, int]:
+    """An engine replaying 400 sim H1 bars fast (400 hours of market in about 8 s of wall clock;
+    the bridge joins while it plays), a worker and a bridge, both with ``indicators`` flags; the
+    bridge and the time of the last bar (it closes a market second after the file's end, as the
+    replay clock runs on)."""
+    sim = SimSource(["EURUSD"], seed=seed, clock_ms=CLOCK_MS)
     sim.start()
     bars = sim.history("EURUSD", TIMEFRAMES["H1"], 400)
     export = tmp_path / "EURUSD_H1_history.csv"
     write_mt5_h1_export(export, bars)
-    # 400 hours of market in about 8 s of wall clock (the bridge joins while it plays).
     engine = start_engine("--source", "replay", "--replay-file", str(export), "--replay-speed", "180000",
                           "--timeframes", "H1")
-    start_worker(engine)
-    bridge = BridgeProcess(["--timeframes", "H1"], engine=engine)
+    start_worker(engine, *indicators)
+    bridge = BridgeProcess(["--timeframes", "H1", *indicators], engine=engine)
     started.append(bridge)
     bridge.start()
-    # The replay clock runs on after the file: its last bar closes a market second after its end.
-    last_closed = bars[-1].time
+    return bridge, bars[-1].time
+
+
+@pytest.mark.timeout(180)
+def test_get_indicators_equals_the_live_values_the_worker_published(tmp_path, start_engine, start_worker, started):
+    """A fast H1 replay: every closed ``indicators`` event seen live equals, bit for bit, the
+    value ``get_indicators`` gives for that bar afterwards; both are TA-Lib over ``get_candles``."""
+    bridge, last_closed = h1_replay_stack(tmp_path, start_engine, start_worker, started, seed=5)
 
     async def scenario(c):
         await c.call("subscribe", {"symbol": "EURUSD", "timeframe": "H1"})
@@ -212,18 +219,8 @@ def test_a_configured_set_flows_to_clients_and_get_indicators_computes_any_spec(
     keys, ``get_indicators`` names its instances and equals them; with ``indicators`` it computes
     that spec over the cached history (TA-Lib over ``get_candles``); a bad spec is refused."""
     from tests.test_indicator_spec import ISSUE_SET, talib_keys
-    sim = SimSource(["EURUSD"], seed=6, clock_ms=CLOCK_MS)
-    sim.start()
-    bars = sim.history("EURUSD", TIMEFRAMES["H1"], 400)
-    export = tmp_path / "EURUSD_H1_history.csv"
-    write_mt5_h1_export(export, bars)
-    engine = start_engine("--source", "replay", "--replay-file", str(export), "--replay-speed", "180000",
-                          "--timeframes", "H1")
-    start_worker(engine, "--indicators", ISSUE_SET)
-    bridge = BridgeProcess(["--timeframes", "H1", "--indicators", ISSUE_SET], engine=engine)
-    started.append(bridge)
-    bridge.start()
-    last_closed = bars[-1].time
+    bridge, last_closed = h1_replay_stack(tmp_path, start_engine, start_worker, started, seed=6,
+                                          indicators=("--indicators", ISSUE_SET))
     too_many = ",".join(f"ema:{p}" for p in range(2, 19))  # 17 instances
 
     async def scenario(c):
