@@ -504,6 +504,11 @@ class BusPublisher:
         self._send(frame, 0, True)  # the first frame taken, the rest of the message is
         self.sent += 1
 
+    def keep_last(self, topic: bytes, frame: bytes) -> None:
+        """Keep ``frame`` as ``topic``'s last for ``snapshot`` without sending it (no
+        subscription matches the topic)."""
+        self.last[topic] = frame
+
     def publish_all(self, messages: Iterable[tuple[bytes, dict[str, Any]]]) -> None:
         """``publish`` each ``(topic, payload)``: all stamped and encoded first, then sent one
         after the other."""

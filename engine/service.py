@@ -497,12 +497,22 @@ class EngineService:
 
     def on_tick_columns(self, symbol: str, columns: TickColumns) -> None:
         """``on_ticks`` for one symbol's ticks given as columns (a bar replay at full speed),
-        encoded all at once: ``tick_frames`` writes the frames ``TickEncoder`` would."""
+        encoded all at once: ``tick_frames`` writes the frames ``TickEncoder`` would.
+
+        When no subscription of the embedded bus matches the topic, only the last tick is
+        encoded, for ``snapshot``: libzmq would send the others to nobody, and their ``seq``
+        are taken all the same, so a subscriber that comes later sees no difference. A bar
+        replay makes four ticks a bar, which cost a bot that wants bars a third of the engine.
+        """
         pub = self._pub
         topic = self._tick_out[symbol][0]
         n = len(columns["time_msc"])
         first_seq = pub.stamper.next_seqs(topic, n)
-        pub.publish_frames(topic, tick_frames(symbol, columns, first_seq, pub.epoch))
+        if self._bus is None or self._bus.subscriptions.wanted(topic):
+            pub.publish_frames(topic, tick_frames(symbol, columns, first_seq, pub.epoch))
+        else:
+            last = {name: column[-1:] for name, column in columns.items()}
+            pub.keep_last(topic, tick_frames(symbol, last, first_seq + n - 1, pub.epoch)[0])
         self._ticks_in += n
         self._unaggregated_columns.append((symbol, columns))
 

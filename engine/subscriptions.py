@@ -7,6 +7,9 @@ connection that goes over. The bus-wide bound counts each distinct prefix once, 
 stores it: 2,000 bots subscribed to the same few topics cost what one does, while distinct
 prefixes made up to fill the trie are bounded. Pure accounting: ``bus.py`` reads the notices
 and closes connections.
+
+The same account says whether any connection would receive a topic at all (``wanted``), so a
+publisher can skip encoding what libzmq would only filter out.
 """
 from __future__ import annotations
 
@@ -18,6 +21,10 @@ from engine.protocol import (
     MAX_SUBSCRIPTION_BYTES_TOTAL,
     MAX_SUBSCRIPTIONS_PER_PEER,
 )
+
+# Topics whose ``wanted`` answer is remembered until a prefix comes or goes: the engine asks of
+# its own few topics, so a bound reached only means asking again.
+WANTED_TOPICS = 4096
 
 
 class SubscriptionBudget:
@@ -33,6 +40,7 @@ class SubscriptionBudget:
         self._bytes: dict[Hashable, int] = {}
         self._holders: dict[bytes, int] = {}  # prefix -> how many peers hold it
         self.total = 0
+        self._wanted: dict[bytes, bool] = {}  # topic -> whether a held prefix matches it
 
     def subscribe(self, peer: Hashable, prefix: bytes) -> tuple[Hashable, str] | None:
         """Count ``prefix`` for ``peer``; ``(peer to close, why)`` when a bound is passed.
@@ -72,11 +80,21 @@ class SubscriptionBudget:
             self._release(prefix)
         self._bytes.pop(peer, None)
 
+    def wanted(self, topic: bytes) -> bool:
+        """Whether some peer holds a prefix of ``topic``: else libzmq sends it to nobody."""
+        known = self._wanted.get(topic)
+        if known is None:
+            known = any(topic.startswith(prefix) for prefix in self._holders)
+            if len(self._wanted) < WANTED_TOPICS:
+                self._wanted[topic] = known
+        return known
+
     def _hold(self, prefix: bytes) -> None:
         holders = self._holders.get(prefix, 0)
         self._holders[prefix] = holders + 1
         if not holders:
             self.total += len(prefix)
+            self._wanted.clear()
 
     def _release(self, prefix: bytes) -> None:
         holders = self._holders.pop(prefix) - 1
@@ -84,3 +102,4 @@ class SubscriptionBudget:
             self._holders[prefix] = holders
         else:
             self.total -= len(prefix)
+            self._wanted.clear()

@@ -12,7 +12,7 @@ import zmq
 from engine.client import RpcClient
 from engine.config import ConfigError, EngineConfig
 from engine.bus import BusPublisher, publisher_socket, still_stalled
-from engine.protocol import ErrorCode, RpcError
+from engine.protocol import ErrorCode, RpcError, tick_topic
 from engine.service import EngineService
 from engine.sources.replay import PlaybackError, ReplaySource
 from engine.launcher import ready_to_play
@@ -218,6 +218,40 @@ def test_seek_moves_the_replay_and_bars_rebuild_from_there(paused_engine, zmq_ct
     status = rpc.call("replay", action="seek", time=bars[4990].time)  # a finished replay pauses
     assert (status["state"], status["position"]) == ("paused", 4990)
     assert rpc.call("replay", action="resume")["state"] in ("playing", "finished")
+
+
+def test_ticks_nobody_subscribed_to_keep_their_seq_and_snapshot_and_flow_once_subscribed(
+        paused_engine, zmq_ctx):
+    """At full speed, ticks no subscription matches are not sent (only the last is encoded,
+    for ``snapshot``), yet each takes its ``seq``: the snapshot is the journal's last tick, and
+    a tick subscriber that comes later gets the next ``seq`` and every tick from there."""
+    config, rpc, bars = paused_engine
+    candles = subscriber(zmq_ctx, config.bus_endpoint, b"candle:")
+    wait_subscribed(rpc, len("candle:"))
+    rpc.call("replay", action="start")
+    deadline = time.monotonic() + 20
+    while rpc.call("replay", action="status")["state"] != "finished":
+        assert time.monotonic() < deadline, "the replay never finished"
+        time.sleep(0.02)
+    health = rpc.health()
+    (topic, last), = rpc.snapshot(tick_topic(SYMBOL).decode())
+    assert topic == tick_topic(SYMBOL).decode() and last["seq"] == health["ticks_total"] > 4 * BARS * 3 // 4
+    journaled = rpc.ticks(SYMBOL, after_seq=last["seq"] - 3, epoch=health["epoch"])
+    assert [t["seq"] for t in journaled] == [last["seq"] - 2, last["seq"] - 1, last["seq"]]
+    assert {k: journaled[-1][k] for k in ("time_msc", "bid", "ask")} == \
+        {k: last[k] for k in ("time_msc", "bid", "ask")}
+    assert last["bid"] == bars[-1].close
+    closed = [p for _, p in collect(candles, until=lambda m: m and m[-1][1]["closed"]
+                                    and m[-1][1]["time"] == bars[-2].time) if p["closed"]]
+    assert [p["time"] for p in closed] == [b.time for b in bars[:-1]]
+
+    ticks = subscriber(zmq_ctx, config.bus_endpoint, b"tick:")
+    wait_subscribed(rpc, len("candle:tick:"))
+    rpc.call("replay", action="seek", time=bars[100].time)
+    rpc.call("replay", action="resume")
+    got = [p for _, p in collect(ticks, until=lambda m: m and m[-1][1]["time_msc"] >= bars[110].time * 1000)]
+    assert [p["seq"] for p in got] == list(range(last["seq"] + 1, last["seq"] + 1 + len(got)))
+    assert (got[0]["time_msc"], got[0]["bid"]) == (bars[100].time * 1000, bars[100].open)
 
 
 def test_a_worker_value_that_waits_for_a_slow_bot_is_relayed_once_it_reads(paused_engine, zmq_ctx):
