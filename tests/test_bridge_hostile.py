@@ -5,6 +5,7 @@ Each test prints what it tried and what survived (run with -s to read it).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -218,15 +219,26 @@ def test_a_thousand_connect_disconnect_cycles_leak_nothing_beyond_the_library(en
           f"0 clients and subscriptions left")
 
 
+class ListHandler(logging.Handler):
+    """Keeps each record's time and text in ``lines``."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.relativeCreated / 1000:8.3f} {record.getMessage()[:160]}")
+
+
 def test_killed_bridge_comes_back_and_clients_reconnect_and_resubscribe(engine, started):
     bridge = BridgeProcess(engine=engine)
     started.append(bridge)
     bridge.start()
 
     async def scenario():
-        # Its log (shown if this fails) tells a missed disconnect from a failed reconnect.
+        # Its log (in the message if this fails) tells a missed disconnect from a failed reconnect.
         client = socketio.AsyncClient(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=1,
-                                      logger=True, engineio_logger=True)
+                                      logger=client_log, engineio_logger=client_log)
         ticks: list[float] = []
         connects = 0
 
@@ -250,6 +262,7 @@ def test_killed_bridge_comes_back_and_clients_reconnect_and_resubscribe(engine, 
             restarted = BridgeProcess(engine=engine, port=bridge.port)
             started.append(restarted)
             await asyncio.to_thread(restarted.start)
+            client_log.info("the bridge is back and healthy; waiting for ticks")
             deadline = time.monotonic() + 15
             while not [t for t in ticks if t > killed] and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -259,8 +272,15 @@ def test_killed_bridge_comes_back_and_clients_reconnect_and_resubscribe(engine, 
         finally:
             await client.disconnect()
 
-    connects, resumed_after, health = asyncio.run(scenario())
-    assert connects == 2 and resumed_after is not None
+    client_log, lines = logging.getLogger("tests.reconnecting_client"), []
+    client_log.setLevel(logging.INFO)
+    handler = ListHandler(lines)
+    client_log.addHandler(handler)
+    try:
+        connects, resumed_after, health = asyncio.run(scenario())
+    finally:
+        client_log.removeHandler(handler)
+    assert connects == 2 and resumed_after is not None, "\n".join([f"{connects} connects; the client's log:", *lines])
     assert health["clients"] == 1 and health["subscriptions"] >= 1
     print(f"bridge SIGKILL: the client reconnected and re-subscribed on its own; ticks resumed "
           f"{resumed_after:.1f} s after the kill (including the bridge's restart)")
