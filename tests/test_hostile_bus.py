@@ -154,6 +154,36 @@ def test_forged_market_data_reaches_no_subscriber_and_is_counted(start_engine, z
     assert len(lines) == 1 and "tick: is the engine's" in lines[0], engine.output()[-3000:]
 
 
+def test_undecodable_payloads_laid_out_like_valid_ones_are_dropped_amid_them(start_engine, zmq_ctx):
+    """The engine checks a burst of one topic's payloads by the layout of one it decoded
+    (``FrameLayouts``): payloads of that length with a broken type byte, interleaved with valid
+    ones in the same batches, are still dropped and counted, the valid ones relayed in order."""
+    engine = start_engine("--rate", "10")
+    everything = subscriber(zmq_ctx, engine.bus, b"ind:")
+    forger = publisher(zmq_ctx, engine.pub)
+    seen: list = []
+    relay_marker(forger, everything, 0, seen)
+    before = rpc(zmq_ctx, engine.rpc, {"op": "health"})["data"]["forged_dropped"]
+    valid = [pack({"symbol": "EURUSD", "timeframe": "M1", "n": float(i), "time": 1_704_153_600 + 60 * i})
+             for i in range(2000)]
+    sent_broken = 0
+    for i, payload in enumerate(valid):
+        forger.send_multipart([b"ind:EURUSD:M1:", payload])
+        if i % 3 == 0:  # the same length, its float's type byte one msgpack never uses
+            broken = bytearray(payload)
+            broken[broken.index(b"\xcb")] = 0xC1
+            forger.send_multipart([b"ind:EURUSD:M1:", bytes(broken)])
+            sent_broken += 1
+    seen.clear()
+    relay_marker(forger, everything, 1, seen)
+    relayed = [msgpack.unpackb(frames[1]) for frames in seen if len(frames) == 2]
+    assert [p["n"] for p in relayed if "n" in p] == [float(i) for i in range(2000)]
+    health = rpc(zmq_ctx, engine.rpc, {"op": "health"})["data"]
+    assert health["forged_dropped"] - before == sent_broken == 667
+    snapshot = rpc(zmq_ctx, engine.rpc, {"op": "snapshot", "prefix": "ind:"})["data"]
+    assert [p.get("marker") for t, p in snapshot if t == "ind:EURUSD:M1:"] == [1]  # the last one cached
+
+
 def test_a_publisher_sending_oversized_frames_is_disconnected_and_costs_the_engine_nothing(start_engine, zmq_ctx):
     engine = start_engine("--rate", "1000")
     listener = subscriber(zmq_ctx, engine.bus, b"ind:")
