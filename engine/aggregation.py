@@ -211,6 +211,10 @@ class CandleAggregator:
         rows = self.fold_columns(columns, wanted)
         if rows is not None:
             return rows.events(self.symbol)
+        return self.on_ticks_of(columns, wanted)
+
+    def on_ticks_of(self, columns: TickColumns, wanted: Collection[str] | None = None) -> list[CandleEvent]:
+        """``on_tick_columns`` tick by tick, for a batch ``fold_columns`` refused."""
         # The forming candle is the live object: copied, as later ticks of the batch change it.
         return [(c, True) if closed else (c.copy(), False)
                 for tick in _ticks_of(self.symbol, columns) for c, closed in self.on_tick(tick)

@@ -549,7 +549,7 @@ class EngineService:
             agg = self._aggs[symbol]
             rows = agg.fold_columns(columns, self._published_tfs)
             if rows is None:
-                self._publish_candles(agg.on_tick_columns(columns, self._published_tfs))
+                self._publish_candles(agg.on_ticks_of(columns, self._published_tfs))
             else:
                 self._publish_candle_rows(symbol, rows)
 
