@@ -20,6 +20,7 @@ from engine.sources.replay import ReplaySource
 from engine.sources.replay_index import SPACING
 from engine.timeframes import timeframe
 from tests.replay_bots import BAR_HEADER
+from tests.test_recording_store import record
 
 START_S = calendar.timegm((2024, 1, 2, 0, 0, 0))
 MEMORY = 20  # MAX_CANDLES of the engines below: older bars come from the file
@@ -343,3 +344,35 @@ def test_a_corrupt_region_is_an_unavailable_error_naming_its_line_and_nothing_el
         assert rpc.ticks("EURUSD", lo, hi) == in_window(seen, lo, hi)
         assert rpc.health()["source_finished"] is True
         assert len(rpc.candles("EURUSD", "M1", 5)) == 5
+
+
+def test_a_recordings_ranges_equal_what_it_played_and_skip_the_dates_before_them(sources, tmp_path):
+    """A recording directory: ranges read from the date they start on (the files' row counts
+    number the ticks before it), and never hold a tick not played yet. Both symbols tick at
+    the same times."""
+    day_ms, t0 = 86_400_000, START_S * 1000
+    ticks = sorted((Tick(symbol, t0 + day * day_ms + k * 600_000 + offset, round(1.1 + k * 1e-5, 5),
+                         round(1.1002 + k * 1e-5, 5), 0.0, 0, 6, 0.0)
+                    for day in range(4) for k in range(100) for symbol, offset in (("EURUSD", 0), ("GBPUSD", 0))),
+                   key=lambda t: t.time_msc)
+    record(tmp_path, ticks, [])
+    source = sources(tmp_path, batch=49)
+    played: list[Tick] = []
+    while len(played) < 500:  # into the third day, a batch at a time
+        played += source.poll(0)
+    # Stopped between the two symbols' ticks of one time: only the place in the play tells
+    # the played one from the other.
+    assert len(played) % 2 == 1 and played[-1].symbol == "EURUSD" and len(played) < len(ticks)
+    reader = source._replay.file
+    assert source.tick_range("EURUSD", 0, 2**50, MAX_TICKS) == expected(played, "EURUSD", 0, 2**50, MAX_TICKS)
+    lo = t0 + day_ms + 1  # from the second day: numbered after the first day's rows, so cut where play is
+    assert source.tick_range("GBPUSD", lo, 2**50, MAX_TICKS) == expected(played, "GBPUSD", lo, 2**50, MAX_TICKS)
+    played += play_all(source)
+    assert played == ticks
+    read = reader.partitions_read
+    lo, hi = t0 + 3 * day_ms + 5 * 600_000, t0 + 3 * day_ms + 50 * 600_000
+    assert source.tick_range("GBPUSD", lo, hi, MAX_TICKS) == expected(played, "GBPUSD", lo, hi, MAX_TICKS)
+    assert reader.partitions_read - read == 2  # the last day's two symbols, nothing before
+    for symbol in ("EURUSD", "GBPUSD"):  # across a midnight, cut by count
+        lo = t0 + day_ms - 3 * 600_000
+        assert source.tick_range(symbol, lo, 2**50, 20) == expected(played, symbol, lo, 2**50, 20)

@@ -6,10 +6,14 @@ is read at once; the recording is never loaded whole). Every finished file's foo
 when the reader opens, so a directory that is not a recording, or a corrupt file, stops the
 replay at start-up. A symbol's digits are the most decimals in its first ticks' prices, as for
 MT5 exports.
+
+The footers' row counts index the play: ``ticks_from`` starts at the first date a range can
+reach, each tick numbered with its place in the whole play, without reading the dates before.
 """
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote
@@ -42,9 +46,11 @@ class RecordingReader:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._files = self._tick_files()
+        self._rows: dict[str, int] = {}  # date -> the tick rows of its files
         self._check_files()
         self.infos = [self._info(symbol, files) for symbol, files in sorted(self._symbols().items())]
         self.ticks = self._play()
+        self.partitions_read = 0  # (date, symbol) partitions read, for playback and ranges
 
     def _tick_files(self) -> dict[tuple[str, str], list[Path]]:
         """Finished tick files by (date, symbol), each list in write order."""
@@ -68,10 +74,13 @@ class RecordingReader:
         columns with their types: found now, not in the middle of a replay."""
         for path in data_files(self.root):
             try:
-                schema = pq.read_schema(path)
+                footer = pq.read_metadata(path)
+                schema = footer.schema.to_arrow_schema()
             except (OSError, pa.ArrowException) as exc:
                 raise SourceError(f"{path}: corrupt recording file: {exc}") from None
             if path.parts[-4] == TICK:
+                date = path.parent.name.removeprefix("date=")
+                self._rows[date] = self._rows.get(date, 0) + footer.num_rows
                 wrong = [n for n, t in _TICK_TYPES.items()
                          if schema.get_field_index(n) < 0 or schema.field(n).type != t]
                 if wrong:
@@ -90,15 +99,23 @@ class RecordingReader:
         digits = max((price_digits(p) for p in prices), default=0)
         return SymbolInfo(symbol, digits, 10.0 ** -digits)
 
-    def _play(self) -> Iterator[Tick]:
-        dates = sorted({date for date, _ in self._files})
+    def ticks_from(self, from_ms: int) -> Iterator[tuple[int, Tick]]:
+        """The ticks in play order, each with its place in the whole play (the first is 1),
+        from the first date that can hold one stamped ``from_ms`` or later (a date partition
+        holds the ticks stamped that day)."""
+        first = time.strftime("%Y-%m-%d", time.gmtime(max(from_ms, 0) // 1000))
+        before = sum(rows for date, rows in self._rows.items() if date < first)
+        yield from enumerate(self._play(first), start=before + 1)
+
+    def _play(self, first_date: str = "") -> Iterator[Tick]:
+        dates = sorted({date for date, _ in self._files if date >= first_date})
         for date in dates:
             streams = [self._symbol_ticks(symbol, paths)
                        for (day, symbol), paths in self._files.items() if day == date]
             yield from heapq.merge(*streams, key=lambda tick: tick.time_msc)
 
-    @staticmethod
-    def _symbol_ticks(symbol: str, paths: list[Path]) -> Iterator[Tick]:
+    def _symbol_ticks(self, symbol: str, paths: list[Path]) -> Iterator[Tick]:
+        self.partitions_read += 1
         table = _read(paths).sort_by([("epoch", "ascending"), ("seq", "ascending")])
         nulls = [name for name in _TICK_COLUMNS if table.column(name).null_count]
         if nulls:

@@ -1004,7 +1004,10 @@ class ReplaySource(MarketSource):
         if replay is None:
             return
         limit, unplayed = replay.rows_read, self._next
-        ticks = self._ranges.ticks(symbol, from_ms, limit) if self._ranges else self._recorded()
+        if self._ranges:
+            ticks = self._ranges.ticks(symbol, from_ms, limit)
+        else:  # a recording, indexed by its files' row counts
+            ticks = replay.file.ticks_from(from_ms)
         with closing(ticks):
             for ordinal, tick in ticks:
                 if ordinal > limit or unplayed is not None and (
@@ -1012,11 +1015,3 @@ class ReplaySource(MarketSource):
                     return
                 yield tick
 
-    def _recorded(self) -> Iterator[tuple[int, Tick]]:
-        """A recording's ticks from its start, each with its ordinal (a row is a tick)."""
-        replay = _Replay(self._path, self._symbol)
-        try:
-            for tick in replay.ticks:
-                yield replay.rows_read, tick
-        finally:
-            replay.close()
