@@ -118,6 +118,7 @@ class ChildProcess:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     _log: tempfile._TemporaryFileWrapper | None = None
+    tree: Path = ROOT  # the source tree it runs from (a benchmark's baseline runs an older one)
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", self.module, "--env-file", os.devnull, *self.args]
@@ -127,7 +128,7 @@ class ChildProcess:
         env.update(self.env)
         self._log = tempfile.NamedTemporaryFile("w+", prefix=f"{self.module}-", suffix=".log")
         self.proc = subprocess.Popen(
-            self.command(), cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True,
+            self.command(), cwd=self.tree, env=env, stdout=self._log, stderr=subprocess.STDOUT, text=True,
         )
 
     def output(self) -> str:
