@@ -39,21 +39,28 @@ def _ephemeral_range() -> tuple[int, int]:
 
 
 def free_port() -> int:
-    """A free port below the ephemeral range. A client that keeps reconnecting to a stopped
-    server's ephemeral port can be handed that very port as its own source port (a TCP
-    self-connect), which then blocks the restarted server's bind; outside the range that
-    cannot happen."""
+    """A free port below the ephemeral range, never one this process was given before. A
+    client that keeps reconnecting to a stopped server's ephemeral port can be handed that
+    very port as its own source port (a TCP self-connect), which then blocks the restarted
+    server's bind; outside the range that cannot happen. A port is free when it is chosen but
+    bound only when its process starts, so two ports chosen meanwhile must differ."""
     low = _ephemeral_range()[0]
     rng = random.Random()
     for _ in range(1000):
         port = rng.randrange(10_000, low)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
     raise RuntimeError("no free port found")
+
+
+_HANDED_OUT: set[int] = set()  # free_port's answers in this process (a few thousand at most)
 
 
 def engine_config(environ: Mapping[str, str] | None = None, **overrides: str) -> EngineConfig:

@@ -31,9 +31,14 @@ def matches(ind, expected):
                for k, v in expected.items())
 
 
-def check_indicator_values(ctx, engine, messages):
+def check_indicator_values(ctx, engine, messages, rejoined: bool = False):
     """Every ind: message answers a candle message with the same bar: its values must equal
-    TA-Lib over the engine's closed history up to that bar plus that candle's close."""
+    TA-Lib over the engine's closed history up to that bar plus that candle's close.
+
+    ``rejoined``: the watcher's subscription reached a restarted engine a moment after the
+    worker's, so the first values may answer candles it never saw. The worker answers candles
+    in order, so those are a prefix: skipped up to the first value that matches, and every
+    value after it must match."""
     with RpcClient(engine.rpc, ctx=ctx) as rpc:
         history = [c for c in rpc.candles("EURUSD", "M1", 1000) if c["closed"]]
     candles = [m for t, m in messages if t.startswith(b"candle:")]
@@ -42,7 +47,10 @@ def check_indicator_values(ctx, engine, messages):
     for ind in inds:
         base = [c["close"] for c in history if c["time"] < ind["time"]]
         answers = [c for c in candles if c["time"] == ind["time"] and c["closed"] == ind["closed"]]
-        assert any(matches(ind, talib_last(base + [c["close"]])) for c in answers), ind
+        answered = any(matches(ind, talib_last(base + [c["close"]])) for c in answers)
+        if rejoined and not checked and not answered:
+            continue
+        assert answered, ind
         checked += 1
     return checked
 
@@ -69,9 +77,9 @@ def test_engine_killed_and_restarted_same_history_and_correct_indicators(started
     overlap = {c["time"] for c in before} & {c["time"] for c in after}
     assert len(overlap) >= 490
     assert [c for c in before if c["time"] in overlap] == [c for c in after if c["time"] in overlap]
-    messages = collect(watcher, lambda ms: sum(t.startswith(b"ind:") and m["epoch"] != 0 for t, m in ms) >= 8, 15)
+    messages = collect(watcher, lambda ms: sum(t.startswith(b"ind:") and m["epoch"] != 0 for t, m in ms) >= 12, 20)
     fresh = [(t, m) for t, m in messages if t.startswith(b"ind:") or m["epoch"] == epoch]
-    checked = check_indicator_values(zmq_ctx, restarted, fresh)
+    checked = check_indicator_values(zmq_ctx, restarted, fresh, rejoined=True)
     assert checked >= 8
     print(f"engine SIGKILL + restart: {len(overlap)} closed M1 bars identical across the restart, "
           f"{checked} indicator messages after it equal TA-Lib")
