@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -181,26 +180,6 @@ def npm_install(folder: Path = JS_DIR, package: str = "socket.io-client") -> str
         if result.returncode != 0:
             raise RuntimeError(f"npm ci failed in {folder}: {result.stderr[-2000:]}")
     return node
-
-
-def consecutive_free_ports(count: int) -> list[int]:
-    """``count`` free loopback ports in a row, as bridges side by side take them (``WS_PORT``,
-    ``WS_PORT + 1``, ...)."""
-    for _ in range(1000):
-        first = free_port()
-        ports = list(range(first, first + count))
-        if all(_bindable(port) for port in ports[1:]):
-            return ports
-    raise RuntimeError(f"no {count} consecutive free ports found")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 # H1 bars replayed at this many per second: closed candles and indicator values come fast.

@@ -39,28 +39,39 @@ def _ephemeral_range() -> tuple[int, int]:
 
 
 def free_port() -> int:
-    """A free port below the ephemeral range, never one this process was given before. A
-    client that keeps reconnecting to a stopped server's ephemeral port can be handed that
-    very port as its own source port (a TCP self-connect), which then blocks the restarted
-    server's bind; outside the range that cannot happen. A port is free when it is chosen but
-    bound only when its process starts, so two ports chosen meanwhile must differ."""
+    """A free port below the ephemeral range, never one this process was given before
+    (``free_ports``)."""
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` free ports in a row (as bridges side by side take ``WS_PORT``, ``WS_PORT + 1``)
+    below the ephemeral range, none of them given before in this process. A client that keeps
+    reconnecting to a stopped server's ephemeral port can be handed that very port as its own
+    source port (a TCP self-connect), which then blocks the restarted server's bind; outside the
+    range that cannot happen. A port is free when it is chosen but bound only when its process
+    starts, so ports chosen meanwhile must differ."""
     low = _ephemeral_range()[0]
     rng = random.Random()
     for _ in range(1000):
-        port = rng.randrange(10_000, low)
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _HANDED_OUT.add(port)
-        return port
-    raise RuntimeError("no free port found")
+        first = rng.randrange(10_000, low - count + 1)
+        ports = list(range(first, first + count))
+        if _HANDED_OUT.isdisjoint(ports) and all(map(_bindable, ports)):
+            _HANDED_OUT.update(ports)
+            return ports
+    raise RuntimeError(f"no {count} free ports in a row found")
 
 
-_HANDED_OUT: set[int] = set()  # free_port's answers in this process (a few thousand at most)
+_HANDED_OUT: set[int] = set()  # free_ports' answers in this process (a few thousand at most)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def engine_config(environ: Mapping[str, str] | None = None, **overrides: str) -> EngineConfig:

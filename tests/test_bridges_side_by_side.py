@@ -18,8 +18,8 @@ import socketio
 
 from engine.config import ConfigError
 from engine.launcher import MAX_BRIDGES, bridge_ports
-from tests.bridge_procs import BridgeProcess, Recorder, consecutive_free_ports, fast_h1_replay
-from tests.procs import ROOT, ServiceProcess, free_port
+from tests.bridge_procs import BridgeProcess, Recorder, fast_h1_replay
+from tests.procs import ROOT, ServiceProcess, free_port, free_ports
 
 HOUR = 3600
 WINDOW_BARS = 40  # closed bars both clients must have seen, compared bar by bar
@@ -94,7 +94,7 @@ def bridge_pids(output: str, name: str) -> list[int]:
 
 
 def test_mt5_service_runs_two_bridges_on_consecutive_ports_and_restarts_each(started):
-    ports = consecutive_free_ports(2)
+    ports = free_ports(2)
     service = ServiceProcess(["--workers", "0", "--bridges", "2"], env={"WS_PORT": str(ports[0])})
     started.append(service)
     service.start()
@@ -175,7 +175,7 @@ def test_the_readme_nginx_snippet_serves_websocket_and_with_ip_hash_long_polling
     nginx = shutil.which("nginx")
     if nginx is None:
         pytest.skip("nginx is not installed: it runs the README's snippet in front of two bridges")
-    ports, listen = consecutive_free_ports(2), free_port()
+    ports, listen = free_ports(2), free_port()
     url = f"http://localhost:{listen}"
     service = ServiceProcess(["--workers", "0", "--bridges", "2"],
                              env={"WS_PORT": str(ports[0]), "WS_ALLOWED_HOSTS": f"localhost:{listen},127.0.0.1"})
