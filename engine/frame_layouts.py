@@ -21,6 +21,9 @@ import numpy as np
 _NUMBER_WIDTH = {0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8, 0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8}
 _NIL_AND_BOOLS = (0xC0, 0xC2, 0xC3)
 MAX_LAYOUTS = 1024  # (topic, length) pairs remembered: a publisher's few forms, however many it sends
+# A topic's layouts: a worker's value changes length as its seq's msgpack form grows (fixint,
+# uint8, 16, 32) and while its indicators warm up (nil); past this, its oldest is forgotten.
+LAYOUTS_PER_TOPIC = 8
 MIN_BATCH = 4  # fewer messages of one layout in a batch are decoded: checking them costs more
 
 
@@ -68,15 +71,26 @@ def layout_of(payload: bytes) -> Layout | None:
 class FrameLayouts:
     """Learned layouts by (topic, payload length); ``matching`` checks a batch against them."""
 
-    def __init__(self, max_layouts: int = MAX_LAYOUTS) -> None:
-        self.max_layouts = max_layouts
+    def __init__(self, max_layouts: int = MAX_LAYOUTS, per_topic: int = LAYOUTS_PER_TOPIC) -> None:
+        self.max_layouts, self.per_topic = max_layouts, per_topic
         self._layouts: dict[tuple[bytes, int], Layout | None] = {}
+        self._lengths: dict[bytes, list[int]] = {}  # topic -> its layouts' lengths, oldest first
 
     def learn(self, topic: bytes, payload: bytes) -> None:
-        """Remember the layout of ``payload``, which decoded as a map (None: it has none)."""
+        """Remember the layout of ``payload``, which decoded as a map (None: it has none); a
+        topic's oldest is forgotten past ``per_topic``, so its current form is always learned."""
         key = (topic, len(payload))
-        if key not in self._layouts and len(self._layouts) < self.max_layouts:
-            self._layouts[key] = layout_of(payload)
+        if key in self._layouts:
+            return
+        lengths = self._lengths.get(topic)
+        if lengths is None:
+            if len(self._lengths) * self.per_topic >= self.max_layouts:
+                return
+            lengths = self._lengths[topic] = []
+        if len(lengths) == self.per_topic:
+            del self._layouts[(topic, lengths.pop(0))]
+        lengths.append(len(payload))
+        self._layouts[key] = layout_of(payload)
 
     def matching(self, messages: list[list[bytes]], eligible: Callable[[bytes], bool]) -> set[int]:
         """The indexes of the two-frame messages of ``eligible`` topics whose payload holds a

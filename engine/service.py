@@ -613,7 +613,8 @@ class EngineService:
             payload = decode(frames[1])
         except ProtocolError:
             return UNDECODABLE
-        self._layouts.learn(topic, frames[1])
+        if topic.startswith(INDICATOR_PREFIX):
+            self._layouts.learn(topic, frames[1])
         return None if self._foreign.put(topic, payload, now) else TOO_MANY_COMPONENTS
 
     def _expire_foreign(self, now: int) -> None:

@@ -72,11 +72,29 @@ def test_only_flat_maps_have_a_layout():
     assert learned_none.matching([[TOPIC, encode({"a": [2.5]})]] * MIN_BATCH, lambda topic: True) == set()
 
 
-def test_layouts_are_bounded_whatever_a_publisher_sends():
-    layouts = FrameLayouts(max_layouts=10)
-    for n in range(100):
+def test_layouts_are_bounded_whatever_a_publisher_sends_and_a_topics_current_form_is_learned():
+    layouts = FrameLayouts(max_layouts=40, per_topic=4)
+    for n in range(100):  # new topics: 10 of them get places
         layouts.learn(f"ind:S{n}:M1:".encode(), encode({"pad": "x" * n}))
     assert len(layouts) == 10
+    for n in range(100):  # one topic in ever new lengths keeps its last 4
+        layouts.learn(b"ind:S0:M1:", encode({"pad": "y" * n}))
+    assert len(layouts) == 13
+    payloads = values(MIN_BATCH)
+    layouts.learn(b"ind:S0:M1:", payloads[0])  # its current form, after all that
+    assert layouts.matching([[b"ind:S0:M1:", p] for p in payloads], lambda topic: True) == set(range(MIN_BATCH))
+    assert len(layouts) == 13
+
+
+def test_a_workers_forms_as_its_seq_grows_are_all_kept():
+    layouts = FrameLayouts()
+    for first_seq in (1, 200, 60_000, 70_000):  # fixint, uint8, uint16, uint32 seq
+        layouts.learn(TOPIC, values(1, first_seq)[0])
+    for first_seq in (1, 200, 60_000, 70_000):
+        later = values(MIN_BATCH, first_seq)
+        # A fixint seq is a constant byte: only the payload with the learned seq matches.
+        expected = set(range(MIN_BATCH)) if first_seq > 127 else {0}
+        assert layouts.matching([[TOPIC, p] for p in later], lambda topic: True) == expected, first_seq
 
 
 @settings(max_examples=300, deadline=None)
