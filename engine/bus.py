@@ -509,16 +509,6 @@ class BusPublisher:
         subscription matches the topic)."""
         self.last[topic] = frame
 
-    def publish_all(self, messages: Iterable[tuple[bytes, dict[str, Any]]]) -> None:
-        """``publish`` each ``(topic, payload)``: all stamped and encoded first, then sent one
-        after the other."""
-        stamp = self.stamper.stamp
-        topics, frames = [], []
-        for topic, payload in messages:
-            topics.append(topic)
-            frames.append(encode(stamp(topic, payload)))
-        self.publish_pairs(topics, frames)
-
     def publish_frames(self, topic: bytes, frames: Iterable[bytes]) -> None:
         """``publish_frame`` for several payloads of one topic, in order."""
         self.publish_pairs(repeat(topic), frames)

@@ -213,9 +213,11 @@ def _map_layout(prefix: bytes, entries: tuple[tuple[bytes, str], ...],
         codes.append(f"{len(keys[-1])}s{code}")
     return struct.Struct(f">{len(prefix)}s" + "".join(codes)).pack, tuple(keys)
 # Reading any msgpack int form: the bytes after its type byte (-1: not an int) and whether signed.
+# The forms of _INT_FORMS with a type byte: (type byte, form, value bytes) each.
+_TYPED_INTS = np.array([(t[0], form, struct.calcsize(code)) for form, (t, code) in enumerate(_INT_FORMS) if t])
 _INT_WIDTH = np.full(256, -1, np.int64)
 _INT_WIDTH[:0x80] = _INT_WIDTH[0xE0:] = 0
-_INT_WIDTH[[0xCC, 0xCD, 0xCE, 0xCF, 0xD0, 0xD1, 0xD2, 0xD3]] = [1, 2, 4, 8, 1, 2, 4, 8]
+_INT_WIDTH[_TYPED_INTS[:, 0]] = _TYPED_INTS[:, 2]
 _INT_SIGNED = np.zeros(256, bool)
 _INT_SIGNED[[0xD0, 0xD1, 0xD2, 0xD3]] = True
 _INT64_MAX = 2**63 - 1
@@ -447,9 +449,8 @@ _LAYOUT_BASE = 10
 _NO_LAYOUT = _LAYOUT_BASE ** len(_TICK_INTS)
 _FORM_OF_TYPE = np.full(256, _NO_LAYOUT, np.int64)
 _FORM_OF_TYPE[:0x80], _FORM_OF_TYPE[0xE0:] = 0, 5
-_FORM_OF_TYPE[[0xCC, 0xCD, 0xCE, 0xCF, 0xD0, 0xD1, 0xD2, 0xD3]] = [1, 2, 3, 4, 6, 7, 8, 9]
-_SKIP_OF_TYPE = np.ones(256, np.int64)
-_SKIP_OF_TYPE[[0xCC, 0xCD, 0xCE, 0xCF, 0xD0, 0xD1, 0xD2, 0xD3]] = [2, 3, 5, 9, 2, 3, 5, 9]
+_FORM_OF_TYPE[_TYPED_INTS[:, 0]] = _TYPED_INTS[:, 1]
+_SKIP_OF_TYPE = np.maximum(_INT_WIDTH, 0) + 1
 
 
 def _tick_layouts_of(joined: bytes, starts: np.ndarray, ends: np.ndarray, prefix_len: int) -> np.ndarray:
