@@ -41,7 +41,9 @@ class Columns(NamedTuple):
     closed: np.ndarray
     bar: tuple[np.ndarray, ...]  # BAR_FIELDS
 
-LAYOUTS_PER_TOPIC = 32  # payload lengths remembered per topic (a hostile publisher cannot grow it)
+# Payload lengths remembered per topic; past it the oldest is forgotten, so a publisher sending
+# ever new lengths cannot keep the engine's current one from being learned.
+LAYOUTS_PER_TOPIC = 32
 
 
 def _getter(indexes: list[int]) -> Any:
@@ -206,17 +208,19 @@ class CandleLayouts:
         return None if read is None else read(payload)
 
     def learn(self, payload: bytes, candle: dict[str, Any]) -> bool:
-        """Keep the layout of a checked ``payload`` (``candle``: what it decoded to); False if
-        it has none a layout can read, or the topic has ``LAYOUTS_PER_TOPIC`` other lengths."""
-        if len(payload) not in self._by_length and len(self._by_length) >= LAYOUTS_PER_TOPIC:
-            return False
+        """Keep the layout of a checked ``payload`` (``candle``: what it decoded to), forgetting
+        the oldest length past ``LAYOUTS_PER_TOPIC``; False if it has none a layout can read."""
         if type(candle.get("closed")) is not bool:
             return False
         layout = _layout_of(payload, candle, self.FIELDS, self._UNSIGNED)
         if layout is None:
             return False
-        self._by_length[len(payload)] = layout.read
-        self._layouts[len(payload)] = layout
+        size = len(payload)
+        if size not in self._layouts and len(self._layouts) >= LAYOUTS_PER_TOPIC:
+            oldest = next(iter(self._layouts))
+            del self._layouts[oldest], self._by_length[oldest]
+        self._by_length[size] = layout.read
+        self._layouts[size] = layout
         return True
 
     def columns(self, payloads: list[bytes]) -> Columns | None:

@@ -17,7 +17,7 @@ import pytest
 from engine.protocol import CandleEncoder, Stamper, decode, encode
 from indicators import worker as worker_module
 from indicators.encoder import IndicatorEncoder
-from indicators.layouts import CandleLayouts, fields_of
+from indicators.layouts import LAYOUTS_PER_TOPIC, CandleLayouts, fields_of
 from indicators.spec import parse_indicators
 from indicators.worker import IndicatorWorker, WorkerConfig
 
@@ -252,3 +252,14 @@ def test_a_set_of_many_keys_is_encoded_with_a_map16_header_as_encode_writes_it()
     assert frames == [encode({"symbol": "EURUSD", "timeframe": "M1", "time": t, "closed": True,
                               **dict(zip(keys, row)), "seq": seq, "epoch": EPOCH})
                       for seq, (t, row) in enumerate(zip(times.tolist(), values.tolist()), 5)]
+
+
+def test_a_publisher_padding_candles_to_new_lengths_cannot_keep_the_engines_layout_out():
+    layouts = CandleLayouts()
+    real = stream(1)[1][1]
+    for n in range(100):  # 100 lengths, each a candle read_candle accepts, with a padding key
+        padded = encode({**decode(real), "pad": "x" * n, "after": 1.5})  # a layout ends with a number
+        assert layouts.learn(padded, decode(padded))
+    assert len(layouts) == LAYOUTS_PER_TOPIC
+    assert layouts.learn(real, decode(real))
+    assert typed(layouts.read(real)) == typed(fields_of(decode(real)))
