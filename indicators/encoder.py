@@ -48,9 +48,11 @@ class IndicatorEncoder:
         row per bar; ``seq`` from ``first_seq``): one array of numpy records when no value is
         NaN, else bar by bar."""
         n = len(times)
+        if not n:
+            return []
         last_seq = first_seq + n - 1
         forms = (_form(int(times[0])), _form(first_seq), _form(epoch))
-        if (not n or np.isnan(values).any() or forms[0] != _form(int(times[-1])) or forms[1] != _form(last_seq)
+        if (np.isnan(values).any() or forms[0] != _form(int(times[-1])) or forms[1] != _form(last_seq)
                 or None in forms):
             return [self.encode(t, True, row, seq, epoch)
                     for seq, (t, row) in enumerate(zip(times.tolist(), values.tolist()), first_seq)]
